@@ -1,0 +1,53 @@
+# medevac: the two commands a fresh machine needs are `make demo` and `make test`.
+# Every target installs what it needs first (venvs from pinned locks, Debian packages).
+
+PYTHON ?= python3
+VENV := .venv
+LAB_VENV := .venv-lab
+PIP_FLAGS := --quiet --disable-pip-version-check
+SCENARIO ?= host-crash
+
+.PHONY: all demo test lint types unit lab-tests deps services venv lab-venv clean bench
+
+all: test
+
+## Virtual environments, rebuilt when their lock changes.
+$(VENV)/.stamp: requirements/product.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements/product.lock
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+$(LAB_VENV)/.stamp: requirements/lab.lock
+	test -x $(LAB_VENV)/bin/python || $(PYTHON) -m venv $(LAB_VENV)
+	$(LAB_VENV)/bin/pip install $(PIP_FLAGS) -r requirements/lab.lock
+	touch $@
+
+venv: $(VENV)/.stamp
+lab-venv: $(LAB_VENV)/.stamp
+
+## Debian packages and local services the lab and the tests use.
+deps:
+	@bash scripts/install-debian-deps.sh
+
+services:
+	@bash scripts/ensure-services.sh
+
+## The main job: the demo on the embedded lab.
+demo: venv lab-venv deps
+	$(VENV)/bin/medevac demo --scenario $(SCENARIO)
+
+## The whole test suite: lint, types, unit, integration and lab tests.
+test: venv lab-venv deps services lint types
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+types: venv
+	$(VENV)/bin/mypy
+
+clean:
+	-$(VENV)/bin/medevac lab down 2>/dev/null
+	rm -rf $(VENV) $(LAB_VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

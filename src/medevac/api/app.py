@@ -1,0 +1,71 @@
+"""The FastAPI application: routes grouped by block, every non-health route authenticated."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+
+from medevac import __version__
+from medevac.api.auth import Principal, TokenRegistry, require
+from medevac.api.errors import install_error_handlers
+from medevac.api.limits import BodySizeLimit
+from medevac.config import Role, Settings
+from medevac.storage import Database
+
+AnyRole = Annotated[Principal, Depends(require())]
+AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
+
+
+def create_app(settings: Settings, db: Database) -> FastAPI:
+    """Build the API for one controller; the caller owns ``db``'s lifetime."""
+    app = FastAPI(
+        title="medevac",
+        version=__version__,
+        description="Fault management and VM high availability for OpenStack clouds.",
+    )
+    app.state.tokens = TokenRegistry(settings.api.tokens)
+    app.state.db = db
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers and its database is reachable (no auth)."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/whoami", tags=["auth"])
+    async def whoami(principal: AnyRole) -> dict[str, Any]:
+        """Who the presented token stands for."""
+        return {
+            "name": principal.name,
+            "role": principal.role.value,
+            "project_id": principal.project_id,
+        }
+
+    @app.get("/v1/audit", tags=["audit"])
+    async def audit(
+        request: Request,
+        _: AdminOrReader,
+        subject: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """The audit log, newest first; spans every project, so admin and reader only."""
+        database: Database = request.app.state.db
+        events = database.audit_events(subject=subject, limit=limit)
+        return {
+            "events": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "kind": e.kind,
+                    "subject": e.subject,
+                    "actor": e.actor,
+                    "trace_id": e.trace_id,
+                    "detail": e.detail,
+                }
+                for e in events
+            ]
+        }
+
+    return app

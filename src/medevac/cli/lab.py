@@ -1,0 +1,212 @@
+"""``medevac lab ...`` and ``medevac demo``: the embedded cloud for demos and tests."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medevac.lab.client import LabClient, lab_down, lab_env, lab_up
+from medevac.lab.faults import FaultKind
+from medevac.lab.layout import LabError, LabPaths, default_lab_dir
+
+lab_app = typer.Typer(help="The lab: real Nova + Neutron with fake hypervisors and BMCs.")
+out = Console()
+err = Console(stderr=True)
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where the lab keeps its files "
+        "(default: $MEDEVAC_LAB_DIR or ~/.local/state/medevac/lab).",
+    ),
+]
+
+
+def _paths(state_dir: Path | None) -> LabPaths:
+    return LabPaths(state_dir or default_lab_dir())
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(1)
+
+
+@lab_app.command("up")
+def up(
+    hosts: Annotated[int, typer.Option(help="Compute hosts.")] = 3,
+    servers_per_host: Annotated[int, typer.Option(help="Servers booted on each host.")] = 2,
+    report_interval: Annotated[float, typer.Option(help="Nova report_interval (s).")] = 1.0,
+    service_down_time: Annotated[int, typer.Option(help="Nova service_down_time (s).")] = 5,
+    transport_url: Annotated[
+        str | None, typer.Option(help="RabbitMQ URL for Nova's versioned notifications.")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Start a lab in the background; returns when it is ready."""
+    t0 = time.monotonic()
+    try:
+        info = lab_up(
+            _paths(state_dir),
+            hosts,
+            servers_per_host,
+            report_interval=report_interval,
+            service_down_time=service_down_time,
+            transport_url=transport_url,
+        )
+    except LabError as exc:
+        raise _fail(exc) from None
+    out.print(
+        f"lab ready in {time.monotonic() - t0:.1f} s: {len(info['hosts'])} hosts, "
+        f"{info['servers']} servers (state dir {_paths(state_dir).root})"
+    )
+    out.print("use it: eval $(medevac lab env)")
+
+
+@lab_app.command("down")
+def down(state_dir: StateDir = None) -> None:
+    """Stop the lab and every process it started."""
+    if lab_down(_paths(state_dir)):
+        out.print("lab stopped")
+    else:
+        out.print("no lab was running")
+
+
+@lab_app.command("env")
+def env(state_dir: StateDir = None) -> None:
+    """Print shell exports that point openstack, openstacksdk and medevac at the lab."""
+    try:
+        values = lab_env(_paths(state_dir))
+    except LabError as exc:
+        raise _fail(exc) from None
+    for key, value in values.items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+def _client(state_dir: Path | None) -> LabClient:
+    try:
+        return LabClient(_paths(state_dir))
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+def render_status(status: dict[str, Any], console: Console = out) -> None:
+    hosts = Table(title="hosts", title_justify="left")
+    for col in ("host", "nova state", "status", "forced down", "BMC", "power", "faults"):
+        hosts.add_column(col)
+    for h in status["hosts"]:
+        nova, bmc = h["nova"], h["bmc"]
+        state = nova["state"] or "?"
+        hosts.add_row(
+            h["name"],
+            f"[{'green' if state == 'up' else 'red'}]{state}[/]",
+            str(nova["status"]),
+            "yes" if nova["forced_down"] else "no",
+            f"{bmc['address']}:{bmc['port']}" + ("" if bmc["reachable"] else " (unreachable)"),
+            bmc["power"],
+            ", ".join(h["faults"]) or "-",
+        )
+    console.print(hosts)
+    ports = {p["device_id"]: p for p in status["ports"]}
+    servers = Table(title="servers", title_justify="left")
+    for col in ("server", "project", "host", "status", "power", "host_status", "HA", "port"):
+        servers.add_column(col)
+    for s in sorted(status["servers"], key=lambda s: s["name"]):
+        port = ports.get(s["id"])
+        dps = (port["data_plane_status"] or "unset") if port else "-"
+        servers.add_row(
+            s["name"],
+            s["project_id"],
+            str(s["host"]),
+            s["status"],
+            str(s["power_state"]),
+            str(s["host_status"]),
+            s["metadata"].get("HA_Enabled", "-"),
+            f"{port['physnet']} {dps}" if port else "-",
+        )
+    console.print(servers)
+
+
+@lab_app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Hosts (Nova's view, BMC, faults), servers and ports of the running lab."""
+    client = _client(state_dir)
+    try:
+        data = client.status()
+    except LabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        render_status(data)
+
+
+@lab_app.command("running")
+def running(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """For every server, the hosts on which its domain runs right now."""
+    try:
+        data = _client(state_dir).running()
+    except LabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for server, hosts in sorted(data.items()):
+        mark = "[red]TWICE[/]" if len(hosts) > 1 else ""
+        out.print(f"{server}  {', '.join(hosts) or '(not running)'} {mark}")
+
+
+def _fault_command(inject: bool) -> Any:
+    verb = "inject" if inject else "heal"
+
+    def command(
+        kind: Annotated[FaultKind, typer.Argument(help="Fault kind.")],
+        target: Annotated[str, typer.Argument(help="Host name, or server id for server-crash.")],
+        physnet: Annotated[
+            str | None, typer.Argument(help="Physical network, for link-down.")
+        ] = None,
+        state_dir: StateDir = None,
+    ) -> None:
+        client = _client(state_dir)
+        try:
+            method = client.inject if inject else client.heal
+            record = method(kind.value, target, physnet)
+        except LabError as exc:
+            raise _fail(exc) from None
+        extra = f" {physnet}" if physnet else ""
+        out.print(f"{verb}ed {kind.value} {target}{extra} at {record['at']}")
+
+    command.__doc__ = f"{verb.capitalize()} a fault (records its wall-clock time)."
+    return command
+
+
+lab_app.command("inject")(_fault_command(True))
+lab_app.command("heal")(_fault_command(False))
+
+
+def demo(
+    scenario: Annotated[
+        str, typer.Option(help="Fault to show: host-crash or power-loss.")
+    ] = "host-crash",
+    state_dir: StateDir = None,
+) -> None:
+    """The main job: bring the lab up, inject a host fault, show Nova's view change."""
+    from medevac.lab.demo import run_demo
+
+    try:
+        run_demo(_paths(state_dir), scenario, out)
+    except LabError as exc:
+        raise _fail(exc) from None

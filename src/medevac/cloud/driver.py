@@ -1,0 +1,366 @@
+"""Async cloud driver over openstacksdk.
+
+openstacksdk gives us clouds.yaml, Keystone auth, endpoint discovery and the compute
+API's microversion range; the calls themselves are plain REST through its service
+adapters so that each one pins the exact microversion whose contract it relies on
+(for example the 2.53 form of force-down, which the SDK's helper does not send).
+Blocking calls run in a bounded thread pool; each has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import openstack
+import openstack.config
+from keystoneauth1 import exceptions as ksa_exc
+
+from medevac.cloud.errors import (
+    CloudError,
+    CloudUnavailable,
+    ComputeServiceInUse,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+)
+from medevac.cloud.models import ComputeService, DataPlaneStatus, Port, Server
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Microversion = tuple[int, int]
+
+COMPUTE_BINARY = "nova-compute"
+# Evacuated servers keep their power state up to 2.94; from 2.95 they end STOPPED,
+# which is not what an HA restart wants.
+EVACUATE_MAX = (2, 94)
+SERVERS_MAX = (2, 100)
+
+
+def _mv(v: Microversion) -> str:
+    return f"{v[0]}.{v[1]}"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _error_message(body: Any, fallback: str) -> str:
+    """Pull the human message out of Nova's or Neutron's error envelope."""
+    if isinstance(body, dict):
+        for value in body.values():
+            if isinstance(value, dict) and "message" in value:
+                return str(value["message"])
+        if "message" in body:
+            return str(body["message"])
+    return fallback
+
+
+def _raise_for(status: int, body: Any, operation: str) -> None:
+    msg = _error_message(body, f"HTTP {status}")
+    if status == 400:
+        if "is still in use" in msg:
+            raise ComputeServiceInUse(msg, status=status, operation=operation)
+        raise InvalidRequest(msg, status=status, operation=operation)
+    if status in (401, 403):
+        raise Forbidden(msg, status=status, operation=operation)
+    if status == 404:
+        raise NotFound(msg, status=status, operation=operation)
+    if status == 409:
+        raise Conflict(msg, status=status, operation=operation)
+    if status >= 500 or status == 429:
+        raise CloudUnavailable(msg, status=status, operation=operation)
+    raise CloudError(msg, status=status, operation=operation)
+
+
+class CloudDriver:
+    """Nova and Neutron operations medevac needs, as async methods with typed errors."""
+
+    def __init__(
+        self,
+        cloud: str,
+        *,
+        clouds_yaml: Path | None = None,
+        max_workers: int = 16,
+        call_timeout: float = 30.0,
+    ) -> None:
+        self.cloud = cloud
+        self._clouds_yaml = clouds_yaml
+        self._timeout = call_timeout
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloud")
+        self._conn: Any = None
+        self._compute_max: Microversion | None = None
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._conn is None:
+            try:
+                files = [str(self._clouds_yaml)] if self._clouds_yaml else None
+                cfg = openstack.config.OpenStackConfig(config_files=files)
+                region = cfg.get_one(cloud=self.cloud)
+            except Exception as exc:  # the SDK raises several unrelated types here
+                raise CloudError(f"cannot load cloud {self.cloud!r}: {exc}") from None
+            self._conn = openstack.connection.Connection(config=region)
+        return self._conn
+
+    async def _run(self, operation: str, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._pool, fn), timeout=self._timeout
+            )
+        except TimeoutError:
+            raise CloudUnavailable(
+                f"no answer within {self._timeout:g} s", operation=operation
+            ) from None
+        except ksa_exc.ConnectFailure as exc:
+            raise CloudUnavailable(f"cannot connect: {exc}", operation=operation) from None
+        except (ksa_exc.ConnectTimeout, ksa_exc.EndpointNotFound) as exc:
+            raise CloudUnavailable(str(exc), operation=operation) from None
+
+    def _request(
+        self,
+        service: str,
+        method: str,
+        url: str,
+        operation: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        microversion: Microversion | None = None,
+    ) -> Any:
+        adapter = getattr(self._connect(), service)
+        kwargs: dict[str, Any] = {"raise_exc": False}
+        if json is not None:
+            kwargs["json"] = json
+        if params:
+            kwargs["params"] = params
+        if microversion is not None:
+            kwargs["microversion"] = _mv(microversion)
+        resp = adapter.request(url, method, **kwargs)
+        body: Any = None
+        if resp.content:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+        if resp.status_code >= 400:
+            _raise_for(resp.status_code, body, operation)
+        return body
+
+    async def _call(self, service: str, method: str, url: str, operation: str, **kw: Any) -> Any:
+        return await self._run(
+            operation, functools.partial(self._request, service, method, url, operation, **kw)
+        )
+
+    async def compute_max_microversion(self) -> Microversion:
+        """The newest compute microversion the cloud offers (from discovery, cached)."""
+        if self._compute_max is None:
+
+            def discover() -> Microversion:
+                data = self._connect().compute.get_endpoint_data()
+                mx = data.max_microversion if data else None
+                if not mx:
+                    return (2, 1)
+                return (int(mx[0]), int(mx[1]))
+
+            self._compute_max = await self._run("compute discovery", discover)
+        return self._compute_max
+
+    async def _compute_mv(self, wanted: Microversion) -> Microversion:
+        return min(wanted, await self.compute_max_microversion())
+
+    # -- compute services ---------------------------------------------------------
+
+    async def list_compute_services(self, host: str | None = None) -> list[ComputeService]:
+        """The nova-compute services (all, or one host's) with Nova's view of them."""
+        mv = await self._compute_mv((2, 53))
+        params = {"binary": COMPUTE_BINARY}
+        if host:
+            params["host"] = host
+        body = await self._call(
+            "compute", "GET", "/os-services", "list services", params=params, microversion=mv
+        )
+        return [
+            ComputeService(
+                id=str(s["id"]),
+                host=s["host"],
+                binary=s["binary"],
+                zone=s.get("zone", ""),
+                status=s["status"],
+                state=s["state"],
+                forced_down=bool(s.get("forced_down", False)),
+                updated_at=_parse_time(s.get("updated_at")),
+                disabled_reason=s.get("disabled_reason"),
+            )
+            for s in body.get("services", [])
+        ]
+
+    async def get_compute_service(self, host: str) -> ComputeService:
+        services = await self.list_compute_services(host)
+        if not services:
+            raise NotFound(f"no nova-compute service on host {host!r}", status=404)
+        return services[0]
+
+    async def set_forced_down(self, host: str, forced_down: bool = True) -> ComputeService:
+        """Force the host's compute service down (or release it): 2.53 form, else 2.11."""
+        op = f"force-{'down' if forced_down else 'up'} {host}"
+        mv = await self.compute_max_microversion()
+        if mv >= (2, 53):
+            svc = await self.get_compute_service(host)
+            await self._call(
+                "compute",
+                "PUT",
+                f"/os-services/{svc.id}",
+                op,
+                json={"forced_down": forced_down},
+                microversion=(2, 53),
+            )
+        elif mv >= (2, 11):
+            await self._call(
+                "compute",
+                "PUT",
+                "/os-services/force-down",
+                op,
+                json={"host": host, "binary": COMPUTE_BINARY, "forced_down": forced_down},
+                microversion=(2, 11),
+            )
+        else:
+            raise CloudError("the cloud's compute API is older than 2.11", operation=op)
+        return await self.get_compute_service(host)
+
+    async def set_enabled(
+        self, host: str, enabled: bool, reason: str | None = None
+    ) -> ComputeService:
+        """Enable or disable the host's compute service for scheduling, with a reason."""
+        op = f"{'enable' if enabled else 'disable'} {host}"
+        mv = await self.compute_max_microversion()
+        if mv >= (2, 53):
+            svc = await self.get_compute_service(host)
+            body: dict[str, Any] = {"status": "enabled" if enabled else "disabled"}
+            if not enabled and reason:
+                body["disabled_reason"] = reason
+            await self._call(
+                "compute", "PUT", f"/os-services/{svc.id}", op, json=body, microversion=(2, 53)
+            )
+        else:
+            action = "enable" if enabled else ("disable-log-reason" if reason else "disable")
+            body = {"host": host, "binary": COMPUTE_BINARY}
+            if not enabled and reason:
+                body["disabled_reason"] = reason
+            await self._call("compute", "PUT", f"/os-services/{action}", op, json=body)
+        return await self.get_compute_service(host)
+
+    # -- servers ------------------------------------------------------------------
+
+    async def list_host_servers(self, host: str) -> list[Server]:
+        """Every server on a host, across all projects, following Nova's pagination."""
+        mv = await self._compute_mv(SERVERS_MAX)
+        servers: list[Server] = []
+        marker: str | None = None
+        while True:
+            params = {"host": host, "all_tenants": "1", "limit": "1000"}
+            if marker:
+                params["marker"] = marker
+            body = await self._call(
+                "compute",
+                "GET",
+                "/servers/detail",
+                f"list servers on {host}",
+                params=params,
+                microversion=mv,
+            )
+            page = body.get("servers", [])
+            servers.extend(Server.from_api(s) for s in page)
+            has_next = any(link.get("rel") == "next" for link in body.get("servers_links", []))
+            if not page or not has_next:
+                return servers
+            marker = page[-1]["id"]
+
+    async def get_server(self, server_id: str) -> Server:
+        mv = await self._compute_mv(SERVERS_MAX)
+        body = await self._call(
+            "compute", "GET", f"/servers/{server_id}", f"get server {server_id}", microversion=mv
+        )
+        return Server.from_api(body["server"])
+
+    async def _server_action(
+        self, server_id: str, action: dict[str, Any], what: str, mv: Microversion | None = None
+    ) -> None:
+        await self._call(
+            "compute",
+            "POST",
+            f"/servers/{server_id}/action",
+            f"{what} server {server_id}",
+            json=action,
+            microversion=mv,
+        )
+
+    async def reset_state(self, server_id: str, state: str = "error") -> None:
+        """Set vm_state (error or active) and clear task_state; Nova answers 202."""
+        if state not in ("error", "active"):
+            raise ValueError(f"reset-state takes 'error' or 'active', not {state!r}")
+        await self._server_action(server_id, {"os-resetState": {"state": state}}, "reset-state")
+
+    async def evacuate(
+        self, server_id: str, host: str | None = None, on_shared_storage: bool = False
+    ) -> None:
+        """Rebuild the server on another host (Nova picks one unless ``host`` is given)."""
+        mv = await self._compute_mv(EVACUATE_MAX)
+        body: dict[str, Any] = {}
+        if host:
+            body["host"] = host
+        if mv < (2, 14):
+            body["onSharedStorage"] = on_shared_storage
+        await self._server_action(server_id, {"evacuate": body}, "evacuate", mv)
+
+    async def stop_server(self, server_id: str) -> None:
+        await self._server_action(server_id, {"os-stop": None}, "stop")
+
+    async def start_server(self, server_id: str) -> None:
+        await self._server_action(server_id, {"os-start": None}, "start")
+
+    # -- ports --------------------------------------------------------------------
+
+    async def list_host_ports(self, host: str) -> list[Port]:
+        """Every port bound to a host (``binding:host_id``)."""
+        body = await self._call(
+            "network", "GET", "/ports", f"list ports on {host}", params={"binding:host_id": host}
+        )
+        return [Port.from_api(p) for p in body.get("ports", [])]
+
+    async def get_port(self, port_id: str) -> Port:
+        body = await self._call("network", "GET", f"/ports/{port_id}", f"get port {port_id}")
+        return Port.from_api(body["port"])
+
+    async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> Port:
+        """Set a port's data_plane_status to ACTIVE or DOWN, or unset it (None)."""
+        body = await self._call(
+            "network",
+            "PUT",
+            f"/ports/{port_id}",
+            f"set data_plane_status {status.value if status else 'unset'} on port {port_id}",
+            json={"port": {"data_plane_status": status.value if status else None}},
+        )
+        return Port.from_api(body["port"])
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.to_thread(conn.close)

@@ -1,0 +1,202 @@
+"""Controller configuration: one TOML file plus ``MEDEVAC_*`` environment overrides.
+
+The file is named by ``--config`` or ``MEDEVAC_CONFIG``. Nested keys are overridden
+from the environment with ``__`` between levels (``MEDEVAC_API__PORT=9000``).
+OpenStack credentials never live here: ``cloud.name`` picks an entry of clouds.yaml.
+Secrets (API tokens, BMC passwords) are ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "MEDEVAC_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration is missing, unreadable or invalid; the message says where."""
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+    READER = "reader"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiToken(_Section):
+    """A bearer token and who it stands for."""
+
+    name: str = Field(min_length=1, description="who holds it; shown in the audit log")
+    token: SecretStr
+    role: Role
+    project_id: str | None = Field(default=None, description="required for role member")
+
+    @model_validator(mode="after")
+    def _member_needs_project(self) -> ApiToken:
+        if self.role is Role.MEMBER and not self.project_id:
+            raise ValueError(f"token {self.name!r}: role 'member' needs a project_id")
+        if len(self.token.get_secret_value()) < 16:
+            raise ValueError(f"token {self.name!r}: must be at least 16 characters")
+        return self
+
+
+class ApiConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tokens_unique(self) -> ApiConfig:
+        seen: set[str] = set()
+        for t in self.tokens:
+            value = t.token.get_secret_value()
+            if value in seen:
+                raise ValueError(f"token {t.name!r}: the same token value is configured twice")
+            seen.add(value)
+        return self
+
+
+class CloudConfig(_Section):
+    name: str = Field(default="openstack", description="entry of clouds.yaml")
+    clouds_yaml: Path | None = Field(
+        default=None, description="clouds.yaml to read; default: openstacksdk's search path"
+    )
+    max_workers: int = Field(default=16, ge=1, le=256, description="threads for SDK calls")
+    call_timeout: float = Field(default=30.0, gt=0)
+
+
+class StorageConfig(_Section):
+    url: str = Field(
+        default="sqlite:///medevac.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://...",
+    )
+
+
+class BmcDriver(enum.StrEnum):
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+
+
+class HostConfig(_Section):
+    """A compute host medevac watches: where its BMC answers."""
+
+    bmc_driver: BmcDriver = BmcDriver.IPMI
+    bmc_address: str
+    bmc_port: int = Field(default=623, ge=1, le=65535)
+    zone: str = "nova"
+
+
+class BmcCredentials(_Section):
+    username: str
+    password: SecretStr
+
+
+class Settings(BaseSettings):
+    """The whole controller configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDEVAC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    bmc_secrets_file: Path | None = Field(
+        default=None,
+        description="TOML file of [host] username/password tables, kept apart from this file",
+    )
+    agent_key_file: Path | None = Field(
+        default=None, description="file holding the cluster key that signs agent heartbeats"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then the environment, then the TOML file.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    def bmc_credentials(self) -> dict[str, BmcCredentials]:
+        """Per-host BMC credentials from the secrets file (empty when none is set)."""
+        if self.bmc_secrets_file is None:
+            return {}
+        raw = _read_toml(self.bmc_secrets_file)
+        creds: dict[str, BmcCredentials] = {}
+        for host, entry in raw.items():
+            try:
+                creds[host] = BmcCredentials.model_validate(entry)
+            except ValidationError as exc:
+                raise ConfigError(
+                    _describe(exc, f"{self.bmc_secrets_file} [{host}]", with_input=False)
+                ) from None
+        return creds
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, where: str, *, with_input: bool = True) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        # Inputs of secret fields must not be echoed back.
+        secret = any(str(p) in {"token", "password"} for p in err["loc"])
+        if with_input and not secret and "input" in err and err["type"] != "missing":
+            msg += f" (got {err['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load and validate the configuration; raise ConfigError with a readable message."""
+    chosen = Path(path) if path else None
+    if chosen is None and os.environ.get(CONFIG_ENV):
+        chosen = Path(os.environ[CONFIG_ENV])
+    where = str(chosen) if chosen else "environment"
+    cls: type[Settings] = Settings
+    if chosen is not None:
+        _read_toml(chosen)  # surfaces missing/unreadable/invalid TOML with its own message
+
+        class _FromFile(Settings):
+            model_config = SettingsConfigDict(toml_file=chosen)
+
+        cls = _FromFile
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where)) from None

@@ -1,0 +1,113 @@
+"""Engine, sessions and migrations for one database (SQLite file or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from medevac.storage.models import AuditEvent
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class StorageError(Exception):
+    """The database is unreachable, misconfigured or at an unknown schema."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (API) run beside the writer; busy_timeout rides out short locks.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    """One database: ``migrate()`` once at start, then ``session()`` per unit of work."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StorageError(f"storage.url is not a database URL: {url!r}") from None
+        self.url = parsed
+        self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden."""
+        return self.url.render_as_string(hide_password=True)
+
+    def _alembic_config(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["engine"] = self.engine
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        try:
+            command.upgrade(self._alembic_config(), "head")
+        except OperationalError as exc:
+            raise StorageError(f"cannot reach {self.display_url}: {exc.orig}") from None
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on error."""
+        with self._sessions.begin() as s:
+            yield s
+
+    def record_audit(
+        self,
+        kind: str,
+        subject: str,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+        trace_id: str | None = None,
+    ) -> int:
+        """Append one audit event and return its id."""
+        with self.session() as s:
+            ev = AuditEvent(
+                at=datetime.now(UTC),
+                kind=kind,
+                subject=subject,
+                actor=actor,
+                trace_id=trace_id,
+                detail=detail or {},
+            )
+            s.add(ev)
+            s.flush()
+            return ev.id
+
+    def audit_events(self, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
+        with self.session() as s:
+            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            if subject is not None:
+                q = q.where(AuditEvent.subject == subject)
+            return list(s.scalars(q))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
