@@ -176,7 +176,8 @@ def _describe(exc: ValidationError, where: str, *, with_input: bool = True) -> s
         msg = err["msg"]
         # Inputs of secret fields must not be echoed back.
         secret = any(str(p) in {"token", "password"} for p in err["loc"])
-        if with_input and not secret and "input" in err and err["type"] != "missing":
+        scalar = isinstance(err.get("input"), str | int | float | bool)
+        if with_input and scalar and not secret and err["type"] != "missing":
             msg += f" (got {err['input']!r})"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""``python -m medevac``: the same as the ``medevac`` command."""
+
+from medevac.cli.main import app
+
+app()

@@ -1,0 +1,77 @@
+"""Shared fixtures: tokens, settings, a database per test, polling helper."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from medevac.config import ApiConfig, ApiToken, Role, Settings, StorageConfig
+from medevac.storage import Database
+
+T = TypeVar("T")
+
+ADMIN_TOKEN = "admin-token-0123456789"
+READER_TOKEN = "reader-token-0123456789"
+MEMBER_TOKEN = "member-token-0123456789"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        api=ApiConfig(
+            max_body_bytes=4096,
+            tokens=[
+                ApiToken(name="ops", token=ADMIN_TOKEN, role=Role.ADMIN),  # type: ignore[arg-type]
+                ApiToken(name="auditor", token=READER_TOKEN, role=Role.READER),  # type: ignore[arg-type]
+                ApiToken(
+                    name="tenant",
+                    token=MEMBER_TOKEN,  # type: ignore[arg-type]
+                    role=Role.MEMBER,
+                    project_id="p1",
+                ),
+            ],
+        ),
+        storage=StorageConfig(url=f"sqlite:///{tmp_path / 'medevac.db'}"),
+    )
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.storage.url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def postgres_available() -> bool:
+    return port_open(5432)

@@ -1,0 +1,100 @@
+"""The controller API: health, token auth by role, error envelope, body size limit."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medevac.api import create_app
+from medevac.config import Settings
+from medevac.storage import Database
+from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
+
+
+@pytest.fixture
+def client(settings: Settings, db: Database) -> TestClient:
+    return TestClient(create_app(settings, db), raise_server_exceptions=False)
+
+
+def test_healthz_needs_no_token(client: TestClient) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+def test_missing_token_is_401_with_envelope(client: TestClient) -> None:
+    r = client.get("/v1/whoami")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == 401
+    assert "X-Auth-Token" in r.json()["error"]["message"]
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_invalid_token_is_401(client: TestClient) -> None:
+    r = client.get("/v1/whoami", headers={"X-Auth-Token": "not-a-real-token-000"})
+    assert r.status_code == 401
+    assert r.json()["error"]["message"] == "invalid token"
+    assert "not-a-real-token" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "role"),
+    [
+        ({"X-Auth-Token": ADMIN_TOKEN}, "admin"),
+        ({"Authorization": f"Bearer {READER_TOKEN}"}, "reader"),
+        ({"authorization": f"bearer {MEMBER_TOKEN}"}, "member"),
+    ],
+)
+def test_token_in_either_header_maps_to_role(
+    client: TestClient, headers: dict[str, str], role: str
+) -> None:
+    r = client.get("/v1/whoami", headers=headers)
+    assert r.status_code == 200
+    assert r.json()["role"] == role
+
+
+def test_member_sees_its_project(client: TestClient) -> None:
+    r = client.get("/v1/whoami", headers={"X-Auth-Token": MEMBER_TOKEN})
+    assert r.json()["project_id"] == "p1"
+
+
+def test_wrong_role_is_403(client: TestClient, db: Database) -> None:
+    db.record_audit("test", "host1", "tester", {"n": 1})
+    r = client.get("/v1/audit", headers={"X-Auth-Token": MEMBER_TOKEN})
+    assert r.status_code == 403
+    assert "member" in r.json()["error"]["message"]
+    r = client.get("/v1/audit", headers={"X-Auth-Token": READER_TOKEN})
+    assert r.status_code == 200
+    assert r.json()["events"][0]["subject"] == "host1"
+
+
+def test_invalid_query_is_400_naming_the_field(client: TestClient) -> None:
+    r = client.get("/v1/audit?limit=0", headers={"X-Auth-Token": ADMIN_TOKEN})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith("limit:")
+
+
+def test_unknown_path_uses_envelope(client: TestClient) -> None:
+    r = client.get("/v1/nothing-here", headers={"X-Auth-Token": ADMIN_TOKEN})
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == 404
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    r = client.post("/v1/whoami", content=b"x" * 10_000, headers={"X-Auth-Token": ADMIN_TOKEN})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == 413
+
+
+def test_oversized_chunked_body_is_413(client: TestClient) -> None:
+    def chunks():  # no Content-Length: the limit must hold on the stream
+        for _ in range(10):
+            yield b"y" * 1000
+
+    r = client.post("/v1/whoami", content=chunks(), headers={"X-Auth-Token": ADMIN_TOKEN})
+    assert r.status_code == 413
+
+
+def test_openapi_lists_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/healthz", "/v1/whoami", "/v1/audit"} <= set(paths)

@@ -1,0 +1,61 @@
+"""`medevac serve` as a real process: migrates, serves on loopback, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ADMIN_TOKEN, free_port, wait_for
+
+
+def test_serve_runs_migrates_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "medevac.toml"
+    config.write_text(
+        f'[api]\nport = {port}\n[storage]\nurl = "sqlite:///{tmp_path / "c.db"}"\n'
+        f'[[api.tokens]]\nname = "ops"\ntoken = "{ADMIN_TOKEN}"\nrole = "admin"\n'
+    )
+    env = {**os.environ, "MEDEVAC_CONFIG": str(config)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medevac", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the controller to answer /healthz", healthy, 20)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/v1/whoami").status_code == 401
+        me = httpx.get(f"{base}/v1/whoami", headers={"X-Auth-Token": ADMIN_TOKEN})
+        assert me.json()["name"] == "ops"
+        assert (tmp_path / "c.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, output
+    assert ADMIN_TOKEN not in output
+
+
+def test_serve_with_invalid_config_exits_with_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[api]\nport = 99999\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "medevac", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "api.port" in result.stderr

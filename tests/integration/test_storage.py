@@ -1,0 +1,70 @@
+"""Storage: migrations run on SQLite and PostgreSQL, are idempotent and match the models."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from medevac.storage import Base, Database, StorageError
+from tests.conftest import POSTGRES_URL, postgres_available
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'm.db'}")
+        yield database
+        database.dispose()
+        return
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    admin = Database(POSTGRES_URL)
+    name = f"medevac_test_{uuid.uuid4().hex[:10]}"
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
+    yield database
+    database.dispose()
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f'DROP DATABASE "{name}"'))
+    admin.dispose()
+
+
+def test_migrate_creates_schema_and_is_idempotent(fresh_db: Database) -> None:
+    assert fresh_db.current_revision() is None
+    fresh_db.migrate()
+    fresh_db.migrate()
+    assert fresh_db.current_revision() == fresh_db.head_revision()
+
+
+def test_models_match_migrations(fresh_db: Database) -> None:
+    fresh_db.migrate()
+    with fresh_db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_audit_round_trip(fresh_db: Database) -> None:
+    fresh_db.migrate()
+    first = fresh_db.record_audit("host.state", "host1", "inspector", {"to": "DOWN"}, "trace-1")
+    second = fresh_db.record_audit("host.state", "host2", "inspector", {"to": "UP"})
+    assert second > first
+    events = fresh_db.audit_events()
+    assert [e.subject for e in events] == ["host2", "host1"]
+    only = fresh_db.audit_events(subject="host1")
+    assert only[0].detail == {"to": "DOWN"} and only[0].trace_id == "trace-1"
+    assert only[0].at.tzinfo is not None or fresh_db.url.get_backend_name() == "sqlite"
+
+
+def test_bad_url_and_unreachable_database_are_clear_errors() -> None:
+    with pytest.raises(StorageError, match="not a database URL"):
+        Database("this is not a url")
+    db = Database("postgresql+psycopg://nobody:secretpw@127.0.0.1:1/none")
+    with pytest.raises(StorageError, match="cannot reach") as info:
+        db.migrate()
+    assert "secretpw" not in str(info.value)

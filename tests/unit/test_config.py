@@ -1,0 +1,98 @@
+"""Configuration: TOML plus environment overrides, with errors that say where."""
+
+from pathlib import Path
+
+import pytest
+
+from medevac.config import ConfigError, Role, load_settings
+
+GOOD = """
+[api]
+port = 9000
+
+[[api.tokens]]
+name = "ops"
+token = "0123456789abcdef0123"
+role = "admin"
+
+[[api.tokens]]
+name = "tenant"
+token = "fedcba98765432100123"
+role = "member"
+project_id = "p1"
+
+[hosts.compute1]
+bmc_address = "127.0.0.1"
+bmc_port = 6230
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "medevac.toml"
+    path.write_text(text)
+    return path
+
+
+def test_reads_toml_file(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, GOOD))
+    assert s.api.port == 9000
+    assert [t.role for t in s.api.tokens] == [Role.ADMIN, Role.MEMBER]
+    assert s.hosts["compute1"].bmc_port == 6230
+    assert s.storage.url.startswith("sqlite:///")
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDEVAC_API__PORT", "9100")
+    monkeypatch.setenv("MEDEVAC_CLOUD__NAME", "prod")
+    s = load_settings(write(tmp_path, GOOD))
+    assert s.api.port == 9100
+    assert s.cloud.name == "prod"
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDEVAC_CONFIG", str(write(tmp_path, GOOD)))
+    assert load_settings().api.port == 9000
+
+
+def test_invalid_value_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"api\.port: .*integer.*'abc'"):
+        load_settings(write(tmp_path, '[api]\nport = "abc"\n'))
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"api\.prot"):
+        load_settings(write(tmp_path, "[api]\nprot = 1\n"))
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[api\n"))
+
+
+def test_member_token_needs_project(tmp_path: Path) -> None:
+    text = '[[api.tokens]]\nname = "t"\ntoken = "0123456789abcdef0123"\nrole = "member"\n'
+    with pytest.raises(ConfigError, match="needs a project_id"):
+        load_settings(write(tmp_path, text))
+
+
+def test_secret_values_never_appear_in_errors_or_repr(tmp_path: Path) -> None:
+    text = '[[api.tokens]]\nname = "t"\ntoken = "short-secret"\nrole = "admin"\n'
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert "short-secret" not in str(info.value)
+    s = load_settings(write(tmp_path, GOOD))
+    assert "0123456789abcdef0123" not in repr(s)
+
+
+def test_bmc_secrets_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "bmc.toml"
+    secrets.write_text('[compute1]\nusername = "admin"\npassword = "hunter2hunter2"\n')
+    s = load_settings(write(tmp_path, f'bmc_secrets_file = "{secrets}"\n' + GOOD))
+    creds = s.bmc_credentials()
+    assert creds["compute1"].password.get_secret_value() == "hunter2hunter2"
+    assert "hunter2" not in repr(creds)
+    secrets.write_text('[compute1]\nusername = "admin"\n')
+    with pytest.raises(ConfigError, match=r"(?s)compute1.*password"):
+        s.bmc_credentials()
