@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,8 @@ from medevac.lab.faults import FaultKind
 from medevac.lab.layout import LabError, LabPaths, default_lab_dir
 
 lab_app = typer.Typer(help="The lab: real Nova + Neutron with fake hypervisors and BMCs.")
-out = Console()
+# Wide enough for the status tables when the output is a file or a pipe.
+out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True)
 
 StateDir = Annotated[

@@ -1,0 +1,1 @@
+"""Drivers for baseboard management controllers (power fencing and confirmation)."""

@@ -1,0 +1,1 @@
+"""Lab support: emulated infrastructure for simulated compute hosts."""

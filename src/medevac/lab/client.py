@@ -1,0 +1,206 @@
+"""Starting, stopping and talking to a lab supervisor from another process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from medevac.lab.layout import LabError, LabPaths, find_lab_python, pid_alive
+
+UP_TIMEOUT = 300.0
+DOWN_TIMEOUT = 30.0
+
+
+class LabClient:
+    """The control API of a running lab."""
+
+    def __init__(self, paths: LabPaths) -> None:
+        self.paths = paths
+        info = paths.read_info()
+        if info is None or not pid_alive(int(info.get("pid", 0))):
+            raise LabError(f"no lab is running (state dir {paths.root}); start one: medevac lab up")
+        self.info = info
+        self._http = httpx.Client(base_url=info["control_url"], timeout=120.0)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            resp = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise LabError(f"lab control API unreachable: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                message = resp.json().get("error") or resp.json().get("detail")
+            except ValueError:
+                message = resp.text
+            raise LabError(str(message))
+        return resp.json()
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/status")
+        return result
+
+    def running(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = self._call("GET", "/running")
+        return result
+
+    def faults(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/faults")["faults"]
+        return result
+
+    def inject(self, kind: str, target: str, physnet: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/inject", {"kind": kind, "target": target, "physnet": physnet}
+        )
+        return result
+
+    def heal(self, kind: str, target: str, physnet: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/heal", {"kind": kind, "target": target, "physnet": physnet}
+        )
+        return result
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def running_pid(paths: LabPaths) -> int | None:
+    """The pid of the lab supervisor of this state dir, if one is alive."""
+    for source in (paths.read_info(), _read_lock(paths)):
+        if source and pid_alive(int(source.get("pid", 0))):
+            return int(source["pid"])
+    return None
+
+
+def _read_lock(paths: LabPaths) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(paths.lock.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data
+
+
+def lab_up(
+    paths: LabPaths,
+    hosts: int,
+    servers_per_host: int,
+    *,
+    report_interval: float = 1.0,
+    service_down_time: int = 5,
+    transport_url: str | None = None,
+) -> dict[str, Any]:
+    """Start a lab supervisor in the background and wait until it is ready."""
+    pid = running_pid(paths)
+    if pid is not None:
+        raise LabError(
+            f"a lab is already running (pid {pid}, state dir {paths.root}); "
+            "stop it first: medevac lab down"
+        )
+    if hosts < 2:
+        raise LabError("a lab needs at least 2 hosts (evacuation needs somewhere to go)")
+    if servers_per_host < 0:
+        raise LabError("--servers-per-host cannot be negative")
+    find_lab_python()  # fail early with the install hint
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for stale in (paths.info, paths.root / "failed.json", paths.faults_log):
+        stale.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "medevac.lab.supervisor",
+        "--state-dir",
+        str(paths.root),
+        "--hosts",
+        str(hosts),
+        "--servers-per-host",
+        str(servers_per_host),
+        "--report-interval",
+        str(report_interval),
+        "--service-down-time",
+        str(service_down_time),
+    ]
+    if transport_url:
+        cmd += ["--transport-url", transport_url]
+    with paths.log.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: `down` stops everything
+            cwd=Path.cwd(),
+        )
+    paths.lock.write_text(json.dumps({"pid": proc.pid}))
+    deadline = time.monotonic() + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        info = paths.read_info()
+        if info is not None:
+            return info
+        if proc.poll() is not None:
+            failed = paths.root / "failed.json"
+            reason = json.loads(failed.read_text())["error"] if failed.exists() else "see log"
+            _kill_group(proc.pid)
+            raise LabError(f"the lab failed to start: {reason} (log: {paths.log})")
+        time.sleep(0.1)
+    _kill_group(proc.pid)
+    raise LabError(f"the lab was not ready within {UP_TIMEOUT:.0f} s (log: {paths.log})")
+
+
+def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)  # reap the supervisor when it is our own child
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lab_down(paths: LabPaths) -> bool:
+    """Stop the lab and every process it started; False if none was running."""
+    pid = running_pid(paths)
+    if pid is None:
+        paths.info.unlink(missing_ok=True)
+        paths.lock.unlink(missing_ok=True)
+        return False
+    _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + DOWN_TIMEOUT
+    while time.monotonic() < deadline and _group_alive(pid):
+        time.sleep(0.1)
+    if _group_alive(pid):
+        _kill_group(pid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5
+        while time.monotonic() < kill_deadline and _group_alive(pid):
+            time.sleep(0.05)
+    paths.info.unlink(missing_ok=True)
+    paths.lock.unlink(missing_ok=True)
+    return True
+
+
+def lab_env(paths: LabPaths) -> dict[str, str]:
+    """Environment that points openstack CLI, openstacksdk and medevac at the lab."""
+    info = paths.read_info()
+    if info is None:
+        raise LabError(f"no lab is running (state dir {paths.root}); start one: medevac lab up")
+    return {
+        "OS_CLIENT_CONFIG_FILE": info["clouds_yaml"],
+        "OS_CLOUD": info["cloud"],
+        "MEDEVAC_CONFIG": info["controller_config"],
+        "MEDEVAC_URL": info["controller_url"],
+        "MEDEVAC_TOKEN": info["admin_token"],
+    }

@@ -1,0 +1,770 @@
+"""The lab supervisor: one background process that owns a whole lab.
+
+It starts real Nova + Placement and real Neutron (each in its own process, in the
+lab venv), provisions networks, servers and ports through their APIs, serves one
+emulated IPMI BMC per host, writes a clouds.yaml and a controller configuration,
+and exposes a small control API for fault injection. ``medevac lab up`` starts it
+in a new session (process group) so ``lab down`` can stop everything at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from medevac.lab.bmc_emulator import BmcFarm, BmcSpec
+from medevac.lab.faults import FaultError, FaultKind, HostFaults
+from medevac.lab.layout import (
+    SERVICES_DIR,
+    LabError,
+    LabPaths,
+    find_lab_python,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+log = logging.getLogger("medevac.lab")
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+CLOUD_NAME = "medevac-lab"
+PHYSNETS = ("physnet1", "physnet2")
+PROJECTS = ("tenant-a", "tenant-b")
+BMC_USER = "admin"
+SERVICE_START_TIMEOUT = 120.0
+BOOT_BATCH = 5  # servers in flight at once; Nova's fixtures serialise writes anyway
+
+
+@dataclass
+class LabSpec:
+    hosts: int = 3
+    servers_per_host: int = 2
+    report_interval: float = 1.0
+    service_down_time: int = 5
+    transport_url: str | None = None
+
+
+@dataclass
+class ChildService:
+    name: str
+    process: subprocess.Popen[bytes]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _now() -> tuple[float, str]:
+    t = time.time()
+    return t, datetime.fromtimestamp(t, UTC).isoformat()
+
+
+class Lab:
+    """Everything one lab runs, and the fault model that drives it."""
+
+    def __init__(self, paths: LabPaths, spec: LabSpec) -> None:
+        self.paths = paths
+        self.spec = spec
+        self.host_names = [f"host{i + 1}" for i in range(spec.hosts)]
+        self.hosts = {h: HostFaults(h, PHYSNETS) for h in self.host_names}
+        self.servers: dict[str, dict[str, Any]] = {}  # id -> {host, name, project, port}
+        self.crashed_servers: set[str] = set()
+        self.children: dict[str, ChildService] = {}
+        self.farm: BmcFarm | None = None
+        self.bmcs: dict[str, BmcSpec] = {}
+        self.lock = threading.RLock()  # fault model + nova control, from API and BMC threads
+        self.http = httpx.Client(timeout=60.0)
+        self.admin_token = secrets.token_urlsafe(24)
+        self.reader_token = secrets.token_urlsafe(24)
+        self.project_tokens = {p: secrets.token_urlsafe(24) for p in PROJECTS}
+        self.controller_port = free_tcp_port()
+        self.control_port = free_tcp_port()
+
+    # -- child services -----------------------------------------------------------
+
+    def _spawn(self, name: str, script: str, args: list[str]) -> ChildService:
+        ready = self.paths.service_file(name)
+        ready.unlink(missing_ok=True)
+        cmd = [
+            str(find_lab_python()),
+            str(SERVICES_DIR / script),
+            "--ready-file",
+            str(ready),
+            "--log-file",
+            str(self.paths.service_log(name)),
+            *args,
+        ]
+        out = self.paths.service_log(name + "-stdout").open("ab")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        child = ChildService(name, proc)
+        self.children[name] = child
+        return child
+
+    async def _wait_ready(self, child: ChildService) -> dict[str, Any]:
+        ready = self.paths.service_file(child.name)
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise LabError(
+                    f"{child.name} exited with code {child.process.returncode} while starting; "
+                    f"see {self.paths.service_log(child.name)}"
+                )
+            if ready.exists():
+                with contextlib.suppress(json.JSONDecodeError):
+                    info: dict[str, Any] = json.loads(ready.read_text())
+                    child.info = info
+                    return info
+            await asyncio.sleep(0.05)
+        raise LabError(f"{child.name} was not ready within {SERVICE_START_TIMEOUT:.0f} s")
+
+    @property
+    def nova(self) -> dict[str, Any]:
+        return self.children["nova"].info
+
+    @property
+    def neutron(self) -> dict[str, Any]:
+        return self.children["neutron"].info
+
+    # -- start --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        t0 = time.monotonic()
+        nova_args = [
+            "--hosts",
+            ",".join(self.host_names),
+            "--report-interval",
+            str(self.spec.report_interval),
+            "--service-down-time",
+            str(self.spec.service_down_time),
+        ]
+        if self.spec.transport_url:
+            nova_args += ["--transport-url", self.spec.transport_url]
+        neutron_db = self.paths.root / "neutron.sqlite"
+        neutron_db.unlink(missing_ok=True)  # every lab starts from an empty cloud
+        nova = self._spawn("nova", "nova_service.py", nova_args)
+        neutron = self._spawn(
+            "neutron",
+            "neutron_service.py",
+            ["--physnets", ",".join(PHYSNETS), "--db", str(neutron_db)],
+        )
+        await asyncio.gather(self._wait_ready(nova), self._wait_ready(neutron))
+        log.info("nova and neutron ready in %.1f s", time.monotonic() - t0)
+        self._write_clouds_yaml()
+        networks = await asyncio.to_thread(self._create_networks)
+        await asyncio.to_thread(self._boot_servers, networks)
+        log.info(
+            "%d servers on %d hosts ready in %.1f s",
+            len(self.servers),
+            len(self.hosts),
+            time.monotonic() - t0,
+        )
+        self._start_bmcs()
+        self._write_controller_config()
+
+    def _nova_req(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        mv: str = "2.74",
+        project: str | None = None,
+    ) -> Any:
+        token = f"lab-project-{project}" if project else "lab-admin"
+        resp = self.http.request(
+            method,
+            self.nova["api_url"] + path,
+            json=json_body,
+            headers={"X-Auth-Token": token, "OpenStack-API-Version": f"compute {mv}"},
+        )
+        if resp.status_code >= 400:
+            raise LabError(f"nova {method} {path}: {resp.status_code} {resp.text[:300]}")
+        return resp.json() if resp.content else None
+
+    def _neutron_req(self, method: str, path: str, json_body: Any = None) -> Any:
+        resp = self.http.request(
+            method,
+            self.neutron["url"] + "/v2.0" + path,
+            json=json_body,
+            headers={"X-Auth-Token": "lab-admin"},
+        )
+        if resp.status_code >= 400:
+            raise LabError(f"neutron {method} {path}: {resp.status_code} {resp.text[:300]}")
+        return resp.json() if resp.content else None
+
+    def _control(self, method: str, path: str, json_body: Any = None) -> Any:
+        resp = self.http.request(method, self.nova["control_url"] + path, json=json_body)
+        if resp.status_code >= 400:
+            raise LabError(f"nova control {method} {path}: {resp.status_code} {resp.text[:300]}")
+        return resp.json() if resp.content else None
+
+    def _create_networks(self) -> dict[str, str]:
+        networks = {}
+        for physnet in PHYSNETS:
+            body = self._neutron_req(
+                "POST",
+                "/networks",
+                {
+                    "network": {
+                        "name": f"data-{physnet}",
+                        "shared": True,
+                        "provider:network_type": "flat",
+                        "provider:physical_network": physnet,
+                    }
+                },
+            )
+            networks[physnet] = body["network"]["id"]
+        return networks
+
+    def _server_plan(self) -> list[dict[str, Any]]:
+        """The lab's servers: a mix of projects and HA policies, spread over hosts."""
+        plan = []
+        for h_index, host in enumerate(self.host_names):
+            for s in range(self.spec.servers_per_host):
+                n = h_index * self.spec.servers_per_host + s
+                ha = n % 4 != 3  # one server in four opts out of HA
+                plan.append(
+                    {
+                        "name": f"vm-{host}-{s + 1}",
+                        "host": host,
+                        "project": PROJECTS[n % len(PROJECTS)],
+                        "physnet": PHYSNETS[n % len(PHYSNETS)],
+                        "metadata": {"HA_Enabled": "True" if ha else "False"},
+                    }
+                )
+        return plan
+
+    def _boot_servers(self, networks: dict[str, str]) -> None:
+        plan = self._server_plan()
+        for start in range(0, len(plan), BOOT_BATCH):
+            batch = plan[start : start + BOOT_BATCH]
+            ids = []
+            for item in batch:
+                body = self._nova_req(
+                    "POST",
+                    "/servers",
+                    json_body={
+                        "server": {
+                            "name": item["name"],
+                            "imageRef": self.nova["image_id"],
+                            "flavorRef": self.nova["flavor_id"],
+                            "networks": "none",
+                            "host": item["host"],
+                            "metadata": item["metadata"],
+                        }
+                    },
+                    project=item["project"],
+                )
+                ids.append(body["server"]["id"])
+            for server_id, item in zip(ids, batch, strict=True):
+                self._wait_active(server_id)
+                port = self._neutron_req(
+                    "POST",
+                    "/ports",
+                    {
+                        "port": {
+                            "name": f"{item['name']}-port",
+                            "network_id": networks[item["physnet"]],
+                            "device_id": server_id,
+                            "device_owner": "compute:nova",
+                            "binding:host_id": item["host"],
+                            "project_id": item["project"],
+                        }
+                    },
+                )["port"]
+                self.servers[server_id] = {**item, "port": port["id"]}
+
+    def _wait_active(self, server_id: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self._nova_req("GET", f"/servers/{server_id}")["server"]
+            if server["status"] == "ACTIVE":
+                return
+            if server["status"] == "ERROR":
+                raise LabError(f"server {server_id} went to ERROR while booting: {server}")
+            time.sleep(0.05)
+        raise LabError(f"server {server_id} not ACTIVE within {timeout:.0f} s")
+
+    def _start_bmcs(self) -> None:
+        self.farm = BmcFarm(self)
+        for host in self.host_names:
+            self.bmcs[host] = self.farm.add(host, BMC_USER, secrets.token_urlsafe(12))
+        self.farm.start()
+
+    # -- generated configuration --------------------------------------------------
+
+    def _write_clouds_yaml(self) -> None:
+        identity = f"http://127.0.0.1:{self.control_port}/identity/v3"
+        base = {
+            "auth_type": "none",
+            "identity_endpoint_override": identity,
+            "image_endpoint_override": f"http://127.0.0.1:{self.control_port}/image",
+            "compute_endpoint_override": self.nova["api_url"],
+            "network_endpoint_override": self.neutron["url"],
+        }
+        clouds: dict[str, Any] = {CLOUD_NAME: base}
+        for project in PROJECTS:
+            # A tenant's view: the lab's services map this token to a member of the project.
+            clouds[f"{CLOUD_NAME}-{project}"] = {
+                "auth_type": "admin_token",
+                "auth": {"token": f"lab-project-{project}", "endpoint": self.nova["api_url"]},
+                "identity_endpoint_override": identity,
+                "image_endpoint_override": f"http://127.0.0.1:{self.control_port}/image",
+                "compute_endpoint_override": self.nova["api_url"],
+                "network_endpoint_override": self.neutron["url"],
+            }
+        write_text_atomic(self.paths.clouds_yaml, yaml.safe_dump({"clouds": clouds}))
+
+    def _write_controller_config(self) -> None:
+        key = secrets.token_hex(32)
+        write_text_atomic(self.paths.agent_key, key + "\n", mode=0o600)
+        secrets_toml = "".join(
+            f'[{h}]\nusername = "{b.username}"\npassword = "{b.password}"\n\n'
+            for h, b in self.bmcs.items()
+        )
+        write_text_atomic(self.paths.bmc_secrets, secrets_toml, mode=0o600)
+        lines = [
+            "# Written by `medevac lab up` for this lab; `medevac serve` runs against it.",
+            "bmc_secrets_file = " + json.dumps(str(self.paths.bmc_secrets)),
+            "agent_key_file = " + json.dumps(str(self.paths.agent_key)),
+            "",
+            "[api]",
+            'host = "127.0.0.1"',
+            f"port = {self.controller_port}",
+            "",
+            "[cloud]",
+            f'name = "{CLOUD_NAME}"',
+            "clouds_yaml = " + json.dumps(str(self.paths.clouds_yaml)),
+            "",
+            "[storage]",
+            "url = " + json.dumps(f"sqlite:///{self.paths.root / 'medevac.db'}"),
+            "",
+            "[[api.tokens]]",
+            'name = "lab-admin"',
+            f'token = "{self.admin_token}"',
+            'role = "admin"',
+            "",
+            "[[api.tokens]]",
+            'name = "lab-reader"',
+            f'token = "{self.reader_token}"',
+            'role = "reader"',
+            "",
+        ]
+        for project, token in self.project_tokens.items():
+            lines += [
+                "[[api.tokens]]",
+                f'name = "lab-{project}"',
+                f'token = "{token}"',
+                'role = "member"',
+                f'project_id = "{project}"',
+                "",
+            ]
+        for host, bmc in self.bmcs.items():
+            lines += [f"[hosts.{host}]", 'bmc_address = "127.0.0.1"', f"bmc_port = {bmc.port}", ""]
+        write_text_atomic(self.paths.controller_config, "\n".join(lines), mode=0o600)
+
+    # -- fault model --------------------------------------------------------------
+
+    def _reconcile(self, host: str) -> None:
+        """Make Nova's compute service and the host's domains match the fault model."""
+        want = self.hosts[host]
+        actual = self._control("GET", "/hosts")["hosts"][host]
+        if actual["compute_running"] and not want.compute_heartbeating:
+            mode = "keep" if want.domains_alive else "destroy"
+            self._control("POST", f"/hosts/{host}/stop", {"domains": mode})
+        elif not actual["compute_running"] and want.compute_heartbeating:
+            self._control(
+                "POST", f"/hosts/{host}/start", {"domains_alive": actual["domains_alive"]}
+            )
+        elif not actual["compute_running"] and actual["domains_alive"] and not want.domains_alive:
+            self._control("POST", f"/hosts/{host}/stop", {"domains": "destroy"})
+
+    def _record(
+        self, action: str, kind: FaultKind, target: str, physnet: str | None
+    ) -> dict[str, Any]:
+        t, iso = _now()
+        record = {"action": action, "kind": str(kind), "target": target, "time": t, "at": iso}
+        if physnet:
+            record["physnet"] = physnet
+        with self.paths.faults_log.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+    def apply_fault(
+        self, kind: FaultKind, target: str, inject: bool, physnet: str | None = None
+    ) -> dict[str, Any]:
+        """Inject or heal one fault; returns the record with its wall-clock time (T00)."""
+        action = "inject" if inject else "heal"
+        with self.lock:
+            if kind.targets_server:
+                if target not in self.servers:
+                    raise FaultError(404, f"unknown server {target!r}")
+                if (target in self.crashed_servers) == inject:
+                    state = "already crashed" if inject else "not crashed"
+                    raise FaultError(409, f"server {target} is {state}")
+                record = self._record(action, kind, target, None)
+                self._control("POST", f"/servers/{target}/{'crash' if inject else 'heal'}")
+                (self.crashed_servers.add if inject else self.crashed_servers.discard)(target)
+                return record
+            if target not in self.hosts:
+                raise FaultError(404, f"unknown host {target!r} (hosts: {', '.join(self.hosts)})")
+            if kind.needs_physnet and not physnet:
+                raise FaultError(400, f"{kind} needs a physnet ({', '.join(PHYSNETS)})")
+            host = self.hosts[target]
+            host.apply(kind, inject, physnet)  # raises before anything changed
+            record = self._record(action, kind, target, physnet)
+            if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
+                self.farm.set_reachable(target, not inject)
+            self._reconcile(target)
+            return record
+
+    # PowerHooks for the BMC farm: IPMI power control reaches the fault model.
+    def power_state(self, host: str) -> bool:
+        with self.lock:
+            return self.hosts[host].power_on
+
+    def _set_power(self, host: str, on: bool) -> None:
+        with self.lock:
+            if self.hosts[host].power_on != on:
+                self.apply_fault(FaultKind.POWER_LOSS, host, inject=not on)
+
+    def power_off(self, host: str) -> None:
+        self._set_power(host, False)
+
+    def power_soft(self, host: str) -> None:
+        self._set_power(host, False)
+
+    def power_on(self, host: str) -> None:
+        self._set_power(host, True)
+
+    def power_reset(self, host: str) -> None:
+        with self.lock:
+            self._set_power(host, False)
+            self._set_power(host, True)
+
+    # -- views --------------------------------------------------------------------
+
+    def running(self) -> dict[str, list[str]]:
+        """For every server, the hosts whose hypervisor runs its domain right now."""
+        domains: dict[str, list[str]] = self._control("GET", "/domains")
+        out: dict[str, list[str]] = {sid: [] for sid in self.servers}
+        for host, ids in domains.items():
+            for sid in ids:
+                out.setdefault(sid, []).append(host)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        services = self._nova_req("GET", "/os-services?binary=nova-compute", mv="2.53")
+        by_host = {s["host"]: s for s in services["services"]}
+        servers = self._nova_req("GET", "/servers/detail?all_tenants=1", mv="2.74")["servers"]
+        ports = self._neutron_req("GET", "/ports")["ports"]
+        networks = {
+            n["id"]: n.get("provider:physical_network")
+            for n in self._neutron_req("GET", "/networks")["networks"]
+        }
+        hosts = []
+        for name, faults in self.hosts.items():
+            svc = by_host.get(name, {})
+            bmc = self.bmcs.get(name)
+            hosts.append(
+                {
+                    "name": name,
+                    "nova": {
+                        "state": svc.get("state"),
+                        "status": svc.get("status"),
+                        "forced_down": svc.get("forced_down"),
+                        "updated_at": svc.get("updated_at"),
+                    },
+                    "bmc": {
+                        "address": "127.0.0.1" if bmc else None,
+                        "port": bmc.port if bmc else None,
+                        "power": "on" if faults.power_on else "off",
+                        "reachable": not faults.bmc_unreachable,
+                    },
+                    "faults": faults.active(),
+                    "links": {p: p not in faults.links_down for p in PHYSNETS},
+                }
+            )
+        return {
+            "hosts": hosts,
+            "servers": [
+                {
+                    "id": s["id"],
+                    "name": s["name"],
+                    "project_id": s["tenant_id"],
+                    "host": s.get("OS-EXT-SRV-ATTR:host"),
+                    "status": s["status"],
+                    "vm_state": s.get("OS-EXT-STS:vm_state"),
+                    "task_state": s.get("OS-EXT-STS:task_state"),
+                    "power_state": s.get("OS-EXT-STS:power_state"),
+                    "host_status": s.get("host_status"),
+                    "metadata": s.get("metadata", {}),
+                }
+                for s in servers
+            ],
+            "ports": [
+                {
+                    "id": p["id"],
+                    "device_id": p["device_id"],
+                    "host": p.get("binding:host_id"),
+                    "physnet": networks.get(p["network_id"]),
+                    "data_plane_status": p.get("data_plane_status"),
+                }
+                for p in ports
+            ],
+        }
+
+    # -- stop ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.farm is not None:
+            self.farm.stop()
+        for child in self.children.values():
+            if child.process.poll() is None:
+                child.process.terminate()
+        deadline = time.monotonic() + 15
+        for child in self.children.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                child.process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait(timeout=5)
+        self.http.close()
+
+
+class FaultRequest(BaseModel):
+    kind: FaultKind
+    target: str = Field(min_length=1)
+    physnet: str | None = None
+
+
+def control_app(lab: Lab, shutdown: asyncio.Event) -> FastAPI:
+    """The lab's control API (loopback only, no auth: it is a development tool)."""
+    api = FastAPI(title="medevac lab control")
+
+    @api.exception_handler(FaultError)
+    async def _fault_error(_: Request, exc: FaultError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @api.exception_handler(LabError)
+    async def _lab_error(_: Request, exc: LabError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=502)
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    @api.get("/status")
+    async def status() -> dict[str, Any]:
+        return await asyncio.to_thread(lab.status)
+
+    @api.get("/running")
+    async def running() -> dict[str, list[str]]:
+        return await asyncio.to_thread(lab.running)
+
+    @api.get("/faults")
+    async def faults() -> dict[str, Any]:
+        lines = (
+            lab.paths.faults_log.read_text().splitlines() if lab.paths.faults_log.exists() else []
+        )
+        return {"faults": [json.loads(line) for line in lines]}
+
+    @api.post("/inject")
+    async def inject(req: FaultRequest) -> dict[str, Any]:
+        return await asyncio.to_thread(lab.apply_fault, req.kind, req.target, True, req.physnet)
+
+    @api.post("/heal")
+    async def heal(req: FaultRequest) -> dict[str, Any]:
+        return await asyncio.to_thread(lab.apply_fault, req.kind, req.target, False, req.physnet)
+
+    # A minimal Keystone v3 stand-in: discovery and the lab's projects, so that
+    # `openstack` commands that insist on an identity client work with auth "none".
+    def _project(pid: str) -> dict[str, Any]:
+        return {"id": pid, "name": pid, "domain_id": "default", "enabled": True}
+
+    @api.get("/identity")
+    @api.get("/identity/v3")
+    async def identity_version(request: Request) -> dict[str, Any]:
+        base = str(request.base_url).rstrip("/") + "/identity/v3/"
+        version = {
+            "id": "v3.14",
+            "status": "stable",
+            "updated": "2020-04-07T00:00:00Z",
+            "links": [{"rel": "self", "href": base}],
+            "media-types": [
+                {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+            ],
+        }
+        if request.url.path.rstrip("/").endswith("/v3"):
+            return {"version": version}
+        return {"versions": {"values": [version]}}
+
+    @api.get("/identity/v3/projects")
+    async def projects(name: str | None = None) -> dict[str, Any]:
+        known = ["admin", *PROJECTS]
+        return {"projects": [_project(p) for p in known if name in (None, p)]}
+
+    @api.get("/identity/v3/projects/{project_id}")
+    async def project(project_id: str) -> Any:
+        if project_id not in ("admin", *PROJECTS):
+            return JSONResponse({"error": {"code": 404, "message": "not found"}}, 404)
+        return {"project": _project(project_id)}
+
+    # Likewise a read-only Glance v2 with the one image Nova's fake image service has.
+    @api.get("/image")
+    async def image_versions(request: Request) -> dict[str, Any]:
+        href = str(request.base_url).rstrip("/") + "/image/v2/"
+        return {
+            "versions": [
+                {"id": "v2.16", "status": "CURRENT", "links": [{"rel": "self", "href": href}]}
+            ]
+        }
+
+    def _image() -> dict[str, Any]:
+        return {
+            "id": lab.nova["image_id"],
+            "name": "lab-image",
+            "status": "active",
+            "visibility": "public",
+            "disk_format": "raw",
+            "container_format": "bare",
+        }
+
+    @api.get("/image/v2/images")
+    async def images() -> dict[str, Any]:
+        return {"images": [_image()]}
+
+    @api.get("/image/v2/images/{image_id}")
+    async def image(image_id: str) -> Any:
+        if image_id != lab.nova["image_id"]:
+            return JSONResponse({"error": {"code": 404, "message": "not found"}}, 404)
+        return _image()
+
+    @api.post("/shutdown")
+    async def stop() -> dict[str, Any]:
+        shutdown.set()
+        return {"ok": True}
+
+    return api
+
+
+async def run(paths: LabPaths, spec: LabSpec) -> None:
+    lab = Lab(paths, spec)
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown.set)
+    server: uvicorn.Server | None = None
+    serve_task: asyncio.Task[None] | None = None
+    try:
+        starting = asyncio.create_task(lab.start())
+        stopper = asyncio.create_task(shutdown.wait())
+        done, _ = await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if starting not in done:
+            starting.cancel()
+            return
+        starting.result()
+        port = lab.control_port
+        server = uvicorn.Server(
+            uvicorn.Config(
+                control_app(lab, shutdown),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        serve_task = asyncio.create_task(server.serve())
+        while not server.started:
+            if serve_task.done():
+                serve_task.result()
+                raise LabError("control API stopped while starting")
+            await asyncio.sleep(0.02)
+        write_json_atomic(
+            paths.info,
+            {
+                "pid": os.getpid(),
+                "control_url": f"http://127.0.0.1:{port}",
+                "nova_url": lab.nova["api_url"],
+                "neutron_url": lab.neutron["url"],
+                "cloud": CLOUD_NAME,
+                "clouds_yaml": str(paths.clouds_yaml),
+                "controller_config": str(paths.controller_config),
+                "controller_url": f"http://127.0.0.1:{lab.controller_port}",
+                "admin_token": lab.admin_token,
+                "hosts": lab.host_names,
+                "servers": len(lab.servers),
+                "started_at": _now()[1],
+            },
+            mode=0o600,
+        )
+        log.info("lab ready: control API on port %d", port)
+        await shutdown.wait()
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if serve_task is not None:
+            with contextlib.suppress(Exception):
+                await serve_task
+        await asyncio.to_thread(lab.stop)
+        paths.info.unlink(missing_ok=True)
+        log.info("lab stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run a medevac lab in the foreground.")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--servers-per-host", type=int, default=2)
+    p.add_argument("--report-interval", type=float, default=1.0)
+    p.add_argument("--service-down-time", type=int, default=5)
+    p.add_argument("--transport-url", default=None)
+    args = p.parse_args(argv)
+    paths = LabPaths(args.state_dir)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    spec = LabSpec(
+        hosts=args.hosts,
+        servers_per_host=args.servers_per_host,
+        report_interval=args.report_interval,
+        service_down_time=args.service_down_time,
+        transport_url=args.transport_url,
+    )
+    try:
+        asyncio.run(run(paths, spec))
+    except LabError as exc:
+        log.error("lab failed: %s", exc)
+        write_json_atomic(paths.root / "failed.json", {"error": str(exc)})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

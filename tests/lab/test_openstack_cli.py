@@ -1,0 +1,175 @@
+"""The real `openstack` CLI and Debian's `ipmitool` work against the lab unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.lab.conftest import RunningLab
+
+LAB_BIN = Path(__file__).resolve().parents[2] / ".venv-lab" / "bin"
+
+
+def openstack(
+    lab: RunningLab, *args: str, cloud: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OS_CLIENT_CONFIG_FILE": lab.info["clouds_yaml"],
+        "OS_CLOUD": cloud or lab.info["cloud"],
+    }
+    return subprocess.run(
+        [str(LAB_BIN / "openstack"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_openstack_cli_sees_and_changes_what_medevac_changes(lab: RunningLab) -> None:
+    host = "host4"
+    mv = ["--os-compute-api-version", "2.53"]
+    services = json.loads(ok(openstack(lab, *mv, "compute", "service", "list", "-f", "json")))
+    assert {s["Host"] for s in services if s["Binary"] == "nova-compute"} >= {host}
+    servers = json.loads(
+        ok(openstack(lab, "server", "list", "--all-projects", "--host", host, "-f", "json"))
+    )
+    assert servers, "no servers on host4"
+    lab.client.inject("host-crash", host)  # forcing a live host down would be split brain
+    ok(openstack(lab, *mv, "compute", "service", "set", "--down", host, "nova-compute"))
+    try:
+        shown = json.loads(
+            ok(
+                openstack(
+                    lab,
+                    "--os-compute-api-version",
+                    "2.16",
+                    "server",
+                    "show",
+                    servers[0]["ID"],
+                    "-f",
+                    "json",
+                )
+            )
+        )
+        assert shown["host_status"] == "DOWN"
+        target = servers[0]["ID"]
+        ok(openstack(lab, "--os-compute-api-version", "2.29", "server", "evacuate", target))
+
+        def moved() -> bool:
+            s = json.loads(ok(openstack(lab, "server", "show", target, "-f", "json")))
+            return s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] != host
+
+        wait_for("the evacuated server to be ACTIVE elsewhere", moved, 60, 0.5)
+    finally:
+        # Nova keeps the service forced down while evacuations from it are not cleaned
+        # up; the host's own compute does that when it comes back.
+        lab.client.heal("host-crash", host)
+        ok(openstack(lab, *mv, "compute", "service", "set", "--up", host, "nova-compute"))
+    lab.no_server_runs_twice()
+    ports = json.loads(ok(openstack(lab, "port", "list", "--device-id", target, "-f", "json")))
+    port_id = ports[0]["ID"]
+    ok(openstack(lab, "port", "set", "--data-plane-status", "DOWN", port_id))
+    assert (
+        json.loads(ok(openstack(lab, "port", "show", port_id, "-f", "json")))["data_plane_status"]
+        == "DOWN"
+    )
+    # Neutron 29 answers 500 to `port unset --data-plane-status` (null is refused by its
+    # object layer), so the way back is ACTIVE, as medevac does on real clouds.
+    ok(openstack(lab, "port", "set", "--data-plane-status", "ACTIVE", port_id))
+    shown = json.loads(ok(openstack(lab, "port", "show", port_id, "-f", "json")))
+    assert shown["data_plane_status"] == "ACTIVE"
+
+
+def test_tenant_sees_host_status_of_its_own_servers_only(lab: RunningLab) -> None:
+    mine = json.loads(
+        ok(
+            openstack(
+                lab,
+                "--os-compute-api-version",
+                "2.16",
+                "server",
+                "list",
+                "--long",
+                "-f",
+                "json",
+                cloud="medevac-lab-tenant-a",
+            )
+        )
+    )
+    everyone = lab.status()["servers"]
+    own_ids = {s["id"] for s in everyone if s["project_id"] == "tenant-a"}
+    assert {s["ID"] for s in mine} == own_ids
+    shown = json.loads(
+        ok(
+            openstack(
+                lab,
+                "--os-compute-api-version",
+                "2.16",
+                "server",
+                "show",
+                mine[0]["ID"],
+                "-f",
+                "json",
+                cloud="medevac-lab-tenant-a",
+            )
+        )
+    )
+    assert shown["host_status"] in ("UP", "DOWN", "UNKNOWN", "MAINTENANCE")
+    other = next(s["id"] for s in everyone if s["project_id"] == "tenant-b")
+    refused = openstack(lab, "server", "show", other, cloud="medevac-lab-tenant-a")
+    assert refused.returncode != 0
+
+
+@pytest.fixture
+def ipmitool() -> str:
+    path = shutil.which("ipmitool")
+    if path is None:
+        pytest.fail("ipmitool is missing; `make deps` installs it")
+    return path
+
+
+def test_ipmitool_drives_a_lab_bmc(lab: RunningLab, ipmitool: str) -> None:
+    host = "host4"
+    creds = tomllib.loads(lab.paths.bmc_secrets.read_text())[host]
+    port = str(lab.host(host)["bmc"]["port"])
+
+    def ipmi(password: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                ipmitool,
+                "-I",
+                "lanplus",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-U",
+                creds["username"],
+                "-P",
+                password,
+                *cmd,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert "Chassis Power is on" in ok(ipmi(creds["password"], "power", "status"))
+    ok(ipmi(creds["password"], "power", "off"))
+    wait_for("host4 power off", lambda: lab.host(host)["bmc"]["power"] == "off", 10)
+    assert "Chassis Power is off" in ok(ipmi(creds["password"], "power", "status"))
+    ok(ipmi(creds["password"], "power", "on"))
+    wait_for("host4 power on", lambda: lab.host(host)["bmc"]["power"] == "on", 10)
+    wrong = ipmi("not-the-password", "power", "status")
+    assert wrong.returncode != 0
+    assert "Unable to establish IPMI v2 / RMCP+ session" in wrong.stderr
