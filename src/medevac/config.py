@@ -80,6 +80,17 @@ class CloudConfig(_Section):
     )
     max_workers: int = Field(default=16, ge=1, le=256, description="threads for SDK calls")
     call_timeout: float = Field(default=30.0, gt=0)
+    compute_microversion_cap: str | None = Field(
+        default=None,
+        pattern=r"^2\.\d+$",
+        description="never use a compute microversion above this (e.g. '2.52'); default: none",
+    )
+
+    def microversion_cap(self) -> tuple[int, int] | None:
+        if self.compute_microversion_cap is None:
+            return None
+        major, minor = self.compute_microversion_cap.split(".")
+        return int(major), int(minor)
 
 
 class StorageConfig(_Section):

@@ -9,10 +9,21 @@ import signal
 import uvicorn
 
 from medevac.api import create_app
-from medevac.config import Settings
+from medevac.cloud import CloudDriver
+from medevac.config import CloudConfig, Settings
 from medevac.storage import Database
 
 log = logging.getLogger(__name__)
+
+
+def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
+    return CloudDriver(
+        cfg.name,
+        clouds_yaml=cfg.clouds_yaml,
+        max_workers=cfg.max_workers,
+        call_timeout=cfg.call_timeout,
+        compute_microversion_cap=cfg.microversion_cap(),
+    )
 
 
 class Controller:
@@ -21,6 +32,7 @@ class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.storage.url)
+        self.cloud = build_cloud_driver(settings.cloud)
 
     async def run(self) -> None:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
@@ -47,4 +59,5 @@ class Controller:
         try:
             await server.serve()
         finally:
+            await self.cloud.close()
             self.db.dispose()

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medevac.cloud.models import POWER_STATES
 from medevac.lab.client import LabClient, lab_down, lab_env, lab_up
 from medevac.lab.faults import FaultKind
 from medevac.lab.layout import LabError, LabPaths, default_lab_dir
@@ -48,8 +49,12 @@ def up(
     report_interval: Annotated[float, typer.Option(help="Nova report_interval (s).")] = 1.0,
     service_down_time: Annotated[int, typer.Option(help="Nova service_down_time (s).")] = 5,
     transport_url: Annotated[
-        str | None, typer.Option(help="RabbitMQ URL for Nova's versioned notifications.")
-    ] = None,
+        str,
+        typer.Option(
+            help="RabbitMQ URL for Nova's versioned notifications; 'auto' uses a local "
+            "RabbitMQ when one answers, 'none' publishes nowhere."
+        ),
+    ] = "auto",
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
@@ -128,7 +133,7 @@ def render_status(status: dict[str, Any], console: Console = out) -> None:
             s["project_id"],
             str(s["host"]),
             s["status"],
-            str(s["power_state"]),
+            POWER_STATES.get(s["power_state"], str(s["power_state"])),
             str(s["host_status"]),
             s["metadata"].get("HA_Enabled", "-"),
             f"{port['physnet']} {dps}" if port else "-",

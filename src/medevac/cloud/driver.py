@@ -97,8 +97,11 @@ class CloudDriver:
         clouds_yaml: Path | None = None,
         max_workers: int = 16,
         call_timeout: float = 30.0,
+        compute_microversion_cap: Microversion | None = None,
     ) -> None:
+        """``compute_microversion_cap`` keeps calls at or below a version (old clouds)."""
         self.cloud = cloud
+        self._cap = compute_microversion_cap
         self._clouds_yaml = clouds_yaml
         self._timeout = call_timeout
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloud")
@@ -179,7 +182,8 @@ class CloudDriver:
                     return (2, 1)
                 return (int(mx[0]), int(mx[1]))
 
-            self._compute_max = await self._run("compute discovery", discover)
+            found = await self._run("compute discovery", discover)
+            self._compute_max = min(found, self._cap) if self._cap else found
         return self._compute_max
 
     async def _compute_mv(self, wanted: Microversion) -> Microversion:

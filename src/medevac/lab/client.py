@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import httpx
 from medevac.lab.layout import LabError, LabPaths, find_lab_python, pid_alive
 
 UP_TIMEOUT = 300.0
+LOCAL_RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
 DOWN_TIMEOUT = 30.0
 
 
@@ -95,9 +97,13 @@ def lab_up(
     *,
     report_interval: float = 1.0,
     service_down_time: int = 5,
-    transport_url: str | None = None,
+    transport_url: str | None = "auto",
 ) -> dict[str, Any]:
-    """Start a lab supervisor in the background and wait until it is ready."""
+    """Start a lab supervisor in the background and wait until it is ready.
+
+    ``transport_url`` "auto" publishes Nova's notifications to a local RabbitMQ
+    when one answers on 127.0.0.1:5672; "none" or None never does.
+    """
     pid = running_pid(paths)
     if pid is not None:
         raise LabError(
@@ -109,6 +115,10 @@ def lab_up(
     if servers_per_host < 0:
         raise LabError("--servers-per-host cannot be negative")
     find_lab_python()  # fail early with the install hint
+    if transport_url == "auto":
+        transport_url = LOCAL_RABBIT if _port_open(5672) else None
+    elif transport_url == "none":
+        transport_url = None
     paths.root.mkdir(parents=True, exist_ok=True)
     for stale in (paths.info, paths.root / "failed.json", paths.faults_log):
         stale.unlink(missing_ok=True)
@@ -152,6 +162,12 @@ def lab_up(
         time.sleep(0.1)
     _kill_group(proc.pid)
     raise LabError(f"the lab was not ready within {UP_TIMEOUT:.0f} s (log: {paths.log})")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

@@ -247,7 +247,7 @@ class Lab:
         for h_index, host in enumerate(self.host_names):
             for s in range(self.spec.servers_per_host):
                 n = h_index * self.spec.servers_per_host + s
-                ha = n % 4 != 3  # one server in four opts out of HA
+                ha = n % 3 != 2  # one server in three opts out of HA
                 plan.append(
                     {
                         "name": f"vm-{host}-{s + 1}",
@@ -720,6 +720,7 @@ async def run(paths: LabPaths, spec: LabSpec) -> None:
                 "admin_token": lab.admin_token,
                 "hosts": lab.host_names,
                 "servers": len(lab.servers),
+                "notifications": bool(lab.nova.get("notifications")),
                 "started_at": _now()[1],
             },
             mode=0o600,

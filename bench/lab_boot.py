@@ -1,0 +1,70 @@
+"""How fast the lab comes up, per size: time to ready and per-server boot cost.
+
+Each size is started and stopped through the real CLI path (`lab_up`/`lab_down`),
+`--runs` times; the supervisor log gives the split between service start and boots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from medevac.lab.client import lab_down, lab_up
+from medevac.lab.layout import LabPaths
+
+SIZES = [(3, 2), (10, 5)]
+
+
+def one_run(hosts: int, per_host: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
+        paths = LabPaths(Path(d))
+        t0 = time.monotonic()
+        lab_up(paths, hosts, per_host)
+        ready = time.monotonic() - t0
+        log = paths.log.read_text()
+        lab_down(paths)
+    services = float(re.search(r"nova and neutron ready in ([\d.]+) s", log).group(1))
+    servers = hosts * per_host
+    return {
+        "ready_s": ready,
+        "services_s": services,
+        "per_server_s": (ready - services) / servers if servers else 0.0,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--sizes", default=",".join(f"{h}x{s}" for h, s in SIZES))
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    results = []
+    for size in args.sizes.split(","):
+        hosts, per_host = (int(x) for x in size.split("x"))
+        runs = [one_run(hosts, per_host) for _ in range(args.runs)]
+        row = {"hosts": hosts, "servers_per_host": per_host, "runs": len(runs)}
+        for key in ("ready_s", "services_s", "per_server_s"):
+            values = sorted(r[key] for r in runs)
+            row[key] = {"median": statistics.median(values), "max": values[-1], "min": values[0]}
+        results.append(row)
+        print(
+            f"{hosts} hosts x {per_host} servers: ready median {row['ready_s']['median']:.1f} s "
+            f"(min {row['ready_s']['min']:.1f}, max {row['ready_s']['max']:.1f}), "
+            f"services {row['services_s']['median']:.1f} s, "
+            f"per server {row['per_server_s']['median']:.2f} s, n={len(runs)}",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": platform.platform(), "results": results}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
