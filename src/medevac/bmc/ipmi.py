@@ -8,6 +8,14 @@ One pyghmi ``Command`` is kept per client and reused: pyghmi shares one session
 per (BMC, user) in the process, and logging out makes the next ``Command`` to
 the same BMC reuse the dead session.  After any failure the ``Command`` is
 dropped and the next call logs in again.
+
+pyghmi 1.6 takes its two session-table locks in opposite orders on different
+paths (a retry timer holds the waiting-sessions lock and sends, which takes the
+keepalive lock; a send holds the keepalive lock and registers its retry, which
+takes the waiting-sessions lock).  Under concurrent calls that deadlocks every
+IPMI call of the process.  Importing this module makes both names one
+re-entrant lock, which leaves each path's locking as it was but removes the
+lock-order inversion.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any, TypeVar
 
 import pyghmi.exceptions as pyghmi_exceptions
 import pyghmi.ipmi.command as pyghmi_command
+import pyghmi.ipmi.private.session as pyghmi_session
 
 __all__ = [
     "BmcAuthError",
@@ -34,6 +43,16 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+
+def _merge_pyghmi_session_locks() -> None:
+    if pyghmi_session.KEEPALIVE_SESSIONS is not pyghmi_session.WAITING_SESSIONS:
+        shared = threading.RLock()
+        pyghmi_session.KEEPALIVE_SESSIONS = shared
+        pyghmi_session.WAITING_SESSIONS = shared
+
+
+_merge_pyghmi_session_locks()
 
 # Words in pyghmi's login errors that mean the BMC refused the credentials.
 _AUTH_MARKERS = (

@@ -135,6 +135,11 @@ class CloudDriver:
             raise CloudUnavailable(f"cannot connect: {exc}", operation=operation) from None
         except (ksa_exc.ConnectTimeout, ksa_exc.EndpointNotFound) as exc:
             raise CloudUnavailable(str(exc), operation=operation) from None
+        except ksa_exc.DiscoveryFailure as exc:
+            # Version discovery is the first request to an endpoint: a dead one ends here.
+            raise CloudUnavailable(
+                f"endpoint discovery failed: {exc}", operation=operation
+            ) from None
 
     def _request(
         self,

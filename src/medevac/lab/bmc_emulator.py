@@ -23,8 +23,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -38,6 +40,7 @@ from typing import Any, Protocol
 import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.command as pyghmi_command
 import pyghmi.ipmi.private.serversession as pyghmi_serversession
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = ["BmcFarm", "BmcSpec", "PowerHooks"]
 
@@ -48,7 +51,6 @@ _AUTHTYPE_NONE = 0x00
 _AUTHTYPE_RMCPPLUS = 0x06
 
 _PAYLOAD_IPMI = 0x00
-_PAYLOAD_SOL = 0x01
 _PAYLOAD_OPEN_SESSION_REQUEST = 0x10
 _PAYLOAD_OPEN_SESSION_RESPONSE = 0x11
 _PAYLOAD_RAKP1 = 0x12
@@ -191,10 +193,10 @@ class _LabSession(pyghmi_serversession.ServerSession):  # type: ignore[misc]
         self.integrityalgo = 0
         self.confalgo = 0
         self.kg = bmc.kg
-        self.k1 = None
+        self.k1: bytes | None = None
         self.localsid = None
         self.remseqnumber = None
-        self.ipmicallback = None
+        self.ipmicallback: Callable[[dict[str, Any]], None] | None = None
         self._customkeepalives = None
         self.socket = bmc.serversocket
         self.sockaddr = clientaddr
@@ -252,6 +254,43 @@ class _LabSession(pyghmi_serversession.ServerSession):  # type: ignore[misc]
 
     def close_server_session(self) -> None:
         self.closed = True
+
+    # pyghmi's ``send_payload`` and ``_parse_payload`` take the process-wide
+    # locks of its client sessions; a client in the same process that holds
+    # them while it waits out a dead BMC would stall every emulated BMC.  The
+    # server side needs none of that bookkeeping (no retries, no keepalives),
+    # so these two are done here without the locks.
+
+    def send_payload(
+        self, payload: Any = (), payload_type: Any = None, retry: bool = False, **_: Any
+    ) -> None:
+        """Frame and send one RMCP+ payload (IPMI 2.0 table 13-8), never retried."""
+        body = bytes(payload)
+        message = bytearray(_RMCP_IPMI_HEADER)
+        flags = (0x40 if self.integrityalgo else 0) | (0x80 if self.confalgo else 0)
+        message += bytes([_AUTHTYPE_RMCPPLUS, payload_type | flags])
+        message += struct.pack("<II", self.sessionid, self.sequencenumber)
+        if self.confalgo:  # AES-CBC-128 with a random IV (table 13-20)
+            pad_length = (16 - (len(body) + 1) % 16) % 16
+            padded = body + bytes(range(1, pad_length + 1)) + bytes([pad_length])
+            iv = os.urandom(16)
+            encryptor = Cipher(algorithms.AES(self.aeskey), modes.CBC(iv)).encryptor()
+            body = iv + encryptor.update(padded) + encryptor.finalize()
+        message += struct.pack("<H", len(body)) + body
+        if self.integrityalgo:  # HMAC-SHA1-96 over the session header and trailer
+            assert self.k1 is not None  # set with the integrity algorithm in RAKP3
+            integrity_pad = (4 - (len(message) - 2) % 4) % 4
+            message += b"\xff" * integrity_pad + bytes([integrity_pad, 0x07])
+            message += hmac.new(self.k1, bytes(message[4:]), hashlib.sha1).digest()[:12]
+        if self.sequencenumber:
+            self.sequencenumber += 1
+        self.bmc.send_raw(bytes(message), self.sockaddr)
+
+    def _parse_payload(self, payload: bytearray) -> None:
+        """A request from the client (``_parse_ipmi_payload`` framed it)."""
+        response = {"netfn": payload[1] >> 2, "command": payload[5], "data": payload[6:-1]}
+        if self.ipmicallback is not None:  # set once the session is established
+            self.ipmicallback(response)
 
 
 class _EmulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
@@ -319,7 +358,7 @@ class _EmulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
             if len(payload) < 8:
                 return
             managed = struct.unpack("<I", payload[4:8])[0]
-        elif payload_type in (_PAYLOAD_IPMI, _PAYLOAD_SOL):
+        elif payload_type == _PAYLOAD_IPMI:  # no SOL: payload activation is refused
             managed = struct.unpack("<I", data[6:10])[0]
             if managed == 0:
                 self.sessionless_data(data, sockaddr)
