@@ -6,6 +6,7 @@ driver and the real CLI. Hosts are spread over tests so each starts from a clean
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 
 import pytest
@@ -99,6 +100,9 @@ def test_power_loss_then_power_on_through_ipmi(lab: RunningLab) -> None:
     lab.run(client.power_on())
     wait_for("BMC power on", lambda: lab.run(client.power_state()) is PowerState.ON, 10)
     assert "power-loss" not in lab.host(host)["faults"]
+    # The host boots; its nova-compute cleans up what was evacuated away, and only then
+    # does Nova let the forced-down flag go.
+    wait_for("host2 nova-compute", lambda: lab.host(host)["compute_process"] == "running", 30)
     lab.run(lab.driver.set_forced_down(host, False))
     wait_for("host2 up in Nova", lambda: service(lab, host).state == "up", SERVICE_DOWN)
     running = lab.client.running()
@@ -114,11 +118,67 @@ def test_power_off_through_ipmi_takes_the_host_down(lab: RunningLab) -> None:
     wait_for("host5 power off", lambda: lab.host(host)["bmc"]["power"] == "off", 10)
     assert "power-loss" in lab.host(host)["faults"]
     on_host = [s["id"] for s in lab.servers_on(host)]
-    running = lab.client.running()
-    assert all(running[sid] == [] for sid in on_host)
+    wait_for(
+        "host5's guests to die with it",
+        lambda: all(lab.client.running()[sid] == [] for sid in on_host),
+        10,
+    )
     lab.run(client.power_on())
     wait_for("host5 power on", lambda: lab.host(host)["bmc"]["power"] == "on", 10)
+    wait_for("host5 up in Nova", lambda: service(lab, host).state == "up", SERVICE_DOWN)
     lab.run(client.close())
+
+
+def test_power_reset_through_ipmi_reboots_the_host(lab: RunningLab) -> None:
+    host = "host5"
+    on_host = [s["id"] for s in lab.servers_on(host)]
+    # The previous power cycle rebooted host5: its guests settle SHUTOFF; start one.
+    wait_for(
+        "host5's guest to settle after the reboot",
+        lambda: (
+            (s := lab.run(lab.driver.get_server(on_host[0]))).status == "SHUTOFF"
+            and s.task_state is None
+        ),
+        30,
+    )
+    lab.run(lab.driver.start_server(on_host[0]))
+    wait_for(
+        "a guest running on host5",
+        lambda: lab.client.running()[on_host[0]] == [host],
+        30,
+    )
+    creds = tomllib.loads(lab.paths.bmc_secrets.read_text())[host]
+    port = str(lab.host(host)["bmc"]["port"])
+    reset = subprocess.run(
+        [
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            creds["username"],
+            "-P",
+            creds["password"],
+            "power",
+            "reset",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert reset.returncode == 0, reset.stderr
+    # A reset is a reboot: the guests stop, nova-compute comes back, power stays on.
+    wait_for(
+        "the guest stopped by the reboot",
+        lambda: lab.run(lab.driver.get_server(on_host[0])).status == "SHUTOFF",
+        30,
+    )
+    assert lab.client.running()[on_host[0]] == []
+    assert lab.host(host)["bmc"]["power"] == "on"
+    wait_for("host5 up in Nova", lambda: service(lab, host).state == "up", SERVICE_DOWN)
 
 
 def test_mgmt_partition_keeps_guests_running_and_bmc_says_on(lab: RunningLab) -> None:

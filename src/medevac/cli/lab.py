@@ -106,7 +106,16 @@ def _client(state_dir: Path | None) -> LabClient:
 
 def render_status(status: dict[str, Any], console: Console = out) -> None:
     hosts = Table(title="hosts", title_justify="left")
-    for col in ("host", "nova state", "status", "forced down", "BMC", "power", "faults"):
+    for col in (
+        "host",
+        "nova state",
+        "status",
+        "forced down",
+        "nova-compute",
+        "BMC",
+        "power",
+        "faults",
+    ):
         hosts.add_column(col)
     for h in status["hosts"]:
         nova, bmc = h["nova"], h["bmc"]
@@ -116,6 +125,7 @@ def render_status(status: dict[str, Any], console: Console = out) -> None:
             f"[{'green' if state == 'up' else 'red'}]{state}[/]",
             str(nova["status"]),
             "yes" if nova["forced_down"] else "no",
+            h["compute_process"],
             f"{bmc['address']}:{bmc['port']}" + ("" if bmc["reachable"] else " (unreachable)"),
             bmc["power"],
             ", ".join(h["faults"]) or "-",

@@ -9,7 +9,9 @@ classes; this module adds what the shipped classes lack:
   every packet is routed to the session it belongs to, an exception in a handler
   is logged and the loop goes on, and ``stop()`` really stops and closes;
 * sockets stay non-blocking for good (pyghmi's send helper would flip a shared
-  socket to blocking under the reader's feet);
+  socket to blocking under the reader's feet), and session traffic is framed
+  without the locks of pyghmi's client sessions, so a client in the same
+  process that is waiting out a dead BMC cannot stall the emulated ones;
 * an open-session request that does not propose cipher suite 3 (HMAC-SHA1,
   HMAC-SHA1-96, AES-CBC-128) is refused with RMCP+ status 0x11, so the pyghmi
   client falls back from suite 17 instead of crashing;

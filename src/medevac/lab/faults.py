@@ -49,6 +49,7 @@ class HostFaults:
     compute_process_down: bool = False
     bmc_unreachable: bool = False
     links_down: set[str] = field(default_factory=set)
+    boots: int = 0  # how many times the OS came back (after power-loss or a crash)
 
     # -- what the rest of the lab observes --------------------------------------
 
@@ -110,6 +111,8 @@ class HostFaults:
         setattr(self, attr, (not inject) if attr == "power_on" else inject)
         if kind is FaultKind.POWER_LOSS and not inject:
             self.os_dead = False  # power comes back: the host boots clean
+        if kind in (FaultKind.POWER_LOSS, FaultKind.HOST_CRASH) and not inject:
+            self.boots += 1
 
     def _noop(self, kind: FaultKind, inject: bool, physnet: str | None) -> str:
         what = f"{kind} {self.name}" + (f" {physnet}" if physnet else "")

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,7 +98,12 @@ class Lab:
         self.children: dict[str, ChildService] = {}
         self.farm: BmcFarm | None = None
         self.bmcs: dict[str, BmcSpec] = {}
-        self.lock = threading.RLock()  # fault model + nova control, from API and BMC threads
+        # The fault model is touched from API threads and the BMC thread: model_lock is
+        # held only briefly; reconcile_lock orders the (slow) calls into Nova.
+        self.model_lock = threading.Lock()
+        self.reconcile_lock = threading.Lock()
+        self._booted = dict.fromkeys(self.host_names, 0)
+        self._reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.http = httpx.Client(timeout=60.0)
         self.admin_token = secrets.token_urlsafe(24)
         self.reader_token = secrets.token_urlsafe(24)
@@ -392,17 +398,29 @@ class Lab:
 
     def _reconcile(self, host: str) -> None:
         """Make Nova's compute service and the host's domains match the fault model."""
-        want = self.hosts[host]
-        actual = self._control("GET", "/hosts")["hosts"][host]
-        if actual["compute_running"] and not want.compute_heartbeating:
-            mode = "keep" if want.domains_alive else "destroy"
-            self._control("POST", f"/hosts/{host}/stop", {"domains": mode})
-        elif not actual["compute_running"] and want.compute_heartbeating:
-            self._control(
-                "POST", f"/hosts/{host}/start", {"domains_alive": actual["domains_alive"]}
-            )
-        elif not actual["compute_running"] and actual["domains_alive"] and not want.domains_alive:
-            self._control("POST", f"/hosts/{host}/stop", {"domains": "destroy"})
+        with self.reconcile_lock:
+            with self.model_lock:
+                want = self.hosts[host]
+                heartbeating, domains_alive, boots = (
+                    want.compute_heartbeating,
+                    want.domains_alive,
+                    want.boots,
+                )
+            actual = self._control("GET", "/hosts")["hosts"][host]
+            running, alive = actual["compute_running"], actual["domains_alive"]
+            rebooted = boots != self._booted[host]  # e.g. a BMC power reset: off, then on
+            if running and (not heartbeating or rebooted):
+                keep = domains_alive and not rebooted
+                self._control(
+                    "POST", f"/hosts/{host}/stop", {"domains": "keep" if keep else "destroy"}
+                )
+                running, alive = False, keep
+            if not running and heartbeating:
+                body = {"domains_alive": alive and not rebooted}
+                self._control("POST", f"/hosts/{host}/start", body)
+            elif not running and alive and not domains_alive:
+                self._control("POST", f"/hosts/{host}/stop", {"domains": "destroy"})
+            self._booted[host] = boots
 
     def _record(
         self, action: str, kind: FaultKind, target: str, physnet: str | None
@@ -416,42 +434,70 @@ class Lab:
         return record
 
     def apply_fault(
-        self, kind: FaultKind, target: str, inject: bool, physnet: str | None = None
+        self,
+        kind: FaultKind,
+        target: str,
+        inject: bool,
+        physnet: str | None = None,
+        *,
+        wait: bool = True,
     ) -> dict[str, Any]:
-        """Inject or heal one fault; returns the record with its wall-clock time (T00)."""
+        """Inject or heal one fault; returns the record with its wall-clock time (T00).
+
+        With ``wait`` the cloud reflects the fault when this returns; without it (BMC
+        power control, which must answer at once) Nova catches up in the background.
+        """
         action = "inject" if inject else "heal"
-        with self.lock:
-            if kind.targets_server:
+        if kind.targets_server:
+            return self._apply_server_fault(target, inject)
+        with self.model_lock:
+            if target not in self.hosts:
+                raise FaultError(404, f"unknown host {target!r} (hosts: {', '.join(self.hosts)})")
+            if kind.needs_physnet and not physnet:
+                raise FaultError(400, f"{kind} needs a physnet ({', '.join(PHYSNETS)})")
+            self.hosts[target].apply(kind, inject, physnet)  # raises before anything changed
+            record = self._record(action, kind, target, physnet)
+            if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
+                self.farm.set_reachable(target, not inject)
+        if wait:
+            self._reconcile(target)
+        else:
+            self._reconciler.submit(self._reconcile_logged, target)
+        return record
+
+    def _apply_server_fault(self, target: str, inject: bool) -> dict[str, Any]:
+        with self.reconcile_lock:
+            with self.model_lock:
                 if target not in self.servers:
                     raise FaultError(404, f"unknown server {target!r}")
                 if (target in self.crashed_servers) == inject:
                     state = "already crashed" if inject else "not crashed"
                     raise FaultError(409, f"server {target} is {state}")
-                record = self._record(action, kind, target, None)
-                self._control("POST", f"/servers/{target}/{'crash' if inject else 'heal'}")
+                record = self._record(
+                    "inject" if inject else "heal", FaultKind.SERVER_CRASH, target, None
+                )
+            self._control("POST", f"/servers/{target}/{'crash' if inject else 'heal'}")
+            with self.model_lock:
                 (self.crashed_servers.add if inject else self.crashed_servers.discard)(target)
-                return record
-            if target not in self.hosts:
-                raise FaultError(404, f"unknown host {target!r} (hosts: {', '.join(self.hosts)})")
-            if kind.needs_physnet and not physnet:
-                raise FaultError(400, f"{kind} needs a physnet ({', '.join(PHYSNETS)})")
-            host = self.hosts[target]
-            host.apply(kind, inject, physnet)  # raises before anything changed
-            record = self._record(action, kind, target, physnet)
-            if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
-                self.farm.set_reachable(target, not inject)
-            self._reconcile(target)
             return record
 
-    # PowerHooks for the BMC farm: IPMI power control reaches the fault model.
+    def _reconcile_logged(self, host: str) -> None:
+        try:
+            self._reconcile(host)
+        except Exception:
+            log.exception("reconciling %s after a BMC power change failed", host)
+
+    # PowerHooks for the BMC farm: IPMI power control reaches the fault model. They
+    # run on the BMC thread, so they change the model at once and never wait for Nova.
     def power_state(self, host: str) -> bool:
-        with self.lock:
+        with self.model_lock:
             return self.hosts[host].power_on
 
     def _set_power(self, host: str, on: bool) -> None:
-        with self.lock:
-            if self.hosts[host].power_on != on:
-                self.apply_fault(FaultKind.POWER_LOSS, host, inject=not on)
+        with self.model_lock:
+            change = self.hosts[host].power_on != on
+        if change:
+            self.apply_fault(FaultKind.POWER_LOSS, host, inject=not on, wait=False)
 
     def power_off(self, host: str) -> None:
         self._set_power(host, False)
@@ -463,9 +509,8 @@ class Lab:
         self._set_power(host, True)
 
     def power_reset(self, host: str) -> None:
-        with self.lock:
-            self._set_power(host, False)
-            self._set_power(host, True)
+        self._set_power(host, False)
+        self._set_power(host, True)
 
     # -- views --------------------------------------------------------------------
 
@@ -487,6 +532,7 @@ class Lab:
             n["id"]: n.get("provider:physical_network")
             for n in self._neutron_req("GET", "/networks")["networks"]
         }
+        computes = self._control("GET", "/hosts")["hosts"]
         hosts = []
         for name, faults in self.hosts.items():
             svc = by_host.get(name, {})
@@ -506,6 +552,9 @@ class Lab:
                         "power": "on" if faults.power_on else "off",
                         "reachable": not faults.bmc_unreachable,
                     },
+                    "compute_process": (
+                        "running" if computes[name]["compute_running"] else "stopped"
+                    ),
                     "faults": faults.active(),
                     "links": {p: p not in faults.links_down for p in PHYSNETS},
                 }
@@ -544,6 +593,7 @@ class Lab:
     def stop(self) -> None:
         if self.farm is not None:
             self.farm.stop()
+        self._reconciler.shutdown(wait=True, cancel_futures=True)
         for child in self.children.values():
             if child.process.poll() is None:
                 child.process.terminate()
