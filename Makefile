@@ -1,7 +1,11 @@
 # medevac: the two commands a fresh machine needs are `make demo` and `make test`.
 # Every target installs what it needs first (venvs from pinned locks, Debian packages).
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
+# pip on some machines warns about absent local indexes on every package: keep logs readable.
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 VENV := .venv
 LAB_VENV := .venv-lab
 PIP_FLAGS := --quiet --disable-pip-version-check
@@ -14,13 +18,13 @@ all: test
 ## Virtual environments, rebuilt when their lock changes.
 $(VENV)/.stamp: requirements/product.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements/product.lock
-	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements/product.lock $(QUIET_PIP)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e . $(QUIET_PIP)
 	touch $@
 
 $(LAB_VENV)/.stamp: requirements/lab.lock
 	test -x $(LAB_VENV)/bin/python || $(PYTHON) -m venv $(LAB_VENV)
-	$(LAB_VENV)/bin/pip install $(PIP_FLAGS) -r requirements/lab.lock
+	$(LAB_VENV)/bin/pip install $(PIP_FLAGS) -r requirements/lab.lock $(QUIET_PIP)
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -42,11 +46,19 @@ test: venv lab-venv deps services lint types
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 types: venv
 	$(VENV)/bin/mypy
+
+## Benchmarks: figures printed and written to docs/benchmarks.md (QUICK=1: a short run).
+bench: venv lab-venv deps services
+ifdef QUICK
+	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2
+else
+	$(VENV)/bin/python bench/lab_boot.py --runs 3 --sizes 3x2,10x5 --write-docs docs/benchmarks.md
+endif
 
 clean:
 	-$(VENV)/bin/medevac lab down 2>/dev/null

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -19,6 +20,8 @@ from medevac.lab.client import lab_down, lab_up
 from medevac.lab.layout import LabPaths
 
 SIZES = [(3, 2), (10, 5)]
+START = "<!-- bench:lab_boot:start -->"
+END = "<!-- bench:lab_boot:end -->"
 
 
 def one_run(hosts: int, per_host: int) -> dict[str, float]:
@@ -43,6 +46,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--sizes", default=",".join(f"{h}x{s}" for h, s in SIZES))
     p.add_argument("--json", type=Path)
+    p.add_argument("--write-docs", type=Path, help="update this file's lab start-up section")
     args = p.parse_args()
     results = []
     for size in args.sizes.split(","):
@@ -64,6 +68,34 @@ def main() -> None:
         args.json.write_text(
             json.dumps({"machine": platform.platform(), "results": results}, indent=2)
         )
+    if args.write_docs:
+        write_docs(args.write_docs, results)
+
+
+def write_docs(path: Path, results: list[dict]) -> None:
+    """Replace this benchmark's section of the benchmarks page with fresh figures."""
+    rows = [
+        "| lab | runs | ready, median (min to max) | services | per server |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        ready = r["ready_s"]
+        rows.append(
+            f"| {r['hosts']} hosts x {r['servers_per_host']} servers | {r['runs']} | "
+            f"{ready['median']:.1f} s ({ready['min']:.1f} to {ready['max']:.1f}) | "
+            f"{r['services_s']['median']:.1f} s | {r['per_server_s']['median']:.2f} s |"
+        )
+    section = (
+        f"{START}\nMachine: {platform.platform()}, {os.cpu_count()} cores; "
+        f"{time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(rows) + f"\n{END}"
+    )
+    text = path.read_text()
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text += "\n" + section + "\n"
+    path.write_text(text)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

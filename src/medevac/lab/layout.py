@@ -13,6 +13,9 @@ import medevac
 LAB_DIR_ENV = "MEDEVAC_LAB_DIR"
 LAB_PYTHON_ENV = "MEDEVAC_LAB_PYTHON"
 SERVICES_DIR = Path(__file__).parent / "services"
+# Every lab has the same two data-plane networks and two tenant projects.
+PHYSNETS = ("physnet1", "physnet2")
+PROJECTS = ("tenant-a", "tenant-b")
 
 
 class LabError(Exception):
