@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Coroutine, Iterator
@@ -98,8 +99,30 @@ def start_lab(state_dir: Path, hosts: int, servers_per_host: int) -> Iterator[Ru
         client.close()
         loop.run_until_complete(driver.close())
         loop.close()
+        tcp_ports = [
+            int(url.rsplit(":", 1)[1].split("/")[0])
+            for url in (info["control_url"], info["nova_url"], info["neutron_url"])
+        ]
+        udp_ports = [
+            int(line.split("=")[1])
+            for line in paths.controller_config.read_text().splitlines()
+            if line.startswith("bmc_port")
+        ]
         medevac("lab", "down", "--state-dir", str(state_dir))
         assert lab_processes(state_dir) == []
+        assert all(port_free(socket.SOCK_STREAM, p) for p in tcp_ports), "a TCP port stayed in use"
+        assert all(port_free(socket.SOCK_DGRAM, p) for p in udp_ports), "a BMC port stayed in use"
+
+
+def port_free(kind: int, port: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        # TIME_WAIT left by closed connections is not a listener still running.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(scope="session")
