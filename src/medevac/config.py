@@ -114,6 +114,30 @@ class HostConfig(_Section):
     zone: str = "nova"
 
 
+class MonitorConfig(_Section):
+    """Heartbeat reception and failure detection."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=8781, ge=0, le=65535, description="UDP, for agents")
+    interval: float = Field(default=0.1, gt=0, description="the agents' heartbeat interval (s)")
+    phi_threshold: float = Field(
+        default=8.0,
+        gt=0,
+        description="suspect a host when phi reaches this (8: one chance in 10^8 of a "
+        "live host being that late); lower detects faster, higher suspects less",
+    )
+    max_clock_skew: float = Field(default=5.0, gt=0, description="drop datagrams off by more")
+    probes: int = Field(default=3, ge=1, le=10, description="direct probes before a verdict")
+    probe_timeout: float = Field(default=0.06, gt=0)
+    bmc_timeout: float = Field(default=1.0, gt=0)
+    isolation_fraction: float = Field(default=0.5, gt=0, le=1)
+    isolation_window: float = Field(default=2.0, gt=0)
+    isolation_min_hosts: int = Field(default=3, ge=2)
+    alertmanager_host_label: str = Field(
+        default="instance", description="alert label naming the host (a :port is stripped)"
+    )
+
+
 class BmcCredentials(_Section):
     username: str
     password: SecretStr
@@ -131,6 +155,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
     bmc_secrets_file: Path | None = Field(
         default=None,
@@ -151,6 +176,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: explicit arguments, then the environment, then the TOML file.
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    def agent_key(self) -> bytes:
+        """The cluster key that signs heartbeats (ConfigError when unset or unreadable)."""
+        if self.agent_key_file is None:
+            raise ConfigError("agent_key_file is not set: heartbeats cannot be verified")
+        try:
+            key = self.agent_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"{self.agent_key_file}: {exc.strerror}") from None
+        if len(key) < 16:
+            raise ConfigError(f"{self.agent_key_file}: the key must be at least 16 bytes")
+        return key
 
     def bmc_credentials(self) -> dict[str, BmcCredentials]:
         """Per-host BMC credentials from the secrets file (empty when none is set)."""

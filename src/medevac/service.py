@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from typing import Any
 
 import uvicorn
 
 from medevac.api import create_app
+from medevac.bmc.ipmi import IpmiClient, IpmiTarget, PowerState
 from medevac.cloud import CloudDriver
-from medevac.config import CloudConfig, Settings
+from medevac.config import CloudConfig, ConfigError, Settings
+from medevac.monitor.hosts import HostMonitor, MonitorSettings
+from medevac.monitor.verdicts import Verdict
 from medevac.storage import Database
 
 log = logging.getLogger(__name__)
@@ -26,18 +31,113 @@ def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
     )
 
 
+class IpmiPowerReader:
+    """The monitor's second path: each host's power state from its BMC over IPMI."""
+
+    def __init__(self, settings: Settings) -> None:
+        creds = settings.bmc_credentials()
+        self._clients: dict[str, IpmiClient] = {}
+        for host, cfg in settings.hosts.items():
+            if host not in creds:
+                raise ConfigError(
+                    f"hosts.{host}: no BMC credentials in {settings.bmc_secrets_file}"
+                )
+            c = creds[host]
+            target = IpmiTarget(
+                cfg.bmc_address, cfg.bmc_port, c.username, c.password.get_secret_value()
+            )
+            self._clients[host] = IpmiClient(target, timeout=settings.monitor.bmc_timeout)
+
+    async def power_off(self, host: str) -> bool:
+        return await self._clients[host].power_state() is PowerState.OFF
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+
+class CloudNovaView:
+    def __init__(self, driver: CloudDriver) -> None:
+        self._driver = driver
+
+    async def compute_services(self) -> dict[str, dict[str, Any]]:
+        return {
+            svc.host: {
+                "state": svc.state,
+                "status": svc.status,
+                "forced_down": svc.forced_down,
+                "updated_at": svc.updated_at.isoformat() if svc.updated_at else None,
+            }
+            for svc in await self._driver.list_compute_services()
+        }
+
+
+class AuditedVerdicts:
+    """Verdict sink for now: every verdict goes to the audit log, off the event loop."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def publish(self, verdict: Verdict) -> None:
+        task = asyncio.ensure_future(asyncio.to_thread(self._write, verdict))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _write(self, verdict: Verdict) -> None:
+        self._db.record_audit(
+            f"verdict.{verdict.kind.value}",
+            verdict.host,
+            "monitor",
+            {"subject": verdict.subject, "at": verdict.at, "evidence": verdict.evidence},
+            verdict.trace_id,
+        )
+
+
 class Controller:
-    """One controller process: storage, API, and (as they land) the pipeline's blocks."""
+    """One controller process: storage, API, monitor, and (as they land) the other blocks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.storage.url)
         self.cloud = build_cloud_driver(settings.cloud)
+        self.power = IpmiPowerReader(settings) if settings.hosts else None
+        self.monitor: HostMonitor | None = None
+        if settings.hosts:
+            m = settings.monitor
+            self.monitor = HostMonitor(
+                {name: h.zone for name, h in settings.hosts.items()},
+                settings.agent_key(),
+                AuditedVerdicts(self.db),
+                self.power,  # type: ignore[arg-type]
+                CloudNovaView(self.cloud),
+                MonitorSettings(
+                    interval=m.interval,
+                    phi_threshold=m.phi_threshold,
+                    max_clock_skew=m.max_clock_skew,
+                    probes=m.probes,
+                    probe_timeout=m.probe_timeout,
+                    bmc_timeout=m.bmc_timeout,
+                    isolation_fraction=m.isolation_fraction,
+                    isolation_window=m.isolation_window,
+                    isolation_min_hosts=m.isolation_min_hosts,
+                ),
+            )
 
     async def run(self) -> None:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
         await asyncio.to_thread(self.db.migrate)
-        app = create_app(self.settings, self.db)
+        loop = asyncio.get_running_loop()
+        monitor_task: asyncio.Task[None] | None = None
+        transport: asyncio.DatagramTransport | None = None
+        monitor = self.monitor
+        if monitor is not None:
+            m = self.settings.monitor
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: monitor, local_addr=(m.listen_host, m.listen_port)
+            )
+            monitor_task = asyncio.create_task(monitor.run())
+        app = create_app(self.settings, self.db, monitor=self.monitor)
         config = uvicorn.Config(
             app,
             host=self.settings.api.host,
@@ -47,17 +147,25 @@ class Controller:
             lifespan="off",
         )
         server = uvicorn.Server(config)
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         log.info(
-            "medevac serving on http://%s:%d (storage %s)",
+            "medevac serving on http://%s:%d (storage %s, %d hosts watched)",
             self.settings.api.host,
             self.settings.api.port,
             self.db.display_url,
+            len(self.settings.hosts),
         )
         try:
             await server.serve()
         finally:
+            if monitor_task is not None:
+                monitor_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor_task
+            if transport is not None:
+                transport.close()
+            if self.power is not None:
+                await self.power.close()
             await self.cloud.close()
             self.db.dispose()

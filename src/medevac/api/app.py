@@ -9,16 +9,18 @@ from fastapi import Depends, FastAPI, Query, Request
 from medevac import __version__
 from medevac.api.auth import Principal, TokenRegistry, require
 from medevac.api.errors import install_error_handlers
+from medevac.api.external import external_router
 from medevac.api.limits import BodySizeLimit
 from medevac.config import Role, Settings
+from medevac.monitor.hosts import HostMonitor
 from medevac.storage import Database
 
 AnyRole = Annotated[Principal, Depends(require())]
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
 
 
-def create_app(settings: Settings, db: Database) -> FastAPI:
-    """Build the API for one controller; the caller owns ``db``'s lifetime."""
+def create_app(settings: Settings, db: Database, monitor: HostMonitor | None = None) -> FastAPI:
+    """Build the API for one controller; the caller owns ``db`` and ``monitor``."""
     app = FastAPI(
         title="medevac",
         version=__version__,
@@ -67,5 +69,23 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
                 for e in events
             ]
         }
+
+    if monitor is not None:
+        app.include_router(
+            external_router(monitor, host_label=settings.monitor.alertmanager_host_label)
+        )
+
+    @app.get("/v1/hosts", tags=["monitor"])
+    async def hosts(_: AdminOrReader) -> dict[str, Any]:
+        """Every watched host: detector state, BMC power as last seen, Nova's view, verdict."""
+        if monitor is None:
+            return {"hosts": [], "counters": None}
+        return {"hosts": monitor.snapshot(), "counters": monitor.counters()}
+
+    @app.get("/v1/verdicts", tags=["monitor"])
+    async def verdicts(_: AdminOrReader) -> dict[str, Any]:
+        """The most recent verdicts, oldest first."""
+        recent = list(monitor.recent_verdicts) if monitor is not None else []
+        return {"verdicts": [v.as_dict() for v in recent]}
 
     return app

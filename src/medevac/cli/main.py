@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -76,6 +77,104 @@ def serve(
         asyncio.run(Controller(settings).run())
     except StorageError as exc:
         raise fail(str(exc)) from None
+
+
+@app.command()
+def agent(
+    host: Annotated[str, typer.Option(help="This compute host's name, as Nova knows it.")],
+    controller: Annotated[
+        list[str], typer.Option(help="Controller heartbeat address HOST:PORT (repeatable).")
+    ],
+    key_file: Annotated[Path, typer.Option(help="File holding the cluster heartbeat key.")],
+    interval: Annotated[float, typer.Option(help="Heartbeat interval (s).")] = 0.1,
+    physnet: Annotated[
+        list[str] | None,
+        typer.Option(help="Data-plane link to watch, PHYSNET=INTERFACE (repeatable)."),
+    ] = None,
+) -> None:
+    """Run on a compute host: send signed heartbeats with the host's local checks."""
+    from medevac.agent.agent import Agent, AgentConfig
+    from medevac.agent.probes import HostProbes
+
+    try:
+        key = key_file.read_bytes().strip()
+    except OSError as exc:
+        raise fail(f"{key_file}: {exc.strerror}") from None
+    if len(key) < 16:
+        raise fail(f"{key_file}: the key must be at least 16 bytes")
+    try:
+        controllers = tuple(_host_port(c) for c in controller)
+        links = dict(_pair(p) for p in physnet or [])
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    config = AgentConfig(host=host, controllers=controllers, key=key, interval=interval)
+    setup_logging(False)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Agent(config, HostProbes(interfaces=links)).run())
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--controller {value!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _pair(value: str) -> tuple[str, str]:
+    name, sep, interface = value.partition("=")
+    if not sep or not name or not interface:
+        raise ValueError(f"--physnet {value!r}: expected PHYSNET=INTERFACE")
+    return name, interface
+
+
+@app.command()
+def hosts(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    url: Annotated[str, typer.Option(envvar="MEDEVAC_URL", help="Controller API.")] = (
+        "http://127.0.0.1:8780"
+    ),
+    token: Annotated[str, typer.Option(envvar="MEDEVAC_TOKEN", help="API token.")] = "",
+) -> None:
+    """Every watched host: detector state, BMC power, Nova's view, current verdict."""
+    import json
+
+    import httpx
+
+    try:
+        resp = httpx.get(f"{url}/v1/hosts", headers={"X-Auth-Token": token}, timeout=10)
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the controller at {url}: {exc}") from None
+    if resp.status_code != 200:
+        try:
+            message = resp.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = resp.text
+        raise fail(f"{resp.status_code}: {message}")
+    data = resp.json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="hosts", title_justify="left")
+    for col in ("host", "state", "phi", "last heartbeat", "BMC", "Nova", "verdict"):
+        table.add_column(col)
+    for h in data["hosts"]:
+        det, verdict, nova = h["detector"], h["verdict"], h["nova"] or {}
+        age = det["last_heartbeat_age_s"]
+        table.add_row(
+            h["name"],
+            h["state"],
+            f"{det['phi']:.1f}",
+            "-" if age is None else f"{age * 1000:.0f} ms ago",
+            h["bmc"]["power"] or ("error" if h["bmc"]["error"] else "-"),
+            nova.get("state", "-"),
+            verdict["kind"] if verdict else "-",
+        )
+    Console().print(table)
+    counters = data["counters"] or {}
+    dropped = {k: v for k, v in (counters.get("dropped") or {}).items() if v}
+    Console().print(f"received {counters.get('received', 0)}, dropped {dropped or 'none'}")
 
 
 @db_app.command("upgrade")

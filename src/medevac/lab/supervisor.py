@@ -32,6 +32,7 @@ import httpx
 import uvicorn
 import yaml
 
+from medevac.agent.agent import Agent, AgentConfig
 from medevac.lab.bmc_emulator import BmcFarm, BmcSpec
 from medevac.lab.control_api import control_app
 from medevac.lab.faults import FaultError, FaultKind, HostFaults
@@ -45,6 +46,7 @@ from medevac.lab.layout import (
     write_json_atomic,
     write_text_atomic,
 )
+from medevac.monitor.protocol import Checks
 
 log = logging.getLogger("medevac.lab")
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -64,6 +66,17 @@ class LabSpec:
     transport_url: str | None = None
 
 
+class LabProbes:
+    """The agent's local checks in the lab: read from the fault model."""
+
+    def __init__(self, lab: Lab, host: str) -> None:
+        self._lab = lab
+        self._host = host
+
+    def checks(self) -> Checks:
+        return self._lab.probe(self._host)
+
+
 @dataclass
 class ChildService:
     name: str
@@ -73,6 +86,13 @@ class ChildService:
 
 def free_tcp_port() -> int:
     with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
@@ -108,6 +128,10 @@ class Lab:
         self.project_tokens = {p: secrets.token_urlsafe(24) for p in PROJECTS}
         self.controller_port = free_tcp_port()
         self.control_port = free_tcp_port()
+        self.heartbeat_port = free_udp_port()
+        self.agent_key = secrets.token_hex(32).encode()
+        self.agents: dict[str, tuple[Agent, asyncio.Task[None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- child services -----------------------------------------------------------
 
@@ -189,6 +213,8 @@ class Lab:
         )
         self._start_bmcs()
         self._write_controller_config()
+        self._loop = asyncio.get_running_loop()
+        self._sync_agents()
 
     def _nova_req(
         self,
@@ -345,8 +371,7 @@ class Lab:
         write_text_atomic(self.paths.clouds_yaml, yaml.safe_dump({"clouds": clouds}))
 
     def _write_controller_config(self) -> None:
-        key = secrets.token_hex(32)
-        write_text_atomic(self.paths.agent_key, key + "\n", mode=0o600)
+        write_text_atomic(self.paths.agent_key, self.agent_key.decode() + "\n", mode=0o600)
         secrets_toml = "".join(
             f'[{h}]\nusername = "{b.username}"\npassword = "{b.password}"\n\n'
             for h, b in self.bmcs.items()
@@ -364,6 +389,10 @@ class Lab:
             "[cloud]",
             f'name = "{CLOUD_NAME}"',
             "clouds_yaml = " + json.dumps(str(self.paths.clouds_yaml)),
+            "",
+            "[monitor]",
+            'listen_host = "127.0.0.1"',
+            f"listen_port = {self.heartbeat_port}",
             "",
             "[storage]",
             "url = " + json.dumps(f"sqlite:///{self.paths.root / 'medevac.db'}"),
@@ -393,6 +422,50 @@ class Lab:
         write_text_atomic(self.paths.controller_config, "\n".join(lines), mode=0o600)
 
     # -- fault model --------------------------------------------------------------
+
+    # -- agents: the same agent code as production, with lab probes -------------
+
+    def _sync_agents(self) -> None:
+        """On the event loop: an agent runs on every host whose OS runs; muted when cut off."""
+        for name, host in self.hosts.items():
+            with self.model_lock:
+                alive, muted, boots = host.os_running, host.partitioned, host.boots
+            current = self.agents.get(name)
+            if current is not None and (not alive or current[0].boot != boots):
+                current[1].cancel()  # the OS died (or rebooted): so did its agent
+                del self.agents[name]
+                current = None
+            if alive and current is None:
+                agent = Agent(
+                    AgentConfig(
+                        host=name,
+                        controllers=(("127.0.0.1", self.heartbeat_port),),
+                        key=self.agent_key,
+                        bind=("127.0.0.1", 0),
+                    ),
+                    LabProbes(self, name),
+                )
+                agent.boot = boots
+                self.agents[name] = (agent, asyncio.ensure_future(agent.run()))
+            if name in self.agents:
+                self.agents[name][0].muted = muted
+
+    def _agents_changed(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._sync_agents)
+
+    def probe(self, host: str) -> Checks:
+        """What the host's agent sees: called by LabProbes once per heartbeat."""
+        with self.model_lock:
+            faults = self.hosts[host]
+            crashed = tuple(
+                sid for sid in sorted(self.crashed_servers) if self.servers[sid]["host"] == host
+            )
+            return Checks(
+                compute_alive=not faults.compute_process_down,
+                links_down=tuple(sorted(faults.links_down)),
+                domains_down=crashed,
+            )
 
     def _reconcile(self, host: str) -> None:
         """Make Nova's compute service and the host's domains match the fault model."""
@@ -457,6 +530,7 @@ class Lab:
             record = self._record(action, kind, target, physnet)
             if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
                 self.farm.set_reachable(target, not inject)
+        self._agents_changed()  # before Nova: the agent is what dies first
         if wait:
             self._reconcile(target)
         else:
@@ -589,6 +663,8 @@ class Lab:
     # -- stop ---------------------------------------------------------------------
 
     def stop(self) -> None:
+        for _, task in self.agents.values():
+            task.cancel()
         if self.farm is not None:
             self.farm.stop()
         self._reconciler.shutdown(wait=True, cancel_futures=True)

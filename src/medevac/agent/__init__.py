@@ -1,0 +1,1 @@
+"""``medevac agent``: runs on each compute host and sends signed heartbeats."""

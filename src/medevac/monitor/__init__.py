@@ -1,0 +1,1 @@
+"""Monitor: turns signals (heartbeats, BMCs, Nova, external monitors) into verdicts."""

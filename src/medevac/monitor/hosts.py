@@ -1,0 +1,470 @@
+"""The host monitor: heartbeats in, verdicts out.
+
+Per host, a phi-accrual detector watches heartbeat arrivals. When phi crosses the
+threshold the host is SUSPECT and a confirmation runs: direct probes to the agent
+(any answer clears the suspicion), then the BMC's power state and Nova's view of the
+compute service, read in parallel under deadlines. Only then is there a verdict.
+Before a host verdict the zone is checked: when most of it went silent together the
+monitor suspects itself (OBSERVER_ISOLATED) and gives no per-host verdict.
+Everything here runs on the controller's event loop and never blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from medevac.monitor.correlate import check_changes, host_loss_verdict, observer_isolated
+from medevac.monitor.detector import PhiAccrualDetector
+from medevac.monitor.protocol import (
+    Admission,
+    Checks,
+    Datagram,
+    DatagramError,
+    DatagramKind,
+    DropReason,
+    SequenceGuard,
+    decode,
+    encode,
+)
+from medevac.monitor.raw import RawFault, RawFaultKind, UnknownHost
+from medevac.monitor.verdicts import Verdict, VerdictKind, VerdictSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    interval: float = 0.1  # the agents' heartbeat interval
+    phi_threshold: float = 8.0
+    max_clock_skew: float = 5.0
+    probes: int = 3
+    probe_timeout: float = 0.06
+    bmc_timeout: float = 1.0
+    nova_refresh: float = 2.0  # Nova's view is polled in the background, off the fault path
+    bmc_retry_interval: float = 1.0
+    bmc_retries: int = 30
+    isolation_fraction: float = 0.5
+    isolation_window: float = 2.0
+    isolation_min_hosts: int = 3
+    tick: float = 0.01
+
+
+class PowerReader(Protocol):
+    async def power_off(self, host: str) -> bool:
+        """True when the BMC says off, False when on; raises when it does not answer."""
+        ...
+
+
+class NovaView(Protocol):
+    async def compute_services(self) -> dict[str, dict[str, Any]]:
+        """Nova's view of every compute service (state, status, forced_down, ...) by host."""
+        ...
+
+
+class HostState(enum.StrEnum):
+    UNKNOWN = "UNKNOWN"  # no heartbeat yet
+    UP = "UP"
+    SUSPECT = "SUSPECT"  # phi over the threshold, confirmation running
+    LOST = "LOST"  # a HOST_DOWN or HOST_UNREACHABLE verdict stands
+    ISOLATED = "ISOLATED"  # silent, but the zone is suspected to be our own partition
+
+
+@dataclass
+class HostWatch:
+    name: str
+    zone: str
+    detector: PhiAccrualDetector
+    guard: SequenceGuard = field(default_factory=SequenceGuard)
+    state: HostState = HostState.UNKNOWN
+    agent_addr: tuple[str, int] | None = None
+    checks: Checks | None = None
+    last_heartbeat_wall: float | None = None
+    suspect_since: float | None = None  # monotonic
+    verdict: Verdict | None = None
+    bmc_power: str | None = None  # "on" | "off" | None (never read)
+    bmc_seen_at: float | None = None
+    bmc_error: str | None = None
+    nova: dict[str, Any] | None = None
+    nova_seen_at: float | None = None  # wall clock
+    probe_answered: asyncio.Event = field(default_factory=asyncio.Event)
+    confirming: asyncio.Task[None] | None = None
+
+
+class HostMonitor(asyncio.DatagramProtocol):
+    """Receives heartbeats on a UDP socket, keeps the detectors, publishes verdicts."""
+
+    def __init__(
+        self,
+        hosts: dict[str, str],  # name -> zone
+        key: bytes,
+        sink: VerdictSink,
+        power: PowerReader,
+        nova: NovaView,
+        settings: MonitorSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or MonitorSettings()
+        self.key = key
+        self.sink = sink
+        self.power = power
+        self.nova = nova
+        self.clock = clock
+        self.wall = wall
+        self.hosts = {
+            name: HostWatch(name, zone, PhiAccrualDetector(self.settings.interval))
+            for name, zone in hosts.items()
+        }
+        self.drops: Counter[str] = Counter()
+        self.received = 0
+        self.copies = 0
+        self.suspicions_cleared = 0
+        self.nova_error: str | None = None
+        self.isolated_zones: set[str] = set()
+        self.recent_verdicts: deque[Verdict] = deque(maxlen=500)
+        self._seen_keys: OrderedDict[str, None] = OrderedDict()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.loop_lag = LoopLag(self.settings.tick)
+
+    # -- heartbeats (the hot path: no I/O, no await) ------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        arrival = self.clock()
+        try:
+            d = decode(data, self.key)
+        except DatagramError as exc:
+            self.drops[exc.reason] += 1
+            return
+        watch = self.hosts.get(d.host)
+        if watch is None:
+            self.drops[DropReason.UNKNOWN_HOST] += 1
+            return
+        if abs(self.wall() - d.sent_at) > self.settings.max_clock_skew:
+            self.drops[DropReason.CLOCK_SKEW] += 1
+            return
+        if d.kind is DatagramKind.PROBE:
+            self.drops[DropReason.MALFORMED] += 1  # probes go to agents, not to us
+            return
+        admission = watch.guard.admit(d)
+        if admission is Admission.REPLAY:
+            self.drops[DropReason.REPLAY] += 1
+            return
+        if admission is Admission.COPY:
+            self.copies += 1
+            return
+        self.received += 1
+        self._on_heartbeat(watch, d, arrival, addr)
+
+    def _on_heartbeat(
+        self, watch: HostWatch, d: Datagram, arrival: float, addr: tuple[str, int]
+    ) -> None:
+        watch.detector.heartbeat(arrival)
+        watch.agent_addr = addr
+        watch.last_heartbeat_wall = d.sent_at
+        watch.probe_answered.set()
+        if watch.state is HostState.LOST:
+            self._publish(
+                watch,
+                VerdictKind.HOST_UP,
+                {
+                    "after": watch.verdict.kind.value if watch.verdict else None,
+                    "heartbeat_sent_at": d.sent_at,
+                },
+            )
+        if watch.state is HostState.ISOLATED:
+            self.isolated_zones.discard(watch.zone)
+        if watch.state is not HostState.SUSPECT:
+            watch.state = HostState.UP
+        for kind, subject in check_changes(watch.checks, d.checks):
+            self._publish(watch, kind, {"agent_checks": _checks_dict(d.checks)}, subject)
+        watch.checks = d.checks
+
+    # -- suspicion and confirmation ----------------------------------------------
+
+    async def run(self) -> None:
+        """Evaluate every detector each tick until cancelled."""
+        tick = self.settings.tick
+        self._spawn(self._refresh_nova())
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                self.loop_lag.observe(self.clock())
+                self._evaluate(self.clock())
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    def _evaluate(self, now: float) -> None:
+        for watch in self.hosts.values():
+            if watch.state is HostState.UP and (
+                watch.detector.phi(now) >= self.settings.phi_threshold
+            ):
+                watch.state = HostState.SUSPECT
+                watch.suspect_since = now
+                watch.probe_answered.clear()
+                self._spawn(self._confirm(watch, reason="heartbeats stopped"))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send_probe(self, watch: HostWatch) -> None:
+        if self._transport is None or watch.agent_addr is None:
+            return
+        probe = Datagram(DatagramKind.PROBE, watch.name, 0, bytes(16), self.wall())
+        self._transport.sendto(encode(probe, self.key), watch.agent_addr)
+
+    async def _confirm(self, watch: HostWatch, reason: str) -> None:
+        started = self.clock()
+        # 1. Direct probes: a live agent answers at once, whatever the network lost.
+        for _ in range(self.settings.probes):
+            self._send_probe(watch)
+        try:
+            await asyncio.wait_for(watch.probe_answered.wait(), self.settings.probe_timeout)
+        except TimeoutError:
+            pass
+        else:
+            self.suspicions_cleared += 1
+            watch.state = HostState.UP
+            return
+        # 2. The second path: the BMC's power state, bounded. Nova's view (polled in
+        # the background) goes into the evidence but is not waited for.
+        power_off = await self._read_power(watch)
+        if watch.probe_answered.is_set():  # a heartbeat arrived meanwhile
+            self.suspicions_cleared += 1
+            watch.state = HostState.UP
+            return
+        # 3. Is it us? Most of the zone silent at once means an observer partition.
+        if self._zone_isolated(watch.zone):
+            if watch.zone not in self.isolated_zones:
+                self.isolated_zones.add(watch.zone)
+                silent = [h.name for h in self._zone(watch.zone) if _silent(h)]
+                self._publish_zone(watch.zone, silent)
+            watch.state = HostState.ISOLATED
+            return
+        kind = host_loss_verdict(power_off)
+        evidence = {
+            "reason": reason,
+            "silence_s": round(watch.detector.silence(self.clock()), 3),
+            "phi_threshold": self.settings.phi_threshold,
+            "probes_unanswered": self.settings.probes,
+            "bmc_power": watch.bmc_power if watch.bmc_error is None else None,
+            "bmc_error": watch.bmc_error,
+            "nova": watch.nova,
+            "nova_age_s": (
+                round(self.wall() - watch.nova_seen_at, 3) if watch.nova_seen_at else None
+            ),
+            "last_heartbeat_sent_at": watch.last_heartbeat_wall,
+            "confirm_s": round(self.clock() - started, 3),
+        }
+        watch.state = HostState.LOST
+        self._publish(watch, kind, evidence)
+        if kind is VerdictKind.HOST_UNREACHABLE:
+            self._spawn(self._keep_reading_power(watch))
+
+    async def _keep_reading_power(self, watch: HostWatch) -> None:
+        """After HOST_UNREACHABLE, keep asking the BMC (bounded): power off upgrades it."""
+        for _ in range(self.settings.bmc_retries):
+            await asyncio.sleep(self.settings.bmc_retry_interval)
+            if watch.state is not HostState.LOST:
+                return
+            if await self._read_power(watch):
+                self._publish(watch, VerdictKind.HOST_DOWN, {"reason": "BMC now reports power off"})
+                return
+
+    async def _read_power(self, watch: HostWatch) -> bool | None:
+        try:
+            off = await asyncio.wait_for(
+                self.power.power_off(watch.name), self.settings.bmc_timeout
+            )
+        except Exception as exc:  # any BMC failure is evidence, never a crash
+            watch.bmc_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return None
+        watch.bmc_power, watch.bmc_seen_at, watch.bmc_error = (
+            "off" if off else "on",
+            self.wall(),
+            None,
+        )
+        return off
+
+    async def _refresh_nova(self) -> None:
+        """Keep Nova's view of every compute service fresh (one listing per period)."""
+        while True:
+            try:
+                services = await asyncio.wait_for(
+                    self.nova.compute_services(), self.settings.nova_refresh * 5
+                )
+            except Exception as exc:  # Nova down is evidence too, never a crash
+                self.nova_error = f"{type(exc).__name__}: {exc}"
+            else:
+                self.nova_error = None
+                now = self.wall()
+                for name, view in services.items():
+                    watch = self.hosts.get(name)
+                    if watch is not None:
+                        watch.nova, watch.nova_seen_at = view, now
+            await asyncio.sleep(self.settings.nova_refresh)
+
+    def _zone(self, zone: str) -> list[HostWatch]:
+        return [h for h in self.hosts.values() if h.zone == zone]
+
+    def _zone_isolated(self, zone: str) -> bool:
+        members = self._zone(zone)
+        now = self.clock()
+        window = self.settings.isolation_window
+        silent = sum(
+            1
+            for h in members
+            if _silent(h) and h.suspect_since is not None and now - h.suspect_since <= window
+        )
+        return observer_isolated(
+            len(members),
+            silent,
+            fraction=self.settings.isolation_fraction,
+            min_hosts=self.settings.isolation_min_hosts,
+        )
+
+    # -- verdicts -----------------------------------------------------------------
+
+    def _publish(
+        self,
+        watch: HostWatch,
+        kind: VerdictKind,
+        evidence: dict[str, Any],
+        subject: str | None = None,
+    ) -> None:
+        verdict = Verdict(kind, watch.name, self.wall(), evidence, subject)
+        if kind.host_lost or kind is VerdictKind.HOST_UP:
+            watch.verdict = verdict
+        self._emit(verdict)
+
+    def _publish_zone(self, zone: str, silent: list[str]) -> None:
+        self._emit(
+            Verdict(
+                VerdictKind.OBSERVER_ISOLATED,
+                zone,
+                self.wall(),
+                {"silent_hosts": sorted(silent), "zone_size": len(self._zone(zone))},
+            )
+        )
+
+    def _emit(self, verdict: Verdict) -> None:
+        self.recent_verdicts.append(verdict)
+        log.info("verdict %s %s %s", verdict.kind, verdict.host, verdict.subject or "")
+        self.sink.publish(verdict)
+
+    # -- raw faults from other inputs (FaultSink) ---------------------------------
+
+    async def submit(self, fault: RawFault) -> bool:
+        """External monitors feed the same confirmation as silent heartbeats."""
+        watch = self.hosts.get(fault.host)
+        if watch is None:
+            raise UnknownHost(fault.host)
+        if fault.key in self._seen_keys:
+            return False
+        self._seen_keys[fault.key] = None
+        if len(self._seen_keys) > 100_000:
+            self._seen_keys.popitem(last=False)
+        if fault.kind is RawFaultKind.HOST_DOWN and watch.state in (
+            HostState.UP,
+            HostState.UNKNOWN,
+        ):
+            watch.state = HostState.SUSPECT
+            watch.suspect_since = self.clock()
+            watch.probe_answered.clear()
+            self._spawn(self._confirm(watch, reason=f"{fault.source} reported host down"))
+        return True
+
+    # -- views --------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        out = []
+        for w in self.hosts.values():
+            out.append(
+                {
+                    "name": w.name,
+                    "zone": w.zone,
+                    "state": w.state.value,
+                    "detector": {
+                        "phi": min(round(w.detector.phi(now), 2), 999.0),
+                        "threshold": self.settings.phi_threshold,
+                        "last_heartbeat_age_s": (
+                            round(w.detector.silence(now), 3)
+                            if w.detector.last_arrival is not None
+                            else None
+                        ),
+                        "mean_interval_s": round(w.detector.mean, 4),
+                        "std_s": round(w.detector.std, 4),
+                    },
+                    "agent": _checks_dict(w.checks) if w.checks else None,
+                    "bmc": {
+                        "power": w.bmc_power,
+                        "seen_at": w.bmc_seen_at,
+                        "error": w.bmc_error,
+                    },
+                    "nova": w.nova,
+                    "verdict": w.verdict.as_dict() if w.verdict else None,
+                }
+            )
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "copies": self.copies,
+            "dropped": {reason.value: self.drops.get(reason, 0) for reason in DropReason},
+            "suspicions_cleared": self.suspicions_cleared,
+            "nova_error": self.nova_error,
+            "loop_lag_ms": self.loop_lag.summary(),
+        }
+
+
+def _silent(h: HostWatch) -> bool:
+    return h.state in (HostState.SUSPECT, HostState.LOST, HostState.ISOLATED)
+
+
+def _checks_dict(c: Checks | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "compute_alive": c.compute_alive,
+        "links_down": list(c.links_down),
+        "domains_down": list(c.domains_down),
+    }
+
+
+class LoopLag:
+    """How late the monitor's tick wakes up: the event loop's lag, exposed in the API."""
+
+    def __init__(self, tick: float, keep: int = 1000) -> None:
+        self._expected: float | None = None
+        self._lags: deque[float] = deque(maxlen=keep)
+        self.tick = tick
+
+    def observe(self, now: float) -> None:
+        if self._expected is not None:
+            self._lags.append(max(0.0, now - self._expected))
+        self._expected = now + self.tick
+
+    def summary(self) -> dict[str, float]:
+        if not self._lags:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        values = sorted(self._lags)
+
+        def pick(q: float) -> float:
+            return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
+
+        return {"p50": pick(0.5), "p99": pick(0.99), "max": round(values[-1] * 1000, 2)}

@@ -1,0 +1,296 @@
+"""External monitor routes over HTTP: auth by role, idempotency, 400/404 envelopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from medevac.api.auth import TokenRegistry
+from medevac.api.errors import install_error_handlers
+from medevac.api.external import external_router
+from medevac.config import ApiToken, Role
+from medevac.monitor.raw import RawFault, RawFaultKind, UnknownHost
+from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
+
+ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
+CLOCK = 1_700_000_000.25
+
+
+class StepClock:
+    """CLOCK, CLOCK + 1, ...: one step per call, so each reading is identifiable."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return CLOCK + self.calls - 1
+
+
+class RecordingSink:
+    """Records faults, ignores repeated keys, knows only ``hosts``."""
+
+    def __init__(self, hosts: set[str]) -> None:
+        self.hosts = hosts
+        self.faults: list[RawFault] = []
+        self._keys: set[str] = set()
+
+    async def submit(self, fault: RawFault) -> bool:
+        if fault.host not in self.hosts:
+            raise UnknownHost(fault.host)
+        if fault.key in self._keys:
+            return False
+        self._keys.add(fault.key)
+        self.faults.append(fault)
+        return True
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink({"compute1", "compute2"})
+
+
+@pytest.fixture
+def clock() -> StepClock:
+    return StepClock()
+
+
+@pytest.fixture
+def client(sink: RecordingSink, clock: StepClock) -> TestClient:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.tokens = TokenRegistry(
+        [
+            ApiToken(name="ops", token=ADMIN_TOKEN, role=Role.ADMIN),
+            ApiToken(name="ro", token=READER_TOKEN, role=Role.READER),
+            ApiToken(
+                name="tenant",
+                token=MEMBER_TOKEN,
+                role=Role.MEMBER,
+                project_id="p1",
+            ),
+        ]
+    )
+    app.include_router(external_router(sink, clock=clock))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def doctor_event(host: str = "compute1", event_id: str = "e1", **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "time": "2016-04-12T08:00:00.123",
+        "type": "compute.host.down",
+        "details": {
+            "hostname": host,
+            "status": "down",
+            "monitor": "monitor_sample",
+            "monitor_event_id": event_id,
+        },
+    }
+    event.update(overrides)
+    return event
+
+
+def webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "status": "firing",
+        "receiver": "medevac",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+
+
+def alert(instance: str | None = "compute1:9100", fp: str = "f1", **kw: Any) -> dict[str, Any]:
+    labels = {"alertname": "NodeDown"}
+    if instance is not None:
+        labels["instance"] = instance
+    labels.update(kw.pop("labels", {}))
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {},
+        "startsAt": "2024-05-01T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": fp,
+        **kw,
+    }
+
+
+def error(r: Any, status: int) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert body["code"] == status
+    message: str = body["message"]
+    return message
+
+
+ROUTES = [("put", "/events", [doctor_event()]), ("post", "/v1/alertmanager", webhook(alert()))]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+def test_needs_a_token(client: TestClient, method: str, path: str, body: Any) -> None:
+    r = client.request(method, path, json=body)
+    assert "X-Auth-Token" in error(r, 401)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+@pytest.mark.parametrize("token", [READER_TOKEN, MEMBER_TOKEN])
+def test_reader_and_member_are_forbidden(
+    client: TestClient, sink: RecordingSink, method: str, path: str, body: Any, token: str
+) -> None:
+    r = client.request(method, path, json=body, headers={"X-Auth-Token": token})
+    assert "admin" in error(r, 403)
+    assert sink.faults == []
+
+
+def test_unauthenticated_malformed_body_is_401_not_400(client: TestClient) -> None:
+    r = client.put("/events", json={"not": "a list"})
+    error(r, 401)
+
+
+def test_doctor_event_accepted_then_duplicate(client: TestClient, sink: RecordingSink) -> None:
+    r = client.put("/events", json=[doctor_event()], headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 1, "duplicates": 0}
+    r = client.put("/events", json=[doctor_event()], headers=ADMIN)
+    assert r.json() == {"accepted": 0, "duplicates": 1}
+    [fault] = sink.faults
+    assert fault.kind is RawFaultKind.HOST_DOWN
+    assert fault.host == "compute1"
+    assert fault.source == "doctor"
+    assert fault.key == "doctor:monitor_sample:e1"
+
+
+def test_bearer_header_works_and_received_at_is_one_clock_reading_per_request(
+    client: TestClient, sink: RecordingSink, clock: StepClock
+) -> None:
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    events = [doctor_event(event_id="a"), doctor_event(host="compute2", event_id="b")]
+    r = client.put("/events", json=events, headers=bearer)
+    assert r.json() == {"accepted": 2, "duplicates": 0}
+    r = client.put("/events", json=[doctor_event(event_id="c")], headers=bearer)
+    assert r.json() == {"accepted": 1, "duplicates": 0}
+    assert clock.calls == 2
+    assert [f.received_at for f in sink.faults] == [CLOCK, CLOCK, CLOCK + 1]
+    assert sink.faults[0].observed_at == pytest.approx(1460448000.123)
+
+
+def test_empty_doctor_list_is_fine(client: TestClient) -> None:
+    r = client.put("/events", json=[], headers=ADMIN)
+    assert r.json() == {"accepted": 0, "duplicates": 0}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"time": "2016-04-12T08:00:00Z"}, "body", "list"),
+        ([doctor_event(time="last tuesday")], "0.time", "ISO 8601"),
+        ([doctor_event(type="compute.host.flaky")], "0.type", "'compute.host.up'"),
+        ([doctor_event(details={"status": "down"})], "0.details.hostname", "Field required"),
+    ],
+)
+def test_doctor_malformed_is_400_naming_the_field(
+    client: TestClient, sink: RecordingSink, body: Any, field: str, words: str
+) -> None:
+    message = error(client.put("/events", json=body, headers=ADMIN), 400)
+    assert message.startswith(f"{field}: "), message
+    assert words in message
+    assert sink.faults == []
+
+
+def test_doctor_invalid_json_is_400(client: TestClient) -> None:
+    r = client.put("/events", content=b"[{", headers={**ADMIN, "Content-Type": "application/json"})
+    error(r, 400)
+
+
+def test_unknown_host_is_404_and_stops_there(client: TestClient, sink: RecordingSink) -> None:
+    client.put("/events", json=[doctor_event(event_id="seen")], headers=ADMIN)
+    events = [
+        doctor_event(event_id="new"),
+        doctor_event(event_id="seen"),
+        doctor_event(host="compute9", event_id="x"),
+        doctor_event(host="compute2", event_id="after"),
+    ]
+    r = client.put("/events", json=events, headers=ADMIN)
+    message = error(r, 404)
+    assert "'compute9'" in message
+    assert "1 accepted and 1 duplicate before it" in message
+    assert "1 after it not submitted" in message
+    detail = r.json()["error"]["detail"]
+    assert detail == {"host": "compute9", "index": 2, "accepted": 1, "duplicates": 1}
+    assert [f.key for f in sink.faults] == [
+        "doctor:monitor_sample:seen",
+        "doctor:monitor_sample:new",
+    ]
+
+
+def test_alertmanager_firing_resolved_and_skipped(client: TestClient, sink: RecordingSink) -> None:
+    body = webhook(alert(), alert(instance=None, fp="f2"))
+    r = client.post("/v1/alertmanager", json=body, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 1, "duplicates": 0, "skipped": 1}
+    r = client.post("/v1/alertmanager", json=body, headers=ADMIN)
+    assert r.json() == {"accepted": 0, "duplicates": 1, "skipped": 1}
+
+    resolved = alert(status="resolved", endsAt="2024-05-01T10:05:00Z")
+    r = client.post("/v1/alertmanager", json=webhook(resolved), headers=ADMIN)
+    assert r.json() == {"accepted": 1, "duplicates": 0, "skipped": 0}
+
+    down, up = sink.faults
+    assert (down.kind, up.kind) == (RawFaultKind.HOST_DOWN, RawFaultKind.HOST_UP)
+    assert down.host == up.host == "compute1"
+    assert (down.received_at, up.received_at) == (CLOCK, CLOCK + 2)
+    assert up.observed_at - down.observed_at == 300
+
+
+def test_alertmanager_link_fault(client: TestClient, sink: RecordingSink) -> None:
+    a = alert(labels={"medevac_kind": "link.down", "physnet": "datacentre"})
+    r = client.post("/v1/alertmanager", json=webhook(a), headers=ADMIN)
+    assert r.json()["accepted"] == 1
+    [fault] = sink.faults
+    assert fault.kind is RawFaultKind.LINK_DOWN
+    assert fault.details["physnet"] == "datacentre"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ([alert()], "body", "dictionary"),
+        ({**webhook(alert()), "version": "3"}, "version", "'4'"),
+        (webhook(alert(status="pending")), "alerts.0.status", "'resolved'"),
+        (webhook(alert(labels={"medevac_kind": "disk.full"})), "alerts.0.labels", "link.down"),
+        (webhook(alert(startsAt="now")), "alerts.0.startsAt", "ISO 8601"),
+    ],
+)
+def test_alertmanager_malformed_is_400_naming_the_field(
+    client: TestClient, body: Any, field: str, words: str
+) -> None:
+    message = error(client.post("/v1/alertmanager", json=body, headers=ADMIN), 400)
+    assert message.startswith(f"{field}: "), message
+    assert words in message
+
+
+def test_alertmanager_unknown_host_is_404(client: TestClient, sink: RecordingSink) -> None:
+    body = webhook(alert("compute9:9100"), alert(fp="f2"))
+    message = error(client.post("/v1/alertmanager", json=body, headers=ADMIN), 404)
+    assert "'compute9'" in message
+    assert sink.faults == []
+
+
+def test_host_label_is_configurable(sink: RecordingSink) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.tokens = TokenRegistry([ApiToken(name="ops", token=ADMIN_TOKEN, role=Role.ADMIN)])
+    app.include_router(external_router(sink, host_label="node", clock=lambda: 1.0))
+    client = TestClient(app)
+    body = webhook(alert(instance=None, labels={"node": "compute2"}), alert(fp="f2"))
+    r = client.post("/v1/alertmanager", json=body, headers=ADMIN)
+    assert r.json() == {"accepted": 1, "duplicates": 0, "skipped": 1}
+    assert sink.faults[0].host == "compute2"
