@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -515,26 +516,38 @@ class Lab:
     ) -> dict[str, Any]:
         """Inject or heal one fault; returns the record with its wall-clock time (T00).
 
+        ``target`` may list several hosts (``host1,host2``): the fault strikes them all
+        at the same instant (one record), as when the controller itself is cut off.
         With ``wait`` the cloud reflects the fault when this returns; without it (BMC
         power control, which must answer at once) Nova catches up in the background.
         """
         action = "inject" if inject else "heal"
         if kind.targets_server:
             return self._apply_server_fault(target, inject)
+        targets = [t.strip() for t in target.split(",")]
         with self.model_lock:
-            if target not in self.hosts:
-                raise FaultError(404, f"unknown host {target!r} (hosts: {', '.join(self.hosts)})")
+            unknown = [t for t in targets if t not in self.hosts]
+            if unknown:
+                known = ", ".join(self.hosts)
+                raise FaultError(404, f"unknown host {unknown[0]!r} (hosts: {known})")
+            if len(set(targets)) != len(targets):
+                raise FaultError(400, f"a host is named twice in {target!r}")
             if kind.needs_physnet and not physnet:
                 raise FaultError(400, f"{kind} needs a physnet ({', '.join(PHYSNETS)})")
-            self.hosts[target].apply(kind, inject, physnet)  # raises before anything changed
-            record = self._record(action, kind, target, physnet)
-            if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
-                self.farm.set_reachable(target, not inject)
+            # Validate on copies first, so a refused host changes none of them.
+            for t in targets:
+                copy.deepcopy(self.hosts[t]).apply(kind, inject, physnet)
+            for t in targets:
+                self.hosts[t].apply(kind, inject, physnet)
+                if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
+                    self.farm.set_reachable(t, not inject)
+            record = self._record(action, kind, ",".join(targets), physnet)
         self._agents_changed()  # before Nova: the agent is what dies first
-        if wait:
-            self._reconcile(target)
-        else:
-            self._reconciler.submit(self._reconcile_logged, target)
+        for t in targets:
+            if wait:
+                self._reconcile(t)
+            else:
+                self._reconciler.submit(self._reconcile_logged, t)
         return record
 
     def _apply_server_fault(self, target: str, inject: bool) -> dict[str, Any]:

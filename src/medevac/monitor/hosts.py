@@ -210,10 +210,16 @@ class HostMonitor(asyncio.DatagramProtocol):
             if watch.state is HostState.UP and (
                 watch.detector.phi(now) >= self.settings.phi_threshold
             ):
-                watch.state = HostState.SUSPECT
-                watch.suspect_since = now
-                watch.probe_answered.clear()
-                self._spawn(self._confirm(watch, reason="heartbeats stopped"))
+                self._suspect(watch, now, "heartbeats stopped")
+            elif watch.state is HostState.ISOLATED and watch.zone not in self.isolated_zones:
+                # The zone came back but this host did not: judge it on its own now.
+                self._suspect(watch, now, "still silent after the zone came back")
+
+    def _suspect(self, watch: HostWatch, now: float, reason: str) -> None:
+        watch.state = HostState.SUSPECT
+        watch.suspect_since = now
+        watch.probe_answered.clear()
+        self._spawn(self._confirm(watch, reason=reason))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -250,7 +256,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         if self._zone_isolated(watch.zone):
             if watch.zone not in self.isolated_zones:
                 self.isolated_zones.add(watch.zone)
-                silent = [h.name for h in self._zone(watch.zone) if _silent(h)]
+                now = self.clock()
+                silent = [h.name for h in self._zone(watch.zone) if self._went_silent(h, now)]
                 self._publish_zone(watch.zone, silent)
             watch.state = HostState.ISOLATED
             return
@@ -321,20 +328,26 @@ class HostMonitor(asyncio.DatagramProtocol):
         return [h for h in self.hosts.values() if h.zone == zone]
 
     def _zone_isolated(self, zone: str) -> bool:
+        """Did most of the zone go silent together, within the isolation window?
+
+        A host counts as silent once it has missed a heartbeat (silence over 1.5 mean
+        intervals), not only once it is suspected: agents' heartbeats are out of phase,
+        so in a partition of the observer the last host is suspected up to an interval
+        after the first, and the first must not get a verdict in the meantime.
+        """
         members = self._zone(zone)
         now = self.clock()
-        window = self.settings.isolation_window
-        silent = sum(
-            1
-            for h in members
-            if _silent(h) and h.suspect_since is not None and now - h.suspect_since <= window
-        )
+        silent = sum(1 for h in members if self._went_silent(h, now))
         return observer_isolated(
             len(members),
             silent,
             fraction=self.settings.isolation_fraction,
             min_hosts=self.settings.isolation_min_hosts,
         )
+
+    def _went_silent(self, h: HostWatch, now: float) -> bool:
+        quiet = h.detector.silence(now)
+        return 1.5 * h.detector.mean < quiet <= self.settings.isolation_window
 
     # -- verdicts -----------------------------------------------------------------
 
@@ -381,10 +394,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             HostState.UP,
             HostState.UNKNOWN,
         ):
-            watch.state = HostState.SUSPECT
-            watch.suspect_since = self.clock()
-            watch.probe_answered.clear()
-            self._spawn(self._confirm(watch, reason=f"{fault.source} reported host down"))
+            self._suspect(watch, self.clock(), f"{fault.source} reported host down")
         return True
 
     # -- views --------------------------------------------------------------------
@@ -430,10 +440,6 @@ class HostMonitor(asyncio.DatagramProtocol):
             "nova_error": self.nova_error,
             "loop_lag_ms": self.loop_lag.summary(),
         }
-
-
-def _silent(h: HostWatch) -> bool:
-    return h.state in (HostState.SUSPECT, HostState.LOST, HostState.ISOLATED)
 
 
 def _checks_dict(c: Checks | None) -> dict[str, Any] | None:
