@@ -56,8 +56,10 @@ types: venv
 bench: venv lab-venv deps services
 ifdef QUICK
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2
+	$(VENV)/bin/python bench/detection.py --runs 3
 else
 	$(VENV)/bin/python bench/lab_boot.py --runs 3 --sizes 3x2,10x5 --write-docs docs/benchmarks.md
+	$(VENV)/bin/python bench/detection.py --runs 20 --write-docs docs/benchmarks.md
 endif
 
 clean:

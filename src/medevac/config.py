@@ -128,8 +128,17 @@ class MonitorConfig(_Section):
     )
     max_clock_skew: float = Field(default=5.0, gt=0, description="drop datagrams off by more")
     probes: int = Field(default=3, ge=1, le=10, description="direct probes before a verdict")
-    probe_timeout: float = Field(default=0.06, gt=0)
-    bmc_timeout: float = Field(default=1.0, gt=0)
+    probe_timeout: float = Field(default=0.04, gt=0, description="wait for a probe answer (s)")
+    bmc_refresh: float = Field(
+        default=10.0, ge=0, description="read each BMC this often anyway (s); 0: only on suspicion"
+    )
+    bmc_timeout: float = Field(default=1.0, gt=0, description="one BMC read (s)")
+    bmc_verdict_wait: float = Field(
+        default=0.15,
+        gt=0,
+        description="how long a verdict waits for the BMC (s); past it the verdict is "
+        "HOST_UNREACHABLE and a later 'power off' upgrades it to HOST_DOWN",
+    )
     isolation_fraction: float = Field(default=0.5, gt=0, le=1)
     isolation_window: float = Field(default=2.0, gt=0)
     isolation_min_hosts: int = Field(default=3, ge=2)

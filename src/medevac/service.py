@@ -118,6 +118,8 @@ class Controller:
                     probes=m.probes,
                     probe_timeout=m.probe_timeout,
                     bmc_timeout=m.bmc_timeout,
+                    bmc_refresh=m.bmc_refresh,
+                    bmc_verdict_wait=m.bmc_verdict_wait,
                     isolation_fraction=m.isolation_fraction,
                     isolation_window=m.isolation_window,
                     isolation_min_hosts=m.isolation_min_hosts,

@@ -75,3 +75,12 @@ def test_phi_grows_with_silence_and_is_zero_before_any_heartbeat() -> None:
 def test_phi_function_extremes() -> None:
     assert phi(0.0, 0.1, 0.02) < 0.01
     assert phi(10.0, 0.1, 0.02) == float("inf")
+
+
+def test_an_outage_is_not_learned_as_jitter() -> None:
+    d = PhiAccrualDetector(INTERVAL)
+    last = feed(d, [INTERVAL] * 100)
+    d.heartbeat(last + 30.0)  # the host was away for 30 s, then came back
+    last = feed(d, [INTERVAL] * 5, start=last + 30.0)
+    assert d.mean < 0.11
+    assert d.phi(last + 0.25) >= THRESHOLD  # the next outage is seen as fast as before

@@ -26,6 +26,7 @@ class PhiAccrualDetector:
     window: int = 200
     min_std: float = 0.02  # floor so a very regular sender does not make phi explode
     acceptable_pause: float = 0.0
+    max_learned_gap: float = 5.0  # in expected intervals
     _gaps: deque[float] = field(init=False)
     _sum: float = field(init=False, default=0.0)
     _sq_sum: float = field(init=False, default=0.0)
@@ -52,7 +53,9 @@ class PhiAccrualDetector:
     def heartbeat(self, now: float) -> None:
         if self.last_arrival is not None:
             gap = now - self.last_arrival
-            if gap > 0:
+            # A silence of many intervals is an outage, not the network's jitter: learning
+            # it would make the detector blind to the next one for a whole window.
+            if 0 < gap <= self.max_learned_gap * self.expected_interval:
                 self._push(gap)
         self.last_arrival = now
 

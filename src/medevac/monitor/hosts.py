@@ -45,9 +45,11 @@ class MonitorSettings:
     phi_threshold: float = 8.0
     max_clock_skew: float = 5.0
     probes: int = 3
-    probe_timeout: float = 0.06
-    bmc_timeout: float = 1.0
+    probe_timeout: float = 0.04
+    bmc_timeout: float = 1.0  # one BMC read
+    bmc_verdict_wait: float = 0.15  # how long a verdict waits for the BMC (from suspicion)
     nova_refresh: float = 2.0  # Nova's view is polled in the background, off the fault path
+    bmc_refresh: float = 10.0  # each BMC is read this often anyway: warm sessions, last seen
     bmc_retry_interval: float = 1.0
     bmc_retries: int = 30
     isolation_fraction: float = 0.5
@@ -94,7 +96,7 @@ class HostWatch:
     nova: dict[str, Any] | None = None
     nova_seen_at: float | None = None  # wall clock
     probe_answered: asyncio.Event = field(default_factory=asyncio.Event)
-    confirming: asyncio.Task[None] | None = None
+    power_read: asyncio.Future[bool | None] | None = None
 
 
 class HostMonitor(asyncio.DatagramProtocol):
@@ -169,6 +171,9 @@ class HostMonitor(asyncio.DatagramProtocol):
     def _on_heartbeat(
         self, watch: HostWatch, d: Datagram, arrival: float, addr: tuple[str, int]
     ) -> None:
+        if watch.state in (HostState.LOST, HostState.ISOLATED):
+            # Back from an outage: start learning afresh rather than from its silence.
+            watch.detector = PhiAccrualDetector(self.settings.interval)
         watch.detector.heartbeat(arrival)
         watch.agent_addr = addr
         watch.last_heartbeat_wall = d.sent_at
@@ -196,6 +201,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         """Evaluate every detector each tick until cancelled."""
         tick = self.settings.tick
         self._spawn(self._refresh_nova())
+        if self.settings.bmc_refresh > 0:
+            self._spawn(self._refresh_bmc())
         try:
             while True:
                 await asyncio.sleep(tick)
@@ -234,7 +241,10 @@ class HostMonitor(asyncio.DatagramProtocol):
 
     async def _confirm(self, watch: HostWatch, reason: str) -> None:
         started = self.clock()
-        # 1. Direct probes: a live agent answers at once, whatever the network lost.
+        # Both paths at once: direct probes to the agent (any answer clears the
+        # suspicion, whatever the network lost) and the BMC's power state (bounded).
+        # Nova's view, polled in the background, goes into the evidence unwaited.
+        power = asyncio.ensure_future(self._read_power(watch))
         for _ in range(self.settings.probes):
             self._send_probe(watch)
         try:
@@ -242,12 +252,23 @@ class HostMonitor(asyncio.DatagramProtocol):
         except TimeoutError:
             pass
         else:
+            power.cancel()
             self.suspicions_cleared += 1
             watch.state = HostState.UP
             return
-        # 2. The second path: the BMC's power state, bounded. Nova's view (polled in
-        # the background) goes into the evidence but is not waited for.
-        power_off = await self._read_power(watch)
+        # The BMC gets a short wait of its own: a slow answer must not delay the
+        # verdict. Without it the verdict is HOST_UNREACHABLE (needs fencing), and the
+        # read goes on: power off, when it comes, upgrades the verdict to HOST_DOWN.
+        waited = self.clock() - started
+        try:
+            power_off = await asyncio.wait_for(
+                asyncio.shield(power), max(0.0, self.settings.bmc_verdict_wait - waited)
+            )
+        except TimeoutError:
+            power_off = None
+            watch.bmc_error = (
+                f"no answer within {self.settings.bmc_verdict_wait * 1000:.0f} ms (still asking)"
+            )
         if watch.probe_answered.is_set():  # a heartbeat arrived meanwhile
             self.suspicions_cleared += 1
             watch.state = HostState.UP
@@ -283,8 +304,9 @@ class HostMonitor(asyncio.DatagramProtocol):
 
     async def _keep_reading_power(self, watch: HostWatch) -> None:
         """After HOST_UNREACHABLE, keep asking the BMC (bounded): power off upgrades it."""
-        for _ in range(self.settings.bmc_retries):
-            await asyncio.sleep(self.settings.bmc_retry_interval)
+        for attempt in range(self.settings.bmc_retries):
+            if attempt:  # the first answer may be the read still in flight
+                await asyncio.sleep(self.settings.bmc_retry_interval)
             if watch.state is not HostState.LOST:
                 return
             if await self._read_power(watch):
@@ -292,6 +314,16 @@ class HostMonitor(asyncio.DatagramProtocol):
                 return
 
     async def _read_power(self, watch: HostWatch) -> bool | None:
+        """The BMC's power state (True: off), or None when it did not answer in time.
+
+        One read per host at a time: a caller arriving while a read is in flight gets
+        that read's answer, so a BMC session is never used by two calls at once.
+        """
+        if watch.power_read is None or watch.power_read.done():
+            watch.power_read = asyncio.ensure_future(self._read_power_once(watch))
+        return await asyncio.shield(watch.power_read)
+
+    async def _read_power_once(self, watch: HostWatch) -> bool | None:
         try:
             off = await asyncio.wait_for(
                 self.power.power_off(watch.name), self.settings.bmc_timeout
@@ -305,6 +337,15 @@ class HostMonitor(asyncio.DatagramProtocol):
             None,
         )
         return off
+
+    async def _refresh_bmc(self) -> None:
+        """Read every BMC now and then, spread over the period: power as last seen in the
+        API, and IPMI sessions already open when a confirmation needs them."""
+        while True:
+            for watch in list(self.hosts.values()):
+                if watch.state in (HostState.UP, HostState.UNKNOWN):
+                    self._spawn(self._read_power(watch))
+                await asyncio.sleep(self.settings.bmc_refresh / max(1, len(self.hosts)))
 
     async def _refresh_nova(self) -> None:
         """Keep Nova's view of every compute service fresh (one listing per period)."""

@@ -1,0 +1,135 @@
+"""Detection latency on the lab: fault injected (T00) to the monitor's verdict.
+
+Starts a lab and a real `medevac serve` against it, then injects `host-crash` and
+`power-loss` in turn on a host, `--runs` times each, healing in between. Prints
+median, p99 and max per fault kind, and can write them into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from medevac.lab.client import LabClient, lab_down, lab_up
+from medevac.lab.layout import LabPaths
+
+START = "<!-- bench:detection:start -->"
+END = "<!-- bench:detection:end -->"
+EXPECTED = {"host-crash": "HOST_UNREACHABLE", "power-loss": "HOST_DOWN"}
+HOST_LOST = ("HOST_UNREACHABLE", "HOST_DOWN")
+
+
+def wait(what: str, check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--write-docs", type=Path)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
+        paths = LabPaths(Path(d))
+        info = lab_up(paths, 3, 1)
+        env = {**os.environ, "MEDEVAC_CONFIG": info["controller_config"]}
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "medevac", "serve"], env=env, stderr=subprocess.DEVNULL
+        )
+        headers = {"X-Auth-Token": info["admin_token"]}
+        url = info["controller_url"]
+        client = LabClient(paths)
+
+        def get(path: str) -> Any:
+            try:
+                return httpx.get(url + path, headers=headers, timeout=10).json()
+            except httpx.HTTPError:
+                return None
+
+        def all_up() -> bool:
+            hosts = get("/v1/hosts")
+            return bool(hosts) and all(h["state"] == "UP" for h in hosts["hosts"])
+
+        results: dict[tuple[str, str], list[float]] = {}
+        try:
+            wait("hosts UP", all_up, 60)
+            for run in range(args.runs):
+                for kind, verdict in EXPECTED.items():
+                    seen = len(get("/v1/verdicts")["verdicts"])
+                    record = client.inject(kind, "host1")
+
+                    def found(verdict: str = verdict, seen: int = seen) -> Any:
+                        got = [
+                            v
+                            for v in get("/v1/verdicts")["verdicts"][seen:]
+                            if v["host"] == "host1" and v["kind"] in HOST_LOST
+                        ]
+                        return got if any(v["kind"] == verdict for v in got) else None
+
+                    got = wait(f"{verdict} (run {run})", found)
+                    first, final = got[0], next(v for v in got if v["kind"] == verdict)
+                    results.setdefault((kind, "first host verdict"), []).append(
+                        first["at"] - record["time"]
+                    )
+                    results.setdefault((kind, verdict), []).append(final["at"] - record["time"])
+                    client.heal(kind, "host1")
+                    wait("host1 UP again", all_up, 60)
+        finally:
+            serve.terminate()
+            serve.wait(timeout=20)
+            client.close()
+            lab_down(paths)
+    rows = []
+    for (kind, what), values in results.items():
+        ms = [v * 1000 for v in values]
+        row = (kind, what, len(ms), statistics.median(ms), percentile(ms, 0.99), max(ms))
+        rows.append(row)
+        print(
+            f"{kind} -> {what}: median {row[3]:.0f} ms, p99 {row[4]:.0f} ms, "
+            f"max {row[5]:.0f} ms, n={row[2]}"
+        )
+    if args.write_docs:
+        table = [
+            "| fault | until | runs | median | p99 | max |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.0f} ms | {r[4]:.0f} ms | {r[5]:.0f} ms |"
+                for r in rows
+            ),
+        ]
+        section = (
+            f"{START}\nMachine: {platform.platform()}, {os.cpu_count()} cores; "
+            f"{time.strftime('%Y-%m-%d')}. Heartbeats every 100 ms, phi threshold 8.\n\n"
+            + "\n".join(table)
+            + f"\n{END}"
+        )
+        text = args.write_docs.read_text()
+        if START in text and END in text:
+            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+        else:
+            text += "\n" + section + "\n"
+        args.write_docs.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
