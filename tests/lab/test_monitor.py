@@ -90,7 +90,10 @@ def test_host_crash_is_unreachable_with_power_on(lab: RunningLab, controller: Co
     n = len(controller.verdicts())
     lab.client.inject("host-crash", "host1")
     v = controller.wait_verdict("HOST_UNREACHABLE", "host1", n)
-    assert v["evidence"]["bmc_power"] == "on"
+    # The BMC says "on", or had not answered within the verdict's short BMC wait;
+    # either way the monitor reads it as on, and never calls the host DOWN.
+    assert v["evidence"]["bmc_power"] == "on" or "no answer" in v["evidence"]["bmc_error"]
+    wait_for("BMC read as on", lambda: controller.host("host1")["bmc"]["power"] == "on", 5)
     lab.client.heal("host-crash", "host1")
     controller.wait_verdict("HOST_UP", "host1", n)
     assert "HOST_DOWN" not in host_verdicts(controller, n, "host1")

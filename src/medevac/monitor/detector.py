@@ -13,6 +13,7 @@ is confirmed by direct probes and the BMC (see ``monitor.hosts``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -79,15 +80,27 @@ class PhiAccrualDetector:
         return 0.0 if self.last_arrival is None else now - self.last_arrival
 
     def time_to_threshold(self, threshold: float) -> float:
-        """The silence (s) after a heartbeat at which phi reaches ``threshold``."""
-        lo, hi = 0.0, self.mean + self.acceptable_pause + 50 * self.std
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if phi(mid, self.mean + self.acceptable_pause, self.std) >= threshold:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        """The silence (s) after a heartbeat at which phi reaches ``threshold``: O(1)."""
+        return self.mean + self.acceptable_pause + threshold_z(threshold) * self.std
+
+    def suspect_at(self, threshold: float) -> float | None:
+        """The time at which phi will reach ``threshold`` unless a heartbeat comes first."""
+        if self.last_arrival is None:
+            return None
+        return self.last_arrival + self.time_to_threshold(threshold)
+
+
+@functools.cache
+def threshold_z(threshold: float) -> float:
+    """The standard score at which phi equals ``threshold`` (the same for every host)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if phi(mid, 0.0, 1.0) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def phi(elapsed: float, mean: float, std: float) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 import logging
 import time
 from collections import Counter, OrderedDict, deque
@@ -97,6 +98,7 @@ class HostWatch:
     nova_seen_at: float | None = None  # wall clock
     probe_answered: asyncio.Event = field(default_factory=asyncio.Event)
     power_read: asyncio.Future[bool | None] | None = None
+    deadline: float | None = None  # monotonic time phi reaches the threshold
 
 
 class HostMonitor(asyncio.DatagramProtocol):
@@ -135,6 +137,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.loop_lag = LoopLag(self.settings.tick)
+        self._deadlines: list[tuple[float, str]] = []  # heap of (suspect-at, host)
+        self._any_isolated = False
 
     # -- heartbeats (the hot path: no I/O, no await) ------------------------------
 
@@ -175,6 +179,10 @@ class HostMonitor(asyncio.DatagramProtocol):
             # Back from an outage: start learning afresh rather than from its silence.
             watch.detector = PhiAccrualDetector(self.settings.interval)
         watch.detector.heartbeat(arrival)
+        deadline = watch.detector.suspect_at(self.settings.phi_threshold)
+        if deadline is not None:
+            watch.deadline = deadline
+            heapq.heappush(self._deadlines, (deadline, watch.name))
         watch.agent_addr = addr
         watch.last_heartbeat_wall = d.sent_at
         watch.probe_answered.set()
@@ -213,14 +221,30 @@ class HostMonitor(asyncio.DatagramProtocol):
                 task.cancel()
 
     def _evaluate(self, now: float) -> None:
-        for watch in self.hosts.values():
-            if watch.state is HostState.UP and (
-                watch.detector.phi(now) >= self.settings.phi_threshold
-            ):
+        # Only hosts whose deadline has passed are looked at: O(due), not O(hosts).
+        due = self._deadlines
+        while due and due[0][0] <= now:
+            deadline, name = heapq.heappop(due)
+            watch = self.hosts[name]
+            if watch.deadline != deadline:
+                continue  # a heartbeat moved this host's deadline since
+            watch.deadline = None
+            if watch.state is HostState.UP:
                 self._suspect(watch, now, "heartbeats stopped")
-            elif watch.state is HostState.ISOLATED and watch.zone not in self.isolated_zones:
-                # The zone came back but this host did not: judge it on its own now.
-                self._suspect(watch, now, "still silent after the zone came back")
+        for zone_host in self._isolated_hosts():
+            # The zone came back but this host did not: judge it on its own now.
+            self._suspect(zone_host, now, "still silent after the zone came back")
+
+    def _isolated_hosts(self) -> list[HostWatch]:
+        if not self._any_isolated:
+            return []
+        stuck = [
+            h
+            for h in self.hosts.values()
+            if h.state is HostState.ISOLATED and h.zone not in self.isolated_zones
+        ]
+        self._any_isolated = any(h.state is HostState.ISOLATED for h in self.hosts.values())
+        return stuck
 
     def _suspect(self, watch: HostWatch, now: float, reason: str) -> None:
         watch.state = HostState.SUSPECT
@@ -281,6 +305,7 @@ class HostMonitor(asyncio.DatagramProtocol):
                 silent = [h.name for h in self._zone(watch.zone) if self._went_silent(h, now)]
                 self._publish_zone(watch.zone, silent)
             watch.state = HostState.ISOLATED
+            self._any_isolated = True
             return
         kind = host_loss_verdict(power_off)
         evidence = {
