@@ -335,7 +335,13 @@ class HostMonitor(asyncio.DatagramProtocol):
             if watch.state is not HostState.LOST:
                 return
             if await self._read_power(watch):
-                self._publish(watch, VerdictKind.HOST_DOWN, {"reason": "BMC now reports power off"})
+                previous = watch.verdict.trace_id if watch.verdict else None
+                evidence = {
+                    "reason": "BMC now reports power off",
+                    "bmc_power": "off",
+                    "upgrades": previous,
+                }
+                self._publish(watch, VerdictKind.HOST_DOWN, evidence)
                 return
 
     async def _read_power(self, watch: HostWatch) -> bool | None:
