@@ -25,7 +25,9 @@ class PhiAccrualDetector:
 
     expected_interval: float
     window: int = 200
-    min_std: float = 0.02  # floor so a very regular sender does not make phi explode
+    # Floor of the learned deviation, as a share of the interval: a very regular sender
+    # must not make the detector fire on the first small delay (20 ms at 100 ms).
+    min_std_ratio: float = 0.2
     acceptable_pause: float = 0.0
     max_learned_gap: float = 5.0  # in expected intervals
     _gaps: deque[float] = field(init=False)
@@ -68,7 +70,7 @@ class PhiAccrualDetector:
     def std(self) -> float:
         n = len(self._gaps)
         variance = max(0.0, self._sq_sum / n - self.mean**2)
-        return max(self.min_std, math.sqrt(variance))
+        return max(self.min_std_ratio * self.expected_interval, math.sqrt(variance))
 
     def phi(self, now: float) -> float:
         """How unlikely the silence since the last heartbeat is (0 when none yet)."""

@@ -12,9 +12,11 @@ Everything here runs on the controller's event loop and never blocks it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import heapq
 import logging
+import socket
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -38,6 +40,8 @@ from medevac.monitor.raw import RawFault, RawFaultKind, UnknownHost
 from medevac.monitor.verdicts import Verdict, VerdictKind, VerdictSink
 
 log = logging.getLogger(__name__)
+
+RECEIVE_BUFFER = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -139,11 +143,17 @@ class HostMonitor(asyncio.DatagramProtocol):
         self.loop_lag = LoopLag(self.settings.tick)
         self._deadlines: list[tuple[float, str]] = []  # heap of (suspect-at, host)
         self._any_isolated = False
+        self._zone_cache: dict[str, tuple[float, bool]] = {}
 
     # -- heartbeats (the hot path: no I/O, no await) ------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            # Room for bursts (thousands of agents whose heartbeats happen to align).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         arrival = self.clock()
@@ -199,9 +209,10 @@ class HostMonitor(asyncio.DatagramProtocol):
             self.isolated_zones.discard(watch.zone)
         if watch.state is not HostState.SUSPECT:
             watch.state = HostState.UP
-        for kind, subject in check_changes(watch.checks, d.checks):
-            self._publish(watch, kind, {"agent_checks": _checks_dict(d.checks)}, subject)
-        watch.checks = d.checks
+        if d.checks != watch.checks:
+            for kind, subject in check_changes(watch.checks, d.checks):
+                self._publish(watch, kind, {"agent_checks": _checks_dict(d.checks)}, subject)
+            watch.checks = d.checks
 
     # -- suspicion and confirmation ----------------------------------------------
 
@@ -407,15 +418,20 @@ class HostMonitor(asyncio.DatagramProtocol):
         so in a partition of the observer the last host is suspected up to an interval
         after the first, and the first must not get a verdict in the meantime.
         """
-        members = self._zone(zone)
         now = self.clock()
+        cached = self._zone_cache.get(zone)
+        if cached is not None and now - cached[0] < self.settings.tick:
+            return cached[1]  # many confirmations at once share one count: O(hosts) per tick
+        members = self._zone(zone)
         silent = sum(1 for h in members if self._went_silent(h, now))
-        return observer_isolated(
+        isolated = observer_isolated(
             len(members),
             silent,
             fraction=self.settings.isolation_fraction,
             min_hosts=self.settings.isolation_min_hosts,
         )
+        self._zone_cache[zone] = (now, isolated)
+        return isolated
 
     def _went_silent(self, h: HostWatch, now: float) -> bool:
         quiet = h.detector.silence(now)

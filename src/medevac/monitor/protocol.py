@@ -17,7 +17,6 @@ agent's local checks. Encoding and decoding are pure functions.
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import json
 import struct
@@ -96,7 +95,7 @@ def encode(d: Datagram, key: bytes) -> bytes:
         + struct.pack("!H", len(body))
         + body
     )
-    out = msg + hmac.new(key, msg, hashlib.sha256).digest()
+    out = msg + hmac.digest(key, msg, "sha256")
     if len(out) > MAX_DATAGRAM:
         raise ValueError(f"datagram of {len(out)} bytes is larger than {MAX_DATAGRAM}")
     return out
@@ -115,7 +114,7 @@ def decode(data: bytes, key: bytes) -> Datagram:
     if data[4] != VERSION:
         raise DatagramError(DropReason.BAD_VERSION, f"version {data[4]} not understood")
     msg, mac = data[:-MAC_LEN], data[-MAC_LEN:]
-    if not hmac.compare_digest(mac, hmac.new(key, msg, hashlib.sha256).digest()):
+    if not hmac.compare_digest(mac, hmac.digest(key, msg, "sha256")):
         raise DatagramError(DropReason.BAD_MAC, "bad MAC")
     try:
         _, _, kind, flags, _, seq, boot_id, sent_at = _HEADER.unpack_from(msg)
