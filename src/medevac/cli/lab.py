@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medevac.cli.output import fail
 from medevac.cloud.models import POWER_STATES
 from medevac.lab.client import LabClient, lab_down, lab_env, lab_up
 from medevac.lab.faults import FaultKind
@@ -21,7 +22,6 @@ from medevac.lab.layout import LabError, LabPaths, default_lab_dir
 lab_app = typer.Typer(help="The lab: real Nova + Neutron with fake hypervisors and BMCs.")
 # Wide enough for the status tables when the output is a file or a pipe.
 out = Console() if sys.stdout.isatty() else Console(width=160)
-err = Console(stderr=True)
 
 StateDir = Annotated[
     Path | None,
@@ -35,11 +35,6 @@ StateDir = Annotated[
 
 def _paths(state_dir: Path | None) -> LabPaths:
     return LabPaths(state_dir or default_lab_dir())
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(1)
 
 
 @lab_app.command("up")
@@ -69,7 +64,7 @@ def up(
             transport_url=transport_url,
         )
     except LabError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(
         f"lab ready in {time.monotonic() - t0:.1f} s: {len(info['hosts'])} hosts, "
         f"{info['servers']} servers (state dir {_paths(state_dir).root})"
@@ -92,7 +87,7 @@ def env(state_dir: StateDir = None) -> None:
     try:
         values = lab_env(_paths(state_dir))
     except LabError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for key, value in values.items():
         typer.echo(f"export {key}={shlex.quote(value)}")
 
@@ -101,7 +96,7 @@ def _client(state_dir: Path | None) -> LabClient:
     try:
         return LabClient(_paths(state_dir))
     except LabError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def render_status(status: dict[str, Any], console: Console = out) -> None:
@@ -161,7 +156,7 @@ def status(
     try:
         data = client.status()
     except LabError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -177,7 +172,7 @@ def running(
     try:
         data = _client(state_dir).running()
     except LabError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -202,7 +197,7 @@ def _fault_command(inject: bool) -> Any:
             method = client.inject if inject else client.heal
             record = method(kind.value, target, physnet)
         except LabError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         extra = f" {physnet}" if physnet else ""
         out.print(f"{verb}ed {kind.value} {target}{extra} at {record['at']}")
 
@@ -226,4 +221,4 @@ def demo(
     try:
         run_demo(_paths(state_dir), scenario, out)
     except LabError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from medevac import __version__
+from medevac.cli.output import fail
 from medevac.config import ConfigError, Settings, load_settings
 from medevac.storage import Database, StorageError
 
@@ -24,7 +25,6 @@ app = typer.Typer(
 db_app = typer.Typer(help="The controller's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -35,12 +35,6 @@ ConfigOption = Annotated[
         envvar="MEDEVAC_CONFIG",
     ),
 ]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error the way every command does and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def settings_or_exit(config: Path | None) -> Settings:
