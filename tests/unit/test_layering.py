@@ -1,0 +1,48 @@
+"""Arrows point down: the product never imports the lab; blocks never import surfaces."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "medevac"
+SURFACES = ("medevac.api", "medevac.cli")
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def modules(*parts: str) -> list[Path]:
+    return [p for p in SRC.rglob("*.py") if p.relative_to(SRC).parts[0] in parts]
+
+
+def test_product_code_never_imports_the_lab() -> None:
+    product = [
+        p
+        for p in SRC.rglob("*.py")
+        if p.relative_to(SRC).parts[0] != "lab" and p.relative_to(SRC) != Path("cli/lab.py")
+    ]
+    offenders = {
+        str(p.relative_to(SRC))
+        for p in product
+        if any(m.startswith("medevac.lab") for m in imports(p))
+    }
+    assert offenders == set()
+
+
+def test_blocks_and_edges_never_import_surfaces_or_wiring() -> None:
+    lower = modules("monitor", "cloud", "bmc", "storage", "agent")
+    offenders = {
+        str(p.relative_to(SRC))
+        for p in lower
+        if any(m.startswith(SURFACES) or m == "medevac.service" for m in imports(p))
+    }
+    assert offenders == set()
