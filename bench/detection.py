@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from docs_section import write_section
 
 from medevac.lab.client import LabClient, lab_down, lab_up
 from medevac.lab.layout import LabPaths
 
-START = "<!-- bench:detection:start -->"
-END = "<!-- bench:detection:end -->"
 EXPECTED = {"host-crash": "HOST_UNREACHABLE", "power-loss": "HOST_DOWN"}
 HOST_LOST = ("HOST_UNREACHABLE", "HOST_DOWN")
 
@@ -117,18 +115,12 @@ def main() -> None:
                 for r in rows
             ),
         ]
-        section = (
-            f"{START}\nMachine: {platform.platform()}, {os.cpu_count()} cores; "
-            f"{time.strftime('%Y-%m-%d')}. Heartbeats every 100 ms, phi threshold 8.\n\n"
-            + "\n".join(table)
-            + f"\n{END}"
+        write_section(
+            args.write_docs,
+            "detection",
+            "\n".join(table),
+            note="Heartbeats every 100 ms, phi threshold 8.",
         )
-        text = args.write_docs.read_text()
-        if START in text and END in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-        else:
-            text += "\n" + section + "\n"
-        args.write_docs.write_text(text)
 
 
 if __name__ == "__main__":

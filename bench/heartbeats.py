@@ -14,12 +14,13 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import platform
 import random
 import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from docs_section import write_section
 
 from medevac.agent.agent import Agent, AgentConfig
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
@@ -27,8 +28,6 @@ from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode
 from medevac.monitor.verdicts import Verdict
 
 KEY = b"bench-key-0123456789abcdef"
-START = "<!-- bench:heartbeats:start -->"
-END = "<!-- bench:heartbeats:end -->"
 
 
 class Collect:
@@ -208,32 +207,20 @@ def main() -> None:
     g = ingest(args.ingest_hosts, 1.0, args.ingest_seconds)
     print("ingest:", g, flush=True)
     if args.write_docs:
-        section = "\n".join(
-            [
-                START,
-                f"Machine: {platform.platform()}, {os.cpu_count()} cores; "
-                f"{time.strftime('%Y-%m-%d')}.",
-                "",
-                "| run | figures |",
-                "|---|---|",
-                f"| soak: {s['hosts']} hosts, {s['seconds']:.0f} s, {s['loss']:.0%} loss per "
-                f"datagram, up to {s['jitter_ms']:.0f} ms jitter | {s['heartbeats']} heartbeats; "
-                f"**{s['false_positive_verdicts']} false host verdicts**; "
-                f"{s['suspicions_cleared_by_probes']} suspicions cleared by probes; "
-                f"loop lag p99 {s['loop_lag_ms']['p99']} ms |",
-                f"| ingest: {g['hosts']} hosts at {g['rate_hz']:.0f} Hz | {g['received']} of "
-                f"{g['sent']} received; monitor CPU **{g['monitor_cpu_pct_of_one_core']:.0f} % "
-                f"of one core**; loop lag p99 {g['loop_lag_ms']['p99']} ms; "
-                f"{g['false_positive_verdicts']} false host verdicts |",
-                END,
-            ]
-        )
-        text = args.write_docs.read_text()
-        if START in text and END in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-        else:
-            text += "\n" + section + "\n"
-        args.write_docs.write_text(text)
+        rows = [
+            "| run | figures |",
+            "|---|---|",
+            f"| soak: {s['hosts']} hosts, {s['seconds']:.0f} s, {s['loss']:.0%} loss per "
+            f"datagram, up to {s['jitter_ms']:.0f} ms jitter | {s['heartbeats']} heartbeats; "
+            f"**{s['false_positive_verdicts']} false host verdicts**; "
+            f"{s['suspicions_cleared_by_probes']} suspicions cleared by probes; "
+            f"loop lag p99 {s['loop_lag_ms']['p99']} ms |",
+            f"| ingest: {g['hosts']} hosts at {g['rate_hz']:.0f} Hz | {g['received']} of "
+            f"{g['sent']} received; monitor CPU **{g['monitor_cpu_pct_of_one_core']:.0f} % "
+            f"of one core**; loop lag p99 {g['loop_lag_ms']['p99']} ms; "
+            f"{g['false_positive_verdicts']} false host verdicts |",
+        ]
+        write_section(args.write_docs, "heartbeats", "\n".join(rows))
 
 
 if __name__ == "__main__":

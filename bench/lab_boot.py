@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import statistics
@@ -16,12 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from docs_section import write_section
+
 from medevac.lab.client import lab_down, lab_up
 from medevac.lab.layout import LabPaths
 
 SIZES = [(3, 2), (10, 5)]
-START = "<!-- bench:lab_boot:start -->"
-END = "<!-- bench:lab_boot:end -->"
 
 
 def one_run(hosts: int, per_host: int) -> dict[str, float]:
@@ -85,17 +84,7 @@ def write_docs(path: Path, results: list[dict]) -> None:
             f"{ready['median']:.1f} s ({ready['min']:.1f} to {ready['max']:.1f}) | "
             f"{r['services_s']['median']:.1f} s | {r['per_server_s']['median']:.2f} s |"
         )
-    section = (
-        f"{START}\nMachine: {platform.platform()}, {os.cpu_count()} cores; "
-        f"{time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(rows) + f"\n{END}"
-    )
-    text = path.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text += "\n" + section + "\n"
-    path.write_text(text)
-    print(f"wrote {path}")
+    write_section(path, "lab_boot", "\n".join(rows))
 
 
 if __name__ == "__main__":

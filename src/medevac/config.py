@@ -142,6 +142,10 @@ class MonitorConfig(_Section):
     isolation_fraction: float = Field(default=0.5, gt=0, le=1)
     isolation_window: float = Field(default=2.0, gt=0)
     isolation_min_hosts: int = Field(default=3, ge=2)
+    nova_notifications_url: str | None = Field(
+        default=None,
+        description="RabbitMQ URL (rabbit:// or amqp://) of Nova's versioned notifications",
+    )
     alertmanager_host_label: str = Field(
         default="instance", description="alert label naming the host (a :port is stripped)"
     )

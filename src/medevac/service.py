@@ -15,6 +15,7 @@ from medevac.bmc.ipmi import IpmiClient, IpmiTarget, PowerState
 from medevac.cloud import CloudDriver
 from medevac.config import CloudConfig, ConfigError, Settings
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
+from medevac.monitor.nova_events import NovaNotificationListener
 from medevac.monitor.verdicts import Verdict
 from medevac.storage import Database
 
@@ -132,6 +133,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         monitor_task: asyncio.Task[None] | None = None
         transport: asyncio.DatagramTransport | None = None
+        listener: NovaNotificationListener | None = None
         monitor = self.monitor
         if monitor is not None:
             m = self.settings.monitor
@@ -139,6 +141,11 @@ class Controller:
                 lambda: monitor, local_addr=(m.listen_host, m.listen_port)
             )
             monitor_task = asyncio.create_task(monitor.run())
+            if m.nova_notifications_url:
+                listener = NovaNotificationListener(
+                    m.nova_notifications_url, monitor.on_nova_event, loop
+                )
+                listener.start()
         app = create_app(self.settings, self.db, monitor=self.monitor)
         config = uvicorn.Config(
             app,
@@ -167,6 +174,8 @@ class Controller:
                     await monitor_task
             if transport is not None:
                 transport.close()
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             if self.power is not None:
                 await self.power.close()
             await self.cloud.close()

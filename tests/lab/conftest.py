@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,39 @@ class RunningLab:
 
     def host(self, name: str) -> dict[str, Any]:
         return next(h for h in self.status()["hosts"] if h["name"] == name)
+
+    def bmc_credentials(self, host: str) -> dict[str, str]:
+        creds: dict[str, str] = tomllib.loads(self.paths.bmc_secrets.read_text())[host]
+        return creds
+
+    def ipmitool(
+        self, host: str, *cmd: str, password: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Debian's ipmitool against the host's BMC (its real password unless given)."""
+        tool = shutil.which("ipmitool")
+        if tool is None:
+            pytest.fail("ipmitool is missing; `make deps` installs it")
+        creds = self.bmc_credentials(host)
+        port = str(self.host(host)["bmc"]["port"])
+        return subprocess.run(
+            [
+                tool,
+                "-I",
+                "lanplus",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-U",
+                creds["username"],
+                "-P",
+                password or creds["password"],
+                *cmd,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def no_server_runs_twice(self) -> None:
         running = self.client.running()

@@ -6,9 +6,6 @@ driver and the real CLI. Hosts are spread over tests so each starts from a clean
 
 from __future__ import annotations
 
-import subprocess
-import tomllib
-
 import pytest
 
 from medevac.bmc.ipmi import BmcUnreachable, IpmiClient, IpmiTarget, PowerState
@@ -24,7 +21,7 @@ def service(lab: RunningLab, host: str):
 
 
 def bmc(lab: RunningLab, host: str) -> IpmiClient:
-    creds = tomllib.loads(lab.paths.bmc_secrets.read_text())[host]
+    creds = lab.bmc_credentials(host)
     port = lab.host(host)["bmc"]["port"]
     return IpmiClient(IpmiTarget("127.0.0.1", port, creds["username"], creds["password"]))
 
@@ -147,28 +144,7 @@ def test_power_reset_through_ipmi_reboots_the_host(lab: RunningLab) -> None:
         lambda: lab.client.running()[on_host[0]] == [host],
         30,
     )
-    creds = tomllib.loads(lab.paths.bmc_secrets.read_text())[host]
-    port = str(lab.host(host)["bmc"]["port"])
-    reset = subprocess.run(
-        [
-            "ipmitool",
-            "-I",
-            "lanplus",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-U",
-            creds["username"],
-            "-P",
-            creds["password"],
-            "power",
-            "reset",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    reset = lab.ipmitool(host, "power", "reset")
     assert reset.returncode == 0, reset.stderr
     # A reset is a reboot: the guests stop, nova-compute comes back, power stays on.
     wait_for(

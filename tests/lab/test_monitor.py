@@ -239,3 +239,25 @@ def test_forged_datagrams_are_dropped_and_counted(lab: RunningLab, controller: C
         5,
     )
     assert all(controller.host(h)["state"] == "UP" for h in HOSTS)
+
+
+def test_nova_notifications_keep_novas_view_current(
+    lab: RunningLab, controller: Controller
+) -> None:
+    if not lab.info["notifications"]:
+        pytest.skip("the lab has no RabbitMQ to publish Nova's notifications on")
+    lab.run(lab.driver.set_forced_down("host5", True))
+    try:
+        wait_for(
+            "service.update to reach the monitor",
+            lambda: (
+                controller.get("/v1/hosts")["counters"]["nova_notifications"].get(
+                    "service.update", 0
+                )
+                > 0
+                and controller.host("host5")["nova"]["forced_down"] is True
+            ),
+            VERDICT_WITHIN,
+        )
+    finally:
+        lab.run(lab.driver.set_forced_down("host5", False))

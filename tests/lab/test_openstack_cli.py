@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tomllib
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import wait_for
 from tests.lab.conftest import RunningLab
@@ -130,46 +126,14 @@ def test_tenant_sees_host_status_of_its_own_servers_only(lab: RunningLab) -> Non
     assert refused.returncode != 0
 
 
-@pytest.fixture
-def ipmitool() -> str:
-    path = shutil.which("ipmitool")
-    if path is None:
-        pytest.fail("ipmitool is missing; `make deps` installs it")
-    return path
-
-
-def test_ipmitool_drives_a_lab_bmc(lab: RunningLab, ipmitool: str) -> None:
+def test_ipmitool_drives_a_lab_bmc(lab: RunningLab) -> None:
     host = "host4"
-    creds = tomllib.loads(lab.paths.bmc_secrets.read_text())[host]
-    port = str(lab.host(host)["bmc"]["port"])
-
-    def ipmi(password: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                ipmitool,
-                "-I",
-                "lanplus",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                port,
-                "-U",
-                creds["username"],
-                "-P",
-                password,
-                *cmd,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-    assert "Chassis Power is on" in ok(ipmi(creds["password"], "power", "status"))
-    ok(ipmi(creds["password"], "power", "off"))
+    assert "Chassis Power is on" in ok(lab.ipmitool(host, "power", "status"))
+    ok(lab.ipmitool(host, "power", "off"))
     wait_for("host4 power off", lambda: lab.host(host)["bmc"]["power"] == "off", 10)
-    assert "Chassis Power is off" in ok(ipmi(creds["password"], "power", "status"))
-    ok(ipmi(creds["password"], "power", "on"))
+    assert "Chassis Power is off" in ok(lab.ipmitool(host, "power", "status"))
+    ok(lab.ipmitool(host, "power", "on"))
     wait_for("host4 power on", lambda: lab.host(host)["bmc"]["power"] == "on", 10)
-    wrong = ipmi("not-the-password", "power", "status")
+    wrong = lab.ipmitool(host, "power", "status", password="not-the-password")
     assert wrong.returncode != 0
     assert "Unable to establish IPMI v2 / RMCP+ session" in wrong.stderr

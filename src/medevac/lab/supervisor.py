@@ -394,6 +394,11 @@ class Lab:
             "[monitor]",
             'listen_host = "127.0.0.1"',
             f"listen_port = {self.heartbeat_port}",
+            *(
+                [f'nova_notifications_url = "{self.spec.transport_url}"']
+                if self.nova.get("notifications")
+                else []
+            ),
             "",
             "[storage]",
             "url = " + json.dumps(f"sqlite:///{self.paths.root / 'medevac.db'}"),

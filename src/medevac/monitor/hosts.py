@@ -25,6 +25,7 @@ from typing import Any, Protocol, cast
 
 from medevac.monitor.correlate import check_changes, host_loss_verdict, observer_isolated
 from medevac.monitor.detector import PhiAccrualDetector
+from medevac.monitor.nova_events import NovaEvent
 from medevac.monitor.protocol import (
     Admission,
     Checks,
@@ -135,6 +136,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         self.copies = 0
         self.suspicions_cleared = 0
         self.nova_error: str | None = None
+        self.nova_events: Counter[str] = Counter()
         self.isolated_zones: set[str] = set()
         self.recent_verdicts: deque[Verdict] = deque(maxlen=500)
         self._seen_keys: OrderedDict[str, None] = OrderedDict()
@@ -485,6 +487,28 @@ class HostMonitor(asyncio.DatagramProtocol):
             self._suspect(watch, self.clock(), f"{fault.source} reported host down")
         return True
 
+    # -- Nova's notifications -----------------------------------------------------
+
+    def on_nova_event(self, event: NovaEvent) -> None:
+        """A versioned notification from Nova: keeps Nova's view current between polls."""
+        self.nova_events[event.event_type] += 1
+        data = event.payload
+        if event.event_type != "service.update" or data.get("binary") != "nova-compute":
+            return
+        watch = self.hosts.get(str(data.get("host")))
+        if watch is None:
+            return
+        view = dict(watch.nova or {})
+        view.update(
+            status="disabled" if data.get("disabled") else "enabled",
+            forced_down=bool(data.get("forced_down")),
+            disabled_reason=data.get("disabled_reason"),
+            last_seen_up=data.get("last_seen_up"),
+        )
+        if view["forced_down"]:
+            view["state"] = "down"
+        watch.nova, watch.nova_seen_at = view, self.wall()
+
     # -- views --------------------------------------------------------------------
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -526,6 +550,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             "dropped": {reason.value: self.drops.get(reason, 0) for reason in DropReason},
             "suspicions_cleared": self.suspicions_cleared,
             "nova_error": self.nova_error,
+            "nova_notifications": dict(self.nova_events),
             "loop_lag_ms": self.loop_lag.summary(),
         }
 
