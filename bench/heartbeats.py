@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing as mp
 import os
 import random
@@ -48,7 +49,7 @@ class NoNova:
         return {}
 
 
-def run_monitor(port: int, hosts: int, seconds: float, out: Any, interval: float) -> None:
+def run_monitor(port: int, hosts: int, stop: Any, out: Any, interval: float) -> None:
     async def main() -> None:
         sink = Collect()
         monitor = HostMonitor(
@@ -64,7 +65,9 @@ def run_monitor(port: int, hosts: int, seconds: float, out: Any, interval: float
             lambda: monitor, local_addr=("127.0.0.1", port)
         )
         task = asyncio.create_task(monitor.run())
-        await asyncio.sleep(seconds)
+        gc.freeze()  # as the controller does: long-lived state out of the collector's way
+        # Report the moment the senders stop: the silence after them is not a fault.
+        await asyncio.to_thread(stop.wait)
         task.cancel()
         transport.close()
         out.put(
@@ -111,7 +114,8 @@ def soak(hosts: int, seconds: float, loss: float, jitter: float) -> dict[str, An
     port = free_udp_port()
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    child = ctx.Process(target=run_monitor, args=(port, hosts, seconds + 2, out, 0.1))
+    stop = ctx.Event()
+    child = ctx.Process(target=run_monitor, args=(port, hosts, stop, out, 0.1))
     child.start()
     time.sleep(1.0)
     rng = random.Random(7)
@@ -129,7 +133,8 @@ def soak(hosts: int, seconds: float, loss: float, jitter: float) -> dict[str, An
             )
             for i in range(hosts)
         ]
-        await asyncio.sleep(seconds + 1.5)
+        await asyncio.sleep(seconds)
+        stop.set()
         for t in tasks:
             t.cancel()
 
@@ -154,7 +159,8 @@ def ingest(hosts: int, rate: float, seconds: float) -> dict[str, Any]:
     port = free_udp_port()
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    child = ctx.Process(target=run_monitor, args=(port, hosts, seconds + 4, out, 1.0 / rate))
+    stop = ctx.Event()
+    child = ctx.Process(target=run_monitor, args=(port, hosts, stop, out, 1.0 / rate))
     child.start()
     time.sleep(1.5)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -178,6 +184,7 @@ def ingest(hosts: int, rate: float, seconds: float) -> dict[str, Any]:
         time.sleep(max(0.0, period - (time.monotonic() - round_start)))
     elapsed = time.monotonic() - start
     cpu = cpu_seconds(child.pid) - cpu0  # type: ignore[arg-type]
+    stop.set()
     result: dict[str, Any] = out.get(timeout=60)
     child.join(10)
     sock.close()
