@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import wait_for
 from tests.lab.conftest import RunningLab
@@ -31,38 +32,31 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def as_json(lab: RunningLab, *args: str, cloud: str | None = None) -> Any:
+    """Run an `openstack` command with `-f json` and return what it printed."""
+    return json.loads(ok(openstack(lab, *args, "-f", "json", cloud=cloud)))
+
+
+TENANT_A = "medevac-lab-tenant-a"
+HOST_STATUS_MV = ("--os-compute-api-version", "2.16")
+
+
 def test_openstack_cli_sees_and_changes_what_medevac_changes(lab: RunningLab) -> None:
     host = "host4"
     mv = ["--os-compute-api-version", "2.53"]
-    services = json.loads(ok(openstack(lab, *mv, "compute", "service", "list", "-f", "json")))
+    services = as_json(lab, *mv, "compute", "service", "list")
     assert {s["Host"] for s in services if s["Binary"] == "nova-compute"} >= {host}
-    servers = json.loads(
-        ok(openstack(lab, "server", "list", "--all-projects", "--host", host, "-f", "json"))
-    )
+    servers = as_json(lab, "server", "list", "--all-projects", "--host", host)
     assert servers, "no servers on host4"
+    target = servers[0]["ID"]
     lab.client.inject("host-crash", host)  # forcing a live host down would be split brain
     ok(openstack(lab, *mv, "compute", "service", "set", "--down", host, "nova-compute"))
     try:
-        shown = json.loads(
-            ok(
-                openstack(
-                    lab,
-                    "--os-compute-api-version",
-                    "2.16",
-                    "server",
-                    "show",
-                    servers[0]["ID"],
-                    "-f",
-                    "json",
-                )
-            )
-        )
-        assert shown["host_status"] == "DOWN"
-        target = servers[0]["ID"]
+        assert as_json(lab, *HOST_STATUS_MV, "server", "show", target)["host_status"] == "DOWN"
         ok(openstack(lab, "--os-compute-api-version", "2.29", "server", "evacuate", target))
 
         def moved() -> bool:
-            s = json.loads(ok(openstack(lab, "server", "show", target, "-f", "json")))
+            s = as_json(lab, "server", "show", target)
             return s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] != host
 
         wait_for("the evacuated server to be ACTIVE elsewhere", moved, 60, 0.5)
@@ -72,57 +66,24 @@ def test_openstack_cli_sees_and_changes_what_medevac_changes(lab: RunningLab) ->
         lab.client.heal("host-crash", host)
         ok(openstack(lab, *mv, "compute", "service", "set", "--up", host, "nova-compute"))
     lab.no_server_runs_twice()
-    ports = json.loads(ok(openstack(lab, "port", "list", "--device-id", target, "-f", "json")))
-    port_id = ports[0]["ID"]
+    port_id = as_json(lab, "port", "list", "--device-id", target)[0]["ID"]
     ok(openstack(lab, "port", "set", "--data-plane-status", "DOWN", port_id))
-    assert (
-        json.loads(ok(openstack(lab, "port", "show", port_id, "-f", "json")))["data_plane_status"]
-        == "DOWN"
-    )
+    assert as_json(lab, "port", "show", port_id)["data_plane_status"] == "DOWN"
     # Neutron 29 answers 500 to `port unset --data-plane-status` (null is refused by its
     # object layer), so the way back is ACTIVE, as medevac does on real clouds.
     ok(openstack(lab, "port", "set", "--data-plane-status", "ACTIVE", port_id))
-    shown = json.loads(ok(openstack(lab, "port", "show", port_id, "-f", "json")))
-    assert shown["data_plane_status"] == "ACTIVE"
+    assert as_json(lab, "port", "show", port_id)["data_plane_status"] == "ACTIVE"
 
 
 def test_tenant_sees_host_status_of_its_own_servers_only(lab: RunningLab) -> None:
-    mine = json.loads(
-        ok(
-            openstack(
-                lab,
-                "--os-compute-api-version",
-                "2.16",
-                "server",
-                "list",
-                "--long",
-                "-f",
-                "json",
-                cloud="medevac-lab-tenant-a",
-            )
-        )
-    )
+    mine = as_json(lab, *HOST_STATUS_MV, "server", "list", "--long", cloud=TENANT_A)
     everyone = lab.status()["servers"]
     own_ids = {s["id"] for s in everyone if s["project_id"] == "tenant-a"}
     assert {s["ID"] for s in mine} == own_ids
-    shown = json.loads(
-        ok(
-            openstack(
-                lab,
-                "--os-compute-api-version",
-                "2.16",
-                "server",
-                "show",
-                mine[0]["ID"],
-                "-f",
-                "json",
-                cloud="medevac-lab-tenant-a",
-            )
-        )
-    )
+    shown = as_json(lab, *HOST_STATUS_MV, "server", "show", mine[0]["ID"], cloud=TENANT_A)
     assert shown["host_status"] in ("UP", "DOWN", "UNKNOWN", "MAINTENANCE")
     other = next(s["id"] for s in everyone if s["project_id"] == "tenant-b")
-    refused = openstack(lab, "server", "show", other, cloud="medevac-lab-tenant-a")
+    refused = openstack(lab, "server", "show", other, cloud=TENANT_A)
     assert refused.returncode != 0
 
 
