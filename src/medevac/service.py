@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -14,7 +15,7 @@ import uvicorn
 from medevac.api import create_app
 from medevac.bmc.ipmi import IpmiClient, IpmiTarget, PowerState
 from medevac.cloud import CloudDriver
-from medevac.config import CloudConfig, ConfigError, Settings
+from medevac.config import CloudConfig, ConfigError, MonitorConfig, Settings
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
 from medevac.monitor.nova_events import NovaNotificationListener
 from medevac.monitor.verdicts import Verdict
@@ -31,6 +32,12 @@ def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
         call_timeout=cfg.call_timeout,
         compute_microversion_cap=cfg.microversion_cap(),
     )
+
+
+def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
+    """The detector's tunables from the configuration (the keys they share, by name)."""
+    shared = {f.name for f in dataclasses.fields(MonitorSettings)} & set(cfg.model_fields)
+    return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
 
 
 class IpmiPowerReader:
@@ -103,29 +110,17 @@ class Controller:
         self.settings = settings
         self.db = Database(settings.storage.url)
         self.cloud = build_cloud_driver(settings.cloud)
-        self.power = IpmiPowerReader(settings) if settings.hosts else None
+        self.power: IpmiPowerReader | None = None
         self.monitor: HostMonitor | None = None
         if settings.hosts:
-            m = settings.monitor
+            self.power = IpmiPowerReader(settings)
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),
                 AuditedVerdicts(self.db),
-                self.power,  # type: ignore[arg-type]
+                self.power,
                 CloudNovaView(self.cloud),
-                MonitorSettings(
-                    interval=m.interval,
-                    phi_threshold=m.phi_threshold,
-                    max_clock_skew=m.max_clock_skew,
-                    probes=m.probes,
-                    probe_timeout=m.probe_timeout,
-                    bmc_timeout=m.bmc_timeout,
-                    bmc_refresh=m.bmc_refresh,
-                    bmc_verdict_wait=m.bmc_verdict_wait,
-                    isolation_fraction=m.isolation_fraction,
-                    isolation_window=m.isolation_window,
-                    isolation_min_hosts=m.isolation_min_hosts,
-                ),
+                monitor_settings(settings.monitor),
             )
 
     async def run(self) -> None:

@@ -96,3 +96,14 @@ def test_bmc_secrets_file(tmp_path: Path) -> None:
     secrets.write_text('[compute1]\nusername = "admin"\n')
     with pytest.raises(ConfigError, match=r"(?s)compute1.*password"):
         s.bmc_credentials()
+
+
+def test_monitor_tunables_reach_the_detector(tmp_path: Path) -> None:
+    from medevac.service import monitor_settings
+
+    text = (
+        "[monitor]\nphi_threshold = 11.0\nprobes = 5\nbmc_verdict_wait = 0.3\nlisten_port = 9999\n"
+    )
+    m = monitor_settings(load_settings(write(tmp_path, text)).monitor)
+    assert (m.phi_threshold, m.probes, m.bmc_verdict_wait) == (11.0, 5, 0.3)
+    assert m.isolation_min_hosts == 3 and m.interval == 0.1  # defaults pass through too

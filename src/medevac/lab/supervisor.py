@@ -85,15 +85,9 @@ class ChildService:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that is free now (TCP by default)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
@@ -127,9 +121,9 @@ class Lab:
         self.admin_token = secrets.token_urlsafe(24)
         self.reader_token = secrets.token_urlsafe(24)
         self.project_tokens = {p: secrets.token_urlsafe(24) for p in PROJECTS}
-        self.controller_port = free_tcp_port()
-        self.control_port = free_tcp_port()
-        self.heartbeat_port = free_udp_port()
+        self.controller_port = free_port()
+        self.control_port = free_port()
+        self.heartbeat_port = free_port(socket.SOCK_DGRAM)
         self.agent_key = secrets.token_hex(32).encode()
         self.agents: dict[str, tuple[Agent, asyncio.Task[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
