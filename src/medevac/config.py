@@ -12,7 +12,7 @@ import enum
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -151,6 +151,43 @@ class MonitorConfig(_Section):
     )
 
 
+class InspectorConfig(_Section):
+    """State correction and the mass-failure guard."""
+
+    reset_servers: Literal["error", "none"] = Field(
+        default="error",
+        description="servers of a lost host: reset to error (Doctor), or leave as they are",
+    )
+    resync_interval: float = Field(
+        default=60.0, gt=0, description="full topology resync period (s); notifications between"
+    )
+    action_concurrency: int = Field(default=32, ge=1, le=512, description="cloud calls at once")
+    action_attempts: int = Field(default=4, ge=1, le=20, description="tries per action")
+    action_backoff: float = Field(default=0.2, gt=0, description="first retry wait (s), doubling")
+    guard_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="share of a zone lost within the window that holds it"
+    )
+    guard_window: float = Field(default=60.0, gt=0, description="guard window (s)")
+    guard_min_hosts: int = Field(default=3, ge=1, description="never hold for fewer hosts")
+    guard_hold: float = Field(
+        default=300.0, gt=0, description="a hold lasts this after its trigger (s)"
+    )
+
+
+class NotifierConfig(_Section):
+    """Webhook delivery of alarms."""
+
+    delivery_timeout: float = Field(default=5.0, gt=0, description="one POST (s)")
+    retry_initial: float = Field(default=0.5, gt=0, description="first retry wait (s), doubling")
+    retry_max_interval: float = Field(
+        default=10.0, gt=0, description="longest wait between retries (s)"
+    )
+    retry_for: float = Field(
+        default=3600.0, gt=0, description="give a delivery up (failed) after this long (s)"
+    )
+    connections_per_consumer: int = Field(default=32, ge=1, le=1000)
+
+
 class BmcCredentials(_Section):
     username: str
     password: SecretStr
@@ -169,6 +206,8 @@ class Settings(BaseSettings):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    inspector: InspectorConfig = Field(default_factory=InspectorConfig)
+    notifier: NotifierConfig = Field(default_factory=NotifierConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
     bmc_secrets_file: Path | None = Field(
         default=None,

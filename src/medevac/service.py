@@ -16,10 +16,20 @@ from medevac.api import create_app
 from medevac.bmc.ipmi import IpmiClient, IpmiTarget, PowerState
 from medevac.cloud import CloudDriver
 from medevac.config import CloudConfig, ConfigError, MonitorConfig, Settings
+from medevac.inspector.actions import ResetPolicy
+from medevac.inspector.executor import ActionExecutor, RetryPolicy
+from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.inspector import Inspector, InspectorSettings
+from medevac.inspector.journal import IncidentJournal
+from medevac.inspector.sync import TopologySync
+from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
-from medevac.monitor.nova_events import NovaNotificationListener
-from medevac.monitor.verdicts import Verdict
+from medevac.monitor.nova_events import NovaEvent, NovaNotificationListener
+from medevac.monitor.verdicts import Verdict, VerdictSink
+from medevac.notifier.delivery import DeliverySettings, Outbox
+from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
+from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +92,7 @@ class CloudNovaView:
 
 
 class AuditedVerdicts:
-    """Verdict sink for now: every verdict goes to the audit log, off the event loop."""
+    """Every verdict goes to the audit log, off the event loop."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -103,6 +113,49 @@ class AuditedVerdicts:
         )
 
 
+class Verdicts:
+    """Hands each verdict to several sinks in order (the inspector first: it is timed)."""
+
+    def __init__(self, *sinks: VerdictSink) -> None:
+        self.sinks = sinks
+
+    def publish(self, verdict: Verdict) -> None:
+        for sink in self.sinks:
+            sink.publish(verdict)
+
+
+def build_notifier(settings: Settings, db: Database) -> Notifier:
+    n = settings.notifier
+    delivery = DeliverySettings(
+        timeout=n.delivery_timeout,
+        retry_initial=n.retry_initial,
+        retry_max_interval=n.retry_max_interval,
+        retry_for=n.retry_for,
+        connections_per_consumer=n.connections_per_consumer,
+    )
+    alarms = AlarmStore(db)
+    return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery))
+
+
+def build_inspector(
+    settings: Settings, cloud: CloudDriver, notifier: Notifier, journal: IncidentJournal
+) -> Inspector:
+    i = settings.inspector
+    return Inspector(
+        {name: h.zone for name, h in settings.hosts.items()},
+        Topology(),
+        ActionExecutor(
+            cloud,
+            concurrency=i.action_concurrency,
+            retry=RetryPolicy(attempts=i.action_attempts, backoff=i.action_backoff),
+        ),
+        notifier,
+        journal,
+        ZoneGuard(i.guard_fraction, i.guard_window, i.guard_min_hosts, i.guard_hold),
+        InspectorSettings(reset_servers=ResetPolicy(i.reset_servers)),
+    )
+
+
 class Controller:
     """One controller process: storage, API, monitor, and (as they land) the other blocks."""
 
@@ -112,21 +165,44 @@ class Controller:
         self.cloud = build_cloud_driver(settings.cloud)
         self.power: IpmiPowerReader | None = None
         self.monitor: HostMonitor | None = None
+        self.notifier = build_notifier(settings, self.db)
+        self.journal = IncidentJournal(IncidentStore(self.db))
+        self.inspector = build_inspector(settings, self.cloud, self.notifier, self.journal)
+        self.sync = TopologySync(
+            self.cloud, self.inspector.topology, settings.inspector.resync_interval
+        )
         if settings.hosts:
             self.power = IpmiPowerReader(settings)
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),
-                AuditedVerdicts(self.db),
+                Verdicts(self.inspector, AuditedVerdicts(self.db)),
                 self.power,
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
             )
 
+    def on_nova_event(self, event: NovaEvent) -> None:
+        if self.monitor is not None:
+            self.monitor.on_nova_event(event)
+        self.inspector.topology.on_instance_notification(event.event_type, event.payload)
+
     async def run(self) -> None:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
         await asyncio.to_thread(self.db.migrate)
         loop = asyncio.get_running_loop()
+        # Before anything can fire: the alarms, the incidents still open, the outbox.
+        alarms = await self.notifier.load()
+        self.inspector.adopt(await self.journal.load_open())
+        self.journal.start()
+        resumed = await self.notifier.outbox.start()
+        sync_task = asyncio.create_task(self.sync.run())
+        log.info(
+            "%d alarms, %d open incidents, %d deliveries resumed",
+            alarms,
+            len(self.inspector.open),
+            resumed,
+        )
         monitor_task: asyncio.Task[None] | None = None
         transport: asyncio.DatagramTransport | None = None
         listener: NovaNotificationListener | None = None
@@ -139,10 +215,16 @@ class Controller:
             monitor_task = asyncio.create_task(monitor.run())
             if m.nova_notifications_url:
                 listener = NovaNotificationListener(
-                    m.nova_notifications_url, monitor.on_nova_event, loop
+                    m.nova_notifications_url, self.on_nova_event, loop
                 )
                 listener.start()
-        app = create_app(self.settings, self.db, monitor=self.monitor)
+        app = create_app(
+            self.settings,
+            self.db,
+            monitor=self.monitor,
+            inspector=self.inspector,
+            notifier=self.notifier,
+        )
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic collector's full passes, which would otherwise pause the heartbeat loop
         # for 0.1 s or more with thousands of hosts.
@@ -176,6 +258,10 @@ class Controller:
                 transport.close()
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
+            sync_task.cancel()
+            await self.inspector.drain()
+            await self.notifier.outbox.close()
+            await self.journal.close()
             if self.power is not None:
                 await self.power.close()
             await self.cloud.close()

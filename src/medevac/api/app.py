@@ -7,20 +7,31 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 
 from medevac import __version__
+from medevac.api.alarms import alarms_router
 from medevac.api.auth import Principal, TokenRegistry, require
 from medevac.api.errors import install_error_handlers
 from medevac.api.external import external_router
+from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit
 from medevac.config import Role, Settings
+from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import HostMonitor
+from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
+from medevac.storage.records import IncidentStore
 
 AnyRole = Annotated[Principal, Depends(require())]
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
 
 
-def create_app(settings: Settings, db: Database, monitor: HostMonitor | None = None) -> FastAPI:
-    """Build the API for one controller; the caller owns ``db`` and ``monitor``."""
+def create_app(
+    settings: Settings,
+    db: Database,
+    monitor: HostMonitor | None = None,
+    inspector: Inspector | None = None,
+    notifier: Notifier | None = None,
+) -> FastAPI:
+    """Build the API for one controller; the caller owns the blocks passed in."""
     app = FastAPI(
         title="medevac",
         version=__version__,
@@ -87,5 +98,10 @@ def create_app(settings: Settings, db: Database, monitor: HostMonitor | None = N
         """The most recent verdicts, oldest first."""
         recent = list(monitor.recent_verdicts) if monitor is not None else []
         return {"verdicts": [v.as_dict() for v in recent]}
+
+    if notifier is not None:
+        app.include_router(alarms_router(notifier, [(settings.api.host, settings.api.port)]))
+        if inspector is not None:
+            app.include_router(incidents_router(IncidentStore(db), inspector, notifier))
 
     return app

@@ -59,6 +59,20 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _service(s: dict[str, Any]) -> ComputeService:
+    return ComputeService(
+        id=str(s["id"]),
+        host=s["host"],
+        binary=s["binary"],
+        zone=s.get("zone", ""),
+        status=s["status"],
+        state=s["state"],
+        forced_down=bool(s.get("forced_down", False)),
+        updated_at=_parse_time(s.get("updated_at")),
+        disabled_reason=s.get("disabled_reason"),
+    )
+
+
 def _error_message(body: Any, fallback: str) -> str:
     """Pull the human message out of Nova's or Neutron's error envelope."""
     if isinstance(body, dict):
@@ -107,6 +121,9 @@ class CloudDriver:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloud")
         self._conn: Any = None
         self._compute_max: Microversion | None = None
+        # host -> compute service id, learnt from every listing: the 2.53 force-down
+        # then costs one call on the fault path instead of three.
+        self._service_ids: dict[str, str] = {}
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -149,7 +166,7 @@ class CloudDriver:
         operation: str,
         *,
         json: Any = None,
-        params: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
         microversion: Microversion | None = None,
     ) -> Any:
         adapter = getattr(self._connect(), service)
@@ -205,20 +222,10 @@ class CloudDriver:
         body = await self._call(
             "compute", "GET", "/os-services", "list services", params=params, microversion=mv
         )
-        return [
-            ComputeService(
-                id=str(s["id"]),
-                host=s["host"],
-                binary=s["binary"],
-                zone=s.get("zone", ""),
-                status=s["status"],
-                state=s["state"],
-                forced_down=bool(s.get("forced_down", False)),
-                updated_at=_parse_time(s.get("updated_at")),
-                disabled_reason=s.get("disabled_reason"),
-            )
-            for s in body.get("services", [])
-        ]
+        services = [_service(s) for s in body.get("services", [])]
+        for svc in services:
+            self._service_ids[svc.host] = svc.id
+        return services
 
     async def get_compute_service(self, host: str) -> ComputeService:
         services = await self.list_compute_services(host)
@@ -231,15 +238,24 @@ class CloudDriver:
         op = f"force-{'down' if forced_down else 'up'} {host}"
         mv = await self.compute_max_microversion()
         if mv >= (2, 53):
-            svc = await self.get_compute_service(host)
-            await self._call(
-                "compute",
-                "PUT",
-                f"/os-services/{svc.id}",
-                op,
-                json={"forced_down": forced_down},
-                microversion=(2, 53),
-            )
+            for attempt in range(2):
+                service_id = self._service_ids.get(host)
+                if service_id is None or attempt:
+                    service_id = (await self.get_compute_service(host)).id
+                try:
+                    body = await self._call(
+                        "compute",
+                        "PUT",
+                        f"/os-services/{service_id}",
+                        op,
+                        json={"forced_down": forced_down},
+                        microversion=(2, 53),
+                    )
+                except NotFound:
+                    if attempt:
+                        raise
+                    continue  # the service was re-created since we learnt its id
+                return _service(body["service"])
         elif mv >= (2, 11):
             await self._call(
                 "compute",
@@ -249,9 +265,8 @@ class CloudDriver:
                 json={"host": host, "binary": COMPUTE_BINARY, "forced_down": forced_down},
                 microversion=(2, 11),
             )
-        else:
-            raise CloudError("the cloud's compute API is older than 2.11", operation=op)
-        return await self.get_compute_service(host)
+            return await self.get_compute_service(host)
+        raise CloudError("the cloud's compute API is older than 2.11", operation=op)
 
     async def set_enabled(
         self, host: str, enabled: bool, reason: str | None = None
@@ -279,18 +294,25 @@ class CloudDriver:
 
     async def list_host_servers(self, host: str) -> list[Server]:
         """Every server on a host, across all projects, following Nova's pagination."""
+        return await self.list_servers(host)
+
+    async def list_servers(self, host: str | None = None) -> list[Server]:
+        """Every server (or one host's), across all projects, following pagination."""
         mv = await self._compute_mv(SERVERS_MAX)
         servers: list[Server] = []
         marker: str | None = None
+        where = f"on {host}" if host else "in the cloud"
         while True:
-            params = {"host": host, "all_tenants": "1", "limit": "1000"}
+            params = {"all_tenants": "1", "limit": "1000"}
+            if host:
+                params["host"] = host
             if marker:
                 params["marker"] = marker
             body = await self._call(
                 "compute",
                 "GET",
                 "/servers/detail",
-                f"list servers on {host}",
+                f"list servers {where}",
                 params=params,
                 microversion=mv,
             )
@@ -348,10 +370,39 @@ class CloudDriver:
 
     async def list_host_ports(self, host: str) -> list[Port]:
         """Every port bound to a host (``binding:host_id``)."""
+        return await self.list_ports(host)
+
+    async def list_ports(self, host: str | None = None) -> list[Port]:
+        """Every port (or those bound to one host), following Neutron's pagination."""
+        ports: list[Port] = []
+        marker: str | None = None
+        where = f"on {host}" if host else "in the cloud"
+        while True:
+            params = {"limit": "1000"}
+            if host:
+                params["binding:host_id"] = host
+            if marker:
+                params["marker"] = marker
+            body = await self._call(
+                "network", "GET", "/ports", f"list ports {where}", params=params
+            )
+            page = body.get("ports", [])
+            ports.extend(Port.from_api(p) for p in page)
+            has_next = any(link.get("rel") == "next" for link in body.get("ports_links", []))
+            if not page or not has_next:
+                return ports
+            marker = page[-1]["id"]
+
+    async def network_physnets(self) -> dict[str, str | None]:
+        """Each network's provider physical network (None for overlays), by network id."""
         body = await self._call(
-            "network", "GET", "/ports", f"list ports on {host}", params={"binding:host_id": host}
+            "network",
+            "GET",
+            "/networks",
+            "list networks",
+            params={"fields": ["id", "provider:physical_network"]},
         )
-        return [Port.from_api(p) for p in body.get("ports", [])]
+        return {n["id"]: n.get("provider:physical_network") for n in body.get("networks", [])}
 
     async def get_port(self, port_id: str) -> Port:
         body = await self._call("network", "GET", f"/ports/{port_id}", f"get port {port_id}")

@@ -95,6 +95,7 @@ class HostWatch:
     checks: Checks | None = None
     last_heartbeat_wall: float | None = None
     suspect_since: float | None = None  # monotonic
+    raw_received_at: float | None = None  # wall clock the suspicion's signal arrived: T01
     verdict: Verdict | None = None
     bmc_power: str | None = None  # "on" | "off" | None (never read)
     bmc_seen_at: float | None = None
@@ -259,9 +260,12 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._any_isolated = any(h.state is HostState.ISOLATED for h in self.hosts.values())
         return stuck
 
-    def _suspect(self, watch: HostWatch, now: float, reason: str) -> None:
+    def _suspect(
+        self, watch: HostWatch, now: float, reason: str, received_at: float | None = None
+    ) -> None:
         watch.state = HostState.SUSPECT
         watch.suspect_since = now
+        watch.raw_received_at = received_at if received_at is not None else self.wall()
         watch.probe_answered.clear()
         self._spawn(self._confirm(watch, reason=reason))
 
@@ -334,6 +338,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             ),
             "last_heartbeat_sent_at": watch.last_heartbeat_wall,
             "confirm_s": round(self.clock() - started, 3),
+            "raw_received_at": watch.raw_received_at,
         }
         watch.state = HostState.LOST
         self._publish(watch, kind, evidence)
@@ -484,7 +489,9 @@ class HostMonitor(asyncio.DatagramProtocol):
             HostState.UP,
             HostState.UNKNOWN,
         ):
-            self._suspect(watch, self.clock(), f"{fault.source} reported host down")
+            self._suspect(
+                watch, self.clock(), f"{fault.source} reported host down", fault.received_at
+            )
         return True
 
     # -- Nova's notifications -----------------------------------------------------

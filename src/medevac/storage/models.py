@@ -41,3 +41,69 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(255))
     trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class IncidentRecord(Base):
+    """One host's incident: every verdict about it merged, with actions and events."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    zone: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32))
+    # The host's name while the incident is open, NULL once closed: the unique index
+    # makes a second open incident for one host impossible, whoever writes.
+    open_host: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    trace_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AlarmRecord(Base):
+    """An Aodh-style event alarm."""
+
+    __tablename__ = "alarms"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str | None] = mapped_column(String(255), index=True, nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    state_reason: Mapped[str] = mapped_column(String(1000), default="")
+    state_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AlarmChange(Base):
+    """An alarm's history: creation, rule change, state transition, deletion."""
+
+    __tablename__ = "alarm_history"
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    alarm_id: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    type: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Delivery(Base):
+    """One alarm notification to one consumer URL: the durable outbox."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # stable: consumers dedup
+    alarm_id: Mapped[str] = mapped_column(String(36), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

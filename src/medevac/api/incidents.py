@@ -1,0 +1,68 @@
+"""Incidents and the inspector's state: ``/v1/incidents``, ``/v1/inspector``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from medevac.api.auth import Principal, require
+from medevac.api.errors import ApiError
+from medevac.config import Role
+from medevac.inspector.inspector import Inspector
+from medevac.notifier.notifier import Notifier
+from medevac.storage.records import IncidentStore
+
+AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
+
+
+def incidents_router(store: IncidentStore, inspector: Inspector, notifier: Notifier) -> APIRouter:
+    router = APIRouter(tags=["inspector"])
+
+    def fresh(body: dict[str, Any]) -> dict[str, Any]:
+        live = inspector.open.get(body["host"])
+        return live.as_dict() if live is not None and live.id == body["id"] else body
+
+    @router.get("/v1/incidents")
+    async def list_incidents(
+        _: AdminOrReader,
+        host: str | None = None,
+        state: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Incidents, newest first: host, state, verdicts, actions and results, events."""
+        rows = await asyncio.to_thread(store.recent, host=host, state=state, limit=limit)
+        known = {r["id"] for r in rows}
+        live = [
+            i.as_dict()
+            for i in inspector.open.values()
+            if i.id not in known
+            and (host is None or i.host == host)
+            and (state is None or i.state.value == state)
+        ]
+        found = live + [fresh(r) for r in rows]
+        found.sort(key=lambda b: b["opened_at"], reverse=True)
+        return {"incidents": found[:limit]}
+
+    @router.get("/v1/incidents/{incident_id}")
+    async def get_incident(incident_id: str, _: AdminOrReader) -> dict[str, Any]:
+        for inc in inspector.open.values():
+            if inc.id == incident_id:
+                return inc.as_dict()
+        body = await asyncio.to_thread(store.get, incident_id)
+        if body is None:
+            raise ApiError(404, f"incident {incident_id} not found")
+        return body
+
+    @router.get("/v1/inspector")
+    async def inspector_state(_: AdminOrReader) -> dict[str, Any]:
+        """Topology cache, guard holds and notifier counters."""
+        return {
+            "topology": inspector.topology.stats(),
+            "guard": inspector.guard.state(inspector.clock()),
+            "open_incidents": len(inspector.open),
+            "notifier": notifier.stats(),
+        }
+
+    return router

@@ -1,0 +1,96 @@
+"""State actions: what must change in the cloud for a verdict, and nothing more.
+
+Pure planning. A plan skips whatever is already in its target state (fewer calls is
+the only way below the cloud's own API cost), and never touches servers Nova is done
+with or that are already in error (seed 000).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from medevac.cloud.models import DataPlaneStatus
+from medevac.inspector.topology import PortInfo, ServerInfo
+
+
+class ActionKind(enum.StrEnum):
+    FORCE_DOWN = "force-down"
+    RESET_STATE = "reset-state"
+    PORT_STATUS = "port-status"
+
+
+class ResetPolicy(enum.StrEnum):
+    ERROR = "error"  # reset affected servers to error (Doctor's behaviour)
+    NONE = "none"  # leave servers as they are; host_status still says DOWN
+
+
+# vm_states a reset must not touch: gone, being resized, or already in error.
+UNTOUCHABLE_VM_STATES = frozenset({"deleted", "soft-delete", "soft_deleted", "resized", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    target: str  # host name, server id or port id
+    value: str  # "true", "error", "DOWN", "ACTIVE"
+    host: str
+    project_id: str | None = None
+    physnet: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.target}:{self.value}"
+
+
+def resettable(server: ServerInfo) -> bool:
+    return (server.vm_state or "") not in UNTOUCHABLE_VM_STATES
+
+
+def plan_host_lost(
+    host: str,
+    servers: Iterable[ServerInfo],
+    ports: Iterable[PortInfo],
+    reset: ResetPolicy,
+) -> list[Action]:
+    """Force the service down, reset the servers, set the host's ports DOWN."""
+    plan = [Action(ActionKind.FORCE_DOWN, host, "true", host)]
+    if reset is ResetPolicy.ERROR:
+        plan.extend(
+            Action(ActionKind.RESET_STATE, s.id, "error", host, s.project_id)
+            for s in servers
+            if resettable(s)
+        )
+    plan.extend(_ports_to(ports, DataPlaneStatus.DOWN, host))
+    return plan
+
+
+def plan_link_down(host: str, physnet: str, ports: Iterable[PortInfo]) -> list[Action]:
+    """Only the host's ports on that physnet go DOWN; nothing else changes."""
+    return _ports_to((p for p in ports if p.physnet == physnet), DataPlaneStatus.DOWN, host)
+
+
+def plan_ports_restore(
+    host: str, ports: Iterable[PortInfo], before: Mapping[str, str | None]
+) -> list[Action]:
+    """Ports this incident set DOWN go back to what they were (unset restores as ACTIVE:
+    Neutron refuses to unset data_plane_status once set)."""
+    out = []
+    for p in ports:
+        if p.id not in before:
+            continue
+        target = DataPlaneStatus(before[p.id] or DataPlaneStatus.ACTIVE)
+        if p.data_plane_status is not target:
+            out.append(
+                Action(ActionKind.PORT_STATUS, p.id, target.value, host, p.project_id, p.physnet)
+            )
+    return out
+
+
+def _ports_to(ports: Iterable[PortInfo], status: DataPlaneStatus, host: str) -> list[Action]:
+    return [
+        Action(ActionKind.PORT_STATUS, p.id, status.value, host, p.project_id, p.physnet)
+        for p in ports
+        if p.data_plane_status is not status
+    ]

@@ -1,0 +1,117 @@
+"""Runs planned state actions against the cloud: in parallel, bounded, retried.
+
+Each action is idempotent by construction (setting a state that is already set
+changes nothing), so a retry after an unclear failure is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from medevac.cloud.errors import CloudError, Conflict
+from medevac.cloud.models import DataPlaneStatus
+from medevac.inspector.actions import Action, ActionKind
+
+
+class CloudActions(Protocol):
+    async def set_forced_down(self, host: str, forced_down: bool = True) -> Any: ...
+
+    async def reset_state(self, server_id: str, state: str = "error") -> None: ...
+
+    async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    ok: bool
+    attempts: int
+    started: float
+    ended: float
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.action.kind.value,
+            "target": self.action.target,
+            "value": self.action.value,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "started": self.started,
+            "ended": self.ended,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    backoff: float = 0.2  # first wait; doubles each time
+    max_backoff: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+
+def _retryable(exc: CloudError) -> bool:
+    # 409: the server is mid-task; it settles. 5xx/timeouts: the cloud is busy.
+    return exc.transient or isinstance(exc, Conflict)
+
+
+class ActionExecutor:
+    """One executor per controller: a shared bound on concurrent cloud calls."""
+
+    def __init__(
+        self,
+        cloud: CloudActions,
+        *,
+        concurrency: int = 32,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cloud = cloud
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def _call(self, action: Action) -> None:
+        if action.kind is ActionKind.FORCE_DOWN:
+            await self.cloud.set_forced_down(action.target, action.value == "true")
+        elif action.kind is ActionKind.RESET_STATE:
+            await self.cloud.reset_state(action.target, action.value)
+        else:
+            await self.cloud.set_data_plane_status(action.target, DataPlaneStatus(action.value))
+
+    async def run_one(self, action: Action) -> ActionResult:
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._slots:
+                    await self._call(action)
+            except CloudError as exc:
+                if _retryable(exc) and attempt < self.retry.attempts:
+                    await asyncio.sleep(self.retry.delay(attempt))
+                    continue
+                return ActionResult(action, False, attempt, started, self.clock(), str(exc))
+            except Exception as exc:  # a driver bug must become a failed action, not a hang
+                error = f"{type(exc).__name__}: {exc}"
+                return ActionResult(action, False, attempt, started, self.clock(), error)
+            return ActionResult(action, True, attempt, started, self.clock())
+
+    async def run(
+        self, actions: Iterable[Action], on_result: Callable[[ActionResult], None]
+    ) -> list[ActionResult]:
+        """Run every action at once (within the bound); report each result as it lands."""
+
+        async def one(action: Action) -> ActionResult:
+            result = await self.run_one(action)
+            on_result(result)
+            return result
+
+        return list(await asyncio.gather(*(one(a) for a in actions)))

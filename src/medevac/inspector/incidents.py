@@ -1,0 +1,179 @@
+"""Incidents: every verdict about one host merged into one record with a state machine.
+
+Pure data and transitions; the store persists them and the inspector drives them.
+
+States::
+
+    OPEN ──► CORRECTING ──► CORRECTED        (every state action succeeded)
+      │            └──────► PARTIAL          (some action failed: an event says which)
+      └──► HELD                              (mass-failure guard: no action in the zone)
+    any ──► CLOSED                           (every fault of the incident healed)
+
+An incident tracks its open faults: ("host", ""), ("link", physnet), ("process", ""),
+("server", id). A recovery verdict removes one; when none is left the incident closes.
+Issue-level recovery (fencing, evacuation) extends the machine from CORRECTED/PARTIAL.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from medevac.monitor.verdicts import Verdict, VerdictKind
+
+
+class IncidentState(enum.StrEnum):
+    OPEN = "OPEN"
+    CORRECTING = "CORRECTING"
+    CORRECTED = "CORRECTED"
+    PARTIAL = "PARTIAL"
+    HELD = "HELD"
+    CLOSED = "CLOSED"
+
+
+ALLOWED: dict[IncidentState, frozenset[IncidentState]] = {
+    IncidentState.OPEN: frozenset(
+        {IncidentState.CORRECTING, IncidentState.HELD, IncidentState.CLOSED}
+    ),
+    IncidentState.CORRECTING: frozenset(
+        {IncidentState.CORRECTED, IncidentState.PARTIAL, IncidentState.CLOSED}
+    ),
+    IncidentState.CORRECTED: frozenset({IncidentState.CORRECTING, IncidentState.CLOSED}),
+    IncidentState.PARTIAL: frozenset({IncidentState.CORRECTING, IncidentState.CLOSED}),
+    IncidentState.HELD: frozenset({IncidentState.CORRECTING, IncidentState.CLOSED}),
+    IncidentState.CLOSED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+# What each verdict opens or heals, as a fault key.
+OPENS: dict[VerdictKind, str] = {
+    VerdictKind.HOST_DOWN: "host",
+    VerdictKind.HOST_UNREACHABLE: "host",
+    VerdictKind.LINK_DOWN: "link",
+    VerdictKind.COMPUTE_PROCESS_DOWN: "process",
+    VerdictKind.SERVER_DOWN: "server",
+}
+HEALS: dict[VerdictKind, str] = {
+    VerdictKind.HOST_UP: "host",
+    VerdictKind.LINK_UP: "link",
+    VerdictKind.COMPUTE_PROCESS_UP: "process",
+}
+# An incident's kind is its most serious fault.
+SEVERITY = ("server", "process", "link", "host")
+
+
+def fault_key(verdict: Verdict) -> str | None:
+    kind = OPENS.get(verdict.kind) or HEALS.get(verdict.kind)
+    if kind is None:
+        return None
+    subject = (verdict.subject or "") if kind in ("link", "server") else ""
+    return f"{kind}:{subject}"
+
+
+@dataclass
+class Incident:
+    host: str
+    zone: str
+    opened_at: float
+    trace_id: str
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: IncidentState = IncidentState.OPEN
+    faults: dict[str, float] = field(default_factory=dict)  # fault key -> since
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # Ports this incident set DOWN, with the status to restore (None: was unset).
+    ports_down: dict[str, str | None] = field(default_factory=dict)
+    updated_at: float = 0.0
+    closed_at: float | None = None
+    held_reason: str | None = None
+    stamps: dict[str, float] = field(default_factory=dict)  # profiler checkpoints
+
+    @property
+    def kind(self) -> str:
+        kinds = {k.split(":", 1)[0] for k in self.faults} or {"host"}
+        return max(kinds, key=SEVERITY.index)
+
+    @property
+    def host_lost(self) -> bool:
+        return "host:" in self.faults
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is not IncidentState.CLOSED
+
+    def move(self, to: IncidentState, at: float) -> None:
+        if to is self.state:
+            return
+        if to not in ALLOWED[self.state]:
+            raise IllegalTransition(f"incident {self.id}: {self.state} -> {to}")
+        self.state = to
+        self.updated_at = at
+        if to is IncidentState.CLOSED:
+            self.closed_at = at
+
+    def add_verdict(self, verdict: Verdict) -> tuple[bool, bool]:
+        """Record a verdict; returns (opened a new fault, healed the last fault)."""
+        self.verdicts.append(verdict.as_dict())
+        self.updated_at = verdict.at
+        key = fault_key(verdict)
+        if key is None:
+            return False, False
+        if verdict.kind in OPENS:
+            if key in self.faults:
+                return False, False
+            self.faults[key] = verdict.at
+            return True, False
+        if key not in self.faults:
+            return False, False
+        del self.faults[key]
+        return False, not self.faults
+
+    def stamp(self, checkpoint: str, at: float) -> None:
+        self.stamps.setdefault(checkpoint, at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "zone": self.zone,
+            "kind": self.kind,
+            "state": self.state.value,
+            "opened_at": self.opened_at,
+            "updated_at": self.updated_at,
+            "closed_at": self.closed_at,
+            "trace_id": self.trace_id,
+            "faults": dict(self.faults),
+            "held_reason": self.held_reason,
+            "verdicts": list(self.verdicts),
+            "actions": list(self.actions),
+            "events": list(self.events),
+            "ports_down": dict(self.ports_down),
+            "stamps": dict(self.stamps),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        return cls(
+            host=d["host"],
+            zone=d["zone"],
+            opened_at=d["opened_at"],
+            trace_id=d["trace_id"],
+            id=d["id"],
+            state=IncidentState(d["state"]),
+            faults=dict(d.get("faults", {})),
+            verdicts=list(d.get("verdicts", [])),
+            actions=list(d.get("actions", [])),
+            events=list(d.get("events", [])),
+            ports_down=dict(d.get("ports_down", {})),
+            updated_at=d.get("updated_at", d["opened_at"]),
+            closed_at=d.get("closed_at"),
+            held_reason=d.get("held_reason"),
+            stamps=dict(d.get("stamps", {})),
+        )

@@ -1,0 +1,395 @@
+"""The inspector: verdicts in; the cloud's true state and the consumers' events out.
+
+For a lost host it finds the affected servers and ports in the topology cache (a
+lookup, no API call), tells the consumers at once (Doctor's shortcut: the events
+do not wait for the cloud), and corrects the cloud's state in parallel: force-down,
+servers to error, ports' data plane DOWN. Each action's result is an event too, so a
+failed correction is never hidden behind the claim made in advance.
+The mass-failure guard stands in front of every state action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from medevac.cloud.models import DataPlaneStatus
+from medevac.inspector.actions import (
+    Action,
+    ActionKind,
+    ResetPolicy,
+    plan_host_lost,
+    plan_link_down,
+    plan_ports_restore,
+    resettable,
+)
+from medevac.inspector.executor import ActionExecutor, ActionResult
+from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.incidents import Incident, IncidentState
+from medevac.inspector.topology import PortInfo, ServerInfo, Topology
+from medevac.monitor.verdicts import Verdict, VerdictKind
+from medevac.notifier import events as ev
+from medevac.notifier.events import Event
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    def emit(self, events: Iterable[Event]) -> int:
+        """Evaluate and deliver events without blocking; returns deliveries queued."""
+        ...
+
+
+class IncidentSaver(Protocol):
+    def save(self, incident: Incident) -> None:
+        """Persist an incident's current state (without blocking the caller)."""
+        ...
+
+
+@dataclass(frozen=True)
+class InspectorSettings:
+    reset_servers: ResetPolicy = ResetPolicy.ERROR
+
+
+class Inspector:
+    """A ``VerdictSink``: ``publish`` does the fast part now and schedules the rest."""
+
+    def __init__(
+        self,
+        zones: dict[str, str],  # host -> zone
+        topology: Topology,
+        executor: ActionExecutor,
+        notifier: EventSink,
+        saver: IncidentSaver,
+        guard: ZoneGuard,
+        settings: InspectorSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.zones = zones
+        self.topology = topology
+        self.executor = executor
+        self.notifier = notifier
+        self.saver = saver
+        self.guard = guard
+        self.settings = settings or InspectorSettings()
+        self.clock = clock
+        self.open: dict[str, Incident] = {}  # host -> its open incident
+        self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def adopt(self, incidents: Iterable[Incident]) -> None:
+        """Open incidents from the database after a restart: new verdicts merge in."""
+        for inc in incidents:
+            if inc.is_open:
+                self.open[inc.host] = inc
+
+    # -- VerdictSink --------------------------------------------------------------
+
+    def publish(self, verdict: Verdict) -> None:
+        try:
+            self._handle(verdict)
+        except Exception:  # a bug here must never take the monitor down with it
+            log.exception("inspector failed on verdict %s %s", verdict.kind, verdict.host)
+
+    def _handle(self, verdict: Verdict) -> None:
+        if verdict.kind is VerdictKind.OBSERVER_ISOLATED:
+            self._isolated(verdict)
+            return
+        inc = self.open.get(verdict.host)
+        if inc is None:
+            if verdict.kind in (
+                VerdictKind.HOST_UP,
+                VerdictKind.LINK_UP,
+                VerdictKind.COMPUTE_PROCESS_UP,
+            ):
+                return  # nothing of ours to heal
+            received = verdict.evidence.get("raw_received_at") or verdict.at
+            inc = Incident(
+                verdict.host, self.zones.get(verdict.host, "nova"), verdict.at, verdict.trace_id
+            )
+            inc.stamp("T01", float(received))
+            self.open[verdict.host] = inc
+        opened, healed = inc.add_verdict(verdict)
+        kind = verdict.kind
+        if kind.host_lost and opened:
+            self._host_lost(inc, verdict)
+        elif kind is VerdictKind.LINK_DOWN and opened and not inc.host_lost:
+            self._link_down(inc, verdict)
+        elif kind is VerdictKind.LINK_UP:
+            self._restore_ports(inc, physnet=verdict.subject)
+        elif kind is VerdictKind.HOST_UP:
+            self._host_up(inc)
+        elif kind is VerdictKind.SERVER_DOWN and opened:
+            self._server_down(inc, verdict)
+        if healed:
+            self._close_when_idle(inc)
+        self.saver.save(inc)
+
+    # -- host lost ----------------------------------------------------------------
+
+    def _host_lost(self, inc: Incident, verdict: Verdict) -> None:
+        now = self.clock()
+        zone_size = sum(1 for z in self.zones.values() if z == inc.zone) or 1
+        decision = self.guard.admit(inc.zone, inc.host, zone_size, now)
+        if not decision.allowed:
+            self._hold(inc, decision.reason, announce=decision.newly_held)
+            return
+        servers = self.topology.servers_on(inc.host)
+        ports = self.topology.ports_on(inc.host)
+        inc.stamp("T02", self.clock())
+        plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
+        events = [self._host_event(ev.HOST_DOWN, inc, verdict)]
+        events += self._server_events(inc, servers)
+        events += self._port_events(inc, ports, DataPlaneStatus.DOWN)
+        self._emit(inc, events, "T06")
+        for p in ports:
+            if p.data_plane_status is not DataPlaneStatus.DOWN:
+                inc.ports_down.setdefault(p.id, p.data_plane_status)
+        inc.move(IncidentState.CORRECTING, now)
+        self._run(inc, plan)
+
+    def _hold(self, inc: Incident, reason: str, *, announce: bool) -> None:
+        inc.held_reason = reason
+        inc.move(IncidentState.HELD, self.clock())
+        log.critical("no action on %s: %s", inc.host, reason)
+        if announce:
+            self._emit(inc, [self._guard_event(inc.zone, reason, inc.trace_id)], None)
+
+    def _isolated(self, verdict: Verdict) -> None:
+        zone = verdict.host
+        silent = verdict.evidence.get("silent_hosts", [])
+        reason = (
+            f"the controller lost {len(silent)} hosts of zone {zone!r} at once: "
+            "it is probably cut off itself"
+        )
+        if self.guard.isolate(zone, self.clock(), reason):
+            log.critical("zone %s held: %s", zone, reason)
+            self.notifier.emit([self._guard_event(zone, reason, verdict.trace_id)])
+
+    # -- links, servers -----------------------------------------------------------
+
+    def _link_down(self, inc: Incident, verdict: Verdict) -> None:
+        physnet = verdict.subject or ""
+        ports = self.topology.ports_on(inc.host, physnet)
+        inc.stamp("T02", self.clock())
+        plan = plan_link_down(inc.host, physnet, ports)
+        self._emit(inc, self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
+        for p in ports:
+            if p.data_plane_status is not DataPlaneStatus.DOWN:
+                inc.ports_down.setdefault(p.id, p.data_plane_status)
+        if inc.state is IncidentState.OPEN:
+            inc.move(IncidentState.CORRECTING, self.clock())
+        self._run(inc, plan)
+
+    def _server_down(self, inc: Incident, verdict: Verdict) -> None:
+        server = self.topology.servers.get(verdict.subject or "")
+        traits: dict[str, Any] = {
+            "instance_id": verdict.subject or "",
+            "host": inc.host,
+            "state": server.vm_state if server and server.vm_state else "unknown",
+            "power_state": "crashed",
+            "host_status": "UP",
+        }
+        if server is not None:
+            traits["project_id"] = server.project_id
+        self._emit(
+            inc, [Event(ev.INSTANCE_UPDATE, self.clock(), traits, trace_id=inc.trace_id)], "T06"
+        )
+
+    # -- recovery verdicts --------------------------------------------------------
+
+    def _host_up(self, inc: Incident) -> None:
+        self._emit(inc, [self._host_event(ev.HOST_UP, inc, None)], None)
+        self._restore_ports(inc, physnet=None)
+
+    def _restore_ports(self, inc: Incident, physnet: str | None) -> None:
+        before = {
+            pid: status
+            for pid, status in inc.ports_down.items()
+            if physnet is None or self._physnet(pid) == physnet
+        }
+        if not before:
+            return
+        ports = [self.topology.ports[pid] for pid in before if pid in self.topology.ports]
+        pending = self._work.get(inc.host)
+
+        async def restore() -> None:
+            if pending is not None:  # never race the correction still setting them DOWN
+                await asyncio.gather(pending, return_exceptions=True)
+            plan = plan_ports_restore(inc.host, ports, before)
+            results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
+            for r in results:
+                if r.ok:
+                    inc.ports_down.pop(r.action.target, None)
+            self.saver.save(inc)
+
+        self._spawn_for(inc, restore())
+
+    def _physnet(self, port_id: str) -> str | None:
+        port = self.topology.ports.get(port_id)
+        return port.physnet if port else None
+
+    # -- running actions ----------------------------------------------------------
+
+    def _run(self, inc: Incident, plan: list[Action]) -> None:
+        async def correct() -> None:
+            results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
+            if inc.state is IncidentState.CORRECTING:
+                ok = all(r.ok for r in results)
+                inc.move(IncidentState.CORRECTED if ok else IncidentState.PARTIAL, self.clock())
+            self.saver.save(inc)
+
+        self._spawn_for(inc, correct())
+
+    def _spawn_for(self, inc: Incident, coro: Any) -> None:
+        previous = self._work.get(inc.host)
+
+        async def chained() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await coro
+
+        task = asyncio.ensure_future(chained())
+        self._work[inc.host] = task
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self._work.get(inc.host) is t:
+                del self._work[inc.host]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("actions for %s failed", inc.host, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    def _on_result(self, inc: Incident, r: ActionResult) -> None:
+        a = r.action
+        inc.actions.append(r.as_dict())
+        if r.ok:
+            if a.kind is ActionKind.FORCE_DOWN:
+                inc.stamp("T03", r.ended)
+            elif a.kind is ActionKind.RESET_STATE:
+                server = self.topology.servers.get(a.target)
+                if server is not None:
+                    server.vm_state = a.value
+                inc.stamps["T04"] = max(inc.stamps.get("T04", 0.0), r.ended)
+            else:
+                port = self.topology.ports.get(a.target)
+                if port is not None:
+                    port.data_plane_status = DataPlaneStatus(a.value)
+                if a.value == DataPlaneStatus.DOWN:
+                    inc.stamps["T05"] = max(inc.stamps.get("T05", 0.0), r.ended)
+            return
+        traits: dict[str, Any] = {
+            "action": a.kind.value,
+            "target": a.target,
+            "value": a.value,
+            "host": inc.host,
+            "error": r.error or "",
+            "attempts": r.attempts,
+        }
+        if a.project_id:
+            traits["project_id"] = a.project_id
+        if a.kind is ActionKind.RESET_STATE:
+            traits["instance_id"] = a.target
+        elif a.kind is ActionKind.PORT_STATUS:
+            traits["port_id"] = a.target
+        log.error("%s %s on %s failed: %s", a.kind, a.target, inc.host, r.error)
+        self._emit(
+            inc,
+            [
+                Event(
+                    ev.ACTION_FAILED,
+                    self.clock(),
+                    traits,
+                    trace_id=inc.trace_id,
+                    severity="critical",
+                )
+            ],
+            None,
+        )
+
+    def _close_when_idle(self, inc: Incident) -> None:
+        inc.move(IncidentState.CLOSED, self.clock())
+        if self.open.get(inc.host) is inc:
+            del self.open[inc.host]
+
+    # -- events -------------------------------------------------------------------
+
+    def _emit(self, inc: Incident, events: list[Event], checkpoint: str | None) -> None:
+        if not events:
+            return
+        queued = self.notifier.emit(events)
+        now = self.clock()
+        if checkpoint:
+            inc.stamp(checkpoint, now)
+        inc.events.append(
+            {
+                "at": now,
+                "types": sorted({e.event_type for e in events}),
+                "count": len(events),
+                "deliveries": queued,
+            }
+        )
+
+    def _host_event(self, event_type: str, inc: Incident, verdict: Verdict | None) -> Event:
+        traits: dict[str, Any] = {"host": inc.host, "zone": inc.zone, "incident_id": inc.id}
+        if verdict is not None:
+            traits["verdict"] = verdict.kind.value
+        return Event(event_type, self.clock(), traits, trace_id=inc.trace_id)
+
+    def _server_events(self, inc: Incident, servers: list[ServerInfo]) -> list[Event]:
+        now = self.clock()
+        reset = self.settings.reset_servers is ResetPolicy.ERROR
+        return [
+            Event(
+                ev.INSTANCE_UPDATE,
+                now,
+                {
+                    "instance_id": s.id,
+                    "project_id": s.project_id,
+                    "tenant_id": s.project_id,
+                    "host": inc.host,
+                    "state": "error" if reset and resettable(s) else (s.vm_state or "unknown"),
+                    "host_status": "DOWN",
+                },
+                trace_id=inc.trace_id,
+            )
+            for s in servers
+        ]
+
+    def _port_events(
+        self, inc: Incident, ports: list[PortInfo], status: DataPlaneStatus
+    ) -> list[Event]:
+        now = self.clock()
+        return [
+            Event(
+                ev.PORT_STATUS,
+                now,
+                {
+                    "port_id": p.id,
+                    "project_id": p.project_id,
+                    "device_id": p.device_id,
+                    "host": inc.host,
+                    "physnet": p.physnet or "",
+                    "data_plane_status": status.value,
+                },
+                trace_id=inc.trace_id,
+            )
+            for p in ports
+            if p.data_plane_status is not status
+        ]
+
+    def _guard_event(self, zone: str, reason: str, trace_id: str) -> Event:
+        traits = {"zone": zone, "reason": reason}
+        return Event(ev.GUARD_HOLD, self.clock(), traits, trace_id=trace_id, severity="critical")
+
+    async def drain(self) -> None:
+        """Wait for the actions in flight (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

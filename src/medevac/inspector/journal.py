@@ -1,0 +1,70 @@
+"""Persists incidents off the event loop, coalescing bursts of changes into one write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from medevac.inspector.incidents import Incident
+from medevac.storage.records import IncidentStore
+
+log = logging.getLogger(__name__)
+
+
+class IncidentJournal:
+    """``save`` marks an incident dirty; one writer task writes the latest snapshots."""
+
+    def __init__(self, store: IncidentStore) -> None:
+        self.store = store
+        self._dirty: dict[str, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def save(self, incident: Incident) -> None:
+        self._dirty[incident.id] = incident.as_dict()
+        self._idle.clear()
+        self._wake.set()
+
+    async def load_open(self) -> list[Incident]:
+        return [Incident.from_dict(b) for b in await asyncio.to_thread(self.store.open_incidents)]
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._dirty = self._dirty, {}
+            try:
+                await asyncio.to_thread(self._write, list(batch.values()))
+            except Exception:  # keep the snapshots; a newer one for the same id wins
+                log.exception("cannot persist %d incidents; will retry", len(batch))
+                for key, body in batch.items():
+                    self._dirty.setdefault(key, body)
+                await asyncio.sleep(1.0)
+                self._wake.set()
+                continue
+            if not self._dirty:
+                self._idle.set()
+
+    def _write(self, bodies: list[dict[str, Any]]) -> None:
+        for body in bodies:
+            self.store.save(body)
+
+    async def flush(self) -> None:
+        """Wait until everything saved so far is in the database."""
+        if self._task is None:
+            self._write(list(self._dirty.values()))
+            self._dirty.clear()
+            return
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self.flush(), 10)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,191 @@
+"""The notifier: Aodh-style event alarms, evaluated the moment an event is emitted.
+
+Alarms live in memory in an ``AlarmIndex`` (loaded from the database at start) and
+in the database (the truth). ``emit`` evaluates events synchronously on the event
+loop, moves matched alarms to ``alarm`` and hands the webhooks to the outbox, which
+persists them before it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
+from medevac.notifier.delivery import Outbox
+from medevac.notifier.events import Event
+from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
+
+
+class AlarmNotFound(LookupError):
+    pass
+
+
+def aodh_payload(alarm: Alarm, previous: str, event: Event, reason: str) -> dict[str, Any]:
+    """Exactly what Aodh POSTs to an alarm action."""
+    return {
+        "alarm_name": alarm.spec.name,
+        "alarm_id": alarm.alarm_id,
+        "severity": alarm.spec.severity,
+        "previous": previous,
+        "current": alarm.state,
+        "reason": reason,
+        "reason_data": {"type": "event", "event": event.as_aodh()},
+    }
+
+
+def _reason(alarm: Alarm, event: Event) -> str:
+    query = json.dumps([t.model_dump() for t in alarm.spec.event_rule.query])
+    return (
+        f"Event <id={event.message_id},event_type={event.event_type}> "
+        f"hits the query <query={query}>."
+    )
+
+
+class Notifier:
+    def __init__(
+        self, store: AlarmStore, outbox: Outbox, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.index = AlarmIndex()
+        self.evaluated = 0
+        self.fired = 0
+
+    async def load(self) -> int:
+        rows = await asyncio.to_thread(self.store.all)
+        for r in rows:
+            alarm = Alarm(
+                r.alarm_id,
+                AlarmSpec.model_validate(r.spec),
+                r.project_id,
+                r.state,
+                r.state_timestamp,
+                r.timestamp,
+                r.state_reason,
+            )
+            self.index.put(alarm)
+        return len(rows)
+
+    # -- evaluation (the hot path) ------------------------------------------------
+
+    def emit(self, events: Iterable[Event]) -> int:
+        """Evaluate events against the alarms and queue what fires; returns deliveries."""
+        now = self.clock()
+        states: list[tuple[str, str, str, float]] = []
+        changes: list[HistoryRow] = []
+        deliveries: list[DeliveryRow] = []
+        for event in events:
+            self.evaluated += 1
+            for alarm in self.index.matching(event):
+                fire = alarm.fires_on()
+                previous = alarm.state
+                reason = _reason(alarm, event)
+                if previous != "alarm":
+                    alarm.state, alarm.state_timestamp, alarm.state_reason = "alarm", now, reason
+                    states.append((alarm.alarm_id, "alarm", reason, now))
+                    changes.append(
+                        HistoryRow(
+                            str(uuid.uuid4()),
+                            alarm.alarm_id,
+                            alarm.project_id,
+                            "state transition",
+                            {"state": "alarm", "previous": previous, "reason": reason},
+                            now,
+                        )
+                    )
+                if not fire:
+                    continue
+                self.fired += 1
+                payload = aodh_payload(alarm, previous, event, reason)
+                deliveries.extend(
+                    DeliveryRow(
+                        str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id
+                    )
+                    for url in alarm.spec.alarm_actions
+                )
+        if states or deliveries:
+            self.outbox.submit(states, changes, deliveries)
+        return len(deliveries)
+
+    # -- the alarm API's operations -----------------------------------------------
+
+    def get(self, alarm_id: str) -> Alarm:
+        alarm = self.index.alarms.get(alarm_id)
+        if alarm is None:
+            raise AlarmNotFound(alarm_id)
+        return alarm
+
+    def visible_to(self, project_id: str | None) -> list[Alarm]:
+        """Every alarm (project_id None: an operator) or one project's."""
+        alarms = self.index.alarms.values()
+        return [a for a in alarms if project_id is None or a.project_id == project_id]
+
+    async def _persist(self, alarm: Alarm, change_type: str, detail: dict[str, Any]) -> None:
+        row = AlarmRow(
+            alarm.alarm_id,
+            alarm.project_id,
+            alarm.state,
+            alarm.state_reason,
+            alarm.state_timestamp,
+            alarm.timestamp,
+            alarm.spec.model_dump(),
+        )
+        change = HistoryRow(
+            str(uuid.uuid4()), alarm.alarm_id, alarm.project_id, change_type, detail, self.clock()
+        )
+        await asyncio.to_thread(self.store.put, row, change)
+
+    async def create(self, spec: AlarmSpec, project_id: str | None) -> Alarm:
+        alarm = Alarm.new(spec, project_id, self.clock())
+        await self._persist(alarm, "creation", alarm.as_api())
+        self.index.put(alarm)
+        return alarm
+
+    async def replace(self, alarm_id: str, spec: AlarmSpec) -> Alarm:
+        old = self.get(alarm_id)
+        now = self.clock()
+        alarm = Alarm(alarm_id, spec, old.project_id, spec.state, now, now, "")
+        if spec.state == old.state:
+            alarm.state_timestamp, alarm.state_reason = old.state_timestamp, old.state_reason
+        await self._persist(alarm, "rule change", alarm.as_api())
+        self.index.put(alarm)
+        return alarm
+
+    async def set_state(self, alarm_id: str, state: str, reason: str) -> Alarm:
+        alarm = self.get(alarm_id)
+        previous = alarm.state
+        alarm.state, alarm.state_timestamp, alarm.state_reason = state, self.clock(), reason
+        detail = {"state": state, "previous": previous, "reason": reason}
+        await self._persist(alarm, "state transition", detail)
+        return alarm
+
+    async def delete(self, alarm_id: str) -> None:
+        alarm = self.get(alarm_id)
+        change = HistoryRow(
+            str(uuid.uuid4()),
+            alarm_id,
+            alarm.project_id,
+            "deletion",
+            alarm.as_api(),
+            self.clock(),
+        )
+        await asyncio.to_thread(self.store.delete, alarm_id, change)
+        self.index.remove(alarm_id)
+
+    async def history(self, alarm_id: str) -> list[HistoryRow]:
+        self.get(alarm_id)
+        return await asyncio.to_thread(self.store.history, alarm_id)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "alarms": len(self.index),
+            "events_evaluated": self.evaluated,
+            "alarms_fired": self.fired,
+            "delivery": self.outbox.stats(),
+        }

@@ -1,0 +1,266 @@
+"""Repositories over the tables: incidents, alarms and their history, the outbox.
+
+Plain dicts in and out, so the blocks above never hold a session. Every method is one
+transaction and blocking: callers on the event loop run them in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from medevac.storage.db import Database
+from medevac.storage.models import AlarmChange, AlarmRecord, Delivery, IncidentRecord
+
+
+def dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def ts(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+class IncidentStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save(self, body: dict[str, Any]) -> None:
+        """Insert or update one incident from its ``Incident.as_dict()``."""
+        closed = body["state"] == "CLOSED"
+        values = {
+            "host": body["host"],
+            "zone": body["zone"],
+            "kind": body["kind"],
+            "state": body["state"],
+            "open_host": None if closed else body["host"],
+            "opened_at": dt(body["opened_at"]),
+            "updated_at": dt(body["updated_at"] or body["opened_at"]),
+            "closed_at": dt(body["closed_at"]) if body.get("closed_at") else None,
+            "trace_id": body["trace_id"],
+            "body": body,
+        }
+        with self.db.session() as s:
+            row = s.get(IncidentRecord, body["id"])
+            if row is None:
+                s.add(IncidentRecord(id=body["id"], **values))
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            q = select(IncidentRecord).where(IncidentRecord.open_host.is_not(None))
+            return [r.body for r in s.scalars(q)]
+
+    def get(self, incident_id: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            row = s.get(IncidentRecord, incident_id)
+            return row.body if row is not None else None
+
+    def recent(
+        self, *, host: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            q = select(IncidentRecord).order_by(IncidentRecord.opened_at.desc()).limit(limit)
+            if host is not None:
+                q = q.where(IncidentRecord.host == host)
+            if state is not None:
+                q = q.where(IncidentRecord.state == state)
+            return [r.body for r in s.scalars(q)]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    alarm_id: str
+    project_id: str | None
+    state: str
+    state_reason: str
+    state_timestamp: float
+    timestamp: float
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    event_id: str
+    alarm_id: str
+    project_id: str | None
+    type: str  # creation | rule change | state transition | deletion
+    detail: dict[str, Any]
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: str
+    alarm_id: str
+    url: str
+    payload: dict[str, Any]
+    created_at: float
+    trace_id: str | None = None
+    attempts: int = 0
+    status: str = "pending"
+    next_attempt_at: float | None = None
+    delivered_at: float | None = None
+    last_error: str | None = None
+
+
+def _alarm_row(r: AlarmRecord) -> AlarmRow:
+    return AlarmRow(
+        r.id,
+        r.project_id,
+        r.state,
+        r.state_reason,
+        ts(r.state_timestamp) or 0.0,
+        ts(r.timestamp) or 0.0,
+        r.spec,
+    )
+
+
+def _delivery_row(r: Delivery) -> DeliveryRow:
+    return DeliveryRow(
+        id=r.id,
+        alarm_id=r.alarm_id,
+        url=r.url,
+        payload=r.payload,
+        created_at=ts(r.created_at) or 0.0,
+        trace_id=r.trace_id,
+        attempts=r.attempts,
+        status=r.status,
+        next_attempt_at=ts(r.next_attempt_at),
+        delivered_at=ts(r.delivered_at),
+        last_error=r.last_error,
+    )
+
+
+class AlarmStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def all(self) -> list[AlarmRow]:
+        with self.db.session() as s:
+            return [_alarm_row(r) for r in s.scalars(select(AlarmRecord))]
+
+    def put(self, row: AlarmRow, change: HistoryRow) -> None:
+        with self.db.session() as s:
+            rec = s.get(AlarmRecord, row.alarm_id)
+            values = {
+                "project_id": row.project_id,
+                "state": row.state,
+                "state_reason": row.state_reason,
+                "state_timestamp": dt(row.state_timestamp),
+                "timestamp": dt(row.timestamp),
+                "spec": row.spec,
+            }
+            if rec is None:
+                s.add(AlarmRecord(id=row.alarm_id, **values))
+            else:
+                for k, v in values.items():
+                    setattr(rec, k, v)
+            s.add(_change(change))
+
+    def delete(self, alarm_id: str, change: HistoryRow) -> None:
+        with self.db.session() as s:
+            s.execute(delete(AlarmRecord).where(AlarmRecord.id == alarm_id))
+            s.add(_change(change))
+
+    def history(self, alarm_id: str, limit: int = 100) -> list[HistoryRow]:
+        with self.db.session() as s:
+            q = (
+                select(AlarmChange)
+                .where(AlarmChange.alarm_id == alarm_id)
+                .order_by(AlarmChange.timestamp.desc())
+                .limit(limit)
+            )
+            return [
+                HistoryRow(
+                    c.event_id, c.alarm_id, c.project_id, c.type, c.detail, ts(c.timestamp) or 0.0
+                )
+                for c in s.scalars(q)
+            ]
+
+    def record_firing(
+        self,
+        states: Iterable[tuple[str, str, str, float]],
+        changes: Iterable[HistoryRow],
+        deliveries: Iterable[DeliveryRow],
+    ) -> None:
+        """One transaction for what one batch of events did: alarm states (id, state,
+        reason, at), their history, and the deliveries it owes (the outbox)."""
+        with self.db.session() as s:
+            for alarm_id, state, reason, at in states:
+                s.execute(
+                    update(AlarmRecord)
+                    .where(AlarmRecord.id == alarm_id)
+                    .values(state=state, state_reason=reason[:1000], state_timestamp=dt(at))
+                )
+            s.add_all(_change(c) for c in changes)
+            s.add_all(
+                Delivery(
+                    id=d.id,
+                    alarm_id=d.alarm_id,
+                    url=d.url,
+                    payload=d.payload,
+                    status="pending",
+                    attempts=0,
+                    created_at=dt(d.created_at),
+                    next_attempt_at=dt(d.created_at),
+                    trace_id=d.trace_id,
+                )
+                for d in deliveries
+            )
+
+
+def _change(c: HistoryRow) -> AlarmChange:
+    return AlarmChange(
+        event_id=c.event_id,
+        alarm_id=c.alarm_id,
+        project_id=c.project_id,
+        type=c.type,
+        detail=c.detail,
+        timestamp=dt(c.timestamp),
+    )
+
+
+class OutboxStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def pending(self) -> list[DeliveryRow]:
+        with self.db.session() as s:
+            q = select(Delivery).where(Delivery.status == "pending").order_by(Delivery.created_at)
+            return [_delivery_row(r) for r in s.scalars(q)]
+
+    def settle(self, outcomes: Iterable[tuple[str, str, int, float, str | None]]) -> None:
+        """Record attempts: (id, status, attempts, at, error); ``at`` is the delivery time
+        when delivered, else the next attempt's time."""
+        with self.db.session() as s:
+            for delivery_id, status, attempts, at, error in outcomes:
+                values: dict[str, Any] = {"status": status, "attempts": attempts}
+                if status == "delivered":
+                    values["delivered_at"] = dt(at)
+                else:
+                    values["next_attempt_at"] = dt(at)
+                    values["last_error"] = (error or "")[:1000]
+                s.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+
+    def recent(self, *, alarm_id: str | None = None, limit: int = 100) -> list[DeliveryRow]:
+        with self.db.session() as s:
+            q = select(Delivery).order_by(Delivery.created_at.desc()).limit(limit)
+            if alarm_id is not None:
+                q = q.where(Delivery.alarm_id == alarm_id)
+            return [_delivery_row(r) for r in s.scalars(q)]
+
+    def counts(self) -> dict[str, int]:
+        with self.db.session() as s:
+            rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
+            return {status: int(n) for status, n in rows}
