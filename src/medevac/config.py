@@ -154,12 +154,21 @@ class MonitorConfig(_Section):
 class InspectorConfig(_Section):
     """State correction and the mass-failure guard."""
 
+    act: bool = Field(
+        default=True,
+        description="false: observe and notify only, never change the cloud (shadow mode)",
+    )
     reset_servers: Literal["error", "none"] = Field(
         default="error",
         description="servers of a lost host: reset to error (Doctor), or leave as they are",
     )
     resync_interval: float = Field(
         default=60.0, gt=0, description="full topology resync period (s); notifications between"
+    )
+    notify_head_start: float = Field(
+        default=0.05,
+        ge=0,
+        description="cloud calls wait for the alarms to be out, at most this long (s)",
     )
     action_concurrency: int = Field(default=32, ge=1, le=512, description="cloud calls at once")
     action_attempts: int = Field(default=4, ge=1, le=20, description="tries per action")

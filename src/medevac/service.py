@@ -152,7 +152,11 @@ def build_inspector(
         notifier,
         journal,
         ZoneGuard(i.guard_fraction, i.guard_window, i.guard_min_hosts, i.guard_hold),
-        InspectorSettings(reset_servers=ResetPolicy(i.reset_servers)),
+        InspectorSettings(
+            reset_servers=ResetPolicy(i.reset_servers),
+            act=i.act,
+            notify_head_start=i.notify_head_start,
+        ),
     )
 
 

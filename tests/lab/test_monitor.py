@@ -59,7 +59,13 @@ class Controller:
 
 @pytest.fixture(scope="module")
 def controller(lab: RunningLab) -> Iterator[Controller]:
-    env = {**os.environ, "MEDEVAC_CONFIG": lab.info["controller_config"]}
+    # Observe only: these tests are about verdicts, and the shared lab must stay as
+    # it is for the tests after them (the inspector's actions have their own lab).
+    env = {
+        **os.environ,
+        "MEDEVAC_CONFIG": lab.info["controller_config"],
+        "MEDEVAC_INSPECTOR__ACT": "false",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "medevac", "serve"],
         env=env,

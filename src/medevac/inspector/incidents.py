@@ -4,7 +4,8 @@ Pure data and transitions; the store persists them and the inspector drives them
 
 States::
 
-    OPEN ──► CORRECTING ──► CORRECTED        (every state action succeeded)
+    OPEN ──► CORRECTING ──► CORRECTED        (every state action succeeded; back to OPEN
+                                              when the inspector only observes)
       │            └──────► PARTIAL          (some action failed: an event says which)
       └──► HELD                              (mass-failure guard: no action in the zone)
     any ──► CLOSED                           (every fault of the incident healed)
@@ -38,7 +39,7 @@ ALLOWED: dict[IncidentState, frozenset[IncidentState]] = {
         {IncidentState.CORRECTING, IncidentState.HELD, IncidentState.CLOSED}
     ),
     IncidentState.CORRECTING: frozenset(
-        {IncidentState.CORRECTED, IncidentState.PARTIAL, IncidentState.CLOSED}
+        {IncidentState.CORRECTED, IncidentState.PARTIAL, IncidentState.CLOSED, IncidentState.OPEN}
     ),
     IncidentState.CORRECTED: frozenset({IncidentState.CORRECTING, IncidentState.CLOSED}),
     IncidentState.PARTIAL: frozenset({IncidentState.CORRECTING, IncidentState.CLOSED}),

@@ -43,6 +43,10 @@ class EventSink(Protocol):
         """Evaluate and deliver events without blocking; returns deliveries queued."""
         ...
 
+    async def sent(self, within: float) -> bool:
+        """Wait (bounded) until the alarms queued so far were each tried once."""
+        ...
+
 
 class IncidentSaver(Protocol):
     def save(self, incident: Incident) -> None:
@@ -53,6 +57,12 @@ class IncidentSaver(Protocol):
 @dataclass(frozen=True)
 class InspectorSettings:
     reset_servers: ResetPolicy = ResetPolicy.ERROR
+    # False: observe and notify only; plans are recorded, the cloud is left alone
+    # (a first deployment beside another HA system).
+    act: bool = True
+    # The cloud calls start once the alarms are out (or after this long): on a small
+    # controller they would otherwise compete with the webhooks for the CPU.
+    notify_head_start: float = 0.05
 
 
 class Inspector:
@@ -237,7 +247,17 @@ class Inspector:
     # -- running actions ----------------------------------------------------------
 
     def _run(self, inc: Incident, plan: list[Action]) -> None:
+        if not self.settings.act:
+            inc.actions.extend(
+                {"kind": a.kind.value, "target": a.target, "value": a.value, "skipped": "observe"}
+                for a in plan
+            )
+            if inc.state is IncidentState.CORRECTING:
+                inc.move(IncidentState.OPEN, self.clock())
+            return
+
         async def correct() -> None:
+            await self.notifier.sent(self.settings.notify_head_start)
             results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
             if inc.state is IncidentState.CORRECTING:
                 ok = all(r.ok for r in results)
@@ -355,7 +375,9 @@ class Inspector:
                     "project_id": s.project_id,
                     "tenant_id": s.project_id,
                     "host": inc.host,
-                    "state": "error" if reset and resettable(s) else (s.vm_state or "unknown"),
+                    "state": "error"
+                    if reset and self.settings.act and resettable(s)
+                    else (s.vm_state or "unknown"),
                     "host_status": "DOWN",
                 },
                 trace_id=inc.trace_id,

@@ -113,6 +113,10 @@ class Notifier:
             self.outbox.submit(states, changes, deliveries)
         return len(deliveries)
 
+    async def sent(self, within: float) -> bool:
+        """Wait (at most ``within`` s) until the alarms queued so far were each tried once."""
+        return await self.outbox.first_attempts(within)
+
     # -- the alarm API's operations -----------------------------------------------
 
     def get(self, alarm_id: str) -> Alarm:

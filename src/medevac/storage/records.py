@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from medevac.storage.db import Database
 from medevac.storage.models import AlarmChange, AlarmRecord, Delivery, IncidentRecord
@@ -195,29 +195,60 @@ class AlarmStore:
         deliveries: Iterable[DeliveryRow],
     ) -> None:
         """One transaction for what one batch of events did: alarm states (id, state,
-        reason, at), their history, and the deliveries it owes (the outbox)."""
+        reason, at), their history, and the deliveries it owes (the outbox).
+        Bulk statements throughout: this is on the notification path."""
+        state_rows = [
+            {
+                "key": alarm_id,
+                "state": state,
+                "state_reason": reason[:1000],
+                "state_timestamp": dt(at),
+            }
+            for alarm_id, state, reason, at in states
+        ]
+        change_rows = [_change_row(c) for c in changes]
+        delivery_rows = [
+            {
+                "id": d.id,
+                "alarm_id": d.alarm_id,
+                "url": d.url,
+                "payload": d.payload,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": dt(d.created_at),
+                "next_attempt_at": dt(d.created_at),
+                "trace_id": d.trace_id,
+            }
+            for d in deliveries
+        ]
         with self.db.session() as s:
-            for alarm_id, state, reason, at in states:
-                s.execute(
+            conn = s.connection()
+            if state_rows:
+                conn.execute(
                     update(AlarmRecord)
-                    .where(AlarmRecord.id == alarm_id)
-                    .values(state=state, state_reason=reason[:1000], state_timestamp=dt(at))
+                    .where(AlarmRecord.id == bindparam("key"))
+                    .values(
+                        state=bindparam("state"),
+                        state_reason=bindparam("state_reason"),
+                        state_timestamp=bindparam("state_timestamp"),
+                    ),
+                    state_rows,
                 )
-            s.add_all(_change(c) for c in changes)
-            s.add_all(
-                Delivery(
-                    id=d.id,
-                    alarm_id=d.alarm_id,
-                    url=d.url,
-                    payload=d.payload,
-                    status="pending",
-                    attempts=0,
-                    created_at=dt(d.created_at),
-                    next_attempt_at=dt(d.created_at),
-                    trace_id=d.trace_id,
-                )
-                for d in deliveries
-            )
+            if change_rows:
+                conn.execute(insert(AlarmChange), change_rows)
+            if delivery_rows:
+                conn.execute(insert(Delivery), delivery_rows)
+
+
+def _change_row(c: HistoryRow) -> dict[str, Any]:
+    return {
+        "event_id": c.event_id,
+        "alarm_id": c.alarm_id,
+        "project_id": c.project_id,
+        "type": c.type,
+        "detail": c.detail,
+        "timestamp": dt(c.timestamp),
+    }
 
 
 def _change(c: HistoryRow) -> AlarmChange:
@@ -242,16 +273,40 @@ class OutboxStore:
 
     def settle(self, outcomes: Iterable[tuple[str, str, int, float, str | None]]) -> None:
         """Record attempts: (id, status, attempts, at, error); ``at`` is the delivery time
-        when delivered, else the next attempt's time."""
+        when delivered, else the next attempt's time. Two bulk statements at most."""
+        delivered, retried = [], []
+        for delivery_id, status, attempts, at, error in outcomes:
+            row = {"key": delivery_id, "status": status, "attempts": attempts, "at": dt(at)}
+            if status == "delivered":
+                delivered.append(row)
+            else:
+                retried.append({**row, "error": (error or "")[:1000]})
         with self.db.session() as s:
-            for delivery_id, status, attempts, at, error in outcomes:
-                values: dict[str, Any] = {"status": status, "attempts": attempts}
-                if status == "delivered":
-                    values["delivered_at"] = dt(at)
-                else:
-                    values["next_attempt_at"] = dt(at)
-                    values["last_error"] = (error or "")[:1000]
-                s.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+            conn = s.connection()
+            where = Delivery.id == bindparam("key")
+            if delivered:
+                conn.execute(
+                    update(Delivery)
+                    .where(where)
+                    .values(
+                        status=bindparam("status"),
+                        attempts=bindparam("attempts"),
+                        delivered_at=bindparam("at"),
+                    ),
+                    delivered,
+                )
+            if retried:
+                conn.execute(
+                    update(Delivery)
+                    .where(where)
+                    .values(
+                        status=bindparam("status"),
+                        attempts=bindparam("attempts"),
+                        next_attempt_at=bindparam("at"),
+                        last_error=bindparam("error"),
+                    ),
+                    retried,
+                )
 
     def recent(self, *, alarm_id: str | None = None, limit: int = 100) -> list[DeliveryRow]:
         with self.db.session() as s:

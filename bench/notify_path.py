@@ -1,0 +1,166 @@
+"""The notifier alone: event emitted to webhook received, no cloud in the way.
+
+A real outbox (SQLite file, WAL), real HTTP over loopback, and a consumer in its own
+process (medevac.lab.consumer). For each size, N ``compute.instance.update`` events
+(one per server of a failed host) fire N Doctor-style alarms among 10,000 alarms on
+other servers; the consumer's receive times give the first and last alarm latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from docs_section import write_section
+
+from medevac.notifier.alarms import AlarmSpec
+from medevac.notifier.delivery import Outbox
+from medevac.notifier.events import INSTANCE_UPDATE, Event
+from medevac.notifier.notifier import Notifier
+from medevac.storage import Database
+from medevac.storage.records import AlarmStore, OutboxStore
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def alarm(server_id: str, url: str) -> AlarmSpec:
+    return AlarmSpec.model_validate(
+        {
+            "name": f"{server_id}-failure",
+            "alarm_actions": [url],
+            "event_rule": {
+                "event_type": INSTANCE_UPDATE,
+                "query": [
+                    {"field": "traits.instance_id", "op": "eq", "value": server_id},
+                    {"field": "traits.state", "op": "eq", "value": "error"},
+                ],
+            },
+        }
+    )
+
+
+async def run(
+    base: str, sizes: list[int], runs: int, background: int
+) -> dict[int, dict[str, list[float]]]:
+    results: dict[int, dict[str, list[float]]] = {}
+    async with httpx.AsyncClient(base_url=base) as ctl:
+        for _ in range(100):
+            try:
+                await ctl.get("/_consumer/received")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+        with tempfile.TemporaryDirectory() as d:
+            db = Database(f"sqlite:///{Path(d) / 'bench.db'}")
+            db.migrate()
+            store = AlarmStore(db)
+            outbox = Outbox(store, OutboxStore(db))
+            notifier = Notifier(store, outbox)
+            await outbox.start()
+            for _ in range(background):
+                await notifier.create(alarm(str(uuid.uuid4()), base + "/other"), "p")
+            biggest = max(sizes)
+            servers = [str(uuid.uuid4()) for _ in range(biggest)]
+            mine = [await notifier.create(alarm(s, base + "/failure"), "p") for s in servers]
+            gc.freeze()  # as `medevac serve` does once its long-lived state is loaded
+            for size in sizes:
+                firsts: list[float] = []
+                lasts: list[float] = []
+                for _ in range(runs):
+                    await ctl.post("/_consumer/reset")
+                    for a in mine:
+                        a.state = "ok"
+                    now = time.time()
+                    events = [
+                        Event(
+                            INSTANCE_UPDATE,
+                            now,
+                            {"instance_id": s, "project_id": "p", "state": "error"},
+                        )
+                        for s in servers[:size]
+                    ]
+                    target = outbox.counters["delivered"] + size
+                    t0 = time.time()
+                    notifier.emit(events)
+                    # Wait on the outbox's own count: polling the consumer from this
+                    # process would take CPU from the path being measured.
+                    deadline = time.monotonic() + 10
+                    while outbox.counters["delivered"] < target:
+                        if time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.01)
+                    got: list[dict[str, Any]] = (await ctl.get("/_consumer/received")).json()[
+                        "received"
+                    ]
+                    if len(got) < size:
+                        raise RuntimeError(f"only {len(got)} of {size} webhooks arrived")
+                    times = sorted(g["at"] for g in got)
+                    firsts.append((times[0] - t0) * 1000)
+                    lasts.append((times[-1] - t0) * 1000)
+                    await asyncio.sleep(0.1)
+                results[size] = {"first": firsts, "last": lasts}
+                print(size, "last per run (ms):", " ".join(f"{x:.0f}" for x in lasts))
+            await outbox.close()
+            db.dispose()
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--sizes", default="1,10,50,100")
+    p.add_argument("--background", type=int, default=10_000)
+    p.add_argument("--write-docs", type=Path)
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    port = free_port()
+    consumer = subprocess.Popen([sys.executable, "-m", "medevac.lab.consumer", "--port", str(port)])
+    try:
+        results = asyncio.run(run(f"http://127.0.0.1:{port}", sizes, args.runs, args.background))
+    finally:
+        consumer.terminate()
+        consumer.wait(10)
+    rows = [
+        "| servers | first alarm median | first p99 | last alarm median | last p99 | runs |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, r in results.items():
+        rows.append(
+            f"| {size} | {statistics.median(r['first']):.1f} ms | "
+            f"{percentile(r['first'], 0.99):.1f} ms | {statistics.median(r['last']):.1f} ms | "
+            f"{percentile(r['last'], 0.99):.1f} ms | {len(r['first'])} |"
+        )
+    table = "\n".join(rows)
+    print(table)
+    if args.write_docs:
+        write_section(
+            args.write_docs,
+            "notify_path",
+            table,
+            f"`bench/notify_path.py`: event emitted to webhook received, {args.background:,} "
+            "other alarms loaded, outbox on SQLite, consumer in its own process.",
+        )
+
+
+if __name__ == "__main__":
+    main()
