@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from medevac.config import ApiConfig, ApiToken, Role, Settings, StorageConfig
@@ -75,3 +78,49 @@ def db(settings: Settings) -> Iterator[Database]:
 
 def postgres_available() -> bool:
     return port_open(5432)
+
+
+class ConsumerProcess:
+    """`python -m medevac.lab.consumer` on a free port: a real webhook receiver."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "medevac.lab.consumer", "--port", str(self.port)]
+        )
+        wait_for("the consumer to listen", lambda: port_open(self.port), 15)
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> None:
+        httpx.post(self.url + "/_consumer/" + path, json=body or {}, timeout=5).raise_for_status()
+
+    def state(self) -> dict[str, Any]:
+        r = httpx.get(self.url + "/_consumer/received", timeout=5)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def received(self) -> list[dict[str, Any]]:
+        return list(self.state()["received"])
+
+    def down(self) -> None:
+        self._post("down")
+
+    def up(self) -> None:
+        self._post("up")
+
+    def slow(self, seconds: float) -> None:
+        self._post("slow", {"seconds": seconds})
+
+    def reset(self) -> None:
+        self._post("reset")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def consumer() -> Iterator[ConsumerProcess]:
+    c = ConsumerProcess()
+    yield c
+    c.stop()

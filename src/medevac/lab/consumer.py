@@ -3,12 +3,14 @@
 Runs as its own process (``python -m medevac.lab.consumer --port N``) so its work
 never shares a CPU slice with the controller it measures. ``GET /_consumer/received`` lists
 every webhook with its receive time; ``POST /_consumer/down`` and ``/_consumer/up`` make it refuse
-webhooks (503) for outage tests; duplicates (same delivery id) are counted apart.
+webhooks (503) for outage tests, ``POST /_consumer/slow {"seconds": s}`` makes it
+answer late; duplicates (same delivery id) are counted apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from typing import Any
@@ -27,6 +29,7 @@ class Consumer:
         self.duplicates = 0
         self.refusing = False
         self.refused = 0
+        self.delay = 0.0  # seconds each webhook waits before its answer (a slow consumer)
 
     async def webhook(self, request: Request) -> Response:
         at = time.time()
@@ -34,6 +37,8 @@ class Consumer:
             self.refused += 1
             return Response(status_code=503)
         body = await request.body()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         delivery = request.headers.get("x-medevac-delivery-id", "")
         if delivery and delivery in self.seen:
             self.duplicates += 1
@@ -72,6 +77,10 @@ class Consumer:
         self.refusing = False
         return JSONResponse({"refusing": False})
 
+    async def slow(self, request: Request) -> JSONResponse:
+        self.delay = float((await request.json()).get("seconds", 0))
+        return JSONResponse({"delay": self.delay})
+
     async def reset(self, _: Request) -> JSONResponse:
         self.received.clear()
         self.seen.clear()
@@ -85,6 +94,7 @@ class Consumer:
                 Route("/_consumer/down", self.down, methods=["POST"]),
                 Route("/_consumer/up", self.up, methods=["POST"]),
                 Route("/_consumer/reset", self.reset, methods=["POST"]),
+                Route("/_consumer/slow", self.slow, methods=["POST"]),
                 Route("/{path:path}", self.webhook, methods=["POST"]),
             ]
         )

@@ -1,0 +1,197 @@
+"""Webhook delivery from the outbox: real HTTP to a consumer process, a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from medevac.notifier.alarms import AlarmSpec
+from medevac.notifier.delivery import DeliverySettings, Outbox
+from medevac.notifier.events import INSTANCE_UPDATE, Event
+from medevac.notifier.notifier import Notifier
+from medevac.storage import Database
+from medevac.storage.records import AlarmStore, OutboxStore
+from tests.conftest import ConsumerProcess, wait_for
+
+FAST_RETRY = DeliverySettings(retry_initial=0.05, retry_max_interval=0.2, timeout=2.0)
+
+
+def spec(server: str, url: str) -> AlarmSpec:
+    return AlarmSpec.model_validate(
+        {
+            "name": f"{server}-failure",
+            "alarm_actions": [url],
+            "event_rule": {
+                "event_type": INSTANCE_UPDATE,
+                "query": [{"field": "traits.instance_id", "op": "eq", "value": server}],
+            },
+        }
+    )
+
+
+def failure(server: str) -> Event:
+    return Event(
+        INSTANCE_UPDATE, time.time(), {"instance_id": server, "state": "error", "project_id": "p1"}
+    )
+
+
+def notifier_for(db: Database, settings: DeliverySettings = FAST_RETRY) -> Notifier:
+    store = AlarmStore(db)
+    return Notifier(store, Outbox(store, OutboxStore(db), settings))
+
+
+async def until(what: str, check: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_a_consumer_that_was_down_receives_everything_once(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        servers = [str(uuid.uuid4()) for _ in range(20)]
+        for s in servers:
+            await n.create(spec(s, consumer.url + "/failure"), "p1")
+        consumer.down()
+        assert n.emit([failure(s) for s in servers]) == 20
+        await until("retries", lambda: n.outbox.counters["retried"] >= 40, 10)
+        assert consumer.received() == []
+        consumer.up()
+        await until("all delivered", lambda: n.outbox.counters["delivered"] == 20, 10)
+        await n.outbox.close()
+
+    asyncio.run(scenario())
+    state = consumer.state()
+    assert sorted(r["traits"]["instance_id"] for r in state["received"]) == sorted(
+        {r["traits"]["instance_id"] for r in state["received"]}
+    )
+    assert len(state["received"]) == 20
+    assert state["refused"] >= 40
+    assert OutboxStore(db).counts() == {"delivered": 20}
+
+
+def test_a_slow_consumer_does_not_delay_another(db: Database, consumer: ConsumerProcess) -> None:
+    slow = ConsumerProcess()
+    try:
+        slow.slow(1.5)
+
+        async def scenario() -> float:
+            n = notifier_for(db)
+            await n.outbox.start()
+            for i in range(10):
+                await n.create(spec(f"s{i}", slow.url + "/failure"), "p1")
+            await n.create(spec("fast", consumer.url + "/failure"), "p1")
+            t0 = time.time()
+            n.emit([failure(f"s{i}") for i in range(10)] + [failure("fast")])
+            await until("the fast consumer", lambda: n.outbox.counters["delivered"] >= 1, 5)
+            took = time.time() - t0
+            await until("the slow ones", lambda: n.outbox.counters["delivered"] == 11, 10)
+            await n.outbox.close()
+            return took
+
+        took = asyncio.run(scenario())
+    finally:
+        slow.stop()
+    assert [r["traits"]["instance_id"] for r in consumer.received()] == ["fast"]
+    assert took < 1.5, f"the fast consumer waited {took:.2f} s behind the slow one"
+
+
+EMITTER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from medevac.storage import Database
+    from tests.integration.test_delivery import failure, notifier_for, spec
+
+    async def main(url: str, db_url: str, flag: str) -> None:
+        n = notifier_for(Database(db_url))
+        await n.outbox.start()
+        for i in range(5):
+            await n.create(spec(f"s{i}", url + "/failure"), "p1")
+        n.emit([failure(f"s{i}") for i in range(5)])
+        while n.outbox.counters["retried"] < 5:
+            await asyncio.sleep(0.02)
+        open(flag, "w").close()
+        await asyncio.sleep(3600)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+def test_alarms_pending_at_a_sigkill_are_delivered_after_restart(
+    db: Database, consumer: ConsumerProcess, tmp_path: Path
+) -> None:
+    consumer.down()
+    flag = tmp_path / "emitted"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMITTER, consumer.url, str(db.url), str(flag)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        wait_for("the emitter to have tried every alarm", flag.exists, 30)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert OutboxStore(db).counts().get("pending") == 5
+    consumer.up()
+
+    async def restart() -> int:
+        n = notifier_for(db)
+        await n.load()
+        resumed = await n.outbox.start()
+        await until("redelivery", lambda: n.outbox.counters["delivered"] == 5, 10)
+        await n.outbox.close()
+        return resumed
+
+    assert asyncio.run(restart()) == 5
+    got = consumer.received()
+    assert sorted(r["alarm_name"] for r in got) == [f"s{i}-failure" for i in range(5)]
+    assert OutboxStore(db).counts() == {"delivered": 5}
+
+
+def test_a_delivery_gives_up_after_its_bound(db: Database, consumer: ConsumerProcess) -> None:
+    consumer.down()
+
+    async def scenario() -> dict[str, object]:
+        n = notifier_for(
+            db, DeliverySettings(retry_initial=0.05, retry_max_interval=0.1, retry_for=0.5)
+        )
+        await n.outbox.start()
+        await n.create(spec("s1", consumer.url + "/failure"), "p1")
+        n.emit([failure("s1")])
+        await until("giving up", lambda: n.outbox.counters["failed"] == 1, 10)
+        stats = n.outbox.stats()
+        await n.outbox.close()
+        return stats
+
+    stats = asyncio.run(scenario())
+    assert stats["failed"] == 1
+    assert stats["failing_consumers"]  # the consumer is named in the counters
+    assert OutboxStore(db).counts() == {"failed": 1}
+
+
+def test_alarm_fires_once_without_repeat_actions(db: Database, consumer: ConsumerProcess) -> None:
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        await n.create(spec("s1", consumer.url + "/failure"), "p1")
+        assert n.emit([failure("s1")]) == 1
+        assert n.emit([failure("s1")]) == 0  # already in alarm
+        await until("delivery", lambda: n.outbox.counters["delivered"] == 1, 10)
+        await n.outbox.close()
+
+    asyncio.run(scenario())
+    assert [r["current"] for r in consumer.received()] == ["alarm"]

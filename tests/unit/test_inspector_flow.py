@@ -1,0 +1,236 @@
+"""The inspector's orchestration over a recording cloud: events first, failures told,
+holds respected, retries bounded. (The real cloud is exercised in tests/lab.)"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from medevac.cloud.errors import CloudUnavailable, Forbidden
+from medevac.cloud.models import DataPlaneStatus
+from medevac.inspector.actions import Action, ActionKind
+from medevac.inspector.executor import ActionExecutor, RetryPolicy
+from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.incidents import Incident, IncidentState
+from medevac.inspector.inspector import Inspector
+from medevac.inspector.topology import PortInfo, ServerInfo, Topology
+from medevac.monitor.verdicts import Verdict, VerdictKind
+from medevac.notifier.events import Event
+
+
+class RecordingCloud:
+    def __init__(self, failures: dict[str, list[Exception]] | None = None) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+        self.failures = failures or {}
+        self.in_flight = 0
+        self.peak = 0
+
+    async def _do(self, kind: str, target: str, value: Any) -> None:
+        self.calls.append((kind, target, value))
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            queue = self.failures.get(target)
+            if queue:
+                raise queue.pop(0)
+        finally:
+            self.in_flight -= 1
+
+    async def set_forced_down(self, host: str, forced_down: bool = True) -> None:
+        await self._do("force-down", host, forced_down)
+
+    async def reset_state(self, server_id: str, state: str = "error") -> None:
+        await self._do("reset", server_id, state)
+
+    async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> None:
+        await self._do("port", port_id, status)
+
+
+class Events:
+    def __init__(self, cloud: RecordingCloud) -> None:
+        self.cloud = cloud
+        self.events: list[Event] = []
+        self.calls_before_first_event: int | None = None
+
+    def emit(self, events: Iterable[Event]) -> int:
+        if self.calls_before_first_event is None:
+            self.calls_before_first_event = len(self.cloud.calls)
+        self.events.extend(events)
+        return 0
+
+    async def sent(self, within: float) -> bool:
+        return True
+
+    def types(self) -> list[str]:
+        return [e.event_type for e in self.events]
+
+
+class Saved:
+    def __init__(self) -> None:
+        self.saved: list[dict[str, Any]] = []
+
+    def save(self, incident: Incident) -> None:
+        self.saved.append(incident.as_dict())
+
+
+def build(
+    cloud: RecordingCloud, guard: ZoneGuard | None = None, hosts: int = 10
+) -> tuple[Inspector, Events]:
+    topo = Topology()
+    topo.replace(
+        [ServerInfo(f"s{i}", f"s{i}", "p1", "h1", "active", None, {}) for i in range(3)]
+        + [ServerInfo("gone", "gone", "p1", "h1", "deleted", None, {})],
+        [
+            PortInfo("a", "p1", "s0", "h1", "n1", "physnet1", None),
+            PortInfo("b", "p1", "s1", "h1", "n2", "physnet2", DataPlaneStatus.ACTIVE),
+        ],
+        at=0,
+    )
+    events = Events(cloud)
+    inspector = Inspector(
+        {f"h{i}": "z" for i in range(1, hosts + 1)},
+        topo,
+        ActionExecutor(cloud, concurrency=2, retry=RetryPolicy(attempts=3, backoff=0.001)),
+        events,
+        Saved(),
+        guard or ZoneGuard(),
+    )
+    return inspector, events
+
+
+def sync(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on its own event loop."""
+
+    @functools.wraps(fn)
+    def run() -> None:
+        asyncio.run(fn())
+
+    return run
+
+
+def verdict(kind: VerdictKind, host: str = "h1", subject: str | None = None) -> Verdict:
+    return Verdict(kind, host, 1.0, {"raw_received_at": 0.5}, subject)
+
+
+@sync
+async def test_host_down_tells_consumers_before_any_cloud_call() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    assert events.calls_before_first_event == 0
+    await inspector.drain()
+    assert sorted(c[0] for c in cloud.calls) == [
+        "force-down",
+        "port",
+        "port",
+        "reset",
+        "reset",
+        "reset",
+    ]
+    assert "gone" not in {c[1] for c in cloud.calls}
+    assert cloud.peak <= 2  # the executor's bound
+    inc = inspector.open["h1"]
+    assert inc.state is IncidentState.CORRECTED
+    assert {"T01", "T02", "T03", "T04", "T05", "T06"} <= set(inc.stamps)
+    assert events.types().count("compute.instance.update") == 4
+
+
+@sync
+async def test_repeated_verdicts_act_once() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    for kind in (VerdictKind.HOST_UNREACHABLE, VerdictKind.HOST_DOWN, VerdictKind.HOST_UNREACHABLE):
+        inspector.publish(verdict(kind))
+    await inspector.drain()
+    assert [c for c in cloud.calls if c[0] == "force-down"] == [("force-down", "h1", True)]
+    assert len(inspector.open) == 1
+
+
+@sync
+async def test_transient_errors_are_retried_and_permanent_ones_become_events() -> None:
+    cloud = RecordingCloud(
+        {"s0": [CloudUnavailable("busy")], "s1": [Forbidden("no role"), Forbidden("no role")]}
+    )
+    inspector, events = build(cloud)
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    await inspector.drain()
+    assert [c[1] for c in cloud.calls].count("s0") == 2  # retried, then fine
+    assert [c[1] for c in cloud.calls].count("s1") == 1  # 403 is not retried
+    failed = [e for e in events.events if e.event_type == "medevac.action.failed"]
+    assert [e.traits["instance_id"] for e in failed] == ["s1"]
+    assert failed[0].severity == "critical"
+    assert inspector.open["h1"].state is IncidentState.PARTIAL
+
+
+@sync
+async def test_held_zone_changes_nothing_and_says_so_once() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud, ZoneGuard(fraction=0.5, window=60, min_hosts=3), hosts=4)
+    for host in ("h1", "h2", "h3", "h4"):
+        inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE, host))
+    await inspector.drain()
+    # The first two were admitted (two of four is below the three-host floor).
+    assert {c[1] for c in cloud.calls if c[0] == "force-down"} == {"h1", "h2"}
+    assert [inspector.open[h].state for h in ("h3", "h4")] == [IncidentState.HELD] * 2
+    assert events.types().count("medevac.guard.hold") == 1
+
+
+@sync
+async def test_observer_isolation_holds_every_later_host() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    inspector.publish(Verdict(VerdictKind.OBSERVER_ISOLATED, "z", 1.0, {"silent_hosts": ["h1"]}))
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    await inspector.drain()
+    assert cloud.calls == []
+    assert events.types() == ["medevac.guard.hold"]
+
+
+@sync
+async def test_link_down_only_that_physnet_then_back() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.publish(verdict(VerdictKind.LINK_DOWN, subject="physnet2"))
+    await inspector.drain()
+    assert cloud.calls == [("port", "b", DataPlaneStatus.DOWN)]
+    inspector.publish(verdict(VerdictKind.LINK_UP, subject="physnet2"))
+    await inspector.drain()
+    assert cloud.calls[-1] == ("port", "b", DataPlaneStatus.ACTIVE)
+    assert "h1" not in inspector.open  # healed and closed
+
+
+@sync
+async def test_host_up_restores_ports_after_the_correction_finished() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    inspector.publish(verdict(VerdictKind.HOST_UP))  # before the correction ran
+    await inspector.drain()
+    ports = [c for c in cloud.calls if c[0] == "port"]
+    assert [p[2] for p in ports] == [DataPlaneStatus.DOWN] * 2 + [DataPlaneStatus.ACTIVE] * 2
+    assert "compute.host.up" in events.types()
+    # Force-down stays: releasing a host is the recovery's decision, not the inspector's.
+    assert not [c for c in cloud.calls if c[0] == "force-down" and c[2] is False]
+
+
+@sync
+async def test_observe_mode_changes_nothing() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    inspector.settings = type(inspector.settings)(act=False)
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    await inspector.drain()
+    assert cloud.calls == []
+    inc = inspector.open["h1"]
+    assert inc.state is IncidentState.OPEN
+    assert all(a["skipped"] == "observe" for a in inc.actions)
+    updates = [e for e in events.events if e.event_type == "compute.instance.update"]
+    assert {e.traits["state"] for e in updates} == {"active", "deleted"}  # no false claim
+
+
+def test_action_key_is_stable() -> None:
+    a = Action(ActionKind.RESET_STATE, "s1", "error", "h1")
+    assert a.key == "reset-state:s1:error"
