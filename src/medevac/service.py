@@ -198,6 +198,10 @@ class Controller:
         # Before anything can fire: the alarms, the incidents still open, the outbox.
         alarms = await self.notifier.load()
         self.inspector.adopt(await self.journal.load_open())
+        if self.monitor is not None:
+            for inc in self.inspector.open.values():
+                if inc.host_lost:
+                    self.monitor.presume_lost(inc.host)
         self.journal.start()
         resumed = await self.notifier.outbox.start()
         sync_task = asyncio.create_task(self.sync.run())

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,13 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from medevac.cloud import CloudDriver
 from medevac.lab.client import LabClient
 from medevac.lab.layout import LabPaths, find_lab_python
+from tests.conftest import wait_for
 
 T = TypeVar("T")
+
+LAB_BIN = Path(__file__).resolve().parents[2] / ".venv-lab" / "bin"
+VERDICT_WITHIN = 10.0
 
 
 def medevac(
@@ -163,3 +169,115 @@ def port_free(kind: int, port: int) -> bool:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     yield from start_lab(tmp_path_factory.mktemp("lab"), hosts=5, servers_per_host=2)
+
+
+def openstack(
+    lab: RunningLab, *args: str, cloud: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `openstack` CLI (from the lab venv) against the lab."""
+    env = {
+        **os.environ,
+        "OS_CLIENT_CONFIG_FILE": lab.info["clouds_yaml"],
+        "OS_CLOUD": cloud or lab.info["cloud"],
+    }
+    return subprocess.run(
+        [str(LAB_BIN / "openstack"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def as_json(lab: RunningLab, *args: str, cloud: str | None = None) -> Any:
+    """Run an `openstack` command with `-f json` and return what it printed."""
+    return json.loads(ok(openstack(lab, *args, "-f", "json", cloud=cloud)))
+
+
+@dataclass
+class Controller:
+    """A real `medevac serve` on the configuration `lab up` wrote."""
+
+    lab: RunningLab
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, lab: RunningLab, **overrides: str) -> Controller:
+        env = {**os.environ, "MEDEVAC_CONFIG": lab.info["controller_config"], **overrides}
+        ctl = cls(lab, env, cls._spawn(env))
+        ctl.wait_ready()
+        return ctl
+
+    @staticmethod
+    def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "medevac", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        return str(self.lab.info["controller_url"])
+
+    @property
+    def token(self) -> str:
+        return str(self.lab.info["admin_token"])
+
+    def wait_ready(self) -> None:
+        def all_up() -> bool:
+            try:
+                return all(h["state"] == "UP" for h in self.get("/v1/hosts")["hosts"])
+            except httpx.HTTPError:
+                return False
+
+        wait_for("every lab host to be UP in the monitor", all_up, 30)
+
+    def restart(self) -> None:
+        """Start again after stop/kill; returns once the API answers (hosts may be down)."""
+        self.proc = self._spawn(self.env)
+
+        def answers() -> bool:
+            try:
+                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the controller to answer", answers, 30)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=20)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=20)
+
+    def get(self, path: str) -> Any:
+        r = httpx.get(self.url + path, headers={"X-Auth-Token": self.token}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def verdicts(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/verdicts")["verdicts"])
+
+    def host(self, name: str) -> dict[str, Any]:
+        return next(h for h in self.get("/v1/hosts")["hosts"] if h["name"] == name)
+
+    def wait_verdict(
+        self, kind: str, host: str, after: int, subject: str | None = None
+    ) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            for v in self.verdicts()[after:]:
+                if (
+                    v["kind"] == kind
+                    and v["host"] == host
+                    and (subject is None or v["subject"] == subject)
+                ):
+                    return v
+            return None
+
+        return wait_for(f"{kind} for {host}", found, VERDICT_WITHIN, 0.05)

@@ -6,86 +6,26 @@ run the real agent code. Verdicts are read from the controller's API.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.lab.conftest import RunningLab
+from tests.lab.conftest import VERDICT_WITHIN, Controller, RunningLab
 
 HOSTS = [f"host{i}" for i in range(1, 6)]
-VERDICT_WITHIN = 10.0
-
-
-@dataclass
-class Controller:
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-
-    def get(self, path: str) -> Any:
-        r = httpx.get(self.url + path, headers={"X-Auth-Token": self.token}, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def verdicts(self) -> list[dict[str, Any]]:
-        return list(self.get("/v1/verdicts")["verdicts"])
-
-    def host(self, name: str) -> dict[str, Any]:
-        return next(h for h in self.get("/v1/hosts")["hosts"] if h["name"] == name)
-
-    def wait_verdict(
-        self, kind: str, host: str, after: int, subject: str | None = None
-    ) -> dict[str, Any]:
-        def found() -> dict[str, Any] | None:
-            for v in self.verdicts()[after:]:
-                if (
-                    v["kind"] == kind
-                    and v["host"] == host
-                    and (subject is None or v["subject"] == subject)
-                ):
-                    return v
-            return None
-
-        return wait_for(f"{kind} for {host}", found, VERDICT_WITHIN, 0.05)
 
 
 @pytest.fixture(scope="module")
 def controller(lab: RunningLab) -> Iterator[Controller]:
     # Observe only: these tests are about verdicts, and the shared lab must stay as
     # it is for the tests after them (the inspector's actions have their own lab).
-    env = {
-        **os.environ,
-        "MEDEVAC_CONFIG": lab.info["controller_config"],
-        "MEDEVAC_INSPECTOR__ACT": "false",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medevac", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ctl = Controller(lab.info["controller_url"], lab.info["admin_token"], proc)
-
-    def all_up() -> bool:
-        try:
-            return all(h["state"] == "UP" for h in ctl.get("/v1/hosts")["hosts"])
-        except httpx.HTTPError:
-            return False
-
+    ctl = Controller.start(lab, MEDEVAC_INSPECTOR__ACT="false")
     try:
-        wait_for("every lab host to be UP in the monitor", all_up, 30)
         yield ctl
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        ctl.stop()
 
 
 def host_verdicts(ctl: Controller, after: int, host: str) -> list[str]:

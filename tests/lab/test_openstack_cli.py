@@ -2,40 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-from typing import Any
-
 from tests.conftest import wait_for
-from tests.lab.conftest import RunningLab
-
-LAB_BIN = Path(__file__).resolve().parents[2] / ".venv-lab" / "bin"
-
-
-def openstack(
-    lab: RunningLab, *args: str, cloud: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "OS_CLIENT_CONFIG_FILE": lab.info["clouds_yaml"],
-        "OS_CLOUD": cloud or lab.info["cloud"],
-    }
-    return subprocess.run(
-        [str(LAB_BIN / "openstack"), *args], capture_output=True, text=True, env=env, timeout=120
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def as_json(lab: RunningLab, *args: str, cloud: str | None = None) -> Any:
-    """Run an `openstack` command with `-f json` and return what it printed."""
-    return json.loads(ok(openstack(lab, *args, "-f", "json", cloud=cloud)))
-
+from tests.lab.conftest import RunningLab, as_json, ok, openstack
 
 TENANT_A = "medevac-lab-tenant-a"
 HOST_STATUS_MV = ("--os-compute-api-version", "2.16")

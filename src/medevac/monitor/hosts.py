@@ -473,6 +473,13 @@ class HostMonitor(asyncio.DatagramProtocol):
         log.info("verdict %s %s %s", verdict.kind, verdict.host, verdict.subject or "")
         self.sink.publish(verdict)
 
+    def presume_lost(self, host: str) -> None:
+        """A host an earlier controller process judged lost (its incident is still
+        open): its first heartbeat is then a HOST_UP, which heals the incident."""
+        watch = self.hosts.get(host)
+        if watch is not None and watch.state is HostState.UNKNOWN:
+            watch.state = HostState.LOST
+
     # -- raw faults from other inputs (FaultSink) ---------------------------------
 
     async def submit(self, fault: RawFault) -> bool:
