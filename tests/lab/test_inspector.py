@@ -8,6 +8,7 @@ was (releasing force-down is the recovery's job, not the inspector's).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from tests.lab.conftest import (
     Controller,
     RunningLab,
     as_json,
+    medevac,
     start_lab,
 )
 
@@ -222,6 +224,12 @@ def test_link_down_downs_only_that_physnets_ports(ilab: RunningLab, ctl: Control
         svc = as_json(ilab, "--os-compute-api-version", "2.53", "compute", "service", "list")
         assert next(s for s in svc if s["Host"] == host)["State"] == "up"
         assert all(s["status"] == "ACTIVE" for s in ilab.servers_on(host))
+        # The operator's view: the CLI lists the incident and shows its actions.
+        auth = ("--url", ctl.url, "--token", ctl.token)
+        listed = json.loads(medevac("incidents", "--json", "--host", host, *auth).stdout)
+        assert inc["id"] in {i["id"] for i in listed["incidents"]}
+        shown = medevac("incidents", inc["id"], *auth).stdout
+        assert "port-status" in shown and "LINK_DOWN" in shown
     finally:
         ilab.client.heal("link-down", host, physnet)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from medevac import __version__
 from medevac.cli.output import fail
@@ -121,21 +124,18 @@ def _pair(value: str) -> tuple[str, str]:
     return name, interface
 
 
-@app.command()
-def hosts(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    url: Annotated[str, typer.Option(envvar="MEDEVAC_URL", help="Controller API.")] = (
-        "http://127.0.0.1:8780"
-    ),
-    token: Annotated[str, typer.Option(envvar="MEDEVAC_TOKEN", help="API token.")] = "",
-) -> None:
-    """Every watched host: detector state, BMC power, Nova's view, current verdict."""
-    import json
+UrlOption = Annotated[str, typer.Option("--url", envvar="MEDEVAC_URL", help="Controller API.")]
+TokenOption = Annotated[str, typer.Option(envvar="MEDEVAC_TOKEN", help="API token.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DEFAULT_URL = "http://127.0.0.1:8780"
 
+
+def api_get(url: str, token: str, path: str) -> Any:
+    """GET a controller endpoint; exit with the API's own message on failure."""
     import httpx
 
     try:
-        resp = httpx.get(f"{url}/v1/hosts", headers={"X-Auth-Token": token}, timeout=10)
+        resp = httpx.get(f"{url}{path}", headers={"X-Auth-Token": token}, timeout=10)
     except httpx.HTTPError as exc:
         raise fail(f"cannot reach the controller at {url}: {exc}") from None
     if resp.status_code != 200:
@@ -144,12 +144,18 @@ def hosts(
         except (ValueError, KeyError, TypeError):
             message = resp.text
         raise fail(f"{resp.status_code}: {message}")
-    data = resp.json()
+    return resp.json()
+
+
+@app.command()
+def hosts(
+    as_json: JsonOption = False, url: UrlOption = DEFAULT_URL, token: TokenOption = ""
+) -> None:
+    """Every watched host: detector state, BMC power, Nova's view, current verdict."""
+    data = api_get(url, token, "/v1/hosts")
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    from rich.table import Table
-
     table = Table(title="hosts", title_justify="left")
     for col in ("host", "state", "phi", "last heartbeat", "BMC", "Nova", "verdict"):
         table.add_column(col)
@@ -169,6 +175,76 @@ def hosts(
     counters = data["counters"] or {}
     dropped = {k: v for k, v in (counters.get("dropped") or {}).items() if v}
     Console().print(f"received {counters.get('received', 0)}, dropped {dropped or 'none'}")
+
+
+@app.command()
+def incidents(
+    incident_id: Annotated[str | None, typer.Argument(help="Show one incident in full.")] = None,
+    host: Annotated[str | None, typer.Option(help="Only this host's incidents.")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """Incidents: host, state, verdicts, the actions taken and their results, events."""
+    if incident_id:
+        one = api_get(url, token, f"/v1/incidents/{incident_id}")
+        if as_json:
+            typer.echo(json.dumps(one, indent=2))
+        else:
+            _print_incident(one)
+        return
+    data = api_get(url, token, "/v1/incidents" + (f"?host={host}" if host else ""))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="incidents", title_justify="left")
+    for col in ("id", "host", "kind", "state", "opened", "verdicts", "actions ok/failed", "events"):
+        table.add_column(col)
+    for inc in data["incidents"]:
+        ok = sum(1 for a in inc["actions"] if a.get("ok"))
+        failed = sum(1 for a in inc["actions"] if a.get("ok") is False)
+        table.add_row(
+            inc["id"][:8],
+            inc["host"],
+            inc["kind"],
+            inc["state"],
+            _clock(inc["opened_at"]),
+            ", ".join(dict.fromkeys(v["kind"] for v in inc["verdicts"])),
+            f"{ok}/{failed}",
+            str(sum(e["count"] for e in inc["events"])),
+        )
+    Console().print(table)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _print_incident(inc: dict[str, Any]) -> None:
+    console = Console()
+    console.print(
+        f"[bold]incident {inc['id']}[/] host {inc['host']} ({inc['zone']}), "
+        f"{inc['kind']}, [bold]{inc['state']}[/]"
+    )
+    if inc.get("held_reason"):
+        console.print(f"[red]held: {inc['held_reason']}")
+    for v in inc["verdicts"]:
+        console.print(f"  {_clock(v['at'])}  verdict {v['kind']} {v.get('subject') or ''}")
+    actions = Table(title="actions", title_justify="left")
+    for col in ("action", "target", "value", "result", "attempts", "ms"):
+        actions.add_column(col)
+    for a in inc["actions"]:
+        result = "skipped" if a.get("skipped") else ("ok" if a["ok"] else f"failed: {a['error']}")
+        took = f"{(a['ended'] - a['started']) * 1000:.0f}" if "ended" in a else "-"
+        actions.add_row(
+            a["kind"], a["target"], a["value"], result, str(a.get("attempts", "-")), took
+        )
+    console.print(actions)
+    for e in inc["events"]:
+        console.print(
+            f"  {_clock(e['at'])}  {e['count']} events ({', '.join(e['types'])}), "
+            f"{e['deliveries']} webhooks"
+        )
 
 
 @db_app.command("upgrade")
