@@ -46,7 +46,7 @@ def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
 
 def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
     """The detector's tunables from the configuration (the keys they share, by name)."""
-    shared = {f.name for f in dataclasses.fields(MonitorSettings)} & set(cfg.model_fields)
+    shared = {f.name for f in dataclasses.fields(MonitorSettings)} & set(type(cfg).model_fields)
     return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
 
 
@@ -92,13 +92,19 @@ class CloudNovaView:
 
 
 class AuditedVerdicts:
-    """Every verdict goes to the audit log, off the event loop."""
+    """Every verdict goes to the audit log, off the event loop, a moment later: the
+    milliseconds after a verdict belong to the alarms' outbox."""
+
+    DELAY = 0.05
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._tasks: set[asyncio.Task[None]] = set()
 
     def publish(self, verdict: Verdict) -> None:
+        asyncio.get_running_loop().call_later(self.DELAY, self._start, verdict)
+
+    def _start(self, verdict: Verdict) -> None:
         task = asyncio.ensure_future(asyncio.to_thread(self._write, verdict))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -114,14 +120,21 @@ class AuditedVerdicts:
 
 
 class Verdicts:
-    """Hands each verdict to several sinks in order (the inspector first: it is timed)."""
+    """Hands each verdict to the inspector at once, then to the other sinks.
 
-    def __init__(self, *sinks: VerdictSink) -> None:
-        self.sinks = sinks
+    The others run on the next loop turn, after the work the inspector started (its
+    outbox write, its webhooks).
+    """
+
+    def __init__(self, first: VerdictSink, *later: VerdictSink) -> None:
+        self.first = first
+        self.later = later
 
     def publish(self, verdict: Verdict) -> None:
-        for sink in self.sinks:
-            sink.publish(verdict)
+        self.first.publish(verdict)
+        loop = asyncio.get_running_loop()
+        for sink in self.later:
+            loop.call_soon(sink.publish, verdict)
 
 
 def build_notifier(settings: Settings, db: Database) -> Notifier:

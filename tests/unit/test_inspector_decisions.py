@@ -72,41 +72,41 @@ def test_restore_puts_back_what_was_there_and_unset_as_active() -> None:
 
 def test_guard_allows_isolated_failures() -> None:
     g = ZoneGuard(fraction=0.5, window=60, min_hosts=3, hold=300)
-    assert g.admit("z", "h1", 10, now=0).allowed
-    assert g.admit("z", "h2", 10, now=1).allowed
+    assert g.admit("z", {"h1": 0}, 10, now=0).allowed
+    assert g.admit("z", {"h1": 0, "h2": 1}, 10, now=1).allowed
 
 
 def test_guard_holds_a_zone_losing_half_its_hosts_at_once() -> None:
     g = ZoneGuard(fraction=0.5, window=60, min_hosts=3, hold=300)
-    assert g.admit("z", "h1", 6, now=0).allowed
-    assert g.admit("z", "h2", 6, now=1).allowed
-    third = g.admit("z", "h3", 6, now=2)
+    assert g.admit("z", {"h1": 0, "h2": 1}, 6, now=1).allowed
+    third = g.admit("z", {"h1": 0, "h2": 1, "h3": 2}, 6, now=2)
     assert not third.allowed and third.newly_held
-    fourth = g.admit("z", "h4", 6, now=3)
+    fourth = g.admit("z", {"h4": 3}, 6, now=3)
     assert not fourth.allowed and not fourth.newly_held  # announced once
-    assert g.admit("other", "x1", 6, now=3).allowed  # zones are independent
+    assert g.admit("other", {"x1": 3}, 6, now=3).allowed  # zones are independent
 
 
-def test_guard_window_forgets_old_losses_and_hold_expires() -> None:
+def test_guard_counts_only_hosts_lost_within_the_window_and_hold_expires() -> None:
     g = ZoneGuard(fraction=0.5, window=10, min_hosts=2, hold=30)
-    assert g.admit("z", "h1", 4, now=0).allowed
-    assert g.admit("z", "h2", 4, now=20).allowed  # h1 is out of the window
-    assert not g.admit("z", "h3", 4, now=21).allowed
+    assert g.admit("z", {"h1": 0, "h2": 20}, 4, now=20).allowed  # h1 is out of the window
+    assert not g.admit("z", {"h1": 0, "h2": 20, "h3": 21}, 4, now=21).allowed
     assert g.is_held("z", now=50)
     assert not g.is_held("z", now=52)
 
 
-def test_same_host_reported_twice_counts_once() -> None:
+def test_hosts_that_came_back_do_not_count() -> None:
+    # The inspector passes only hosts still lost: three failures one after another,
+    # each healed before the next, never hold the zone.
     g = ZoneGuard(fraction=0.5, window=60, min_hosts=2, hold=30)
-    assert g.admit("z", "h1", 4, now=0).allowed
-    assert g.admit("z", "h1", 4, now=1).allowed
+    for t, host in enumerate(["h1", "h2", "h3"]):
+        assert g.admit("z", {host: float(t)}, 4, now=float(t)).allowed
 
 
 def test_observer_isolation_holds_the_zone() -> None:
     g = ZoneGuard(hold=30)
     assert g.isolate("z", 0, "cut off")
     assert not g.isolate("z", 1, "cut off")
-    decision = g.admit("z", "h1", 100, now=2)
+    decision = g.admit("z", {"h1": 2}, 100, now=2)
     assert not decision.allowed and decision.reason == "cut off"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -112,7 +113,8 @@ def sync(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
 
 
 def verdict(kind: VerdictKind, host: str = "h1", subject: str | None = None) -> Verdict:
-    return Verdict(kind, host, 1.0, {"raw_received_at": 0.5}, subject)
+    now = time.time()
+    return Verdict(kind, host, now, {"raw_received_at": now - 0.05}, subject)
 
 
 @sync

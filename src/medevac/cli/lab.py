@@ -50,10 +50,18 @@ def up(
             "RabbitMQ when one answers, 'none' publishes nowhere."
         ),
     ] = "auto",
+    layout: Annotated[
+        str | None,
+        typer.Option(help="Servers on each host, e.g. 100,50,10,1,0 (overrides the two above)."),
+    ] = None,
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
     t0 = time.monotonic()
+    try:
+        counts = [int(n) for n in layout.split(",")] if layout else None
+    except ValueError:
+        raise fail(f"--layout: not a list of integers: {layout!r}") from None
     try:
         info = lab_up(
             _paths(state_dir),
@@ -62,6 +70,7 @@ def up(
             report_interval=report_interval,
             service_down_time=service_down_time,
             transport_url=transport_url,
+            layout=counts,
         )
     except LabError as exc:
         raise fail(exc) from None

@@ -1,13 +1,14 @@
 """The mass-failure guard: when much of a zone looks down at once, suspect the observer.
 
 Pure and clock-driven. A zone is held (no state action, no recovery) when the monitor
-says it is isolated, or when the share of its hosts that opened incidents within the
-window reaches the threshold. A hold lasts ``hold`` seconds after its last trigger.
+says it is isolated, or when the share of its hosts lost now (incidents still open)
+and lost within the window reaches the threshold. Hosts that failed and came back do
+not count. A hold lasts ``hold`` seconds after its last trigger.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -26,7 +27,6 @@ class ZoneGuard:
     hold: float = 300.0
     held_until: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
-    _recent: dict[str, deque[tuple[float, str]]] = field(default_factory=dict)
 
     def is_held(self, zone: str, now: float) -> bool:
         return self.held_until.get(zone, 0.0) > now
@@ -38,16 +38,18 @@ class ZoneGuard:
         self.reasons[zone] = reason
         return new
 
-    def admit(self, zone: str, host: str, zone_size: int, now: float) -> GuardDecision:
-        """A host of ``zone`` lost: may the inspector act on it?"""
-        recent = self._recent.setdefault(zone, deque())
-        while recent and recent[0][0] < now - self.window:
-            recent.popleft()
-        recent.append((now, host))
+    def admit(
+        self, zone: str, lost_since: Mapping[str, float], zone_size: int, now: float
+    ) -> GuardDecision:
+        """A host of ``zone`` was lost: may the inspector act on it?
+
+        ``lost_since``: every host of the zone lost now (this one included), with the
+        time it was lost.
+        """
         if self.is_held(zone, now):
             self.held_until[zone] = max(self.held_until[zone], now + self.hold)
             return GuardDecision(False, self.reasons.get(zone, "zone held"))
-        lost = len({h for _, h in recent})
+        lost = sum(1 for since in lost_since.values() if since >= now - self.window)
         if lost >= self.min_hosts and zone_size and lost / zone_size >= self.fraction:
             reason = (
                 f"{lost} of {zone_size} hosts of zone {zone!r} lost within "

@@ -145,7 +145,12 @@ class Inspector:
     def _host_lost(self, inc: Incident, verdict: Verdict) -> None:
         now = self.clock()
         zone_size = sum(1 for z in self.zones.values() if z == inc.zone) or 1
-        decision = self.guard.admit(inc.zone, inc.host, zone_size, now)
+        lost = {
+            i.host: i.faults["host:"]
+            for i in self.open.values()
+            if i.zone == inc.zone and i.host_lost
+        }
+        decision = self.guard.admit(inc.zone, lost, zone_size, now)
         if not decision.allowed:
             self._hold(inc, decision.reason, announce=decision.newly_held)
             return

@@ -15,8 +15,11 @@ log = logging.getLogger(__name__)
 class IncidentJournal:
     """``save`` marks an incident dirty; one writer task writes the latest snapshots."""
 
-    def __init__(self, store: IncidentStore) -> None:
+    def __init__(self, store: IncidentStore, coalesce: float = 0.05) -> None:
         self.store = store
+        # Waiting a little before writing batches bursts of changes and leaves the
+        # database to the outbox in the milliseconds after a verdict.
+        self.coalesce = coalesce
         self._dirty: dict[str, dict[str, Any]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -37,6 +40,7 @@ class IncidentJournal:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(self.coalesce)
             self._wake.clear()
             batch, self._dirty = self._dirty, {}
             try:

@@ -98,8 +98,12 @@ def lab_up(
     report_interval: float = 1.0,
     service_down_time: int = 5,
     transport_url: str | None = "auto",
+    layout: list[int] | None = None,
 ) -> dict[str, Any]:
     """Start a lab supervisor in the background and wait until it is ready.
+
+    ``layout`` gives each host's number of servers (``hosts`` and
+    ``servers_per_host`` are then ignored).
 
     ``transport_url`` "auto" publishes Nova's notifications to a local RabbitMQ
     when one answers on 127.0.0.1:5672; "none" or None never does.
@@ -110,6 +114,10 @@ def lab_up(
             f"a lab is already running (pid {pid}, state dir {paths.root}); "
             "stop it first: medevac lab down"
         )
+    if layout:
+        hosts, servers_per_host = len(layout), max(layout)
+        if min(layout) < 0:
+            raise LabError("--layout counts cannot be negative")
     if hosts < 2:
         raise LabError("a lab needs at least 2 hosts (evacuation needs somewhere to go)")
     if servers_per_host < 0:
@@ -139,6 +147,8 @@ def lab_up(
     ]
     if transport_url:
         cmd += ["--transport-url", transport_url]
+    if layout:
+        cmd += ["--layout", ",".join(str(n) for n in layout)]
     with paths.log.open("ab") as log:
         proc = subprocess.Popen(
             cmd,

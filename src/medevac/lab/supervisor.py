@@ -62,6 +62,7 @@ BOOT_BATCH = 5  # servers in flight at once; Nova's fixtures serialise writes an
 class LabSpec:
     hosts: int = 3
     servers_per_host: int = 2
+    layout: tuple[int, ...] | None = None  # servers per host, overriding the two above
     report_interval: float = 1.0
     service_down_time: int = 5
     transport_url: str | None = None
@@ -104,7 +105,8 @@ class Lab:
     def __init__(self, paths: LabPaths, spec: LabSpec) -> None:
         self.paths = paths
         self.spec = spec
-        self.host_names = [f"host{i + 1}" for i in range(spec.hosts)]
+        hosts = len(spec.layout) if spec.layout else spec.hosts
+        self.host_names = [f"host{i + 1}" for i in range(hosts)]
         self.hosts = {h: HostFaults(h, PHYSNETS) for h in self.host_names}
         self.servers: dict[str, dict[str, Any]] = {}  # id -> {host, name, project, port}
         self.crashed_servers: set[str] = set()
@@ -269,9 +271,11 @@ class Lab:
     def _server_plan(self) -> list[dict[str, Any]]:
         """The lab's servers: a mix of projects and HA policies, spread over hosts."""
         plan = []
+        n = -1
         for h_index, host in enumerate(self.host_names):
-            for s in range(self.spec.servers_per_host):
-                n = h_index * self.spec.servers_per_host + s
+            count = self.spec.layout[h_index] if self.spec.layout else self.spec.servers_per_host
+            for s in range(count):
+                n += 1
                 ha = n % 3 != 2  # one server in three opts out of HA
                 plan.append(
                     {
@@ -763,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--hosts", type=int, default=3)
     p.add_argument("--servers-per-host", type=int, default=2)
+    p.add_argument("--layout", default=None, help="servers per host, e.g. 100,50,10,1,0")
     p.add_argument("--report-interval", type=float, default=1.0)
     p.add_argument("--service-down-time", type=int, default=5)
     p.add_argument("--transport-url", default=None)
@@ -774,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = LabSpec(
         hosts=args.hosts,
         servers_per_host=args.servers_per_host,
+        layout=tuple(int(n) for n in args.layout.split(",")) if args.layout else None,
         report_interval=args.report_interval,
         service_down_time=args.service_down_time,
         transport_url=args.transport_url,

@@ -21,6 +21,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +67,9 @@ class Outbox:
         self._settled: list[tuple[str, str, int, float, str | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writes = asyncio.Lock()
+        # Its own thread for outbox writes: never queued behind BMC reads or other
+        # work in the loop's default executor.
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         self._tls: ssl.SSLContext | None = None
         self._first_pending = 0  # deliveries not yet through their first attempt
         self._first_done = asyncio.Event()
@@ -94,6 +98,7 @@ class Outbox:
         await self._flush()
         for client in self._clients.values():
             await client.close()
+        self._db_thread.shutdown(wait=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -114,6 +119,9 @@ class Outbox:
         as soon as it is committed: the first consumers hear within a small write
         while the rest are still being written.
         """
+        import time as _t
+
+        self._dbg = [("submit", _t.time())]
         if deliveries:
             self._first_pending += len(deliveries)
             self._first_done.clear()
@@ -140,12 +148,17 @@ class Outbox:
     ) -> None:
         try:
             async with self._writes:  # chunks reach the database in the order they came
-                await asyncio.to_thread(self.alarms.record_firing, states, changes, deliveries)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._db_thread, self.alarms.record_firing, states, changes, deliveries
+                )
         except Exception:
             # The database is away: send anyway (better than silence), without the
             # outbox's guarantee across a restart, and say so.
             self.counters["unpersisted"] += len(deliveries)
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
+        import time as _t
+
+        self._dbg.append(("persisted", _t.time()))
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             self._spawn(self._deliver(row, counted=True))
@@ -215,6 +228,12 @@ class Outbox:
                     status = resp.status
                 if status < 300:
                     now = self.clock()
+                    if len(self._dbg) < 4:
+                        self._dbg.append(("answered", now))
+                        b = self._dbg[0][1]
+                        log.warning(
+                            "DEBUG %s", [(k, round((t - b) * 1000, 2)) for k, t in self._dbg]
+                        )
                     self.counters["delivered"] += 1
                     self._settled.append((row.id, "delivered", attempts, now, None))
                     if self.on_delivered is not None:
@@ -255,7 +274,9 @@ class Outbox:
         batch, self._settled = self._settled, []
         try:
             async with self._writes:
-                await asyncio.to_thread(self.store.settle, batch)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._db_thread, self.store.settle, batch
+                )
         except Exception:  # the database is away: keep the outcomes for the next flush
             log.exception("cannot record %d delivery outcomes; will retry", len(batch))
             self._settled[:0] = batch

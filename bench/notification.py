@@ -1,0 +1,269 @@
+"""Notification and state-correction time on the lab, by servers on the failed host.
+
+A lab whose hosts carry 100, 50, 10 and 1 servers (and one spare), a real
+`medevac serve`, a consumer process with one Doctor-style alarm per server
+(registered by the server's owner). Each run crashes one host (`host-crash`) and
+reads the incident's checkpoints and the consumer's receive times:
+
+- notification: the verdict (the inspector's input) to the first and the last
+  webhook received; also from T01, the raw signal, which adds the monitor's
+  confirmation (direct probes and the BMC read);
+- state correction: the verdict to force-down + every server in error + every
+  port DOWN, each call returned by the cloud (all synchronous in Nova and Neutron);
+- the floor: the same calls issued one after another by a bare client (the cloud
+  driver awaited call by call), measured in the same process run, between ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import free_port, ms, wait
+from docs_section import write_section
+
+from medevac.cloud import CloudDriver, DataPlaneStatus
+from medevac.config import Role, load_settings
+from medevac.lab.client import LabClient, lab_down, lab_up
+from medevac.lab.layout import LabPaths
+
+DOCTOR = {1: "0.122 s", 10: "0.201 s", 25: "0.32 s", 50: "0.584 s"}  # shortcut, threads
+DOCTOR_ON_LAB = {1: "0.055 s", 10: "0.41 s", 50: "2.7 s", 100: "6.6 s"}
+
+
+class Bench:
+    def __init__(self, paths: LabPaths, info: dict[str, Any], consumer: str) -> None:
+        self.info = info
+        self.lab = LabClient(paths)
+        self.url = info["controller_url"]
+        self.admin = {"X-Auth-Token": info["admin_token"]}
+        self.consumer = consumer
+        self.loop = asyncio.new_event_loop()
+        self.driver = CloudDriver(info["cloud"], clouds_yaml=Path(info["clouds_yaml"]))
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def get(self, path: str) -> Any:
+        r = httpx.get(self.url + path, headers=self.admin, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def register_alarms(self) -> dict[str, list[str]]:
+        """One alarm per server, by its owner; returns alarm ids by host."""
+        settings = load_settings(self.info["controller_config"])
+        tokens = {
+            t.project_id: t.token.get_secret_value()
+            for t in settings.api.tokens
+            if t.role is Role.MEMBER
+        }
+        by_host: dict[str, list[str]] = {}
+        for s in self.lab.status()["servers"]:
+            body = {
+                "name": f"{s['name']}-failure",
+                "alarm_actions": [self.consumer + "/failure"],
+                "event_rule": {
+                    "event_type": "compute.instance.update",
+                    "query": [
+                        {"field": "traits.instance_id", "op": "eq", "value": s["id"]},
+                        {"field": "traits.state", "op": "eq", "value": "error"},
+                    ],
+                },
+            }
+            r = httpx.post(
+                self.url + "/v2/alarms",
+                json=body,
+                headers={"X-Auth-Token": tokens[s["project_id"]]},
+                timeout=30,
+            )
+            r.raise_for_status()
+            by_host.setdefault(s["host"], []).append(r.json()["alarm_id"])
+        return by_host
+
+    def one_failure(self, host: str, alarms: list[str]) -> dict[str, float]:
+        for alarm_id in alarms:  # Doctor's alarms fire on a change of state
+            httpx.put(
+                f"{self.url}/v2/alarms/{alarm_id}/state", json="ok", headers=self.admin, timeout=30
+            ).raise_for_status()
+        httpx.post(self.consumer + "/_consumer/reset", timeout=10).raise_for_status()
+        t0 = time.time()
+        self.lab.inject("host-crash", host)
+
+        def corrected() -> dict[str, Any] | None:
+            for inc in self.get(f"/v1/incidents?host={host}")["incidents"]:
+                if inc["opened_at"] >= t0 and inc["state"] in ("CORRECTED", "PARTIAL"):
+                    return dict(inc)
+            return None
+
+        inc = wait(f"{host} corrected", corrected, 120, 0.1)
+        if inc["state"] != "CORRECTED":
+            failed = [a for a in inc["actions"] if not a["ok"]]
+            raise RuntimeError(f"state correction failed on {host}: {failed[:3]}")
+
+        def received() -> list[dict[str, Any]] | None:
+            got = httpx.get(self.consumer + "/_consumer/received", timeout=10).json()["received"]
+            return got if len(got) >= len(alarms) else None
+
+        got = wait("every webhook", received, 30, 0.05)
+        times = sorted(g["at"] for g in got)
+        st = inc["stamps"]
+        verdict = inc["verdicts"][0]["at"]
+        done = max(st["T03"], st.get("T04", st["T03"]), st.get("T05", st["T03"]))
+        self.lab.heal("host-crash", host)
+        self.put_back(host, t0)
+        return {
+            "confirm": verdict - st["T01"],
+            "first": times[0] - verdict,
+            "last": times[-1] - verdict,
+            "first_t01": times[0] - st["T01"],
+            "last_t01": times[-1] - st["T01"],
+            "events_out": st["T06"] - verdict,
+            "state": done - verdict,
+        }
+
+    def put_back(self, host: str, t0: float) -> None:
+        def closed() -> bool:
+            incs = self.get(f"/v1/incidents?host={host}")["incidents"]
+            return all(i["state"] == "CLOSED" for i in incs if i["opened_at"] >= t0)
+
+        wait(f"{host}'s incident closed", closed, 60, 0.1)
+        self.run(self.restore(host))
+
+    async def restore(self, host: str) -> None:
+        await self.driver.set_forced_down(host, False)
+        servers = await self.driver.list_host_servers(host)
+        await asyncio.gather(
+            *(self.driver.reset_state(s.id, "active") for s in servers if s.vm_state == "error")
+        )
+
+    async def floor_once(self, host: str) -> dict[str, float]:
+        """The same calls as the inspector's, one after another, then undone."""
+        servers = await self.driver.list_host_servers(host)
+        ports = await self.driver.list_host_ports(host)
+        t0 = time.perf_counter()
+        await self.driver.set_forced_down(host, True)
+        for s in servers:
+            await self.driver.reset_state(s.id, "error")
+        t_reset = time.perf_counter()
+        for p in ports:
+            await self.driver.set_data_plane_status(p.id, DataPlaneStatus.DOWN)
+        t_end = time.perf_counter()
+        await self.driver.set_forced_down(host, False)
+        for s in servers:
+            await self.driver.reset_state(s.id, "active")
+        for p in ports:
+            await self.driver.set_data_plane_status(p.id, DataPlaneStatus.ACTIVE)
+        return {"floor": t_end - t0, "floor_no_ports": t_reset - t0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--layout", default="100,50,10,1,0", help="servers per host (last: spare)")
+    p.add_argument("--write-docs", type=Path)
+    args = p.parse_args()
+    layout = [int(n) for n in args.layout.split(",")]
+    with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
+        paths = LabPaths(Path(d))
+        t_lab = time.monotonic()
+        info = lab_up(paths, len(layout), max(layout), layout=layout)
+        print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t_lab:.0f} s")
+        port = free_port()
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "medevac.lab.consumer", "--port", str(port)]
+        )
+        env = {**os.environ, "MEDEVAC_CONFIG": info["controller_config"]}
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "medevac", "serve"], env=env, stderr=subprocess.DEVNULL
+        )
+        bench = Bench(paths, info, f"http://127.0.0.1:{port}")
+        rows: list[tuple[int, dict[str, list[float]]]] = []
+        try:
+
+            def ready() -> bool:
+                try:
+                    hosts = bench.get("/v1/hosts")["hosts"]
+                    topo = bench.get("/v1/inspector")["topology"]
+                except httpx.HTTPError:
+                    return False
+                return all(h["state"] == "UP" for h in hosts) and topo["servers"] == sum(layout)
+
+            wait("the controller ready", ready, 60, 0.2)
+            alarms = bench.register_alarms()
+            for index, count in enumerate(layout):
+                if not count:
+                    continue
+                host = f"host{index + 1}"
+                figures: dict[str, list[float]] = {}
+                for _ in range(args.runs):
+                    for key, value in bench.one_failure(host, alarms[host]).items():
+                        figures.setdefault(key, []).append(value)
+                    for key, value in bench.run(bench.floor_once(host)).items():
+                        figures.setdefault(key, []).append(value)
+                    time.sleep(1.0)  # the host's detector relearns its heartbeats
+                rows.append((count, figures))
+                print(count, {k: ms(v) for k, v in figures.items()}, flush=True)
+        finally:
+            serve.terminate()
+            serve.wait(30)
+            consumer.terminate()
+            consumer.wait(10)
+            bench.lab.close()
+            bench.run(bench.driver.close())
+            lab_down(paths)
+    report(rows, args.runs, args.write_docs)
+
+
+def report(rows: list[tuple[int, dict[str, list[float]]]], runs: int, docs: Path | None) -> None:
+    import statistics
+
+    notify = [
+        "| servers on the failed host | first alarm | last alarm | last alarm from T01 "
+        "| Doctor (2017, shortcut) | runs |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    state = [
+        "| servers | state corrected (ours) | floor: same calls back to back | ratio "
+        "| floor without ports | Doctor's inspector on this lab | runs |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for count, f in sorted(rows):
+        notify.append(
+            f"| {count} | {ms(f['first'])} | {ms(f['last'])} | {ms(f['last_t01'])} | "
+            f"{DOCTOR.get(count, '-')} | {runs} |"
+        )
+        ratio = statistics.median(f["state"]) / statistics.median(f["floor"])
+        state.append(
+            f"| {count} | {ms(f['state'])} | {ms(f['floor'])} | {ratio:.2f} | "
+            f"{ms(f['floor_no_ports'])} | {DOCTOR_ON_LAB.get(count, '-')} | {runs} |"
+        )
+    confirm = [v for _, f in rows for v in f["confirm"]]
+    body = "\n".join(
+        [
+            "Notification, verdict to webhook received (median / p99):",
+            "",
+            *notify,
+            "",
+            f"The monitor's confirmation before the verdict (T01 to verdict): {ms(confirm)}.",
+            "",
+            "State correction, verdict to force-down + servers in error + ports DOWN "
+            "(median / p99):",
+            "",
+            *state,
+        ]
+    )
+    print(body)
+    if docs:
+        write_section(docs, "notification", body, "")
+
+
+if __name__ == "__main__":
+    main()
