@@ -119,9 +119,6 @@ class Outbox:
         as soon as it is committed: the first consumers hear within a small write
         while the rest are still being written.
         """
-        import time as _t
-
-        self._dbg = [("submit", _t.time())]
         if deliveries:
             self._first_pending += len(deliveries)
             self._first_done.clear()
@@ -156,9 +153,6 @@ class Outbox:
             # outbox's guarantee across a restart, and say so.
             self.counters["unpersisted"] += len(deliveries)
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
-        import time as _t
-
-        self._dbg.append(("persisted", _t.time()))
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             self._spawn(self._deliver(row, counted=True))
@@ -228,12 +222,6 @@ class Outbox:
                     status = resp.status
                 if status < 300:
                     now = self.clock()
-                    if len(self._dbg) < 4:
-                        self._dbg.append(("answered", now))
-                        b = self._dbg[0][1]
-                        log.warning(
-                            "DEBUG %s", [(k, round((t - b) * 1000, 2)) for k, t in self._dbg]
-                        )
                     self.counters["delivered"] += 1
                     self._settled.append((row.id, "delivered", attempts, now, None))
                     if self.on_delivered is not None:
