@@ -183,8 +183,21 @@ class InspectorConfig(_Section):
     )
 
 
+class SnmpManagerConfig(_Section):
+    """An SNMP manager that receives a v2c trap per event."""
+
+    host: str
+    port: int = Field(default=162, ge=1, le=65535)
+    community: SecretStr
+    event_types: list[str] = Field(
+        default_factory=lambda: ["compute.host.*", "medevac.*"],
+        min_length=1,
+        description="shell wildcards of the event types sent (default: host-level events)",
+    )
+
+
 class NotifierConfig(_Section):
-    """Webhook delivery of alarms."""
+    """Webhook delivery of alarms, and SNMP traps."""
 
     delivery_timeout: float = Field(default=5.0, gt=0, description="one POST (s)")
     retry_initial: float = Field(default=0.5, gt=0, description="first retry wait (s), doubling")
@@ -195,6 +208,12 @@ class NotifierConfig(_Section):
         default=3600.0, gt=0, description="give a delivery up (failed) after this long (s)"
     )
     connections_per_consumer: int = Field(default=32, ge=1, le=1000)
+    snmp_oid_base: str = Field(
+        default="1.3.6.1.3.7446",
+        pattern=r"^\d+(\.\d+)+$",
+        description="OID arc of medevac's traps; put it under your enterprise number",
+    )
+    snmp_managers: list[SnmpManagerConfig] = Field(default_factory=list)
 
 
 class BmcCredentials(_Section):

@@ -28,6 +28,7 @@ from medevac.monitor.nova_events import NovaEvent, NovaNotificationListener
 from medevac.monitor.verdicts import Verdict, VerdictSink
 from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.notifier import Notifier
+from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore
 
@@ -147,7 +148,14 @@ def build_notifier(settings: Settings, db: Database) -> Notifier:
         connections_per_consumer=n.connections_per_consumer,
     )
     alarms = AlarmStore(db)
-    return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery))
+    traps = SnmpTraps(
+        (
+            TrapManager(m.host, m.port, m.community.get_secret_value(), tuple(m.event_types))
+            for m in n.snmp_managers
+        ),
+        parse_oid(n.snmp_oid_base),
+    )
+    return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery), channels=[traps])
 
 
 def build_inspector(
@@ -208,19 +216,18 @@ class Controller:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
         await asyncio.to_thread(self.db.migrate)
         loop = asyncio.get_running_loop()
-        # Before anything can fire: the alarms, the incidents still open, the outbox.
-        alarms = await self.notifier.load()
+        # Before anything can fire: the alarms, the outbox, the incidents still open.
+        resumed = await self.notifier.start()
         self.inspector.adopt(await self.journal.load_open())
         if self.monitor is not None:
             for inc in self.inspector.open.values():
                 if inc.host_lost:
                     self.monitor.presume_lost(inc.host)
         self.journal.start()
-        resumed = await self.notifier.outbox.start()
         sync_task = asyncio.create_task(self.sync.run())
         log.info(
             "%d alarms, %d open incidents, %d deliveries resumed",
-            alarms,
+            len(self.notifier.index),
             len(self.inspector.open),
             resumed,
         )
@@ -281,7 +288,7 @@ class Controller:
                 await asyncio.to_thread(listener.stop)
             sync_task.cancel()
             await self.inspector.drain()
-            await self.notifier.outbox.close()
+            await self.notifier.close()
             await self.journal.close()
             if self.power is not None:
                 await self.power.close()

@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
 from medevac.notifier.delivery import Outbox
@@ -46,12 +46,30 @@ def _reason(alarm: Alarm, event: Event) -> str:
     )
 
 
+class Channel(Protocol):
+    """Another way out for every event (SNMP traps, a message bus); must not block."""
+
+    async def start(self) -> None: ...
+
+    def publish(self, events: Iterable[Event]) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
 class Notifier:
     def __init__(
-        self, store: AlarmStore, outbox: Outbox, *, clock: Callable[[], float] = time.time
+        self,
+        store: AlarmStore,
+        outbox: Outbox,
+        *,
+        channels: Iterable[Channel] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.outbox = outbox
+        self.channels = list(channels)
         self.clock = clock
         self.index = AlarmIndex()
         self.evaluated = 0
@@ -72,10 +90,25 @@ class Notifier:
             self.index.put(alarm)
         return len(rows)
 
+    async def start(self) -> int:
+        """Load the alarms, resume the outbox, open the channels; returns deliveries resumed."""
+        await self.load()
+        resumed = await self.outbox.start()
+        for channel in self.channels:
+            await channel.start()
+        return resumed
+
+    async def close(self) -> None:
+        await self.outbox.close()
+        for channel in self.channels:
+            channel.close()
+
     # -- evaluation (the hot path) ------------------------------------------------
 
     def emit(self, events: Iterable[Event]) -> int:
-        """Evaluate events against the alarms and queue what fires; returns deliveries."""
+        """Evaluate events against the alarms and queue what fires; returns deliveries.
+        The other channels get every event after the alarms' webhooks are queued."""
+        events = list(events)
         now = self.clock()
         states: list[tuple[str, str, str, float]] = []
         changes: list[HistoryRow] = []
@@ -111,6 +144,8 @@ class Notifier:
                 )
         if states or deliveries:
             self.outbox.submit(states, changes, deliveries)
+        for channel in self.channels:
+            channel.publish(events)
         return len(deliveries)
 
     async def sent(self, within: float) -> bool:
@@ -192,4 +227,5 @@ class Notifier:
             "events_evaluated": self.evaluated,
             "alarms_fired": self.fired,
             "delivery": self.outbox.stats(),
+            "channels": {type(c).__name__: c.stats() for c in self.channels},
         }

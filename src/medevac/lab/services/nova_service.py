@@ -9,8 +9,8 @@ Run with the lab venv's interpreter (it does not import ``medevac``)::
 
 It reuses the fixtures Nova ships for its functional tests: real Nova API,
 conductor, scheduler, compute managers, service-group heartbeat logic and
-Placement, all in this one process; the hypervisor is ``fake.MediumFakeDriver``
-(10 vCPU, 8 GiB per host: 16 ``m1.tiny`` servers per host), quotas are lifted.
+Placement, all in this one process; the hypervisor is ``fake.FakeDriver``
+(1000 vCPU, 800 GB of RAM per host: room for any lab layout), quotas are lifted.
 
 When ready it writes (atomically) the ready file::
 
@@ -514,7 +514,7 @@ class Lab:
         nova_fixtures.CellDatabases._wrap_target_cell = target_cell_no_swap
 
         class LabCase(integrated_helpers.ProviderUsageBaseTestCase):
-            compute_driver = 'fake.MediumFakeDriver'
+            compute_driver = 'fake.FakeDriver'
 
             def setUp(self):
                 self.flags(api_paste_config=os.path.join(
