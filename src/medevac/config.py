@@ -214,6 +214,12 @@ class NotifierConfig(_Section):
         description="OID arc of medevac's traps; put it under your enterprise number",
     )
     snmp_managers: list[SnmpManagerConfig] = Field(default_factory=list)
+    bus_url: str | None = Field(
+        default=None,
+        description="RabbitMQ URL: publish every event as an oslo.messaging notification",
+    )
+    bus_exchange: str = Field(default="medevac", min_length=1)
+    bus_topic: str = Field(default="notifications", min_length=1)
 
 
 class BmcCredentials(_Section):

@@ -26,8 +26,9 @@ from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
 from medevac.monitor.nova_events import NovaEvent, NovaNotificationListener
 from medevac.monitor.verdicts import Verdict, VerdictSink
+from medevac.notifier.bus import BusPublisher
 from medevac.notifier.delivery import DeliverySettings, Outbox
-from medevac.notifier.notifier import Notifier
+from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore
@@ -155,7 +156,10 @@ def build_notifier(settings: Settings, db: Database) -> Notifier:
         ),
         parse_oid(n.snmp_oid_base),
     )
-    return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery), channels=[traps])
+    channels: list[Channel] = [traps]
+    if n.bus_url:
+        channels.append(BusPublisher(n.bus_url, n.bus_exchange, n.bus_topic))
+    return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery), channels=channels)
 
 
 def build_inspector(
