@@ -1,17 +1,22 @@
-"""SNMPv2c traps on the wire: sent over UDP, decoded by pysnmp on the other side."""
+"""SNMPv2c traps on the wire: sent over UDP, read by pysnmp and by Net-SNMP's snmptrapd."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from pyasn1.codec.ber import decoder
 from pysnmp.proto import api
 
 from medevac.notifier.events import Event
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
+from tests.conftest import free_port, wait_for
 
 BASE = parse_oid("1.3.6.1.3.7446")
 
@@ -94,3 +99,45 @@ def test_bad_oids_are_refused() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} accepted")
+
+
+def test_net_snmp_trap_daemon_reads_our_traps(tmp_path: Path) -> None:
+    """An independent implementation (Debian's snmptrapd) decodes what we send."""
+    daemon = shutil.which("snmptrapd") or "/usr/sbin/snmptrapd"
+    if not Path(daemon).exists():
+        pytest.fail("snmptrapd is missing; `make deps` installs it")
+    conf, log = tmp_path / "snmptrapd.conf", tmp_path / "traps.log"
+    conf.write_text("disableAuthorization yes\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            daemon,
+            "-f",
+            "-C",
+            "-c",
+            str(conf),
+            "-m",
+            "",
+            "-On",
+            "-Lf",
+            str(log),
+            f"udp:127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("snmptrapd to start", lambda: log.exists(), 10)
+        down = Event("compute.host.down", time.time(), {"host": "compute9"})
+        send([down], TrapManager("127.0.0.1", port, "public", ("compute.host.*",)))
+
+        def logged() -> str | None:
+            text = log.read_text()
+            return text if "compute9" in text else None
+
+        text = wait_for("the trap in snmptrapd's log", logged, 10)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert ".1.3.6.1.6.3.1.1.4.1.0 = OID: .1.3.6.1.3.7446.0.1" in text
+    assert '.1.3.6.1.3.7446.1.1 = STRING: "compute.host.down"' in text
