@@ -174,7 +174,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
         paths = LabPaths(Path(d))
         t_lab = time.monotonic()
-        info = lab_up(paths, len(layout), max(layout), layout=layout)
+        info = lab_up(
+            paths, len(layout), max(layout), layout=layout, ready_within=120 + 4 * sum(layout)
+        )
         print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t_lab:.0f} s")
         port = free_port()
         consumer = subprocess.Popen(

@@ -222,6 +222,49 @@ class NotifierConfig(_Section):
     bus_topic: str = Field(default="notifications", min_length=1)
 
 
+class HostGroupConfig(_Section):
+    """A group of hosts recovered under one policy (a Masakari segment)."""
+
+    name: str = Field(min_length=1)
+    hosts: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="wildcards")
+    level: Literal[1, 2, 3] = Field(
+        default=2,
+        description="1: force down, no fencing (unsafe); 2: fence first; 3: wait for Nova",
+    )
+    recovery_method: Literal["auto", "reserved_host", "auto_priority", "rh_priority"] = "auto"
+    reserved_hosts: list[str] = Field(default_factory=list)
+    evacuate_all: bool = Field(default=False, description="also servers without HA_Enabled")
+    ignore_error_servers: bool = False
+    on_shared_storage: bool = False
+    concurrency: int = Field(default=4, ge=1, le=64, description="evacuations at once")
+    auto_release: bool = False
+
+
+class RecoveryConfig(_Section):
+    """Fencing and evacuation, as durable workflows."""
+
+    enabled: bool = Field(default=True, description="false: correct state and alert only")
+    database_url: str | None = Field(
+        default=None,
+        description="the workflows' database; default: <storage file>-workflows.db "
+        "beside a SQLite store, or the storage database itself on PostgreSQL",
+    )
+    check_interval: float = Field(default=0.5, gt=0, description="fencing: between reads (s)")
+    check_max_count: int = Field(default=20, ge=1, description="fencing: reads before giving up")
+    evacuate_timeout: float = Field(default=120.0, gt=0, description="one server (s)")
+    evacuate_attempts: int = Field(default=2, ge=1, le=10, description="per destination")
+    groups: list[HostGroupConfig] = Field(default_factory=list)
+
+    def workflows_url(self, storage_url: str) -> str:
+        if self.database_url:
+            return self.database_url
+        if storage_url.startswith("sqlite:///"):
+            path = storage_url.removeprefix("sqlite:///")
+            stem = path[:-3] if path.endswith(".db") else path
+            return f"sqlite:///{stem}-workflows.db"
+        return storage_url
+
+
 class BmcCredentials(_Section):
     username: str
     password: SecretStr
@@ -242,6 +285,7 @@ class Settings(BaseSettings):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     inspector: InspectorConfig = Field(default_factory=InspectorConfig)
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
     bmc_secrets_file: Path | None = Field(
         default=None,

@@ -11,11 +11,19 @@ import signal
 from typing import Any
 
 import uvicorn
+from dbos import DBOS
 
 from medevac.api import create_app
-from medevac.bmc.ipmi import IpmiClient, IpmiTarget, PowerState
+from medevac.bmc.ipmi import BmcError, IpmiClient, IpmiTarget, PowerState
 from medevac.cloud import CloudDriver
-from medevac.config import CloudConfig, ConfigError, MonitorConfig, Settings
+from medevac.config import (
+    BmcDriver,
+    CloudConfig,
+    ConfigError,
+    HostGroupConfig,
+    MonitorConfig,
+    Settings,
+)
 from medevac.inspector.actions import ResetPolicy
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
@@ -30,8 +38,17 @@ from medevac.notifier.bus import BusPublisher
 from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
+from medevac.recovery.fence import BmcFencer
+from medevac.recovery.policy import HostGroup, Level, RecoveryMethod
+from medevac.recovery.workflows import (
+    Recovery,
+    RecoveryRuntime,
+    RecoverySettings,
+    configure_dbos,
+    install,
+)
 from medevac.storage import Database
-from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore
+from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore, RecoveryStore
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +69,38 @@ def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
     return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
 
 
+def build_bmc_clients(settings: Settings) -> tuple[dict[str, IpmiClient], dict[str, str]]:
+    """One IPMI client per host, shared by the monitor (reads) and recovery (fencing):
+    pyghmi shares a session per BMC and user, so two clients would collide on it.
+    Returns the clients and, for hosts that cannot be driven, why."""
+    creds = settings.bmc_credentials()
+    clients: dict[str, IpmiClient] = {}
+    unsupported: dict[str, str] = {}
+    for host, cfg in settings.hosts.items():
+        if host not in creds:
+            raise ConfigError(f"hosts.{host}: no BMC credentials in {settings.bmc_secrets_file}")
+        if cfg.bmc_driver is not BmcDriver.IPMI:
+            unsupported[host] = f"{cfg.bmc_driver.value} BMCs cannot be driven yet"
+            continue
+        c = creds[host]
+        target = IpmiTarget(
+            cfg.bmc_address, cfg.bmc_port, c.username, c.password.get_secret_value()
+        )
+        clients[host] = IpmiClient(target, timeout=settings.monitor.bmc_timeout)
+    return clients, unsupported
+
+
 class IpmiPowerReader:
     """The monitor's second path: each host's power state from its BMC over IPMI."""
 
-    def __init__(self, settings: Settings) -> None:
-        creds = settings.bmc_credentials()
-        self._clients: dict[str, IpmiClient] = {}
-        for host, cfg in settings.hosts.items():
-            if host not in creds:
-                raise ConfigError(
-                    f"hosts.{host}: no BMC credentials in {settings.bmc_secrets_file}"
-                )
-            c = creds[host]
-            target = IpmiTarget(
-                cfg.bmc_address, cfg.bmc_port, c.username, c.password.get_secret_value()
-            )
-            self._clients[host] = IpmiClient(target, timeout=settings.monitor.bmc_timeout)
+    def __init__(self, clients: dict[str, IpmiClient]) -> None:
+        self._clients = clients
 
     async def power_off(self, host: str) -> bool:
-        return await self._clients[host].power_state() is PowerState.OFF
+        client = self._clients.get(host)
+        if client is None:
+            raise BmcError(f"no IPMI BMC for {host}")
+        return await client.power_state() is PowerState.OFF
 
     async def close(self) -> None:
         for client in self._clients.values():
@@ -162,8 +192,27 @@ def build_notifier(settings: Settings, db: Database) -> Notifier:
     return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery), channels=channels)
 
 
+def host_group(g: HostGroupConfig) -> HostGroup:
+    return HostGroup(
+        name=g.name,
+        hosts=tuple(g.hosts),
+        level=Level(g.level),
+        recovery_method=RecoveryMethod(g.recovery_method),
+        reserved_hosts=tuple(g.reserved_hosts),
+        evacuate_all=g.evacuate_all,
+        ignore_error_servers=g.ignore_error_servers,
+        on_shared_storage=g.on_shared_storage,
+        concurrency=g.concurrency,
+        auto_release=g.auto_release,
+    )
+
+
 def build_inspector(
-    settings: Settings, cloud: CloudDriver, notifier: Notifier, journal: IncidentJournal
+    settings: Settings,
+    cloud: CloudDriver,
+    notifier: Notifier,
+    journal: IncidentJournal,
+    recovery: Recovery | None = None,
 ) -> Inspector:
     i = settings.inspector
     return Inspector(
@@ -182,6 +231,7 @@ def build_inspector(
             act=i.act,
             notify_head_start=i.notify_head_start,
         ),
+        recovery=recovery,
     )
 
 
@@ -196,12 +246,41 @@ class Controller:
         self.monitor: HostMonitor | None = None
         self.notifier = build_notifier(settings, self.db)
         self.journal = IncidentJournal(IncidentStore(self.db))
-        self.inspector = build_inspector(settings, self.cloud, self.notifier, self.journal)
+        bmcs, unsupported = build_bmc_clients(settings)
+        self.recovery: Recovery | None = None
+        if settings.recovery.enabled:
+            r = settings.recovery
+            self.recovery = Recovery()
+            install(
+                RecoveryRuntime(
+                    cloud=self.cloud,
+                    fencer=BmcFencer(
+                        bmcs,
+                        check_interval=r.check_interval,
+                        check_max_count=r.check_max_count,
+                        unsupported=unsupported,
+                    ),
+                    store=RecoveryStore(self.db),
+                    groups=[host_group(g) for g in r.groups],
+                    settings=RecoverySettings(
+                        evacuate_timeout=r.evacuate_timeout,
+                        evacuate_attempts=r.evacuate_attempts,
+                    ),
+                    emit=self.notifier.emit,
+                    audit=lambda kind, subject, detail, trace: self.db.record_audit(
+                        kind, subject, "recovery", detail, trace
+                    ),
+                )
+            )
+            configure_dbos(r.workflows_url(settings.storage.url))
+        self.inspector = build_inspector(
+            settings, self.cloud, self.notifier, self.journal, self.recovery
+        )
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
         )
         if settings.hosts:
-            self.power = IpmiPowerReader(settings)
+            self.power = IpmiPowerReader(bmcs)
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),
@@ -220,8 +299,11 @@ class Controller:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
         await asyncio.to_thread(self.db.migrate)
         loop = asyncio.get_running_loop()
-        # Before anything can fire: the alarms, the outbox, the incidents still open.
+        # Before anything can fire: the alarms, the outbox, the incidents still open,
+        # and the recoveries a dead predecessor left running (DBOS resumes them).
         resumed = await self.notifier.start()
+        if self.recovery is not None:
+            DBOS.launch()
         self.inspector.adopt(await self.journal.load_open())
         if self.monitor is not None:
             for inc in self.inspector.open.values():
@@ -293,6 +375,8 @@ class Controller:
             sync_task.cancel()
             await self.inspector.drain()
             await self.notifier.close()
+            if self.recovery is not None:
+                DBOS.destroy(workflow_completion_timeout_sec=0)
             await self.journal.close()
             if self.power is not None:
                 await self.power.close()

@@ -13,12 +13,13 @@ from medevac.api.errors import install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit
+from medevac.api.recoveries import recoveries_router
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import HostMonitor
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
-from medevac.storage.records import IncidentStore
+from medevac.storage.records import IncidentStore, RecoveryStore
 
 AnyRole = Annotated[Principal, Depends(require())]
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
@@ -99,6 +100,7 @@ def create_app(
         recent = list(monitor.recent_verdicts) if monitor is not None else []
         return {"verdicts": [v.as_dict() for v in recent]}
 
+    app.include_router(recoveries_router(RecoveryStore(db)))
     if notifier is not None:
         app.include_router(alarms_router(notifier, [(settings.api.host, settings.api.port)]))
         if inspector is not None:

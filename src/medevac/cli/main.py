@@ -216,6 +216,133 @@ def incidents(
     Console().print(table)
 
 
+@app.command()
+def recoveries(
+    recovery_id: Annotated[str | None, typer.Argument(help="Show one recovery in full.")] = None,
+    host: Annotated[str | None, typer.Option(help="Only this host's recoveries.")] = None,
+    watch: Annotated[bool, typer.Option(help="Follow the recovery live until it ends.")] = False,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """Host recoveries: fencing, evacuations and their progress."""
+    if recovery_id:
+        if watch and not as_json:
+            _watch_recovery(url, token, recovery_id)
+            return
+        one = api_get(url, token, f"/v1/recoveries/{recovery_id}")
+        if as_json:
+            typer.echo(json.dumps(one, indent=2))
+        else:
+            Console().print(_recovery_view(one))
+        return
+    data = api_get(url, token, "/v1/recoveries" + (f"?host={host}" if host else ""))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="recoveries", title_justify="left")
+    for col in ("id", "host", "level", "state", "started", "ended"):
+        table.add_column(col)
+    for r in data["recoveries"]:
+        table.add_row(
+            r["id"],
+            r["host"],
+            str(r["level"]),
+            r["state"],
+            _clock(r["started_at"]),
+            _clock(r["ended_at"]) if r["ended_at"] else "-",
+        )
+    Console().print(table)
+
+
+def _recovery_view(r: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+
+    evacs = r.get("evacuations", [])
+    planned = len(r["detail"].get("planned", [])) or len(evacs)
+    done = sum(1 for e in evacs if e["result"] in ("recovered", "already-moved"))
+    failed = sum(1 for e in evacs if e["result"] == "failed")
+    head = (
+        f"[bold]{r['id']}[/] host {r['host']} level {r['level']}: [bold]{r['state']}[/]  "
+        f"{done}/{planned} servers recovered" + (f", [red]{failed} failed[/]" if failed else "")
+    )
+    table = Table(title_justify="left")
+    for col in ("server", "from", "to", "result", "attempts", "s"):
+        table.add_column(col)
+    for e in evacs:
+        took = f"{e['ended_at'] - e['started_at']:.1f}" if e["ended_at"] else "-"
+        table.add_row(
+            e["server_name"], e["from_host"], e["to_host"] or "-", e["result"],
+            str(e["attempts"]), took,
+        )  # fmt: skip
+    bar = ProgressBar(total=max(planned, 1), completed=done + failed, width=50)
+    return Group(head, bar, table)
+
+
+def _watch_recovery(url: str, token: str, recovery_id: str) -> None:
+    import time
+
+    from rich.live import Live
+
+    ended = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
+    with Live(refresh_per_second=4) as live:
+        while True:
+            r = api_get(url, token, f"/v1/recoveries/{recovery_id}")
+            live.update(_recovery_view(r))
+            if r["state"] in ended:
+                return
+            time.sleep(0.5)
+
+
+@app.command()
+def history(
+    server: Annotated[str | None, typer.Option(help="Only this server.")] = None,
+    host: Annotated[str | None, typer.Option(help="Only evacuations away from this host.")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """The evacuation history: every server moved, from where to where, and how it went."""
+    query = "&".join(f"{k}={v}" for k, v in (("server", server), ("host", host)) if v)
+    data = api_get(url, token, "/v1/history" + (f"?{query}" if query else ""))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="evacuation history", title_justify="left")
+    for col in ("started", "server", "from", "to", "result", "attempts", "recovery"):
+        table.add_column(col)
+    for e in data["evacuations"]:
+        table.add_row(
+            _clock(e["started_at"]), e["server_name"], e["from_host"], e["to_host"] or "-",
+            e["result"], str(e["attempts"]), e["recovery_id"],
+        )  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def audit(
+    subject: Annotated[str | None, typer.Option(help="Only this host or server.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """The operator log: every verdict and recovery step, newest first."""
+    query = f"?limit={limit}" + (f"&subject={subject}" if subject else "")
+    data = api_get(url, token, "/v1/audit" + query)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="audit", title_justify="left")
+    for col in ("at", "kind", "subject", "actor", "detail"):
+        table.add_column(col)
+    for e in data["events"]:
+        detail = json.dumps(e["detail"])
+        table.add_row(e["at"], e["kind"], e["subject"], e["actor"], detail[:80])
+    Console().print(table)
+
+
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 

@@ -94,6 +94,7 @@ class Incident:
     updated_at: float = 0.0
     closed_at: float | None = None
     held_reason: str | None = None
+    recovery_id: str | None = None
     stamps: dict[str, float] = field(default_factory=dict)  # profiler checkpoints
 
     @property
@@ -152,6 +153,7 @@ class Incident:
             "trace_id": self.trace_id,
             "faults": dict(self.faults),
             "held_reason": self.held_reason,
+            "recovery_id": self.recovery_id,
             "verdicts": list(self.verdicts),
             "actions": list(self.actions),
             "events": list(self.events),
@@ -176,5 +178,6 @@ class Incident:
             updated_at=d.get("updated_at", d["opened_at"]),
             closed_at=d.get("closed_at"),
             held_reason=d.get("held_reason"),
+            recovery_id=d.get("recovery_id"),
             stamps=dict(d.get("stamps", {})),
         )

@@ -48,6 +48,14 @@ class EventSink(Protocol):
         ...
 
 
+class RecoveryStarter(Protocol):
+    def start(
+        self, incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str
+    ) -> str:
+        """Start the host's recovery once per incident (idempotent); returns its id."""
+        ...
+
+
 class IncidentSaver(Protocol):
     def save(self, incident: Incident) -> None:
         """Persist an incident's current state (without blocking the caller)."""
@@ -78,8 +86,10 @@ class Inspector:
         guard: ZoneGuard,
         settings: InspectorSettings | None = None,
         *,
+        recovery: RecoveryStarter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.recovery = recovery
         self.zones = zones
         self.topology = topology
         self.executor = executor
@@ -167,6 +177,12 @@ class Inspector:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)
         inc.move(IncidentState.CORRECTING, now)
         self._run(inc, plan)
+        if self.recovery is not None and self.settings.act and inc.recovery_id is None:
+            # The recovery fences and evacuates; it starts now, beside the correction.
+            before = {s.id: s.vm_state or "" for s in servers}
+            inc.recovery_id = self.recovery.start(
+                inc.id, inc.host, verdict.kind.value, before, inc.trace_id
+            )
 
     def _hold(self, inc: Incident, reason: str, *, announce: bool) -> None:
         inc.held_reason = reason

@@ -99,6 +99,7 @@ def lab_up(
     service_down_time: int = 5,
     transport_url: str | None = "auto",
     layout: list[int] | None = None,
+    ready_within: float = UP_TIMEOUT,
 ) -> dict[str, Any]:
     """Start a lab supervisor in the background and wait until it is ready.
 
@@ -159,7 +160,7 @@ def lab_up(
             cwd=Path.cwd(),
         )
     paths.lock.write_text(json.dumps({"pid": proc.pid}))
-    deadline = time.monotonic() + UP_TIMEOUT
+    deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         info = paths.read_info()
         if info is not None:
@@ -171,7 +172,7 @@ def lab_up(
             raise LabError(f"the lab failed to start: {reason} (log: {paths.log})")
         time.sleep(0.1)
     _kill_group(proc.pid)
-    raise LabError(f"the lab was not ready within {UP_TIMEOUT:.0f} s (log: {paths.log})")
+    raise LabError(f"the lab was not ready within {ready_within:.0f} s (log: {paths.log})")
 
 
 def _port_open(port: int) -> bool:

@@ -14,7 +14,14 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from medevac.storage.db import Database
-from medevac.storage.models import AlarmChange, AlarmRecord, Delivery, IncidentRecord
+from medevac.storage.models import (
+    AlarmChange,
+    AlarmRecord,
+    Delivery,
+    EvacuationRecord,
+    IncidentRecord,
+    RecoveryRecord,
+)
 
 
 def dt(ts: float) -> datetime:
@@ -319,3 +326,138 @@ class OutboxStore:
         with self.db.session() as s:
             rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
             return {status: int(n) for status, n in rows}
+
+
+def _recovery_dict(r: RecoveryRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "incident_id": r.incident_id,
+        "host": r.host,
+        "level": r.level,
+        "state": r.state,
+        "started_at": ts(r.started_at),
+        "updated_at": ts(r.updated_at),
+        "ended_at": ts(r.ended_at),
+        "detail": r.detail,
+    }
+
+
+def _evacuation_dict(e: EvacuationRecord) -> dict[str, Any]:
+    return {
+        "recovery_id": e.recovery_id,
+        "server_id": e.server_id,
+        "server_name": e.server_name,
+        "from_host": e.from_host,
+        "to_host": e.to_host,
+        "started_at": ts(e.started_at),
+        "ended_at": ts(e.ended_at),
+        "result": e.result,
+        "attempts": e.attempts,
+        "detail": e.detail,
+    }
+
+
+class RecoveryStore:
+    """Recoveries and the evacuation history. Writes are idempotent upserts: a
+    workflow step that runs again after a crash writes the same row again."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(
+        self,
+        recovery_id: str,
+        incident_id: str,
+        host: str,
+        level: int,
+        state: str,
+        at: float,
+        detail: dict[str, Any],
+        ended: bool = False,
+    ) -> None:
+        with self.db.session() as s:
+            row = s.get(RecoveryRecord, recovery_id)
+            if row is None:
+                row = RecoveryRecord(
+                    id=recovery_id,
+                    incident_id=incident_id,
+                    host=host,
+                    level=level,
+                    started_at=dt(at),
+                )
+                s.add(row)
+            row.state = state
+            row.updated_at = dt(at)
+            row.detail = {**(row.detail or {}), **detail}
+            if ended:
+                row.ended_at = dt(at)
+
+    def put_evacuation(
+        self,
+        recovery_id: str,
+        server_id: str,
+        server_name: str,
+        from_host: str,
+        *,
+        result: str,
+        at: float,
+        to_host: str | None = None,
+        attempts: int = 0,
+        detail: dict[str, Any] | None = None,
+        ended: bool = False,
+    ) -> None:
+        with self.db.session() as s:
+            row = s.scalars(
+                select(EvacuationRecord).where(
+                    EvacuationRecord.recovery_id == recovery_id,
+                    EvacuationRecord.server_id == server_id,
+                )
+            ).first()
+            if row is None:
+                row = EvacuationRecord(
+                    recovery_id=recovery_id,
+                    server_id=server_id,
+                    server_name=server_name,
+                    from_host=from_host,
+                    started_at=dt(at),
+                    detail={},
+                )
+                s.add(row)
+            row.result = result
+            row.attempts = attempts
+            row.to_host = to_host or row.to_host
+            row.detail = {**(row.detail or {}), **(detail or {})}
+            if ended:
+                row.ended_at = dt(at)
+
+    def get(self, recovery_id: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            row = s.get(RecoveryRecord, recovery_id)
+            if row is None:
+                return None
+            body = _recovery_dict(row)
+            evacs = s.scalars(
+                select(EvacuationRecord)
+                .where(EvacuationRecord.recovery_id == recovery_id)
+                .order_by(EvacuationRecord.id)
+            )
+            body["evacuations"] = [_evacuation_dict(e) for e in evacs]
+            return body
+
+    def recent(self, *, host: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            q = select(RecoveryRecord).order_by(RecoveryRecord.started_at.desc()).limit(limit)
+            if host is not None:
+                q = q.where(RecoveryRecord.host == host)
+            return [_recovery_dict(r) for r in s.scalars(q)]
+
+    def history(
+        self, *, server_id: str | None = None, host: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            q = select(EvacuationRecord).order_by(EvacuationRecord.started_at.desc()).limit(limit)
+            if server_id is not None:
+                q = q.where(EvacuationRecord.server_id == server_id)
+            if host is not None:
+                q = q.where(EvacuationRecord.from_host == host)
+            return [_evacuation_dict(e) for e in s.scalars(q)]

@@ -1,0 +1,48 @@
+"""Recoveries and the evacuation history: ``/v1/recoveries``, ``/v1/history``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from medevac.api.auth import Principal, require
+from medevac.api.errors import ApiError
+from medevac.config import Role
+from medevac.storage.records import RecoveryStore
+
+AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def recoveries_router(store: RecoveryStore) -> APIRouter:
+    router = APIRouter(tags=["recovery"])
+
+    @router.get("/v1/recoveries")
+    async def list_recoveries(
+        _: AdminOrReader, host: str | None = None, limit: Limit = 100
+    ) -> dict[str, Any]:
+        """Host recoveries, newest first, with their state (FENCING, EVACUATING, ...)."""
+        return {"recoveries": await asyncio.to_thread(store.recent, host=host, limit=limit)}
+
+    @router.get("/v1/recoveries/{recovery_id}")
+    async def get_recovery(recovery_id: str, _: AdminOrReader) -> dict[str, Any]:
+        """One recovery with every server's evacuation."""
+        body = await asyncio.to_thread(store.get, recovery_id)
+        if body is None:
+            raise ApiError(404, f"recovery {recovery_id} not found")
+        return body
+
+    @router.get("/v1/history")
+    async def history(
+        _: AdminOrReader,
+        server: str | None = None,
+        host: str | None = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        """The evacuation history: server, from, to, start, end, result; newest first."""
+        rows = await asyncio.to_thread(store.history, server_id=server, host=host, limit=limit)
+        return {"evacuations": rows}
+
+    return router

@@ -1,0 +1,457 @@
+"""Host recovery as durable workflows (DBOS): fence, force down, evacuate, verify,
+disable, record. A controller that dies mid-recovery resumes it on restart from the
+last completed step; every step is idempotent because a step that ran but was not
+recorded runs again. One recovery per incident by construction: the workflow id is
+``recover-<incident id>``, and each server's evacuation is a child workflow whose
+id is ``<recovery id>:<server id>``.
+
+DBOS keeps workflows in its own system database; the ``recoveries`` and
+``evacuations`` tables are the operator's view of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from dbos import DBOS, SetWorkflowID
+
+from medevac.cloud.errors import CloudError, ComputeServiceInUse, Conflict, NotFound
+from medevac.cloud.models import ComputeService, Server
+from medevac.notifier.events import Event
+from medevac.recovery.fence import Fencer
+from medevac.recovery.policy import (
+    HostGroup,
+    Level,
+    ServerFacts,
+    batches,
+    destinations,
+    group_of,
+    plan,
+)
+from medevac.storage.records import RecoveryStore
+
+log = logging.getLogger(__name__)
+
+# Bump when a change to the workflows below would not replay an older recording.
+APP_VERSION = "medevac-recovery-1"
+REBUILDING = frozenset({"rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"})
+
+
+class RecoveryCloud(Protocol):
+    async def set_forced_down(self, host: str, forced_down: bool = True) -> ComputeService: ...
+
+    async def set_enabled(
+        self, host: str, enabled: bool, reason: str | None = None
+    ) -> ComputeService: ...
+
+    async def get_compute_service(self, host: str) -> ComputeService: ...
+
+    async def list_host_servers(self, host: str) -> list[Server]: ...
+
+    async def get_server(self, server_id: str) -> Server: ...
+
+    async def evacuate(
+        self, server_id: str, host: str | None = None, on_shared_storage: bool = False
+    ) -> None: ...
+
+    async def stop_server(self, server_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    evacuate_timeout: float = 120.0  # one server, request to arrival
+    evacuate_attempts: int = 2  # per destination
+    poll_interval: float = 0.5
+    nova_down_timeout: float = 300.0  # level 3: how long to wait for Nova to see it
+
+
+@dataclass
+class RecoveryRuntime:
+    """What the workflows' steps use; set once per process before DBOS launches."""
+
+    cloud: RecoveryCloud
+    fencer: Fencer
+    store: RecoveryStore
+    groups: Sequence[HostGroup]
+    settings: RecoverySettings
+    emit: Callable[[list[Event]], Any]
+    audit: Callable[[str, str, dict[str, Any], str | None], Any]
+
+
+_runtime: RecoveryRuntime | None = None
+
+
+def install(runtime: RecoveryRuntime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def rt() -> RecoveryRuntime:
+    if _runtime is None:
+        raise RuntimeError("recovery runtime not installed")
+    return _runtime
+
+
+# -- steps ----------------------------------------------------------------------------
+
+
+@DBOS.step()
+async def record_step(
+    recovery_id: str,
+    incident_id: str,
+    host: str,
+    level: int,
+    state: str,
+    detail: dict[str, Any],
+    ended: bool,
+    trace_id: str,
+) -> None:
+    r = rt()
+    at = time.time()
+    await asyncio.to_thread(
+        r.store.put, recovery_id, incident_id, host, level, state, at, detail, ended
+    )
+    await asyncio.to_thread(
+        r.audit,
+        f"recovery.{state.lower()}",
+        host,
+        {"recovery_id": recovery_id, "level": level, **detail},
+        trace_id,
+    )
+
+
+@DBOS.step()
+async def event_step(event_type: str, traits: dict[str, Any], severity: str, trace_id: str) -> None:
+    rt().emit([Event(event_type, time.time(), traits, trace_id=trace_id, severity=severity)])
+
+
+@DBOS.step()
+async def fence_step(host: str) -> dict[str, Any]:
+    result = await rt().fencer.fence(host)
+    return asdict(result)
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
+async def force_down_step(host: str) -> None:
+    await rt().cloud.set_forced_down(host, True)
+
+
+@DBOS.step()
+async def wait_nova_down_step(host: str) -> bool:
+    r = rt()
+    deadline = time.monotonic() + r.settings.nova_down_timeout
+    while time.monotonic() < deadline:
+        if (await r.cloud.get_compute_service(host)).state == "down":
+            return True
+        await asyncio.sleep(r.settings.poll_interval)
+    return False
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
+async def snapshot_step(host: str, before: dict[str, str]) -> list[dict[str, Any]]:
+    """The host's servers as Nova lists them now, with their state before the fault."""
+    servers = await rt().cloud.list_host_servers(host)
+    return [
+        {
+            "id": s.id,
+            "name": s.name,
+            "vm_state": before.get(s.id) or s.vm_state or "",
+            "metadata": dict(s.metadata),
+            "project_id": s.project_id,
+        }
+        for s in servers
+    ]
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
+async def disable_step(host: str, reason: str) -> None:
+    await rt().cloud.set_enabled(host, False, reason)
+
+
+@DBOS.step()
+async def evacuation_record_step(
+    recovery_id: str,
+    server_id: str,
+    name: str,
+    from_host: str,
+    result: str,
+    to_host: str | None,
+    attempts: int,
+    detail: dict[str, Any],
+    ended: bool,
+) -> None:
+    await asyncio.to_thread(
+        rt().store.put_evacuation,
+        recovery_id,
+        server_id,
+        name,
+        from_host,
+        result=result,
+        at=time.time(),
+        to_host=to_host,
+        attempts=attempts,
+        detail=detail,
+        ended=ended,
+    )
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
+async def evacuate_step(
+    server_id: str, failed_host: str, destination: str | None, shared: bool
+) -> str:
+    """Ask Nova to evacuate, unless the server already left or is being rebuilt."""
+    cloud = rt().cloud
+    server = await cloud.get_server(server_id)
+    if server.host != failed_host:
+        return "moved"
+    if server.task_state in REBUILDING:
+        return "in-progress"
+    try:
+        await cloud.evacuate(server_id, destination, shared)
+    except ComputeServiceInUse:
+        # Nova still believes the source is up: fencing or force-down did not
+        # happen. Never papered over: the recovery stops for this server.
+        return "service-in-use"
+    except Conflict:
+        return "conflict"  # a task is running on it; wait and look again
+    return "requested"
+
+
+@DBOS.step()
+async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[str, Any]:
+    """Wait (bounded) until the server runs elsewhere in its expected state."""
+    r = rt()
+    deadline = time.monotonic() + r.settings.evacuate_timeout
+    stopped_it = False
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            s = await r.cloud.get_server(server_id)
+        except NotFound:
+            return {"ok": False, "why": "the server was deleted"}
+        except CloudError as exc:
+            last = {"error": str(exc)}
+            await asyncio.sleep(r.settings.poll_interval)
+            continue
+        last = {"host": s.host, "status": s.status, "task_state": s.task_state}
+        moved = s.host not in (None, failed_host) and s.task_state is None
+        if moved and s.status == expected:
+            return {"ok": True, **last}
+        if moved and expected == "SHUTOFF" and s.status == "ACTIVE" and not stopped_it:
+            await r.cloud.stop_server(server_id)  # it was stopped before the fault
+            stopped_it = True
+        elif moved and s.status == "ERROR":
+            return {"ok": False, "why": "rebuilt in ERROR", **last}
+        await asyncio.sleep(r.settings.poll_interval)
+    return {"ok": False, "why": f"not {expected} elsewhere in time", **last}
+
+
+# -- workflows ------------------------------------------------------------------------
+
+
+@DBOS.workflow()
+async def evacuate_server(
+    recovery_id: str,
+    failed_host: str,
+    server: dict[str, Any],
+    dests: list[str | None],
+    shared: bool,
+    attempts_per_destination: int,
+    trace_id: str,
+) -> dict[str, Any]:
+    sid, name = server["server_id"], server["name"]
+    await evacuation_record_step(recovery_id, sid, name, failed_host, "running", None, 0, {}, False)
+    attempts = 0
+    why = "no destination"
+    for dest in dests:
+        for _ in range(attempts_per_destination):
+            attempts += 1
+            outcome = await evacuate_step(sid, failed_host, dest, shared)
+            if outcome == "service-in-use":
+                why = "Nova says the source compute service is still up"
+                break
+            if outcome == "conflict":
+                await DBOS.sleep_async(1.0)
+                continue
+            arrived = await arrival_step(sid, failed_host, server["expected_status"])
+            if arrived["ok"]:
+                result = "already-moved" if outcome == "moved" else "recovered"
+                detail = {"destination": dest or "scheduler"}
+                await evacuation_record_step(
+                    recovery_id,
+                    sid,
+                    name,
+                    failed_host,
+                    result,
+                    arrived["host"],
+                    attempts,
+                    detail,
+                    True,
+                )
+                await event_step(
+                    "compute.instance.evacuated",
+                    {
+                        "instance_id": sid,
+                        "project_id": server["project_id"],
+                        "from_host": failed_host,
+                        "to_host": arrived["host"],
+                        "result": result,
+                        "recovery_id": recovery_id,
+                    },
+                    "moderate",
+                    trace_id,
+                )
+                return {"server_id": sid, "ok": True, "to": arrived["host"], "result": result}
+            why = arrived.get("why", "unknown")
+    await evacuation_record_step(
+        recovery_id, sid, name, failed_host, "failed", None, attempts, {"why": why}, True
+    )
+    await event_step(
+        "compute.instance.evacuated",
+        {
+            "instance_id": sid,
+            "project_id": server["project_id"],
+            "from_host": failed_host,
+            "result": "failed",
+            "why": why,
+            "recovery_id": recovery_id,
+        },
+        "critical",
+        trace_id,
+    )
+    return {"server_id": sid, "ok": False, "why": why}
+
+
+@DBOS.workflow()
+async def recover_host(
+    incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str
+) -> dict[str, Any]:
+    r = rt()
+    rid = str(DBOS.workflow_id)
+    group = group_of(host, r.groups)
+    level = group.level
+    common = {"host": host, "recovery_id": rid, "level": int(level), "group": group.name}
+
+    async def record(state: str, detail: dict[str, Any], ended: bool = False) -> None:
+        await record_step(rid, incident_id, host, int(level), state, detail, ended, trace_id)
+
+    await record("STARTED", {"verdict": verdict, "group": group.name})
+    await event_step("compute.host.recovery.started", common, "moderate", trace_id)
+    # Safety rule 1: a host that may be alive is fenced first, whatever the level,
+    # except level 1, which the operator chose knowing it.
+    must_fence = level is Level.FENCE or (level is Level.NOVA_SEES_DOWN and verdict != "HOST_DOWN")
+    if must_fence:
+        await record("FENCING", {})
+        fenced = await fence_step(host)
+        if not fenced["confirmed"]:
+            await force_down_step(host)  # rule 2: stays down, for an operator
+            await record("FENCING_FAILED", {"fencing": fenced}, ended=True)
+            await event_step(
+                "compute.host.recovery.fencing_failed",
+                {**common, "reason": fenced["detail"]},
+                "critical",
+                trace_id,
+            )
+            return {"state": "FENCING_FAILED", "fencing": fenced}
+        await record("FENCED", {"fencing": fenced})
+    elif level is Level.FORCE_DOWN_ONLY:
+        await event_step(
+            "compute.host.recovery.unfenced",
+            {**common, "reason": "level 1: evacuating without fencing, as configured"},
+            "critical",
+            trace_id,
+        )
+    if level is Level.NOVA_SEES_DOWN:
+        if not await wait_nova_down_step(host):
+            await record("NOVA_NEVER_SAW_DOWN", {}, ended=True)
+            return {"state": "NOVA_NEVER_SAW_DOWN"}
+    else:
+        await force_down_step(host)
+    servers = [ServerFacts(**s) for s in await snapshot_step(host, before)]
+    planned = plan(servers, group)
+    dests = destinations(group, host)
+    where = [d or "scheduler" for d in dests]
+    await record("EVACUATING", {"planned": [p.server_id for p in planned], "destinations": where})
+    results: list[dict[str, Any]] = []
+    for batch in batches(planned, group.concurrency):
+        handles = []
+        for p in batch:
+            with SetWorkflowID(f"{rid}:{p.server_id}"):
+                handles.append(
+                    await DBOS.start_workflow_async(
+                        evacuate_server,
+                        rid,
+                        host,
+                        {
+                            "server_id": p.server_id,
+                            "name": p.name,
+                            "expected_status": p.expected_status,
+                            "project_id": p.project_id,
+                        },
+                        dests,
+                        group.on_shared_storage,
+                        r.settings.evacuate_attempts,
+                        trace_id,
+                    )
+                )
+        for h in handles:
+            results.append(await h.get_result())
+    await disable_step(host, f"medevac: recovered from {verdict} (incident {incident_id})")
+    failed = [x["server_id"] for x in results if not x["ok"]]
+    state = "COMPLETED" if not failed else "PARTIAL"
+    summary = {"evacuated": len(results) - len(failed), "failed": failed}
+    await record(state, summary, ended=True)
+    await event_step(
+        "compute.host.recovery.completed",
+        {**common, "state": state, "evacuated": summary["evacuated"], "failed": len(failed)},
+        "moderate" if not failed else "critical",
+        trace_id,
+    )
+    return {"state": state, **summary}
+
+
+class Recovery:
+    """Starts recoveries (idempotently) from the inspector's incidents."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.started = 0
+
+    def start(
+        self, incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str
+    ) -> str:
+        """Start (or find) the recovery of this incident; returns its id at once."""
+        rid = f"recover-{incident_id}"
+
+        async def go() -> None:
+            with SetWorkflowID(rid):
+                await DBOS.start_workflow_async(
+                    recover_host, incident_id, host, verdict, before, trace_id
+                )
+
+        task = asyncio.ensure_future(go())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        self.started += 1
+        return rid
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cannot start a recovery", exc_info=task.exception())
+
+
+def configure_dbos(system_database_url: str) -> None:
+    DBOS(
+        config={
+            "name": "medevac",
+            "system_database_url": system_database_url,
+            "application_version": APP_VERSION,
+            "log_level": "WARNING",
+        }
+    )
