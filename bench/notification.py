@@ -182,7 +182,13 @@ def main() -> None:
         consumer = subprocess.Popen(
             [sys.executable, "-m", "medevac.lab.consumer", "--port", str(port)]
         )
-        env = {**os.environ, "MEDEVAC_CONFIG": info["controller_config"]}
+        # State correction and alerting only: recovery would fence the failed host,
+        # and each run needs it back.
+        env = {
+            **os.environ,
+            "MEDEVAC_CONFIG": info["controller_config"],
+            "MEDEVAC_RECOVERY__ENABLED": "false",
+        }
         serve = subprocess.Popen(
             [sys.executable, "-m", "medevac", "serve"], env=env, stderr=subprocess.DEVNULL
         )

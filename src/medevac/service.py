@@ -247,10 +247,12 @@ class Controller:
         self.notifier = build_notifier(settings, self.db)
         self.journal = IncidentJournal(IncidentStore(self.db))
         bmcs, unsupported = build_bmc_clients(settings)
-        self.recovery: Recovery | None = None
-        if settings.recovery.enabled:
-            r = settings.recovery
-            self.recovery = Recovery()
+        r = settings.recovery
+        self.recovery = Recovery() if r.enabled else None
+        self.inspector = build_inspector(
+            settings, self.cloud, self.notifier, self.journal, self.recovery
+        )
+        if self.recovery is not None:
             install(
                 RecoveryRuntime(
                     cloud=self.cloud,
@@ -270,12 +272,10 @@ class Controller:
                     audit=lambda kind, subject, detail, trace: self.db.record_audit(
                         kind, subject, "recovery", detail, trace
                     ),
+                    settled=self.inspector.settled,
                 )
             )
             configure_dbos(r.workflows_url(settings.storage.url))
-        self.inspector = build_inspector(
-            settings, self.cloud, self.notifier, self.journal, self.recovery
-        )
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
         )

@@ -50,6 +50,8 @@ def ctl(ilab: RunningLab, hooks: ConsumerProcess) -> Iterator[Controller]:
         # Faults follow each other here; only the guard test means to trip the guard.
         MEDEVAC_INSPECTOR__GUARD_WINDOW="2",
         MEDEVAC_INSPECTOR__GUARD_HOLD="5",
+        # State correction only: recovery would fence the hosts these tests heal.
+        MEDEVAC_RECOVERY__ENABLED="false",
     )
     try:
         register_alarms(ilab, controller, hooks)

@@ -432,6 +432,12 @@ class Inspector:
         traits = {"zone": zone, "reason": reason}
         return Event(ev.GUARD_HOLD, self.clock(), traits, trace_id=trace_id, severity="critical")
 
+    async def settled(self, host: str) -> None:
+        """Wait until the state actions in flight for this host are done (recovery waits:
+        a reset-state landing on a server Nova is rebuilding would break the rebuild)."""
+        while (task := self._work.get(host)) is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     async def drain(self) -> None:
         """Wait for the actions in flight (tests, shutdown)."""
         while self._tasks:

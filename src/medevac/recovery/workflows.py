@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -81,6 +81,8 @@ class RecoveryRuntime:
     settings: RecoverySettings
     emit: Callable[[list[Event]], Any]
     audit: Callable[[str, str, dict[str, Any], str | None], Any]
+    # Waits until the inspector's state actions on a host are done.
+    settled: Callable[[str], Awaitable[None]]
 
 
 _runtime: RecoveryRuntime | None = None
@@ -150,6 +152,11 @@ async def wait_nova_down_step(host: str) -> bool:
             return True
         await asyncio.sleep(r.settings.poll_interval)
     return False
+
+
+@DBOS.step()
+async def settle_step(host: str) -> None:
+    await rt().settled(host)
 
 
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
@@ -372,6 +379,7 @@ async def recover_host(
             return {"state": "NOVA_NEVER_SAW_DOWN"}
     else:
         await force_down_step(host)
+    await settle_step(host)  # the inspector's resets must not land mid-rebuild
     servers = [ServerFacts(**s) for s in await snapshot_step(host, before)]
     planned = plan(servers, group)
     dests = destinations(group, host)
