@@ -311,6 +311,13 @@ class Controller:
                     self.monitor.presume_lost(inc.host)
         self.journal.start()
         sync_task = asyncio.create_task(self.sync.run())
+
+        async def resume_corrections() -> None:
+            await self.sync.ready.wait()
+            if n := self.inspector.resume():
+                log.info("resumed %d state corrections left unfinished", n)
+
+        resume_task = asyncio.create_task(resume_corrections())
         log.info(
             "%d alarms, %d open incidents, %d deliveries resumed",
             len(self.notifier.index),
@@ -373,6 +380,7 @@ class Controller:
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
             sync_task.cancel()
+            resume_task.cancel()
             await self.inspector.drain()
             await self.notifier.close()
             if self.recovery is not None:

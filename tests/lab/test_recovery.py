@@ -1,8 +1,8 @@
 """Recovery against the lab: fenced through real IPMI, evacuated through real Nova,
 durable across a SIGKILL, and never a server on two hosts.
 
-Its own lab of 6 hosts (each test fails a different host; the last two stay as
-destinations) and a real `medevac serve`.
+Its own lab of 10 hosts x 3 servers (each test fails different hosts; host10 and
+the hosts not failed yet are the destinations) and a real `medevac serve`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import wait_for
@@ -22,7 +24,7 @@ ENDED = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 
 @pytest.fixture(scope="module")
 def rlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    yield from start_lab(tmp_path_factory.mktemp("recovery-lab"), hosts=6, servers_per_host=2)
+    yield from start_lab(tmp_path_factory.mktemp("recovery-lab"), hosts=10, servers_per_host=3)
 
 
 @pytest.fixture(scope="module")
@@ -159,26 +161,100 @@ def test_unreachable_bmc_means_no_evacuation_and_fencing_failed(
         rlab.client.heal("bmc-unreachable", host)
 
 
-def test_a_controller_killed_mid_evacuation_finishes_the_recovery_once(
+def evacuation_rows(ctl: Controller, host: str) -> list[dict[str, Any]]:
+    return list(ctl.get(f"/v1/history?host={host}&limit=1000")["evacuations"])
+
+
+# Points of a recovery at which the controller is killed, in the order they come.
+KILL_POINTS: list[tuple[str, Any]] = [
+    ("incident open", lambda inc, rec: inc is not None),
+    ("recovery started", lambda inc, rec: rec is not None),
+    ("fencing", lambda inc, rec: rec is not None and rec["state"] != "STARTED"),
+    ("evacuating", lambda inc, rec: rec is not None and rec["state"] == "EVACUATING"),
+    ("an evacuation requested", lambda inc, rec: rec is not None and rec["evacuations"]),
+    (
+        "a server recovered",
+        lambda inc, rec: (
+            rec is not None and any(e["result"] == "recovered" for e in rec["evacuations"])
+        ),
+    ),
+]
+
+
+def at_point(ctl: Controller, host: str, t0: float, reached: Any) -> bool:
+    incs = ctl.get(f"/v1/incidents?host={host}")["incidents"]
+    inc = next((i for i in incs if i["opened_at"] >= t0), None)
+    rec = recovery_of(ctl, host, t0)
+    if rec is not None and rec["state"] in ENDED:
+        return True  # ended before this point: nothing left to cut
+    return bool(reached(inc, rec))
+
+
+def test_sigkill_at_every_point_of_recoveries_recovers_each_server_exactly_once(
     rlab: RunningLab, ctl: Controller
 ) -> None:
-    host = "host4"
-    ha = ha_servers(rlab, host)
+    kills: list[tuple[str, str]] = []
+    for host in ("host4", "host5", "host6", "host7", "host8"):
+        ha = ha_servers(rlab, host)
+        t0 = time.time()
+        with TwoHostWatch(rlab) as watch:
+            rlab.client.inject("host-crash", host)
+            for name, reached in KILL_POINTS:
+                wait_for(f"{host}: {name}", partial(at_point, ctl, host, t0, reached), 60, 0.02)
+                rec = recovery_of(ctl, host, t0)
+                if rec is not None and rec["state"] in ENDED:
+                    break
+                ctl.kill()
+                kills.append((host, name))
+                ctl.restart()
+            rec = wait_recovery(ctl, host, t0)
+        assert rec["state"] == "COMPLETED", rec
+        assert_recovered(rlab, host, ha)
+        rows = evacuation_rows(ctl, host)
+        assert sorted(r["server_id"] for r in rows) == sorted(s["id"] for s in ha), rows
+        assert all(r["result"] in ("recovered", "already-moved") for r in rows)
+        assert watch.twice == [], f"{host}: servers ran on two hosts: {watch.twice[:3]}"
+        assert len(ctl.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1
+    assert len(kills) >= 20, f"only {len(kills)} kill points reached: {kills}"
+
+
+def test_three_sources_reporting_ten_times_give_one_incident_and_one_recovery(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    host = "host9"
     t0 = time.time()
-    with TwoHostWatch(rlab) as watch:
-        rlab.client.inject("host-crash", host)
-
-        def evacuating() -> bool:
-            r = recovery_of(ctl, host, t0)
-            return r is not None and r["state"] == "EVACUATING"
-
-        wait_for("the evacuations to start", evacuating, 60, 0.05)
-        ctl.kill()
-        ctl.restart()
-        rec = wait_recovery(ctl, host, t0)
-    assert rec["state"] == "COMPLETED", rec
-    assert_recovered(rlab, host, ha)
-    assert sorted(e["server_id"] for e in rec["evacuations"]) == sorted(s["id"] for s in ha)
-    assert watch.twice == []
-    # One recovery for the incident, whatever the restart did.
+    rlab.client.inject("host-crash", host)
+    wait_for("the recovery", lambda: recovery_of(ctl, host, t0), 30, 0.05)
+    headers = {"X-Auth-Token": ctl.token}
+    for i in range(10):
+        doctor = [
+            {
+                "time": "2026-01-01T00:00:00",
+                "type": "compute.host.down",
+                "details": {"hostname": host, "status": "down", "monitor_event_id": f"d{i}"},
+            }
+        ]
+        r = httpx.put(ctl.url + "/events", json=doctor, headers=headers, timeout=10)
+        assert r.status_code < 300, r.text
+        alert = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "medevac",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "NodeDown", "instance": f"{host}:9100"},
+                    "startsAt": f"2026-01-01T00:00:{i:02d}Z",
+                    "fingerprint": f"f{i}",
+                }
+            ],
+        }
+        r = httpx.post(ctl.url + "/v1/alertmanager", json=alert, headers=headers, timeout=10)
+        assert r.status_code < 300, r.text
+    rec = wait_recovery(ctl, host, t0)
+    assert rec["state"] == "COMPLETED"
+    incidents = [
+        i for i in ctl.get(f"/v1/incidents?host={host}")["incidents"] if i["opened_at"] >= t0
+    ]
+    assert len(incidents) == 1
     assert len(ctl.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1

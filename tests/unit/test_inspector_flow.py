@@ -236,3 +236,19 @@ async def test_observe_mode_changes_nothing() -> None:
 def test_action_key_is_stable() -> None:
     a = Action(ActionKind.RESET_STATE, "s1", "error", "h1")
     assert a.key == "reset-state:s1:error"
+
+
+@sync
+async def test_a_correction_cut_short_by_a_restart_runs_again() -> None:
+    cloud = RecordingCloud()
+    first, _ = build(cloud)
+    first.settings = type(first.settings)(act=False)  # acts on nothing: as if killed
+    first.publish(verdict(VerdictKind.HOST_DOWN))
+    incident = Incident.from_dict(first.open["h1"].as_dict())
+    incident.state = IncidentState.CORRECTING
+    second, _ = build(cloud)
+    second.adopt([incident])
+    assert second.resume() == 1
+    await second.drain()
+    assert {c[0] for c in cloud.calls} == {"force-down", "reset", "port"}
+    assert second.open["h1"].state is IncidentState.CORRECTED

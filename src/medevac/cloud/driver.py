@@ -372,6 +372,17 @@ class CloudDriver:
         """Every port bound to a host (``binding:host_id``)."""
         return await self.list_ports(host)
 
+    async def list_server_ports(self, server_id: str) -> list[Port]:
+        """The ports attached to one server (``device_id``)."""
+        body = await self._call(
+            "network",
+            "GET",
+            "/ports",
+            f"list ports of server {server_id}",
+            params={"device_id": server_id},
+        )
+        return [Port.from_api(p) for p in body.get("ports", [])]
+
     async def list_ports(self, host: str | None = None) -> list[Port]:
         """Every port (or those bound to one host), following Neutron's pagination."""
         ports: list[Port] = []

@@ -108,6 +108,28 @@ class Inspector:
             if inc.is_open:
                 self.open[inc.host] = inc
 
+    def resume(self) -> int:
+        """After a restart, once the topology is loaded: corrections a dead predecessor
+        left unfinished run again (their plans skip what is already done)."""
+        resumed = 0
+        for inc in list(self.open.values()):
+            if inc.state is not IncidentState.CORRECTING:
+                continue
+            plan: list[Action] = []
+            if inc.host_lost:
+                servers = self.topology.servers_on(inc.host)
+                ports = self.topology.ports_on(inc.host)
+                plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
+            else:
+                for key in inc.faults:
+                    kind, _, physnet = key.partition(":")
+                    if kind == "link":
+                        ports = self.topology.ports_on(inc.host, physnet)
+                        plan += plan_link_down(inc.host, physnet, ports)
+            self._run(inc, plan)
+            resumed += 1
+        return resumed
+
     # -- VerdictSink --------------------------------------------------------------
 
     def publish(self, verdict: Verdict) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from dbos import DBOS, SetWorkflowID
 
 from medevac.cloud.errors import CloudError, ComputeServiceInUse, Conflict, NotFound
-from medevac.cloud.models import ComputeService, Server
+from medevac.cloud.models import ComputeService, DataPlaneStatus, Port, Server
 from medevac.notifier.events import Event
 from medevac.recovery.fence import Fencer
 from medevac.recovery.policy import (
@@ -60,6 +60,10 @@ class RecoveryCloud(Protocol):
     ) -> None: ...
 
     async def stop_server(self, server_id: str) -> None: ...
+
+    async def list_server_ports(self, server_id: str) -> list[Port]: ...
+
+    async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> Port: ...
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,16 @@ async def evacuate_step(
     return "requested"
 
 
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
+async def ports_up_step(server_id: str) -> int:
+    """The server runs on a healthy host again: its ports' data plane is back."""
+    cloud = rt().cloud
+    ports = await cloud.list_server_ports(server_id)
+    down = [p for p in ports if p.data_plane_status is DataPlaneStatus.DOWN]
+    await asyncio.gather(*(cloud.set_data_plane_status(p.id, DataPlaneStatus.ACTIVE) for p in down))
+    return len(down)
+
+
 @DBOS.step()
 async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[str, Any]:
     """Wait (bounded) until the server runs elsewhere in its expected state."""
@@ -288,6 +302,7 @@ async def evacuate_server(
             arrived = await arrival_step(sid, failed_host, server["expected_status"])
             if arrived["ok"]:
                 result = "already-moved" if outcome == "moved" else "recovered"
+                await ports_up_step(sid)
                 detail = {"destination": dest or "scheduler"}
                 await evacuation_record_step(
                     recovery_id,
