@@ -39,7 +39,7 @@ from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.recovery.fence import BmcFencer
-from medevac.recovery.policy import HostGroup, Level, RecoveryMethod
+from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
 from medevac.recovery.workflows import (
     Recovery,
     RecoveryRuntime,
@@ -215,6 +215,7 @@ def build_inspector(
     recovery: Recovery | None = None,
 ) -> Inspector:
     i = settings.inspector
+    groups = [host_group(g) for g in settings.recovery.groups]
     return Inspector(
         {name: h.zone for name, h in settings.hosts.items()},
         Topology(),
@@ -232,6 +233,7 @@ def build_inspector(
             notify_head_start=i.notify_head_start,
         ),
         recovery=recovery,
+        auto_release=lambda host: group_of(host, groups).auto_release,
     )
 
 

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.lab.conftest import Controller, RunningLab, start_lab
+from tests.lab.conftest import Controller, RunningLab, medevac, start_lab
 
 ENDED = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
+STATE_WITHIN = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,41 @@ def test_host_crash_is_fenced_then_its_ha_servers_evacuated(
     assert watch.samples > 5 and watch.twice == []
     history = ctl.get(f"/v1/history?host={host}")["evacuations"]
     assert len(history) == len(ha)
+
+
+def test_a_fenced_host_that_returns_stays_down_until_released(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    host = "host1"  # fenced by the test above
+    evacuated = {e["server_id"] for e in ctl.get(f"/v1/history?host={host}")["evacuations"]}
+    assert evacuated
+    on = rlab.ipmitool(host, "chassis", "power", "on")
+    assert on.returncode == 0, on.stderr
+    wait_for(f"{host} heard from again", lambda: ctl.host(host)["state"] == "UP", 60)
+    inc = ctl.get(f"/v1/incidents?host={host}")["incidents"][0]
+    assert inc["awaiting_release"] and inc["state"] != "CLOSED"
+    time.sleep(2)  # policy is not auto_release: nothing may bring it back by itself
+    svc = rlab.host(host)["nova"]
+    assert svc["forced_down"] and svc["status"] == "disabled", svc
+    auth = ("--url", ctl.url, "--token", ctl.token)
+
+    def released() -> bool:
+        # Nova refuses while the host's nova-compute has not cleaned up the evacuated
+        # instances; the command says so and is simply tried again.
+        return medevac("host", "release", host, *auth, check=False).returncode == 0
+
+    wait_for(f"{host} released", released, 90, 1.0)
+    svc = rlab.host(host)["nova"]
+    assert not svc["forced_down"] and svc["status"] == "enabled", svc
+
+    def clean() -> bool:
+        running = rlab.client.running()
+        return not any(host in running.get(sid, []) for sid in evacuated)
+
+    wait_for("no evacuated server left running on the returned host", clean, 30)
+    rlab.no_server_runs_twice()
+    closed = ctl.get(f"/v1/incidents/{inc['id']}")
+    assert closed["state"] == "CLOSED" and not closed["awaiting_release"]
 
 
 def test_partitioned_host_is_fenced_before_anything_runs_elsewhere(
@@ -258,3 +294,50 @@ def test_three_sources_reporting_ten_times_give_one_incident_and_one_recovery(
     ]
     assert len(incidents) == 1
     assert len(ctl.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1
+
+
+def test_a_dead_server_is_restarted_where_it_is(rlab: RunningLab, ctl: Controller) -> None:
+    host = "host10"
+    server = next(s for s in ha_servers(rlab, host) if s["status"] == "ACTIVE")
+    t0 = time.time()
+    rlab.client.inject("server-crash", server["id"])
+    try:
+
+        def restarted() -> dict[str, Any] | None:
+            for r in ctl.get(f"/v1/recoveries?host={host}")["recoveries"]:
+                if r["started_at"] >= t0 and r["id"].startswith("restart-"):
+                    return r if r["state"] in ("COMPLETED", "FAILED") else None
+            return None
+
+        rec = wait_for("the restart", restarted, 60, 0.2)
+        assert rec["state"] == "COMPLETED", rec
+        now = next(s for s in rlab.status()["servers"] if s["id"] == server["id"])
+        assert now["host"] == host and now["status"] == "ACTIVE", now
+    finally:
+        rlab.client.heal("server-crash", server["id"])
+
+
+def test_dead_nova_compute_disables_the_service_and_evacuates_nothing(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    host = "host10"
+    t0 = time.time()
+    rlab.client.inject("compute-process-down", host)
+    try:
+        wait_for(
+            "the service disabled",
+            lambda: rlab.host(host)["nova"]["status"] == "disabled",
+            STATE_WITHIN,
+        )
+        assert not rlab.host(host)["nova"]["forced_down"]
+        time.sleep(1)
+        recoveries = ctl.get(f"/v1/recoveries?host={host}")["recoveries"]
+        assert [r for r in recoveries if r["started_at"] >= t0] == []
+        assert ctl.get(f"/v1/history?host={host}")["evacuations"] == []
+    finally:
+        rlab.client.heal("compute-process-down", host)
+    wait_for(
+        "the service enabled again",
+        lambda: rlab.host(host)["nova"]["status"] == "enabled",
+        STATE_WITHIN,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -9,11 +10,12 @@ from fastapi import Depends, FastAPI, Query, Request
 from medevac import __version__
 from medevac.api.alarms import alarms_router
 from medevac.api.auth import Principal, TokenRegistry, require
-from medevac.api.errors import install_error_handlers
+from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit
 from medevac.api.recoveries import recoveries_router
+from medevac.cloud.errors import CloudError
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import HostMonitor
@@ -23,6 +25,7 @@ from medevac.storage.records import IncidentStore, RecoveryStore
 
 AnyRole = Annotated[Principal, Depends(require())]
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 def create_app(
@@ -93,6 +96,23 @@ def create_app(
         if monitor is None:
             return {"hosts": [], "counters": None}
         return {"hosts": monitor.snapshot(), "counters": monitor.counters()}
+
+    @app.post("/v1/hosts/{host}/release", tags=["recovery"])
+    async def release(host: str, principal: Admin) -> dict[str, Any]:
+        """Put a host that came back into service: unset force-down, enable it, restore
+        its ports, send compute.host.up. Refused while the host is not heard from, or
+        while Nova still holds evacuations its nova-compute has not cleaned up."""
+        if monitor is None or inspector is None or host not in monitor.hosts:
+            raise ApiError(404, f"unknown host {host!r}")
+        state = monitor.hosts[host].state.value
+        if state != "UP":
+            raise ApiError(409, f"{host} is not back (the monitor sees it {state})")
+        try:
+            result = await inspector.release(host, principal.name)
+        except CloudError as exc:
+            raise ApiError(409, f"Nova refused to release {host}: {exc.cloud_message}") from None
+        await asyncio.to_thread(db.record_audit, "host.released", host, principal.name, result)
+        return result
 
     @app.get("/v1/verdicts", tags=["monitor"])
     async def verdicts(_: AdminOrReader) -> dict[str, Any]:

@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The controller's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+host_app = typer.Typer(help="Act on one compute host.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
 
 
 ConfigOption = Annotated[
@@ -139,11 +141,7 @@ def api_get(url: str, token: str, path: str) -> Any:
     except httpx.HTTPError as exc:
         raise fail(f"cannot reach the controller at {url}: {exc}") from None
     if resp.status_code != 200:
-        try:
-            message = resp.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = resp.text
-        raise fail(f"{resp.status_code}: {message}")
+        raise fail(f"{resp.status_code}: {_message(resp)}")
     return resp.json()
 
 
@@ -175,6 +173,34 @@ def hosts(
     counters = data["counters"] or {}
     dropped = {k: v for k, v in (counters.get("dropped") or {}).items() if v}
     Console().print(f"received {counters.get('received', 0)}, dropped {dropped or 'none'}")
+
+
+@host_app.command("release")
+def host_release(
+    host: Annotated[str, typer.Argument(help="The host to put back in service.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """Put a host that came back into service (unset force-down, enable, restore ports)."""
+    import httpx
+
+    try:
+        resp = httpx.post(
+            f"{url}/v1/hosts/{host}/release", headers={"X-Auth-Token": token}, timeout=60
+        )
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the controller at {url}: {exc}") from None
+    if resp.status_code != 200:
+        raise fail(f"{resp.status_code}: {_message(resp)}")
+    body = resp.json()
+    Console().print(f"{host} released: {body['ports_restored']} ports restored")
+
+
+def _message(resp: Any) -> str:
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(resp.text)
 
 
 @app.command()

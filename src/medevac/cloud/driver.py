@@ -366,6 +366,10 @@ class CloudDriver:
     async def start_server(self, server_id: str) -> None:
         await self._server_action(server_id, {"os-start": None}, "start")
 
+    async def reboot_server(self, server_id: str, hard: bool = True) -> None:
+        kind = "HARD" if hard else "SOFT"
+        await self._server_action(server_id, {"reboot": {"type": kind}}, f"{kind.lower()} reboot")
+
     # -- ports --------------------------------------------------------------------
 
     async def list_host_ports(self, host: str) -> list[Port]:

@@ -19,6 +19,7 @@ class ActionKind(enum.StrEnum):
     FORCE_DOWN = "force-down"
     RESET_STATE = "reset-state"
     PORT_STATUS = "port-status"
+    SERVICE_STATUS = "service-status"  # enable or disable the host's compute service
 
 
 class ResetPolicy(enum.StrEnum):
@@ -66,6 +67,18 @@ def plan_host_lost(
     return plan
 
 
+PROCESS_DOWN_REASON = "medevac: nova-compute is not running"
+
+
+def plan_process_down(host: str) -> list[Action]:
+    """nova-compute died on a live host: take it out of scheduling, nothing more."""
+    return [Action(ActionKind.SERVICE_STATUS, host, "disabled", host)]
+
+
+def plan_process_up(host: str) -> list[Action]:
+    return [Action(ActionKind.SERVICE_STATUS, host, "enabled", host)]
+
+
 def plan_link_down(host: str, physnet: str, ports: Iterable[PortInfo]) -> list[Action]:
     """Only the host's ports on that physnet go DOWN; nothing else changes."""
     return _ports_to((p for p in ports if p.physnet == physnet), DataPlaneStatus.DOWN, host)
@@ -75,16 +88,16 @@ def plan_ports_restore(
     host: str, ports: Iterable[PortInfo], before: Mapping[str, str | None]
 ) -> list[Action]:
     """Ports this incident set DOWN go back to what they were (unset restores as ACTIVE:
-    Neutron refuses to unset data_plane_status once set)."""
+    Neutron refuses to unset data_plane_status once set). Every one of them: what the
+    cache says of a port we changed is older than our change."""
     out = []
     for p in ports:
         if p.id not in before:
             continue
         target = DataPlaneStatus(before[p.id] or DataPlaneStatus.ACTIVE)
-        if p.data_plane_status is not target:
-            out.append(
-                Action(ActionKind.PORT_STATUS, p.id, target.value, host, p.project_id, p.physnet)
-            )
+        out.append(
+            Action(ActionKind.PORT_STATUS, p.id, target.value, host, p.project_id, p.physnet)
+        )
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from medevac.cloud.errors import CloudError, Conflict
 from medevac.cloud.models import DataPlaneStatus
-from medevac.inspector.actions import Action, ActionKind
+from medevac.inspector.actions import PROCESS_DOWN_REASON, Action, ActionKind
 
 
 class CloudActions(Protocol):
@@ -23,6 +23,8 @@ class CloudActions(Protocol):
     async def reset_state(self, server_id: str, state: str = "error") -> None: ...
 
     async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> Any: ...
+
+    async def set_enabled(self, host: str, enabled: bool, reason: str | None = None) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,10 @@ class ActionExecutor:
             await self.cloud.set_forced_down(action.target, action.value == "true")
         elif action.kind is ActionKind.RESET_STATE:
             await self.cloud.reset_state(action.target, action.value)
+        elif action.kind is ActionKind.SERVICE_STATUS:
+            enable = action.value == "enabled"
+            reason = None if enable else PROCESS_DOWN_REASON
+            await self.cloud.set_enabled(action.target, enable, reason)
         else:
             await self.cloud.set_data_plane_status(action.target, DataPlaneStatus(action.value))
 
@@ -107,11 +113,17 @@ class ActionExecutor:
     async def run(
         self, actions: Iterable[Action], on_result: Callable[[ActionResult], None]
     ) -> list[ActionResult]:
-        """Run every action at once (within the bound); report each result as it lands."""
+        """Run the actions, reporting each result as it lands: a force-down first and on
+        its own (it is what turns every server's host_status DOWN, so it must not queue
+        behind a hundred resets), then everything else at once, within the bound."""
 
         async def one(action: Action) -> ActionResult:
             result = await self.run_one(action)
             on_result(result)
             return result
 
-        return list(await asyncio.gather(*(one(a) for a in actions)))
+        todo = list(actions)
+        first = [a for a in todo if a.kind is ActionKind.FORCE_DOWN]
+        rest = [a for a in todo if a.kind is not ActionKind.FORCE_DOWN]
+        results = [await one(a) for a in first]
+        return results + list(await asyncio.gather(*(one(a) for a in rest)))

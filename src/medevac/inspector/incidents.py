@@ -64,6 +64,7 @@ HEALS: dict[VerdictKind, str] = {
     VerdictKind.HOST_UP: "host",
     VerdictKind.LINK_UP: "link",
     VerdictKind.COMPUTE_PROCESS_UP: "process",
+    VerdictKind.SERVER_UP: "server",
 }
 # An incident's kind is its most serious fault.
 SEVERITY = ("server", "process", "link", "host")
@@ -95,6 +96,7 @@ class Incident:
     closed_at: float | None = None
     held_reason: str | None = None
     recovery_id: str | None = None
+    awaiting_release: bool = False  # the host is back but stays down until released
     stamps: dict[str, float] = field(default_factory=dict)  # profiler checkpoints
 
     @property
@@ -154,6 +156,7 @@ class Incident:
             "faults": dict(self.faults),
             "held_reason": self.held_reason,
             "recovery_id": self.recovery_id,
+            "awaiting_release": self.awaiting_release,
             "verdicts": list(self.verdicts),
             "actions": list(self.actions),
             "events": list(self.events),
@@ -179,5 +182,6 @@ class Incident:
             closed_at=d.get("closed_at"),
             held_reason=d.get("held_reason"),
             recovery_id=d.get("recovery_id"),
+            awaiting_release=bool(d.get("awaiting_release", False)),
             stamps=dict(d.get("stamps", {})),
         )

@@ -25,6 +25,8 @@ from medevac.inspector.actions import (
     plan_host_lost,
     plan_link_down,
     plan_ports_restore,
+    plan_process_down,
+    plan_process_up,
     resettable,
 )
 from medevac.inspector.executor import ActionExecutor, ActionResult
@@ -53,6 +55,10 @@ class RecoveryStarter(Protocol):
         self, incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str
     ) -> str:
         """Start the host's recovery once per incident (idempotent); returns its id."""
+        ...
+
+    def restart(self, incident_id: str, host: str, server_id: str, trace_id: str) -> str:
+        """Start the restart of a server whose domain died (idempotent); returns its id."""
         ...
 
 
@@ -87,9 +93,15 @@ class Inspector:
         settings: InspectorSettings | None = None,
         *,
         recovery: RecoveryStarter | None = None,
+        auto_release: Callable[[str], bool] = lambda host: False,
+        release_retry: float = 5.0,
+        release_for: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.recovery = recovery
+        self.auto_release = auto_release
+        self.release_retry = release_retry
+        self.release_for = release_for
         self.zones = zones
         self.topology = topology
         self.executor = executor
@@ -168,7 +180,11 @@ class Inspector:
             self._host_up(inc)
         elif kind is VerdictKind.SERVER_DOWN and opened:
             self._server_down(inc, verdict)
-        if healed:
+        elif kind is VerdictKind.COMPUTE_PROCESS_DOWN and opened and not inc.host_lost:
+            self._process(inc, down=True)
+        elif kind is VerdictKind.COMPUTE_PROCESS_UP and not inc.host_lost:
+            self._process(inc, down=False)
+        if healed and not inc.awaiting_release:
             self._close_when_idle(inc)
         self.saver.save(inc)
 
@@ -253,12 +269,76 @@ class Inspector:
         self._emit(
             inc, [Event(ev.INSTANCE_UPDATE, self.clock(), traits, trace_id=inc.trace_id)], "T06"
         )
+        if self.recovery is not None and self.settings.act and verdict.subject:
+            self.recovery.restart(inc.id, inc.host, verdict.subject, inc.trace_id)
+
+    def _process(self, inc: Incident, *, down: bool) -> None:
+        """nova-compute died (or came back) on a host that is otherwise fine: disable
+        (enable) its service and say so; never an evacuation for this alone."""
+        event_type = "compute.service.down" if down else "compute.service.up"
+        traits = {"host": inc.host, "binary": "nova-compute", "incident_id": inc.id}
+        event = Event(event_type, self.clock(), traits, trace_id=inc.trace_id)
+        self._emit(inc, [event], "T06" if down else None)
+        if down and inc.state is IncidentState.OPEN:
+            inc.move(IncidentState.CORRECTING, self.clock())
+        self._run(inc, plan_process_down(inc.host) if down else plan_process_up(inc.host))
 
     # -- recovery verdicts --------------------------------------------------------
 
     def _host_up(self, inc: Incident) -> None:
+        if inc.recovery_id is not None:
+            # Fenced and evacuated: it stays forced down and disabled until its
+            # nova-compute has cleaned up and an operator or policy releases it.
+            inc.awaiting_release = True
+            if self.auto_release(inc.host):
+                task = asyncio.ensure_future(self._auto_release(inc.host))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
         self._emit(inc, [self._host_event(ev.HOST_UP, inc, None)], None)
         self._restore_ports(inc, physnet=None)
+
+    async def release(self, host: str, actor: str) -> dict[str, Any]:
+        """Put a returned host back in service: force-down unset, service enabled,
+        ports restored, ``compute.host.up`` sent. Raises CloudError when Nova refuses
+        (it does while evacuations away from the host are not cleaned up)."""
+        cloud = self.executor.cloud
+        await cloud.set_forced_down(host, False)
+        await cloud.set_enabled(host, True)
+        inc = self.open.get(host)
+        before: dict[str, str | None] = dict(inc.ports_down) if inc is not None else {}
+        for p in self.topology.ports_on(host):
+            if p.data_plane_status is DataPlaneStatus.DOWN:
+                before.setdefault(p.id, None)
+        ports = [self.topology.ports[pid] for pid in before if pid in self.topology.ports]
+        plan = plan_ports_restore(host, ports, before)
+        target = inc if inc is not None else Incident(host, self.zones.get(host, "nova"), 0, "")
+        results = await self.executor.run(plan, lambda r: self._on_result(target, r))
+        event = self._host_event(ev.HOST_UP, target, None)
+        event.traits["released_by"] = actor
+        self.notifier.emit([event])
+        if inc is not None:
+            for r in results:
+                if r.ok:
+                    inc.ports_down.pop(r.action.target, None)
+            inc.awaiting_release = False
+            if not inc.faults:
+                self._close_when_idle(inc)
+            self.saver.save(inc)
+        return {"host": host, "released_by": actor, "ports_restored": sum(r.ok for r in results)}
+
+    async def _auto_release(self, host: str) -> None:
+        deadline = self.clock() + self.release_for
+        while self.clock() < deadline:
+            inc = self.open.get(host)
+            if inc is None or not inc.awaiting_release:
+                return
+            try:
+                await self.release(host, "policy (auto_release)")
+                return
+            except Exception as exc:  # Nova refuses until the host has cleaned up
+                log.info("auto release of %s not yet possible: %s", host, exc)
+            await asyncio.sleep(self.release_retry)
 
     def _restore_ports(self, inc: Incident, physnet: str | None) -> None:
         before = {
@@ -334,19 +414,15 @@ class Inspector:
         a = r.action
         inc.actions.append(r.as_dict())
         if r.ok:
+            # The topology keeps what the cloud listed or notified, never what we set:
+            # someone may undo our change before the next listing, and a plan skipping
+            # a server on stale knowledge would leave a false state behind.
             if a.kind is ActionKind.FORCE_DOWN:
                 inc.stamp("T03", r.ended)
             elif a.kind is ActionKind.RESET_STATE:
-                server = self.topology.servers.get(a.target)
-                if server is not None:
-                    server.vm_state = a.value
                 inc.stamps["T04"] = max(inc.stamps.get("T04", 0.0), r.ended)
-            else:
-                port = self.topology.ports.get(a.target)
-                if port is not None:
-                    port.data_plane_status = DataPlaneStatus(a.value)
-                if a.value == DataPlaneStatus.DOWN:
-                    inc.stamps["T05"] = max(inc.stamps.get("T05", 0.0), r.ended)
+            elif a.kind is ActionKind.PORT_STATUS and a.value == DataPlaneStatus.DOWN:
+                inc.stamps["T05"] = max(inc.stamps.get("T05", 0.0), r.ended)
             return
         traits: dict[str, Any] = {
             "action": a.kind.value,

@@ -34,4 +34,6 @@ def check_changes(old: Checks | None, new: Checks) -> list[tuple[VerdictKind, st
         out.append((VerdictKind.LINK_UP, physnet))
     for server in sorted(set(new.domains_down) - set(before.domains_down)):
         out.append((VerdictKind.SERVER_DOWN, server))
+    for server in sorted(set(before.domains_down) - set(new.domains_down)):
+        out.append((VerdictKind.SERVER_UP, server))
     return out

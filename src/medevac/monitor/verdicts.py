@@ -14,6 +14,7 @@ class VerdictKind(enum.StrEnum):
     COMPUTE_PROCESS_DOWN = "COMPUTE_PROCESS_DOWN"  # agent alive, nova-compute dead
     COMPUTE_PROCESS_UP = "COMPUTE_PROCESS_UP"
     SERVER_DOWN = "SERVER_DOWN"  # one server's domain died
+    SERVER_UP = "SERVER_UP"  # the agent no longer reports it dead
     LINK_DOWN = "LINK_DOWN"  # (host, physnet)
     LINK_UP = "LINK_UP"
     HOST_UP = "HOST_UP"  # heartbeats are back after a host verdict

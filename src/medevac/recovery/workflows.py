@@ -27,11 +27,13 @@ from medevac.recovery.fence import Fencer
 from medevac.recovery.policy import (
     HostGroup,
     Level,
+    ServerAction,
     ServerFacts,
     batches,
     destinations,
     group_of,
     plan,
+    server_action,
 )
 from medevac.storage.records import RecoveryStore
 
@@ -61,6 +63,10 @@ class RecoveryCloud(Protocol):
 
     async def stop_server(self, server_id: str) -> None: ...
 
+    async def start_server(self, server_id: str) -> None: ...
+
+    async def reboot_server(self, server_id: str, hard: bool = True) -> None: ...
+
     async def list_server_ports(self, server_id: str) -> list[Port]: ...
 
     async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> Port: ...
@@ -71,6 +77,8 @@ class RecoverySettings:
     evacuate_timeout: float = 120.0  # one server, request to arrival
     evacuate_attempts: int = 2  # per destination
     poll_interval: float = 0.5
+    restart_timeout: float = 60.0  # one server restart, request to running
+    restart_attempts: int = 3
     nova_down_timeout: float = 300.0  # level 3: how long to wait for Nova to see it
 
 
@@ -438,6 +446,77 @@ async def recover_host(
     return {"state": state, **summary}
 
 
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
+async def server_facts_step(server_id: str) -> dict[str, Any]:
+    s = await rt().cloud.get_server(server_id)
+    return {"host": s.host, "status": s.status, "power": s.power_state, "metadata": s.metadata}
+
+
+@DBOS.step()
+async def restart_attempt_step(server_id: str) -> str:
+    """Start a server Nova stopped, hard-reboot one whose domain is dead; idempotent."""
+    cloud = rt().cloud
+    s = await cloud.get_server(server_id)
+    if s.status == "ACTIVE" and s.power_state == 1 and s.task_state is None:
+        return "running"
+    if s.task_state is not None:
+        return "busy"  # a start or reboot is already under way
+    try:
+        if s.status == "SHUTOFF":
+            await cloud.start_server(server_id)
+            return "started"
+        await cloud.reboot_server(server_id, hard=True)
+    except Conflict:
+        return "busy"
+    return "rebooted"
+
+
+@DBOS.step()
+async def running_step(server_id: str) -> dict[str, Any]:
+    r = rt()
+    deadline = time.monotonic() + r.settings.restart_timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        s = await r.cloud.get_server(server_id)
+        last = {"status": s.status, "power": s.power_state, "task_state": s.task_state}
+        if s.status == "ACTIVE" and s.power_state == 1 and s.task_state is None:
+            return {"ok": True, **last}
+        await asyncio.sleep(r.settings.poll_interval)
+    return {"ok": False, **last}
+
+
+@DBOS.workflow()
+async def recover_server(
+    incident_id: str, host: str, server_id: str, trace_id: str
+) -> dict[str, Any]:
+    """SERVER_DOWN: restart the server where it is (start or hard reboot), confirm it
+    runs, a bounded number of times; then say it could not."""
+    r = rt()
+    rid = str(DBOS.workflow_id)
+    facts = await server_facts_step(server_id)
+    action, _ = server_action(facts["metadata"], group_of(host, r.groups))
+    traits = {"instance_id": server_id, "host": host, "recovery_id": rid}
+    if action is ServerAction.NONE:
+        await record_step(rid, incident_id, host, 0, "SKIPPED", {"server_id": server_id,
+                          "why": "the server's policy says none"}, True, trace_id)  # fmt: skip
+        return {"state": "SKIPPED"}
+    await record_step(
+        rid, incident_id, host, 0, "RESTARTING", {"server_id": server_id}, False, trace_id
+    )
+    for attempt in range(1, r.settings.restart_attempts + 1):
+        outcome = await restart_attempt_step(server_id)
+        running = await running_step(server_id)
+        if running["ok"]:
+            detail = {"server_id": server_id, "attempts": attempt, "outcome": outcome}
+            await record_step(rid, incident_id, host, 0, "COMPLETED", detail, True, trace_id)
+            await event_step("compute.instance.restarted", traits, "moderate", trace_id)
+            return {"state": "COMPLETED", "attempts": attempt}
+    detail = {"server_id": server_id, "attempts": r.settings.restart_attempts, "last": running}
+    await record_step(rid, incident_id, host, 0, "FAILED", detail, True, trace_id)
+    await event_step("compute.instance.recovery.failed", traits, "critical", trace_id)
+    return {"state": "FAILED"}
+
+
 class Recovery:
     """Starts recoveries (idempotently) from the inspector's incidents."""
 
@@ -457,11 +536,27 @@ class Recovery:
                     recover_host, incident_id, host, verdict, before, trace_id
                 )
 
-        task = asyncio.ensure_future(go())
+        self._spawn(go())
+        return rid
+
+    def restart(self, incident_id: str, host: str, server_id: str, trace_id: str) -> str:
+        """Start (or find) the restart of a server whose domain died."""
+        rid = f"restart-{incident_id}-{server_id}"
+
+        async def go() -> None:
+            with SetWorkflowID(rid):
+                await DBOS.start_workflow_async(
+                    recover_server, incident_id, host, server_id, trace_id
+                )
+
+        self._spawn(go())
+        return rid
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         self.started += 1
-        return rid
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
