@@ -57,9 +57,15 @@ bench: venv lab-venv deps services
 ifdef QUICK
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2
 	$(VENV)/bin/python bench/detection.py --runs 3
+	$(VENV)/bin/python bench/notify_path.py --runs 5 --sizes 1,100 --background 1000
+	$(VENV)/bin/python bench/topology.py --servers 50000
+	$(VENV)/bin/python bench/notification.py --runs 2 --layout 10,1,0
 else
 	$(VENV)/bin/python bench/lab_boot.py --runs 3 --sizes 3x2,10x5 --write-docs docs/benchmarks.md
 	$(VENV)/bin/python bench/detection.py --runs 20 --write-docs docs/benchmarks.md
+	$(VENV)/bin/python bench/notify_path.py --runs 20 --write-docs docs/benchmarks.md
+	$(VENV)/bin/python bench/topology.py --write-docs docs/benchmarks.md
+	$(VENV)/bin/python bench/notification.py --runs 5 --write-docs docs/benchmarks.md
 endif
 
 clean:

@@ -31,8 +31,8 @@ from common import free_port, ms, wait
 from docs_section import write_section
 
 from medevac.cloud import CloudDriver, DataPlaneStatus
-from medevac.config import Role, load_settings
-from medevac.lab.client import LabClient, lab_down, lab_up
+from medevac.lab.client import LabClient, lab_down, lab_up, project_tokens
+from medevac.lab.consumer import doctor_alarm
 from medevac.lab.layout import LabPaths
 
 DOCTOR = {1: "0.122 s", 10: "0.201 s", 25: "0.32 s", 50: "0.584 s"}  # shortcut, threads
@@ -59,25 +59,10 @@ class Bench:
 
     def register_alarms(self) -> dict[str, list[str]]:
         """One alarm per server, by its owner; returns alarm ids by host."""
-        settings = load_settings(self.info["controller_config"])
-        tokens = {
-            t.project_id: t.token.get_secret_value()
-            for t in settings.api.tokens
-            if t.role is Role.MEMBER
-        }
+        tokens = project_tokens(self.info["controller_config"])
         by_host: dict[str, list[str]] = {}
         for s in self.lab.status()["servers"]:
-            body = {
-                "name": f"{s['name']}-failure",
-                "alarm_actions": [self.consumer + "/failure"],
-                "event_rule": {
-                    "event_type": "compute.instance.update",
-                    "query": [
-                        {"field": "traits.instance_id", "op": "eq", "value": s["id"]},
-                        {"field": "traits.state", "op": "eq", "value": "error"},
-                    ],
-                },
-            }
+            body = doctor_alarm(s["id"], s["name"], self.consumer + "/failure")
             r = httpx.post(
                 self.url + "/v2/alarms",
                 json=body,

@@ -24,6 +24,7 @@ import httpx
 from common import free_port, percentile
 from docs_section import write_section
 
+from medevac.lab.consumer import doctor_alarm
 from medevac.notifier.alarms import AlarmSpec
 from medevac.notifier.delivery import Outbox
 from medevac.notifier.events import INSTANCE_UPDATE, Event
@@ -33,19 +34,7 @@ from medevac.storage.records import AlarmStore, OutboxStore
 
 
 def alarm(server_id: str, url: str) -> AlarmSpec:
-    return AlarmSpec.model_validate(
-        {
-            "name": f"{server_id}-failure",
-            "alarm_actions": [url],
-            "event_rule": {
-                "event_type": INSTANCE_UPDATE,
-                "query": [
-                    {"field": "traits.instance_id", "op": "eq", "value": server_id},
-                    {"field": "traits.state", "op": "eq", "value": "error"},
-                ],
-            },
-        }
-    )
+    return AlarmSpec.model_validate(doctor_alarm(server_id, server_id, url))
 
 
 async def run(

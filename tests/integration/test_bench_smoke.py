@@ -1,4 +1,4 @@
-"""The heartbeat benchmark runs (a few seconds of it), so its code cannot rot."""
+"""The benchmarks run (a few seconds of each), so their code cannot rot."""
 
 from __future__ import annotations
 
@@ -35,3 +35,25 @@ def test_heartbeat_benchmark_smoke() -> None:
     assert soak["heartbeats"] > 5 * 3 * 5  # 5 hosts, 10 Hz, 3 s, minus losses
     assert soak["false_positive_verdicts"] == 0
     assert ingest["received"] == ingest["sent"] > 0
+
+
+def run_bench(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCH.parent / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_notify_path_benchmark_smoke() -> None:
+    out = run_bench("notify_path.py", "--runs", "2", "--sizes", "1,5", "--background", "20")
+    rows = [line for line in out.splitlines() if line.startswith("| 5 |")]
+    assert rows and rows[0].endswith("| 2 |")  # two runs of five webhooks each arrived
+
+
+def test_topology_benchmark_smoke() -> None:
+    out = run_bench("topology.py", "--servers", "2000", "--per-host", "20")
+    assert "| 2,000 | 100 |" in out

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from medevac.cloud import DataPlaneStatus
-from medevac.config import Role, load_settings
+from medevac.lab.client import project_tokens
+from medevac.lab.consumer import doctor_alarm
 from tests.conftest import ConsumerProcess, wait_for
 from tests.lab.conftest import (
     Controller,
@@ -61,32 +62,11 @@ def ctl(ilab: RunningLab, hooks: ConsumerProcess) -> Iterator[Controller]:
             controller.stop()
 
 
-def project_tokens(lab: RunningLab) -> dict[str, str]:
-    settings = load_settings(lab.info["controller_config"])
-    return {
-        t.project_id: t.token.get_secret_value()
-        for t in settings.api.tokens
-        if t.role is Role.MEMBER and t.project_id
-    }
-
-
 def register_alarms(lab: RunningLab, ctl: Controller, hooks: ConsumerProcess) -> None:
     """One Doctor alarm per server by its owner; one operator alarm on guard holds."""
-    tokens = project_tokens(lab)
+    tokens = project_tokens(lab.info["controller_config"])
     for s in lab.status()["servers"]:
-        body = {
-            "name": f"{s['name']}-failure",
-            "type": "event",
-            "severity": "moderate",
-            "alarm_actions": [hooks.url + "/failure"],
-            "event_rule": {
-                "event_type": "compute.instance.update",
-                "query": [
-                    {"field": "traits.instance_id", "op": "eq", "value": s["id"]},
-                    {"field": "traits.state", "op": "eq", "value": "error"},
-                ],
-            },
-        }
+        body = doctor_alarm(s["id"], s["name"], hooks.url + "/failure")
         r = httpx.post(
             ctl.url + "/v2/alarms", json=body, headers={"X-Auth-Token": tokens[s["project_id"]]}
         )

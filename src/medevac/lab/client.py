@@ -231,3 +231,15 @@ def lab_env(paths: LabPaths) -> dict[str, str]:
         "MEDEVAC_URL": info["controller_url"],
         "MEDEVAC_TOKEN": info["admin_token"],
     }
+
+
+def project_tokens(controller_config: str | Path) -> dict[str, str]:
+    """The member token of each tenant project, from the configuration `lab up` wrote."""
+    from medevac.config import Role, load_settings
+
+    settings = load_settings(controller_config)
+    return {
+        t.project_id: t.token.get_secret_value()
+        for t in settings.api.tokens
+        if t.role is Role.MEMBER and t.project_id
+    }

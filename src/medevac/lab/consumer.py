@@ -22,6 +22,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 
+def doctor_alarm(server_id: str, name: str, url: str) -> dict[str, Any]:
+    """The alarm OPNFV Doctor's consumer registers for one server: fire when the
+    server's ``compute.instance.update`` says ``state`` = error."""
+    return {
+        "name": f"{name}-failure",
+        "type": "event",
+        "severity": "moderate",
+        "repeat_actions": False,
+        "alarm_actions": [url],
+        "event_rule": {
+            "event_type": "compute.instance.update",
+            "query": [
+                {"field": "traits.instance_id", "type": "", "op": "eq", "value": server_id},
+                {"field": "traits.state", "type": "", "op": "eq", "value": "error"},
+            ],
+        },
+    }
+
+
 class Consumer:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 
 from medevac.storage.db import Database
 from medevac.storage.models import (
@@ -22,6 +22,15 @@ from medevac.storage.models import (
     IncidentRecord,
     RecoveryRecord,
 )
+
+
+def newest(model: Any, order: Any, limit: int, where: dict[Any, Any] | None = None) -> Select[Any]:
+    """``model`` rows, newest first by ``order``, equal to each non-None filter value."""
+    q = select(model).order_by(order.desc()).limit(limit)
+    for column, value in (where or {}).items():
+        if value is not None:
+            q = q.where(column == value)
+    return q
 
 
 def dt(ts: float) -> datetime:
@@ -76,12 +85,9 @@ class IncidentStore:
     def recent(
         self, *, host: str | None = None, state: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
+        where = {IncidentRecord.host: host, IncidentRecord.state: state}
         with self.db.session() as s:
-            q = select(IncidentRecord).order_by(IncidentRecord.opened_at.desc()).limit(limit)
-            if host is not None:
-                q = q.where(IncidentRecord.host == host)
-            if state is not None:
-                q = q.where(IncidentRecord.state == state)
+            q = newest(IncidentRecord, IncidentRecord.opened_at, limit, where)
             return [r.body for r in s.scalars(q)]
 
 
@@ -182,12 +188,7 @@ class AlarmStore:
 
     def history(self, alarm_id: str, limit: int = 100) -> list[HistoryRow]:
         with self.db.session() as s:
-            q = (
-                select(AlarmChange)
-                .where(AlarmChange.alarm_id == alarm_id)
-                .order_by(AlarmChange.timestamp.desc())
-                .limit(limit)
-            )
+            q = newest(AlarmChange, AlarmChange.timestamp, limit, {AlarmChange.alarm_id: alarm_id})
             return [
                 HistoryRow(
                     c.event_id, c.alarm_id, c.project_id, c.type, c.detail, ts(c.timestamp) or 0.0
@@ -317,9 +318,7 @@ class OutboxStore:
 
     def recent(self, *, alarm_id: str | None = None, limit: int = 100) -> list[DeliveryRow]:
         with self.db.session() as s:
-            q = select(Delivery).order_by(Delivery.created_at.desc()).limit(limit)
-            if alarm_id is not None:
-                q = q.where(Delivery.alarm_id == alarm_id)
+            q = newest(Delivery, Delivery.created_at, limit, {Delivery.alarm_id: alarm_id})
             return [_delivery_row(r) for r in s.scalars(q)]
 
     def counts(self) -> dict[str, int]:
@@ -446,18 +445,15 @@ class RecoveryStore:
 
     def recent(self, *, host: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self.db.session() as s:
-            q = select(RecoveryRecord).order_by(RecoveryRecord.started_at.desc()).limit(limit)
-            if host is not None:
-                q = q.where(RecoveryRecord.host == host)
+            q = newest(
+                RecoveryRecord, RecoveryRecord.started_at, limit, {RecoveryRecord.host: host}
+            )
             return [_recovery_dict(r) for r in s.scalars(q)]
 
     def history(
         self, *, server_id: str | None = None, host: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
+        where = {EvacuationRecord.server_id: server_id, EvacuationRecord.from_host: host}
         with self.db.session() as s:
-            q = select(EvacuationRecord).order_by(EvacuationRecord.started_at.desc()).limit(limit)
-            if server_id is not None:
-                q = q.where(EvacuationRecord.server_id == server_id)
-            if host is not None:
-                q = q.where(EvacuationRecord.from_host == host)
+            q = newest(EvacuationRecord, EvacuationRecord.started_at, limit, where)
             return [_evacuation_dict(e) for e in s.scalars(q)]
