@@ -1,12 +1,15 @@
 """Recovery against the lab: fenced through real IPMI, evacuated through real Nova,
 durable across a SIGKILL, and never a server on two hosts.
 
-Its own lab of 10 hosts x 3 servers (each test fails different hosts; host10 and
-the hosts not failed yet are the destinations) and a real `medevac serve`.
+Its own lab of 13 hosts x 3 servers (each test fails different hosts; host10, host13
+and the hosts not failed yet are the destinations) and a real `medevac serve` whose
+host groups put host11 at level 1, host12 at level 3 and send host9's servers only
+to the reserved host13; every other host is at the default level 2.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +24,22 @@ from tests.lab.conftest import Controller, RunningLab, medevac, start_lab
 
 ENDED = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 STATE_WITHIN = 15.0
+GROUPS = [
+    {"name": "unfenced", "hosts": ["host11"], "level": 1},
+    {"name": "nova-decides", "hosts": ["host12"], "level": 3},
+    {
+        "name": "reserved",
+        "hosts": ["host9"],
+        "recovery_method": "reserved_host",
+        "reserved_hosts": ["host13"],
+    },
+    {"name": "rest", "hosts": ["*"]},
+]
 
 
 @pytest.fixture(scope="module")
 def rlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    yield from start_lab(tmp_path_factory.mktemp("recovery-lab"), hosts=10, servers_per_host=3)
+    yield from start_lab(tmp_path_factory.mktemp("recovery-lab"), hosts=13, servers_per_host=3)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +49,7 @@ def ctl(rlab: RunningLab) -> Iterator[Controller]:
         MEDEVAC_INSPECTOR__GUARD_WINDOW="2",  # hosts failed by earlier tests stay lost
         MEDEVAC_RECOVERY__CHECK_INTERVAL="0.25",
         MEDEVAC_RECOVERY__CHECK_MAX_COUNT="6",
+        MEDEVAC_RECOVERY__GROUPS=json.dumps(GROUPS),
     )
     try:
         yield controller
@@ -341,3 +356,37 @@ def test_dead_nova_compute_disables_the_service_and_evacuates_nothing(
         lambda: rlab.host(host)["nova"]["status"] == "enabled",
         STATE_WITHIN,
     )
+
+
+def test_level_1_evacuates_without_fencing_and_says_so(rlab: RunningLab, ctl: Controller) -> None:
+    host = "host11"
+    ha = ha_servers(rlab, host)
+    t0 = time.time()
+    rlab.client.inject("power-loss", host)  # level 1 is for hosts known dead
+    rec = wait_recovery(ctl, host, t0)
+    assert rec["state"] == "COMPLETED" and rec["level"] == 1, rec
+    assert "fencing" not in rec["detail"]
+    assert_recovered(rlab, host, ha)
+    audit = [e["kind"] for e in ctl.get(f"/v1/audit?subject={host}&limit=200")["events"]]
+    assert "recovery.fencing" not in audit
+
+
+def test_level_3_waits_for_nova_and_does_not_fence_a_host_known_off(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    host = "host12"
+    ha = ha_servers(rlab, host)
+    t0 = time.time()
+    rlab.client.inject("power-loss", host)  # HOST_DOWN: the BMC already says off
+    rec = wait_recovery(ctl, host, t0)
+    assert rec["state"] == "COMPLETED" and rec["level"] == 3, rec
+    assert "fencing" not in rec["detail"]
+    assert_recovered(rlab, host, ha)
+
+
+def test_reserved_host_method_sends_servers_only_to_the_reserved_host(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    rec = recovery_of(ctl, "host9", 0)  # failed by the three-sources test above
+    assert rec is not None and rec["state"] == "COMPLETED"
+    assert rec["evacuations"] and {e["to_host"] for e in rec["evacuations"]} == {"host13"}

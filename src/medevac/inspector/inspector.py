@@ -206,10 +206,10 @@ class Inspector:
         ports = self.topology.ports_on(inc.host)
         inc.stamp("T02", self.clock())
         plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
-        events = [self._host_event(ev.HOST_DOWN, inc, verdict)]
-        events += self._server_events(inc, servers)
-        events += self._port_events(inc, ports, DataPlaneStatus.DOWN)
-        self._emit(inc, events, "T06")
+        # The servers' events first: they are what the consumers' alarms wait on.
+        self._emit(inc, self._server_events(inc, servers), "T06")
+        host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
+        self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
         for p in ports:
             if p.data_plane_status is not DataPlaneStatus.DOWN:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)

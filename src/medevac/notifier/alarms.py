@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import json
 import operator
 import uuid
 from collections.abc import Callable, Iterable
@@ -168,11 +169,13 @@ class Alarm:
     _terms: list[tuple[str, Callable[[Any, Any], bool], Any]] = field(
         default_factory=list, repr=False
     )
+    query_json: str = field(default="", repr=False)  # for Aodh's reason text, made once
 
     def __post_init__(self) -> None:
         self._terms = [
             (t.field, OPERATORS[t.op], t.typed_value()) for t in self.spec.event_rule.query
         ]
+        self.query_json = json.dumps([t.model_dump() for t in self.spec.event_rule.query])
 
     @classmethod
     def new(cls, spec: AlarmSpec, project_id: str | None, now: float) -> Alarm:

@@ -9,7 +9,6 @@ persists them before it sends.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,7 +24,7 @@ class AlarmNotFound(LookupError):
     pass
 
 
-def aodh_payload(alarm: Alarm, previous: str, event: Event, reason: str) -> dict[str, Any]:
+def aodh_payload(alarm: Alarm, previous: str, event: dict[str, Any], reason: str) -> dict[str, Any]:
     """Exactly what Aodh POSTs to an alarm action."""
     return {
         "alarm_name": alarm.spec.name,
@@ -34,15 +33,14 @@ def aodh_payload(alarm: Alarm, previous: str, event: Event, reason: str) -> dict
         "previous": previous,
         "current": alarm.state,
         "reason": reason,
-        "reason_data": {"type": "event", "event": event.as_aodh()},
+        "reason_data": {"type": "event", "event": event},
     }
 
 
 def _reason(alarm: Alarm, event: Event) -> str:
-    query = json.dumps([t.model_dump() for t in alarm.spec.event_rule.query])
     return (
         f"Event <id={event.message_id},event_type={event.event_type}> "
-        f"hits the query <query={query}>."
+        f"hits the query <query={alarm.query_json}>."
     )
 
 
@@ -115,6 +113,7 @@ class Notifier:
         deliveries: list[DeliveryRow] = []
         for event in events:
             self.evaluated += 1
+            aodh_event: dict[str, Any] | None = None
             for alarm in self.index.matching(event):
                 fire = alarm.fires_on()
                 previous = alarm.state
@@ -135,7 +134,9 @@ class Notifier:
                 if not fire:
                     continue
                 self.fired += 1
-                payload = aodh_payload(alarm, previous, event, reason)
+                if aodh_event is None:
+                    aodh_event = event.as_aodh()  # once per event, whatever fires on it
+                payload = aodh_payload(alarm, previous, aodh_event, reason)
                 deliveries.extend(
                     DeliveryRow(
                         str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id
