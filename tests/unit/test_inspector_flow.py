@@ -49,6 +49,23 @@ class RecordingCloud:
     async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> None:
         await self._do("port", port_id, status)
 
+    async def set_enabled(self, host: str, enabled: bool, reason: str | None = None) -> None:
+        await self._do("enable" if enabled else "disable", host, reason)
+
+
+class Starter:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str, dict[str, str]]] = []
+
+    def start(
+        self, incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str
+    ) -> str:
+        self.started.append((host, verdict, before))
+        return f"recover-{incident_id}"
+
+    def restart(self, incident_id: str, host: str, server_id: str, trace_id: str) -> str:
+        return f"restart-{incident_id}-{server_id}"
+
 
 class Events:
     def __init__(self, cloud: RecordingCloud) -> None:
@@ -252,3 +269,27 @@ async def test_a_correction_cut_short_by_a_restart_runs_again() -> None:
     await second.drain()
     assert {c[0] for c in cloud.calls} == {"force-down", "reset", "port"}
     assert second.open["h1"].state is IncidentState.CORRECTED
+
+
+@sync
+async def test_a_recovered_host_waits_for_its_release() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    starter = Starter()
+    inspector.recovery = starter
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))  # the upgrade: no second recovery
+    await inspector.drain()
+    assert [(h, v) for h, v, _ in starter.started] == [("h1", "HOST_UNREACHABLE")]
+    assert starter.started[0][2]["s0"] == "active"  # the state before the reset
+    calls = len(cloud.calls)
+    inspector.publish(verdict(VerdictKind.HOST_UP))
+    await inspector.drain()
+    inc = inspector.open["h1"]
+    assert inc.awaiting_release and len(cloud.calls) == calls  # nothing until released
+    assert "compute.host.up" not in events.types()
+    result = await inspector.release("h1", "ops")
+    assert ("force-down", "h1", False) in cloud.calls and ("enable", "h1", None) in cloud.calls
+    assert result["ports_restored"] == 2
+    assert events.types()[-1] == "compute.host.up"
+    assert "h1" not in inspector.open

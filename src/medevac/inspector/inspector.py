@@ -113,6 +113,7 @@ class Inspector:
         self.open: dict[str, Incident] = {}  # host -> its open incident
         self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._releases: set[asyncio.Task[Any]] = set()  # auto-release loops (long)
 
     def adopt(self, incidents: Iterable[Incident]) -> None:
         """Open incidents from the database after a restart: new verdicts merge in."""
@@ -292,8 +293,8 @@ class Inspector:
             inc.awaiting_release = True
             if self.auto_release(inc.host):
                 task = asyncio.ensure_future(self._auto_release(inc.host))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._releases.add(task)
+                task.add_done_callback(self._releases.discard)
             return
         self._emit(inc, [self._host_event(ev.HOST_UP, inc, None)], None)
         self._restore_ports(inc, physnet=None)
@@ -537,6 +538,8 @@ class Inspector:
             await asyncio.gather(task, return_exceptions=True)
 
     async def drain(self) -> None:
-        """Wait for the actions in flight (tests, shutdown)."""
+        """Wait for the actions in flight (tests, shutdown); stop auto-release loops."""
+        for task in list(self._releases):
+            task.cancel()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
