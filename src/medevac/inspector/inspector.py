@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -103,6 +104,7 @@ class Inspector:
         self.release_retry = release_retry
         self.release_for = release_for
         self.zones = zones
+        self._zone_sizes = Counter(zones.values())  # not recounted on the fault path
         self.topology = topology
         self.executor = executor
         self.notifier = notifier
@@ -193,7 +195,7 @@ class Inspector:
 
     def _host_lost(self, inc: Incident, verdict: Verdict) -> None:
         now = self.clock()
-        zone_size = sum(1 for z in self.zones.values() if z == inc.zone) or 1
+        zone_size = self._zone_sizes[inc.zone] or 1
         lost = {
             i.host: i.faults["host:"]
             for i in self.open.values()

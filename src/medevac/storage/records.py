@@ -33,6 +33,14 @@ def newest(model: Any, order: Any, limit: int, where: dict[Any, Any] | None = No
     return q
 
 
+def bulk_update(conn: Any, model: Any, rows: list[dict[str, Any]], **columns: str) -> None:
+    """One executemany UPDATE of ``model`` by primary key ``id`` (each row's ``key``),
+    setting each column to the row's value named by ``columns``."""
+    if rows:
+        values: dict[str, Any] = {column: bindparam(param) for column, param in columns.items()}
+        conn.execute(update(model).where(model.id == bindparam("key")).values(**values), rows)
+
+
 def dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -231,17 +239,14 @@ class AlarmStore:
         ]
         with self.db.session() as s:
             conn = s.connection()
-            if state_rows:
-                conn.execute(
-                    update(AlarmRecord)
-                    .where(AlarmRecord.id == bindparam("key"))
-                    .values(
-                        state=bindparam("state"),
-                        state_reason=bindparam("state_reason"),
-                        state_timestamp=bindparam("state_timestamp"),
-                    ),
-                    state_rows,
-                )
+            bulk_update(
+                conn,
+                AlarmRecord,
+                state_rows,
+                state="state",
+                state_reason="state_reason",
+                state_timestamp="state_timestamp",
+            )
             if change_rows:
                 conn.execute(insert(AlarmChange), change_rows)
             if delivery_rows:
@@ -291,30 +296,9 @@ class OutboxStore:
                 retried.append({**row, "error": (error or "")[:1000]})
         with self.db.session() as s:
             conn = s.connection()
-            where = Delivery.id == bindparam("key")
-            if delivered:
-                conn.execute(
-                    update(Delivery)
-                    .where(where)
-                    .values(
-                        status=bindparam("status"),
-                        attempts=bindparam("attempts"),
-                        delivered_at=bindparam("at"),
-                    ),
-                    delivered,
-                )
-            if retried:
-                conn.execute(
-                    update(Delivery)
-                    .where(where)
-                    .values(
-                        status=bindparam("status"),
-                        attempts=bindparam("attempts"),
-                        next_attempt_at=bindparam("at"),
-                        last_error=bindparam("error"),
-                    ),
-                    retried,
-                )
+            common = {"status": "status", "attempts": "attempts"}
+            bulk_update(conn, Delivery, delivered, **common, delivered_at="at")
+            bulk_update(conn, Delivery, retried, **common, next_attempt_at="at", last_error="error")
 
     def recent(self, *, alarm_id: str | None = None, limit: int = 100) -> list[DeliveryRow]:
         with self.db.session() as s:
