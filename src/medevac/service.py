@@ -254,6 +254,7 @@ class Controller:
         self.inspector = build_inspector(
             settings, self.cloud, self.notifier, self.journal, self.recovery
         )
+        self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
         if self.recovery is not None:
             install(
                 RecoveryRuntime(

@@ -124,6 +124,8 @@ def create_app(
     if notifier is not None:
         app.include_router(alarms_router(notifier, [(settings.api.host, settings.api.port)]))
         if inspector is not None:
-            app.include_router(incidents_router(IncidentStore(db), inspector, notifier))
+            app.include_router(
+                incidents_router(IncidentStore(db), RecoveryStore(db), inspector, notifier)
+            )
 
     return app

@@ -12,12 +12,15 @@ from medevac.api.errors import ApiError
 from medevac.config import Role
 from medevac.inspector.inspector import Inspector
 from medevac.notifier.notifier import Notifier
-from medevac.storage.records import IncidentStore
+from medevac.profiler.profile import incident_profile
+from medevac.storage.records import IncidentStore, RecoveryStore
 
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
 
 
-def incidents_router(store: IncidentStore, inspector: Inspector, notifier: Notifier) -> APIRouter:
+def incidents_router(
+    store: IncidentStore, recoveries: RecoveryStore, inspector: Inspector, notifier: Notifier
+) -> APIRouter:
     router = APIRouter(tags=["inspector"])
 
     def fresh(body: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +48,7 @@ def incidents_router(store: IncidentStore, inspector: Inspector, notifier: Notif
         found.sort(key=lambda b: b["opened_at"], reverse=True)
         return {"incidents": found[:limit]}
 
-    @router.get("/v1/incidents/{incident_id}")
-    async def get_incident(incident_id: str, _: AdminOrReader) -> dict[str, Any]:
+    async def incident(incident_id: str) -> dict[str, Any]:
         for inc in inspector.open.values():
             if inc.id == incident_id:
                 return inc.as_dict()
@@ -54,6 +56,29 @@ def incidents_router(store: IncidentStore, inspector: Inspector, notifier: Notif
         if body is None:
             raise ApiError(404, f"incident {incident_id} not found")
         return body
+
+    @router.get("/v1/incidents/{incident_id}")
+    async def get_incident(incident_id: str, _: AdminOrReader) -> dict[str, Any]:
+        return await incident(incident_id)
+
+    @router.get("/v1/incidents/{incident_id}/profile")
+    async def get_profile(
+        incident_id: str,
+        _: AdminOrReader,
+        fault_at: Annotated[float | None, Query(gt=0)] = None,
+    ) -> dict[str, Any]:
+        """The incident's checkpoints (T00 to T09, R1 to R3), and per goal (alarm
+        received, state corrected, servers recovered) the components' time on the
+        critical path. ``fault_at`` (epoch seconds): the known fault time as T00."""
+        body = await incident(incident_id)
+        recovery = None
+        if body.get("recovery_id"):
+            recovery = await asyncio.to_thread(recoveries.get, body["recovery_id"])
+        try:
+            profile = incident_profile(body, recovery, fault_at=fault_at)
+        except ValueError as exc:
+            raise ApiError(409, f"incident {incident_id} has no profile yet: {exc}") from exc
+        return {"incident_id": incident_id, "host": body["host"], **profile.as_dict()}
 
     @router.get("/v1/inspector")
     async def inspector_state(_: AdminOrReader) -> dict[str, Any]:

@@ -220,14 +220,17 @@ lab_app.command("heal")(_fault_command(False))
 
 def demo(
     scenario: Annotated[
-        str, typer.Option(help="Fault to show: host-crash or power-loss.")
+        str, typer.Option(help="Fault to show: host-crash, power-loss or partition.")
     ] = "host-crash",
+    output: Annotated[
+        Path, typer.Option(help="Where the profile and its charts are written.")
+    ] = Path("demo-output"),
     state_dir: StateDir = None,
 ) -> None:
-    """The main job: bring the lab up, inject a host fault, show Nova's view change."""
+    """The main job: a lab, medevac on it, one host fault from detection to recovery."""
     from medevac.lab.demo import run_demo
 
     try:
-        run_demo(_paths(state_dir), scenario, out)
+        run_demo(_paths(state_dir), scenario, out, output)
     except LabError as exc:
         raise fail(exc) from None

@@ -213,7 +213,7 @@ def incidents(
 ) -> None:
     """Incidents: host, state, verdicts, the actions taken and their results, events."""
     if incident_id:
-        one = api_get(url, token, f"/v1/incidents/{incident_id}")
+        one = api_get(url, token, f"/v1/incidents/{resolve_incident(url, token, incident_id)}")
         if as_json:
             typer.echo(json.dumps(one, indent=2))
         else:
@@ -240,6 +240,52 @@ def incidents(
             str(sum(e["count"] for e in inc["events"])),
         )
     Console().print(table)
+
+
+@app.command()
+def profile(
+    incident_id: Annotated[
+        str | None, typer.Argument(help="Incident id or its first characters (default: newest).")
+    ] = None,
+    fault_at: Annotated[
+        float | None,
+        typer.Option(help="The fault's known time (epoch seconds) as T00, e.g. a lab injection."),
+    ] = None,
+    png: Annotated[Path | None, typer.Option(help="Write the timeline chart as PNG.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the profile as one HTML page.")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """A fault's profile: each checkpoint's time (T00 to T09, R1 to R3) as a timeline,
+    and the components' time cost per goal, costliest first."""
+    from medevac.profiler.profile import from_api
+    from medevac.profiler.render import print_profile, write_html, write_png
+
+    found = resolve_incident(url, token, incident_id)
+    query = f"?fault_at={fault_at}" if fault_at is not None else ""
+    body = api_get(url, token, f"/v1/incidents/{found}/profile{query}")
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        print_profile(from_api(body), Console(), incident=f"{found} ({body['host']})")
+    if png is not None:
+        write_png(from_api(body), png)
+    if html is not None:
+        write_html(from_api(body), html, title=f"medevac: incident {found} on {body['host']}")
+
+
+def resolve_incident(url: str, token: str, incident_id: str | None) -> str:
+    """A full incident id from a prefix (as the tables show), or the newest incident's."""
+    if incident_id is not None and len(incident_id) == 36:
+        return incident_id
+    found = api_get(url, token, "/v1/incidents?limit=1000")["incidents"]
+    matches = [i["id"] for i in found if i["id"].startswith(incident_id or "")]
+    if not matches:
+        raise fail(f"no incident {'matches ' + incident_id if incident_id else 'yet'}")
+    if incident_id and len(matches) > 1:
+        raise fail(f"{incident_id} matches {len(matches)} incidents; give more characters")
+    return str(matches[0])
 
 
 @app.command()

@@ -113,6 +113,7 @@ class Inspector:
         self.settings = settings or InspectorSettings()
         self.clock = clock
         self.open: dict[str, Incident] = {}  # host -> its open incident
+        self._by_trace: dict[str, Incident] = {}  # the open incidents by trace id
         self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
         self._tasks: set[asyncio.Task[Any]] = set()
         self._releases: set[asyncio.Task[Any]] = set()  # auto-release loops (long)
@@ -122,6 +123,7 @@ class Inspector:
         for inc in incidents:
             if inc.is_open:
                 self.open[inc.host] = inc
+                self._by_trace[inc.trace_id] = inc
 
     def resume(self) -> int:
         """After a restart, once the topology is loaded: corrections a dead predecessor
@@ -170,7 +172,12 @@ class Inspector:
                 verdict.host, self.zones.get(verdict.host, "nova"), verdict.at, verdict.trace_id
             )
             inc.stamp("T01", float(received))
+            inc.stamp("V", verdict.at)
+            estimate = verdict.evidence.get("fault_estimated_at")
+            if estimate is not None:
+                inc.stamp("T00~", float(estimate))
             self.open[verdict.host] = inc
+            self._by_trace[inc.trace_id] = inc
         opened, healed = inc.add_verdict(verdict)
         kind = verdict.kind
         if kind.host_lost and opened:
@@ -460,16 +467,25 @@ class Inspector:
         inc.move(IncidentState.CLOSED, self.clock())
         if self.open.get(inc.host) is inc:
             del self.open[inc.host]
+        self._by_trace.pop(inc.trace_id, None)
+
+    def checkpoint(self, trace_id: str | None, name: str, at: float) -> None:
+        """The notifier's marks (T07 evaluated, T08 fired, T09 received) on the incident
+        its events came from; only the first of each counts."""
+        inc = self._by_trace.get(trace_id or "")
+        if inc is not None and name not in inc.stamps:
+            inc.stamps[name] = at
+            self.saver.save(inc)
 
     # -- events -------------------------------------------------------------------
 
     def _emit(self, inc: Incident, events: list[Event], checkpoint: str | None) -> None:
         if not events:
             return
-        queued = self.notifier.emit(events)
         now = self.clock()
         if checkpoint:
             inc.stamp(checkpoint, now)
+        queued = self.notifier.emit(events)
         inc.events.append(
             {
                 "at": now,

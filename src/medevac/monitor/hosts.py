@@ -96,6 +96,7 @@ class HostWatch:
     last_heartbeat_wall: float | None = None
     suspect_since: float | None = None  # monotonic
     raw_received_at: float | None = None  # wall clock the suspicion's signal arrived: T01
+    observed_at: float | None = None  # when an external source says the fault happened
     verdict: Verdict | None = None
     bmc_power: str | None = None  # "on" | "off" | None (never read)
     bmc_seen_at: float | None = None
@@ -261,11 +262,17 @@ class HostMonitor(asyncio.DatagramProtocol):
         return stuck
 
     def _suspect(
-        self, watch: HostWatch, now: float, reason: str, received_at: float | None = None
+        self,
+        watch: HostWatch,
+        now: float,
+        reason: str,
+        received_at: float | None = None,
+        observed_at: float | None = None,
     ) -> None:
         watch.state = HostState.SUSPECT
         watch.suspect_since = now
         watch.raw_received_at = received_at if received_at is not None else self.wall()
+        watch.observed_at = observed_at
         watch.probe_answered.clear()
         self._spawn(self._confirm(watch, reason=reason))
 
@@ -339,6 +346,8 @@ class HostMonitor(asyncio.DatagramProtocol):
             "last_heartbeat_sent_at": watch.last_heartbeat_wall,
             "confirm_s": round(self.clock() - started, 3),
             "raw_received_at": watch.raw_received_at,
+            # The profiler's T00 estimate: the source's word, else the last sign of life.
+            "fault_estimated_at": watch.observed_at or watch.last_heartbeat_wall,
         }
         watch.state = HostState.LOST
         self._publish(watch, kind, evidence)
@@ -497,7 +506,11 @@ class HostMonitor(asyncio.DatagramProtocol):
             HostState.UNKNOWN,
         ):
             self._suspect(
-                watch, self.clock(), f"{fault.source} reported host down", fault.received_at
+                watch,
+                self.clock(),
+                f"{fault.source} reported host down",
+                fault.received_at,
+                fault.observed_at,
             )
         return True
 

@@ -33,6 +33,7 @@ from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxS
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK = 2
+CheckpointHook = Callable[[str | None, str, float], None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Outbox:
         self.settings = settings or DeliverySettings()
         self.clock = clock
         self.on_delivered = on_delivered
+        # The profiler's marks by trace id: T07 evaluated (the notifier's), T08 fired,
+        # T09 received (the consumer's 2xx).
+        self.on_checkpoint: CheckpointHook | None = None
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
         self._clients: dict[str, aiohttp.ClientSession] = {}
@@ -214,6 +218,8 @@ class Outbox:
         while True:
             attempts += 1
             error: str | None = None
+            if attempts == 1 and self.on_checkpoint is not None:
+                self.on_checkpoint(row.trace_id, "T08", self.clock())
             try:
                 async with self._client(row.url).post(
                     row.url, data=body, headers=headers, allow_redirects=False
@@ -226,6 +232,8 @@ class Outbox:
                     self._settled.append((row.id, "delivered", attempts, now, None))
                     if self.on_delivered is not None:
                         self.on_delivered(row, now)
+                    if self.on_checkpoint is not None:
+                        self.on_checkpoint(row.trace_id, "T09", now)
                     return
                 error = f"HTTP {status}"
             except (aiohttp.ClientError, TimeoutError) as exc:

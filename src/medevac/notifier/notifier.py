@@ -143,6 +143,10 @@ class Notifier:
                     )
                     for url in alarm.spec.alarm_actions
                 )
+        if self.outbox.on_checkpoint is not None:
+            evaluated = self.clock()
+            for trace_id in {e.trace_id for e in events if e.trace_id}:
+                self.outbox.on_checkpoint(trace_id, "T07", evaluated)
         if states or deliveries:
             self.outbox.submit(states, changes, deliveries)
         for channel in self.channels:

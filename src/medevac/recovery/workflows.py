@@ -40,7 +40,7 @@ from medevac.storage.records import RecoveryStore
 log = logging.getLogger(__name__)
 
 # Bump when a change to the workflows below would not replay an older recording.
-APP_VERSION = "medevac-recovery-1"
+APP_VERSION = "medevac-recovery-2"
 REBUILDING = frozenset({"rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"})
 
 
@@ -147,7 +147,7 @@ async def event_step(event_type: str, traits: dict[str, Any], severity: str, tra
 @DBOS.step()
 async def fence_step(host: str) -> dict[str, Any]:
     result = await rt().fencer.fence(host)
-    return asdict(result)
+    return {**asdict(result), "ended_at": time.time()}
 
 
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
@@ -388,7 +388,7 @@ async def recover_host(
                 trace_id,
             )
             return {"state": "FENCING_FAILED", "fencing": fenced}
-        await record("FENCED", {"fencing": fenced})
+        await record("FENCED", {"fencing": fenced, "fenced_at": fenced["ended_at"]})
     elif level is Level.FORCE_DOWN_ONLY:
         await event_step(
             "compute.host.recovery.unfenced",
