@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -109,9 +110,18 @@ class RunningLab:
 
 
 def lab_processes(state_dir: Path) -> list[str]:
-    """Processes whose command line names this lab's state dir or its services."""
+    """Processes whose command line names this lab's state dir or its services, or
+    whose environment points at its configuration (a controller started on it)."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if str(state_dir) in line]
+    found = [line for line in out.splitlines() if str(state_dir) in line]
+    needle = f"MEDEVAC_CONFIG={state_dir}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (proc / "environ").read_bytes():
+                found.append(f"{proc.name} {(proc / 'cmdline').read_bytes()!r}")
+    return found
 
 
 def start_lab(state_dir: Path, hosts: int, servers_per_host: int) -> Iterator[RunningLab]:

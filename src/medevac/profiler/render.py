@@ -64,10 +64,8 @@ def timeline_table(profile: Profile, *, width: int = 40) -> Table:
 def component_tables(profile: Profile) -> list[Table]:
     tables = []
     for goal in profile.goals:
-        t = Table(
-            title=f"{goal.label}: {duration(goal.total)} (T00 to {goal.end})",
-            title_justify="left",
-        )
+        title = f"{goal.label}: {duration(goal.total)} (T00 to {goal.end})"
+        t = Table(title=title, title_justify="left", min_width=len(title))
         t.add_column("component")
         t.add_column("time cost", justify="right")
         t.add_column("percentage", justify="right")
@@ -113,15 +111,17 @@ def _figure(profile: Profile) -> Any:
     fig, axes = plt.subplots(
         len(spans),
         1,
-        figsize=(11, 1.2 + 0.42 * len(present) * len(spans)),
+        figsize=(12, 1.6 + 0.4 * len(present) * len(spans)),
         squeeze=False,
-        layout="constrained",
     )
+    fig.subplots_adjust(left=0.3, right=0.95, top=0.9, bottom=0.08, hspace=0.35)
     for ax, (title, span, scale, unit) in zip(axes[:, 0], spans, strict=True):
         for y, c in enumerate(present):
             prev = _waited_for(profile, c.name) or "T00"
             start = (profile.stamps[prev] - profile.t00) * scale
             end = (profile.stamps[c.name] - profile.t00) * scale
+            if start > span * scale:
+                continue  # beyond this panel: the next one shows it
             ax.barh(
                 y,
                 max(end - start, span * scale / 400),
@@ -129,14 +129,15 @@ def _figure(profile: Profile) -> Any:
                 color=COLOURS.get(c.component, "grey"),
                 alpha=1.0 if c.name in critical else 0.35,
             )
-            ax.text(end, y, f" {end:.0f}" if unit == "ms" else f" {end:.1f}", va="center")
+            if end <= span * scale:
+                ax.text(end, y, f" {end:.0f}" if unit == "ms" else f" {end:.1f}", va="center")
         ax.set_yticks(range(len(present)), [f"{c.name} {c.label}" for c in present])
         ax.invert_yaxis()
         ax.set_xlim(0, span * scale * 1.12)
         ax.set_xlabel(f"{unit} since T00 ({profile.t00_source})")
         ax.set_title(title, loc="left")
     handles = [Patch(color=col, label=name) for name, col in COLOURS.items()]
-    axes[0, 0].legend(handles=handles, loc="lower right", fontsize="small")
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False)
     return fig
 
 
