@@ -265,6 +265,19 @@ class RecoveryConfig(_Section):
         return storage_url
 
 
+class ProfilerConfig(_Section):
+    """Each fault's profile as OpenTelemetry spans, exported once the fault is over."""
+
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="none; console (the spans as JSON on stdout); otlp (OTLP over HTTP)",
+    )
+    otel_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces", description="the OTLP/HTTP traces URL"
+    )
+    otel_service_name: str = Field(default="medevac", min_length=1)
+
+
 class BmcCredentials(_Section):
     username: str
     password: SecretStr
@@ -286,6 +299,7 @@ class Settings(BaseSettings):
     inspector: InspectorConfig = Field(default_factory=InspectorConfig)
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    profiler: ProfilerConfig = Field(default_factory=ProfilerConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
     bmc_secrets_file: Path | None = Field(
         default=None,

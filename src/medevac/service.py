@@ -38,6 +38,8 @@ from medevac.notifier.bus import BusPublisher
 from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
+from medevac.profiler.profile import incident_profile
+from medevac.profiler.tracing import SpanExport
 from medevac.recovery.fence import BmcFencer
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
 from medevac.recovery.workflows import (
@@ -255,6 +257,11 @@ class Controller:
             settings, self.cloud, self.notifier, self.journal, self.recovery
         )
         self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
+        p = settings.profiler
+        self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
+        self._exports: set[asyncio.Task[None]] = set()
+        if self.spans is not None:
+            self.inspector.on_closed = lambda inc: self.fault_over(inc.id, inc.as_dict())
         if self.recovery is not None:
             install(
                 RecoveryRuntime(
@@ -276,6 +283,7 @@ class Controller:
                         kind, subject, "recovery", detail, trace
                     ),
                     settled=self.inspector.settled,
+                    ended=self.fault_over if self.spans is not None else None,
                 )
             )
             configure_dbos(r.workflows_url(settings.storage.url))
@@ -292,6 +300,36 @@ class Controller:
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
             )
+
+    def fault_over(self, incident_id: str, body: dict[str, Any] | None = None) -> None:
+        """A fault ended (recovery over, or incident closed): export its profile."""
+        if body is None:
+            live = [i for i in self.inspector.open.values() if i.id == incident_id]
+            body = live[0].as_dict() if live else None
+        task = asyncio.ensure_future(asyncio.to_thread(self._export_profile, incident_id, body))
+        self._exports.add(task)
+        task.add_done_callback(self._exports.discard)
+
+    def _export_profile(self, incident_id: str, body: dict[str, Any] | None) -> None:
+        assert self.spans is not None
+        try:
+            body = body or IncidentStore(self.db).get(incident_id)
+            if body is None:
+                return
+            rid = body.get("recovery_id")
+            recovery = RecoveryStore(self.db).get(rid) if rid else None
+            profile = incident_profile(body, recovery)
+            self.spans.export(
+                profile,
+                {
+                    "medevac.incident_id": incident_id,
+                    "medevac.host": body["host"],
+                    "medevac.kind": body["kind"],
+                    "medevac.trace_id": body["trace_id"],
+                },
+            )
+        except Exception:  # tracing is an aid: never a reason to fail anything
+            log.exception("could not export the profile of incident %s", incident_id)
 
     def on_nova_event(self, event: NovaEvent) -> None:
         if self.monitor is not None:
@@ -389,6 +427,9 @@ class Controller:
             if self.recovery is not None:
                 DBOS.destroy(workflow_completion_timeout_sec=0)
             await self.journal.close()
+            if self.spans is not None:
+                await asyncio.gather(*self._exports, return_exceptions=True)
+                await asyncio.to_thread(self.spans.close)
             if self.power is not None:
                 await self.power.close()
             await self.cloud.close()

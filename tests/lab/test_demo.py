@@ -11,9 +11,12 @@ import pytest
 
 from medevac.profiler.profile import CHECKPOINTS
 from tests.lab.conftest import lab_processes, medevac
+from tests.otlp import OtlpReceiver
 
 
-def run_demo(tmp_path: Path, scenario: str) -> tuple[str, dict[str, Any]]:
+def run_demo(
+    tmp_path: Path, scenario: str, env: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
     out = tmp_path / "out"
     result = medevac(
         "demo",
@@ -24,6 +27,7 @@ def run_demo(tmp_path: Path, scenario: str) -> tuple[str, dict[str, Any]]:
         "--output",
         str(out),
         timeout=300,
+        env=env,
     )
     assert lab_processes(tmp_path) == []
     assert (out / "profile.png").stat().st_size > 10_000
@@ -52,7 +56,15 @@ def assert_complete_profile(profile: dict[str, Any]) -> None:
 
 
 def test_demo_host_crash_is_profiled_from_t00_to_r3(tmp_path: Path) -> None:
-    out, profile = run_demo(tmp_path, "host-crash")
+    with OtlpReceiver() as collector:
+        out, profile = run_demo(
+            tmp_path,
+            "host-crash",
+            {
+                "MEDEVAC_PROFILER__OTEL_EXPORTER": "otlp",
+                "MEDEVAC_PROFILER__OTEL_ENDPOINT": collector.url,
+            },
+        )
     assert "injecting host-crash on host1" in out
     assert "fault to alarm received" in out and "percentage" in out  # the profile table
     assert "recovery recover-" in out and "COMPLETED" in out
@@ -60,6 +72,11 @@ def test_demo_host_crash_is_profiled_from_t00_to_r3(tmp_path: Path) -> None:
     assert "invariant holds: no server ran on two hosts" in out
     assert "lab stopped" in out
     assert_complete_profile(profile)
+    # The controller exported the same fault as OpenTelemetry spans when it ended.
+    roots = [s for s in collector.spans if s["name"] == "medevac.fault"]
+    assert [r["attributes"]["medevac.incident_id"] for r in roots] == [profile["incident_id"]]
+    children = {s["attributes"]["medevac.checkpoint"] for s in collector.spans if s is not roots[0]}
+    assert children == {c.name for c in CHECKPOINTS} - {"T00"}
 
 
 def test_demo_partition_fences_before_evacuating(tmp_path: Path) -> None:

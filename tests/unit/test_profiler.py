@@ -123,3 +123,28 @@ def test_the_api_form_renders_again_as_the_same_profile(tmp_path: Path) -> None:
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "p.html").read_text()
     assert "<svg" in page and "fault to all servers recovered" in page
+
+
+def test_a_profile_goes_out_as_otlp_spans_once() -> None:
+    from medevac.profiler.tracing import SpanExport
+    from tests.otlp import OtlpReceiver
+
+    with OtlpReceiver() as collector:
+        spans = SpanExport.from_settings("otlp", collector.url, "medevac-test")
+        assert spans is not None
+        attrs = {"medevac.incident_id": "inc-1", "medevac.host": "host1"}
+        assert spans.export(build(STAMPS), attrs)
+        assert not spans.export(build(STAMPS), attrs)  # once per incident
+        spans.close()
+    got = {s["name"]: s for s in collector.spans}
+    root = got["medevac.fault"]
+    assert root["service"] == "medevac-test"
+    assert root["attributes"]["medevac.incident_id"] == "inc-1"
+    assert (root["start"], root["end"]) == pytest.approx((100.0, 109.0))
+    assert root["attributes"]["medevac.recovery_s"] == pytest.approx(9.0)
+    children = [s for s in collector.spans if s["parent"] == root["span_id"]]
+    assert len(children) == len(CHECKPOINTS) - 1 == len(collector.spans) - 1
+    r2 = got["R2 first evacuation requested"]
+    assert r2["attributes"]["medevac.after"] == "R1"  # what it waited for last
+    assert (r2["start"], r2["end"]) == pytest.approx((100.900, 101.0))
+    assert all(s["trace_id"] == root["trace_id"] for s in collector.spans)

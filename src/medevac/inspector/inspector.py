@@ -114,6 +114,7 @@ class Inspector:
         self.clock = clock
         self.open: dict[str, Incident] = {}  # host -> its open incident
         self._by_trace: dict[str, Incident] = {}  # the open incidents by trace id
+        self.on_closed: Callable[[Incident], Any] | None = None
         self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
         self._tasks: set[asyncio.Task[Any]] = set()
         self._releases: set[asyncio.Task[Any]] = set()  # auto-release loops (long)
@@ -468,6 +469,8 @@ class Inspector:
         if self.open.get(inc.host) is inc:
             del self.open[inc.host]
         self._by_trace.pop(inc.trace_id, None)
+        if self.on_closed is not None:
+            self.on_closed(inc)
 
     def checkpoint(self, trace_id: str | None, name: str, at: float) -> None:
         """The notifier's marks (T07 evaluated, T08 fired, T09 received) on the incident

@@ -188,7 +188,8 @@ class Progress:
         self.incident = next((i for i in found if i["opened_at"] >= self.t00 - 1), None)
         rid = self.incident.get("recovery_id") if self.incident else None
         if rid:
-            self.recovery = self.stack.get(f"/v1/recoveries/{rid}")
+            # None until the workflow's first step has written it.
+            self.recovery = self.stack.find(f"/v1/recoveries/{rid}")
         self.all_received()
 
     def all_received(self) -> bool:

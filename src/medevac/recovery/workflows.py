@@ -95,6 +95,8 @@ class RecoveryRuntime:
     audit: Callable[[str, str, dict[str, Any], str | None], Any]
     # Waits until the inspector's state actions on a host are done.
     settled: Callable[[str], Awaitable[None]]
+    # Told the incident id when a recovery ends (the profiler exports the fault then).
+    ended: Callable[[str], Any] | None = None
 
 
 _runtime: RecoveryRuntime | None = None
@@ -130,6 +132,8 @@ async def record_step(
     await asyncio.to_thread(
         r.store.put, recovery_id, incident_id, host, level, state, at, detail, ended
     )
+    if ended and r.ended is not None:
+        r.ended(incident_id)
     await asyncio.to_thread(
         r.audit,
         f"recovery.{state.lower()}",
