@@ -110,8 +110,28 @@ class HostConfig(_Section):
 
     bmc_driver: BmcDriver = BmcDriver.IPMI
     bmc_address: str
-    bmc_port: int = Field(default=623, ge=1, le=65535)
+    bmc_port: int | None = Field(
+        default=None, ge=1, le=65535, description="default: 623 for IPMI, 443 for Redfish"
+    )
     zone: str = "nova"
+    redfish_scheme: Literal["https", "http"] = "https"
+    redfish_system: str | None = Field(
+        default=None, description="the ComputerSystem id; default: the BMC's only system"
+    )
+    redfish_verify: bool | str = Field(
+        default=True, description="verify the BMC's TLS certificate, or a CA bundle path"
+    )
+
+    @property
+    def port(self) -> int:
+        if self.bmc_port is not None:
+            return self.bmc_port
+        return 623 if self.bmc_driver is BmcDriver.IPMI else 443
+
+    @property
+    def redfish_url(self) -> str:
+        host = f"[{self.bmc_address}]" if ":" in self.bmc_address else self.bmc_address
+        return f"{self.redfish_scheme}://{host}:{self.port}"
 
 
 class MonitorConfig(_Section):

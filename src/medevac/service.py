@@ -15,6 +15,7 @@ from dbos import DBOS
 
 from medevac.api import create_app
 from medevac.bmc.ipmi import BmcError, IpmiClient, IpmiTarget, PowerState
+from medevac.bmc.redfish import RedfishClient, RedfishTarget
 from medevac.cloud import CloudDriver
 from medevac.config import (
     BmcDriver,
@@ -40,7 +41,7 @@ from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
-from medevac.recovery.fence import BmcFencer
+from medevac.recovery.fence import BmcFencer, PowerControl
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
 from medevac.recovery.workflows import (
     Recovery,
@@ -71,37 +72,39 @@ def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
     return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
 
 
-def build_bmc_clients(settings: Settings) -> tuple[dict[str, IpmiClient], dict[str, str]]:
-    """One IPMI client per host, shared by the monitor (reads) and recovery (fencing):
-    pyghmi shares a session per BMC and user, so two clients would collide on it.
-    Returns the clients and, for hosts that cannot be driven, why."""
+def build_bmc_clients(settings: Settings) -> dict[str, PowerControl]:
+    """One BMC client per host (IPMI or Redfish), shared by the monitor (reads) and
+    recovery (fencing): pyghmi shares a session per BMC and user, so two clients
+    would collide on it."""
     creds = settings.bmc_credentials()
-    clients: dict[str, IpmiClient] = {}
-    unsupported: dict[str, str] = {}
+    clients: dict[str, PowerControl] = {}
+    timeout = settings.monitor.bmc_timeout
     for host, cfg in settings.hosts.items():
         if host not in creds:
             raise ConfigError(f"hosts.{host}: no BMC credentials in {settings.bmc_secrets_file}")
-        if cfg.bmc_driver is not BmcDriver.IPMI:
-            unsupported[host] = f"{cfg.bmc_driver.value} BMCs cannot be driven yet"
-            continue
         c = creds[host]
-        target = IpmiTarget(
-            cfg.bmc_address, cfg.bmc_port, c.username, c.password.get_secret_value()
-        )
-        clients[host] = IpmiClient(target, timeout=settings.monitor.bmc_timeout)
-    return clients, unsupported
+        password = c.password.get_secret_value()
+        if cfg.bmc_driver is BmcDriver.REDFISH:
+            target = RedfishTarget(
+                cfg.redfish_url, c.username, password, cfg.redfish_system, cfg.redfish_verify
+            )
+            clients[host] = RedfishClient(target, timeout=timeout)
+        else:
+            ipmi = IpmiTarget(cfg.bmc_address, cfg.port, c.username, password)
+            clients[host] = IpmiClient(ipmi, timeout=timeout)
+    return clients
 
 
-class IpmiPowerReader:
-    """The monitor's second path: each host's power state from its BMC over IPMI."""
+class BmcPowerReader:
+    """The monitor's second path: each host's power state from its BMC."""
 
-    def __init__(self, clients: dict[str, IpmiClient]) -> None:
+    def __init__(self, clients: dict[str, PowerControl]) -> None:
         self._clients = clients
 
     async def power_off(self, host: str) -> bool:
         client = self._clients.get(host)
         if client is None:
-            raise BmcError(f"no IPMI BMC for {host}")
+            raise BmcError(f"no BMC for {host}")
         return await client.power_state() is PowerState.OFF
 
     async def close(self) -> None:
@@ -246,11 +249,11 @@ class Controller:
         self.settings = settings
         self.db = Database(settings.storage.url)
         self.cloud = build_cloud_driver(settings.cloud)
-        self.power: IpmiPowerReader | None = None
+        self.power: BmcPowerReader | None = None
         self.monitor: HostMonitor | None = None
         self.notifier = build_notifier(settings, self.db)
         self.journal = IncidentJournal(IncidentStore(self.db))
-        bmcs, unsupported = build_bmc_clients(settings)
+        bmcs = build_bmc_clients(settings)
         r = settings.recovery
         self.recovery = Recovery() if r.enabled else None
         self.inspector = build_inspector(
@@ -270,7 +273,6 @@ class Controller:
                         bmcs,
                         check_interval=r.check_interval,
                         check_max_count=r.check_max_count,
-                        unsupported=unsupported,
                     ),
                     store=RecoveryStore(self.db),
                     groups=[host_group(g) for g in r.groups],
@@ -291,7 +293,7 @@ class Controller:
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
         )
         if settings.hosts:
-            self.power = IpmiPowerReader(bmcs)
+            self.power = BmcPowerReader(bmcs)
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),

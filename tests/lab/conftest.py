@@ -124,7 +124,9 @@ def lab_processes(state_dir: Path) -> list[str]:
     return found
 
 
-def start_lab(state_dir: Path, hosts: int, servers_per_host: int) -> Iterator[RunningLab]:
+def start_lab(
+    state_dir: Path, hosts: int, servers_per_host: int, redfish: str = ""
+) -> Iterator[RunningLab]:
     try:
         find_lab_python()
     except Exception as exc:  # the lab venv is part of `make test`
@@ -138,6 +140,7 @@ def start_lab(state_dir: Path, hosts: int, servers_per_host: int) -> Iterator[Ru
         str(servers_per_host),
         "--state-dir",
         str(state_dir),
+        *(["--redfish", redfish] if redfish else []),
     )
     paths = LabPaths(state_dir)
     info = json.loads(paths.info.read_text())

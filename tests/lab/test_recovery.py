@@ -1,16 +1,16 @@
 """Recovery against the lab: fenced through real IPMI, evacuated through real Nova,
 durable across a SIGKILL, and never a server on two hosts.
 
-Its own lab of 13 hosts x 3 servers (each test fails different hosts; host10, host13
-and the hosts not failed yet are the destinations) and a real `medevac serve` whose
-host groups put host11 at level 1, host12 at level 3 and send host9's servers only
-to the reserved host13; every other host is at the default level 2.
+Its own lab of 14 hosts x 3 servers (each test fails different hosts; host10, host13
+and the hosts not failed yet are the destinations; host14's BMC speaks Redfish, the
+others' IPMI) and a real `medevac serve` whose host groups put host11 at level 1,
+host12 at level 3 and send host9's servers only to the reserved host13; every other
+host is at the default level 2.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from medevac.lab.client import TwoHostWatch
 from tests.conftest import wait_for
 from tests.lab.conftest import Controller, RunningLab, medevac, start_lab
 
@@ -39,7 +40,9 @@ GROUPS = [
 
 @pytest.fixture(scope="module")
 def rlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    yield from start_lab(tmp_path_factory.mktemp("recovery-lab"), hosts=13, servers_per_host=3)
+    yield from start_lab(
+        tmp_path_factory.mktemp("recovery-lab"), hosts=14, servers_per_host=3, redfish="host14"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +59,6 @@ def ctl(rlab: RunningLab) -> Iterator[Controller]:
     finally:
         if controller.proc.poll() is None:
             controller.stop()
-
-
-class TwoHostWatch:
-    """Polls `lab running` in the background: any server on two hosts at any sample."""
-
-    def __init__(self, lab: RunningLab) -> None:
-        self.lab = lab
-        self.samples = 0
-        self.twice: list[dict[str, list[str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            running = self.lab.client.running()
-            self.samples += 1
-            doubled = {s: h for s, h in running.items() if len(h) > 1}
-            if doubled:
-                self.twice.append(doubled)
-            self._stop.wait(0.1)
-
-    def __enter__(self) -> TwoHostWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def recovery_of(ctl: Controller, host: str, after: float) -> dict[str, Any] | None:
@@ -120,7 +95,7 @@ def test_host_crash_is_fenced_then_its_ha_servers_evacuated(
     others = {s["id"] for s in rlab.servers_on(host)} - {s["id"] for s in ha}
     assert ha, "the lab gives host1 an HA server"
     t0 = time.time()
-    with TwoHostWatch(rlab) as watch:
+    with TwoHostWatch(rlab.client) as watch:
         rlab.client.inject("host-crash", host)
         rec = wait_recovery(ctl, host, t0)
     assert rec["state"] == "COMPLETED", rec
@@ -178,7 +153,7 @@ def test_partitioned_host_is_fenced_before_anything_runs_elsewhere(
     host = "host2"
     ha = ha_servers(rlab, host)
     t0 = time.time()
-    with TwoHostWatch(rlab) as watch:
+    with TwoHostWatch(rlab.client) as watch:
         rlab.client.inject("mgmt-partition", host)  # alive, guests running, unreachable
         rec = wait_recovery(ctl, host, t0)
     assert rec["state"] == "COMPLETED", rec
@@ -248,7 +223,7 @@ def test_sigkill_at_every_point_of_recoveries_recovers_each_server_exactly_once(
     for host in ("host4", "host5", "host6", "host7", "host8"):
         ha = ha_servers(rlab, host)
         t0 = time.time()
-        with TwoHostWatch(rlab) as watch:
+        with TwoHostWatch(rlab.client) as watch:
             rlab.client.inject("host-crash", host)
             for name, reached in KILL_POINTS:
                 wait_for(f"{host}: {name}", partial(at_point, ctl, host, t0, reached), 60, 0.02)
@@ -393,3 +368,21 @@ def test_reserved_host_method_sends_servers_only_to_the_reserved_host(
     rec = recovery_of(ctl, "host9", 0)  # failed by the three-sources test above
     assert rec is not None and rec["state"] == "COMPLETED"
     assert rec["evacuations"] and {e["to_host"] for e in rec["evacuations"]} == {"host13"}
+
+
+def test_a_redfish_bmc_fences_like_an_ipmi_one(rlab: RunningLab, ctl: Controller) -> None:
+    host = "host14"
+    assert next(h for h in rlab.status()["hosts"] if h["name"] == host)["bmc"]["protocol"] == (
+        "redfish"
+    )
+    before = ha_servers(rlab, host)
+    t0 = time.time()
+    with TwoHostWatch(rlab.client) as watch:
+        rlab.client.inject("mgmt-partition", host)  # alive: only fencing makes it safe
+        rec = wait_recovery(ctl, host, t0)
+    assert rec["state"] == "COMPLETED", rec
+    assert rec["detail"]["fencing"]["confirmed"]
+    assert rec["detail"]["fenced_at"] <= min(e["started_at"] for e in rec["evacuations"])
+    assert next(h for h in rlab.status()["hosts"] if h["name"] == host)["bmc"]["power"] == "off"
+    assert watch.twice == [] and watch.samples > 10
+    assert_recovered(rlab, host, before)

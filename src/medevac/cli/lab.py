@@ -54,6 +54,9 @@ def up(
         str | None,
         typer.Option(help="Servers on each host, e.g. 100,50,10,1,0 (overrides the two above)."),
     ] = None,
+    redfish: Annotated[
+        str, typer.Option(help="Hosts whose BMC speaks Redfish, e.g. host2,host3 (else IPMI).")
+    ] = "",
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
@@ -71,6 +74,7 @@ def up(
             service_down_time=service_down_time,
             transport_url=transport_url,
             layout=counts,
+            redfish=[h for h in redfish.split(",") if h],
         )
     except LabError as exc:
         raise fail(exc) from None
@@ -130,7 +134,8 @@ def render_status(status: dict[str, Any], console: Console = out) -> None:
             str(nova["status"]),
             "yes" if nova["forced_down"] else "no",
             h["compute_process"],
-            f"{bmc['address']}:{bmc['port']}" + ("" if bmc["reachable"] else " (unreachable)"),
+            f"{bmc.get('protocol', 'ipmi')} {bmc['address']}:{bmc['port']}"
+            + ("" if bmc["reachable"] else " (unreachable)"),
             bmc["power"],
             ", ".join(h["faults"]) or "-",
         )

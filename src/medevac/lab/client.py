@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,14 @@ def lab_up(
     transport_url: str | None = "auto",
     layout: list[int] | None = None,
     ready_within: float = UP_TIMEOUT,
+    redfish: list[str] | None = None,
 ) -> dict[str, Any]:
     """Start a lab supervisor in the background and wait until it is ready.
 
     ``layout`` gives each host's number of servers (``hosts`` and
     ``servers_per_host`` are then ignored).
+
+    ``redfish`` names the hosts whose BMC speaks Redfish (the others speak IPMI).
 
     ``transport_url`` "auto" publishes Nova's notifications to a local RabbitMQ
     when one answers on 127.0.0.1:5672; "none" or None never does.
@@ -150,6 +154,8 @@ def lab_up(
         cmd += ["--transport-url", transport_url]
     if layout:
         cmd += ["--layout", ",".join(str(n) for n in layout)]
+    if redfish:
+        cmd += ["--redfish", ",".join(redfish)]
     with paths.log.open("ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -243,3 +249,33 @@ def project_tokens(controller_config: str | Path) -> dict[str, str]:
         for t in settings.api.tokens
         if t.role is Role.MEMBER and t.project_id
     }
+
+
+class TwoHostWatch:
+    """Samples where every server runs, in the background, while in its ``with``
+    block: any server on two hosts at any sample breaks the first safety rule."""
+
+    def __init__(self, client: LabClient, every: float = 0.1) -> None:
+        self.client = client
+        self.every = every
+        self.samples = 0
+        self.twice: list[dict[str, list[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="two-host-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            running = self.client.running()
+            self.samples += 1
+            doubled = {s: h for s, h in running.items() if len(h) > 1}
+            if doubled:
+                self.twice.append(doubled)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> TwoHostWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)

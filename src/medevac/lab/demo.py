@@ -11,7 +11,6 @@ partitioned host fenced before anything runs elsewhere) and writes the charts.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from medevac.lab.client import LabClient, lab_down, lab_up
+from medevac.lab.client import LabClient, TwoHostWatch, lab_down, lab_up
 from medevac.lab.layout import LabError, LabPaths
 from medevac.lab.stack import Stack, wait_until
 from medevac.profiler.profile import from_api
@@ -37,25 +36,6 @@ SCENARIOS = {
 RECOVERY_ENDS = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 RECOVERY_WITHIN = 120.0
 MOVED = {"recovered", "already-moved"}
-
-
-class TwoHostWatch(threading.Thread):
-    """Samples where every server runs, all through the demo: any server on two
-    hosts at any moment breaks the first safety rule."""
-
-    def __init__(self, client: LabClient) -> None:
-        super().__init__(daemon=True)
-        self.client = client
-        self.samples = 0
-        self.twice: dict[str, list[str]] = {}
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            with_errors = self.client.running()
-            self.samples += 1
-            self.twice.update({s: h for s, h in with_errors.items() if len(h) > 1})
-            self.halt.wait(0.1)
 
 
 def run_demo(paths: LabPaths, scenario: str, console: Console, output: Path) -> None:
@@ -80,13 +60,8 @@ def run_demo(paths: LabPaths, scenario: str, console: Console, output: Path) -> 
                 f"{len(alarms)} alarms (one per server, each by its owner)"
             )
             _show_victim(console, servers)
-            watch = TwoHostWatch(client)
-            watch.start()
-            try:
+            with TwoHostWatch(client) as watch:
                 _scenario(console, client, stack, scenario, servers, output)
-            finally:
-                watch.halt.set()
-                watch.join(timeout=5)
             if watch.twice:
                 raise LabError(f"servers ran on two hosts at once: {watch.twice}")
             console.print(

@@ -47,6 +47,7 @@ from medevac.lab.layout import (
     write_json_atomic,
     write_text_atomic,
 )
+from medevac.lab.redfish_emulator import RedfishBmc
 from medevac.monitor.protocol import Checks
 
 log = logging.getLogger("medevac.lab")
@@ -66,6 +67,7 @@ class LabSpec:
     report_interval: float = 1.0
     service_down_time: int = 5
     transport_url: str | None = None
+    redfish: tuple[str, ...] = ()  # hosts whose BMC speaks Redfish instead of IPMI
 
 
 class LabProbes:
@@ -112,6 +114,7 @@ class Lab:
         self.crashed_servers: set[str] = set()
         self.children: dict[str, ChildService] = {}
         self.farm: BmcFarm | None = None
+        self.redfish: dict[str, RedfishBmc] = {}
         self.bmcs: dict[str, BmcSpec] = {}
         # The fault model is touched from API threads and the BMC thread: model_lock is
         # held only briefly; reconcile_lock orders the (slow) calls into Nova.
@@ -340,9 +343,18 @@ class Lab:
         raise LabError(f"server {server_id} not ACTIVE within {timeout:.0f} s")
 
     def _start_bmcs(self) -> None:
+        unknown = set(self.spec.redfish) - set(self.host_names)
+        if unknown:
+            raise LabError(f"--redfish names unknown hosts: {', '.join(sorted(unknown))}")
         self.farm = BmcFarm(self)
         for host in self.host_names:
-            self.bmcs[host] = self.farm.add(host, BMC_USER, secrets.token_urlsafe(12))
+            password = secrets.token_urlsafe(12)
+            if host in self.spec.redfish:
+                self.redfish[host] = RedfishBmc(host, BMC_USER, password, self)
+                self.redfish[host].start()
+                self.bmcs[host] = self.redfish[host].spec
+            else:
+                self.bmcs[host] = self.farm.add(host, BMC_USER, password)
         self.farm.start()
 
     # -- generated configuration --------------------------------------------------
@@ -422,7 +434,10 @@ class Lab:
                 "",
             ]
         for host, bmc in self.bmcs.items():
-            lines += [f"[hosts.{host}]", 'bmc_address = "127.0.0.1"', f"bmc_port = {bmc.port}", ""]
+            lines += [f"[hosts.{host}]", 'bmc_address = "127.0.0.1"', f"bmc_port = {bmc.port}"]
+            if host in self.redfish:
+                lines += ['bmc_driver = "redfish"', 'redfish_scheme = "http"']
+            lines.append("")
         write_text_atomic(self.paths.controller_config, "\n".join(lines), mode=0o600)
 
     # -- fault model --------------------------------------------------------------
@@ -542,7 +557,9 @@ class Lab:
                 copy.deepcopy(self.hosts[t]).apply(kind, inject, physnet)
             for t in targets:
                 self.hosts[t].apply(kind, inject, physnet)
-                if kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
+                if kind is FaultKind.BMC_UNREACHABLE and t in self.redfish:
+                    self.redfish[t].reachable = not inject
+                elif kind is FaultKind.BMC_UNREACHABLE and self.farm is not None:
                     self.farm.set_reachable(t, not inject)
             record = self._record(action, kind, ",".join(targets), physnet)
         self._agents_changed()  # before Nova: the agent is what dies first
@@ -639,6 +656,7 @@ class Lab:
                         "port": bmc.port if bmc else None,
                         "power": "on" if faults.power_on else "off",
                         "reachable": not faults.bmc_unreachable,
+                        "protocol": "redfish" if name in self.redfish else "ipmi",
                     },
                     "compute_process": (
                         "running" if computes[name]["compute_running"] else "stopped"
@@ -683,6 +701,8 @@ class Lab:
             task.cancel()
         if self.farm is not None:
             self.farm.stop()
+        for bmc in self.redfish.values():
+            bmc.stop()
         self._reconciler.shutdown(wait=True, cancel_futures=True)
         for child in self.children.values():
             if child.process.poll() is None:
@@ -771,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-interval", type=float, default=1.0)
     p.add_argument("--service-down-time", type=int, default=5)
     p.add_argument("--transport-url", default=None)
+    p.add_argument("--redfish", default="", help="hosts with a Redfish BMC, e.g. host2,host3")
     args = p.parse_args(argv)
     paths = LabPaths(args.state_dir)
     logging.basicConfig(
@@ -783,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         report_interval=args.report_interval,
         service_down_time=args.service_down_time,
         transport_url=args.transport_url,
+        redfish=tuple(h for h in args.redfish.split(",") if h),
     )
     try:
         asyncio.run(run(paths, spec))

@@ -35,9 +35,11 @@ class PowerControl(Protocol):
 
     async def power_state(self) -> PowerState: ...
 
+    async def close(self) -> None: ...
+
 
 class BmcFencer:
-    """Fences hosts through their BMCs (IPMI clients, one per host)."""
+    """Fences hosts through their BMCs (an IPMI or Redfish client per host)."""
 
     def __init__(
         self,
@@ -45,17 +47,13 @@ class BmcFencer:
         *,
         check_interval: float = 0.5,
         check_max_count: int = 20,
-        unsupported: Mapping[str, str] | None = None,
     ) -> None:
         self.clients = dict(clients)
         self.check_interval = check_interval
         self.check_max_count = check_max_count
-        self.unsupported = dict(unsupported or {})  # host -> why it cannot be fenced
 
     async def fence(self, host: str) -> FenceResult:
         started = time.monotonic()
-        if host in self.unsupported:
-            return FenceResult(False, 0, 0.0, self.unsupported[host])
         client = self.clients.get(host)
         if client is None:
             return FenceResult(False, 0, 0.0, f"no BMC configured for {host}")

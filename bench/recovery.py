@@ -1,0 +1,187 @@
+"""Host recovery on the lab: fault to every server ACTIVE on another host, per level.
+
+One lab holds, for each (level, size) measured, a host of that many servers in its
+own host group (that level, ``evacuate_all``, the same evacuation concurrency), plus
+for each size a host the *floor* is measured on, and two empty hosts. A real
+`medevac serve` recovers each host after a `host-crash`; the profile of its incident
+gives the stages (detection V-T00, fencing R1-T02, evacuations R3-R2, total R3-T00).
+
+The floor: the same evacuations by a bare client (medevac's cloud driver, no
+workflow, no database) with the same concurrency on a crashed host forced down by
+hand, from the first evacuate call to the last server ACTIVE elsewhere.
+
+Target (level 2): verdict to all servers recovered within the fencing time plus 1.2x
+the floor of the same size. Masakari, for scale, waits 180 s after disabling the
+service before its first evacuation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import wait
+from docs_section import write_section
+
+from medevac.cloud import CloudDriver
+from medevac.lab.client import LabClient, lab_down, lab_up
+from medevac.lab.layout import LabPaths
+from medevac.lab.stack import Stack
+from medevac.recovery.workflows import RecoverySettings
+
+MASAKARI_WAIT = 180.0
+POLL = RecoverySettings().poll_interval  # the floor checks arrivals as often as medevac
+
+
+async def floor(driver: CloudDriver, host: str, concurrency: int) -> float:
+    """Evacuate every server of ``host`` with ``concurrency`` at once, bare."""
+    await driver.set_forced_down(host, True)
+    servers = await driver.list_host_servers(host)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(server_id: str) -> None:
+        async with gate:
+            await driver.evacuate(server_id)
+            while True:
+                s = await driver.get_server(server_id)
+                if s.status == "ACTIVE" and s.host not in (None, host) and s.task_state is None:
+                    return
+                if s.status == "ERROR" and s.task_state is None:
+                    raise RuntimeError(f"{server_id} ended in ERROR")
+                await asyncio.sleep(POLL)
+
+    start = time.monotonic()
+    await asyncio.gather(*(one(s.id) for s in servers))
+    return time.monotonic() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--levels", default="1,2,3")
+    p.add_argument("--sizes", default="10,50", help="servers on the failed host")
+    p.add_argument("--level2-sizes", default=None, help="sizes for level 2 (default --sizes)")
+    p.add_argument("--concurrency", type=int, default=8, help="evacuations at once")
+    p.add_argument("--write-docs", type=Path)
+    args = p.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+    cases: list[tuple[int, int]] = []
+    for level in (int(x) for x in args.levels.split(",")):
+        only = args.level2_sizes if level == 2 and args.level2_sizes else None
+        cases += [(level, n) for n in ([int(x) for x in only.split(",")] if only else sizes)]
+    floor_sizes = sorted({n for _, n in cases})
+    layout = [n for _, n in cases] + floor_sizes + [0, 0]
+    hosts = {case: f"host{i + 1}" for i, case in enumerate(cases)}
+    floors = {n: f"host{len(cases) + i + 1}" for i, n in enumerate(floor_sizes)}
+    groups = [
+        {
+            "name": f"level{level}-{n}",
+            "hosts": [hosts[(level, n)]],
+            "level": level,
+            "evacuate_all": True,
+            "concurrency": args.concurrency,
+        }
+        for level, n in cases
+    ] + [{"name": "rest", "hosts": ["*"], "concurrency": args.concurrency}]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
+        paths = LabPaths(Path(d))
+        t_lab = time.monotonic()
+        info = lab_up(
+            paths, len(layout), max(layout), layout=layout, ready_within=120 + 4 * sum(layout)
+        )
+        print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t_lab:.0f} s")
+        lab = LabClient(paths)
+        loop = asyncio.new_event_loop()
+        driver = CloudDriver(info["cloud"], clouds_yaml=Path(info["clouds_yaml"]))
+        try:
+            with Stack(info, MEDEVAC_RECOVERY__GROUPS=json.dumps(groups)) as stack:
+                stack.start(sum(layout), within=120)
+                for level, n in cases:
+                    rows.append(one_recovery(stack, lab, hosts[(level, n)], level, n))
+                    print(rows[-1], flush=True)
+            # The controller is stopped: the bare client alone acts on the floor hosts.
+            floor_s = {}
+            for n in floor_sizes:
+                lab.inject("host-crash", floors[n])
+                floor_s[n] = loop.run_until_complete(floor(driver, floors[n], args.concurrency))
+                print(f"floor for {n} servers: {floor_s[n]:.1f} s", flush=True)
+        finally:
+            loop.run_until_complete(driver.close())
+            lab.close()
+            lab_down(paths)
+    report(rows, floor_s, args.concurrency, args.write_docs)
+
+
+def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) -> dict[str, Any]:
+    t00 = float(lab.inject("host-crash", host)["time"])
+
+    def ended() -> dict[str, Any] | None:
+        found = stack.get(f"/v1/incidents?host={host}&limit=1")["incidents"]
+        rid = found[0].get("recovery_id") if found else None
+        rec = stack.find(f"/v1/recoveries/{rid}") if rid else None
+        if rec and rec["state"] in ("COMPLETED", "PARTIAL", "FENCING_FAILED"):
+            return {"incident": found[0]["id"], "recovery": rec}
+        return None
+
+    done = wait(f"the recovery of {host}", ended, 300, 0.25)
+    rec = done["recovery"]
+    if rec["state"] != "COMPLETED":
+        raise RuntimeError(f"recovery of {host} ended {rec['state']}: {rec['detail']}")
+    prof = stack.get(f"/v1/incidents/{done['incident']}/profile?fault_at={t00}")
+    at = {c["name"]: c["at"] for c in prof["checkpoints"]}
+    moved = [e for e in rec["evacuations"] if e["result"] in ("recovered", "already-moved")]
+    if len(moved) != n:
+        raise RuntimeError(f"{len(moved)} of {n} servers of {host} recovered")
+    return {
+        "level": level,
+        "servers": n,
+        "detection": at["V"] - at["T00"],
+        "fencing": (at["R1"] - at["T02"]) if at.get("R1") else 0.0,
+        "until_first": at["R2"] - at["V"],
+        "evacuations": at["R3"] - at["R2"],
+        "from_verdict": at["R3"] - at["V"],
+        "total": at["R3"] - at["T00"],
+    }
+
+
+def report(
+    rows: list[dict[str, Any]], floor_s: dict[int, float], concurrency: int, docs: Path | None
+) -> None:
+    lines = [
+        "| level | servers | detection | fencing | verdict to first evacuation | "
+        "evacuations | verdict to all recovered | fault to all recovered | floor (bare client) "
+        "| target: fencing + 1.2x floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = floor_s[r["servers"]]
+        target = r["fencing"] + 1.2 * f
+        verdict = "met" if r["from_verdict"] <= target else "not met"
+        lines.append(
+            f"| {r['level']} | {r['servers']} | {r['detection'] * 1000:.0f} ms | "
+            f"{r['fencing'] * 1000:.0f} ms | {r['until_first']:.2f} s | "
+            f"{r['evacuations']:.1f} s | {r['from_verdict']:.1f} s | {r['total']:.1f} s | "
+            f"{f:.1f} s | {target:.1f} s: {verdict if r['level'] == 2 else 'n/a'} |"
+        )
+    masakari = statistics.median(floor_s.values()) if floor_s else 0.0
+    lines += [
+        "",
+        f"Evacuations {concurrency} at a time, medevac and the bare client alike; one run "
+        f"per row (each run fences a host for good). Masakari for scale: {MASAKARI_WAIT:.0f} s "
+        f"of waiting after the service is disabled, before the first evacuation, then its "
+        f"evacuations 3 at a time (at least {MASAKARI_WAIT + masakari:.0f} s on this lab).",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if docs:
+        write_section(docs, "recovery", body)
+
+
+if __name__ == "__main__":
+    main()
