@@ -11,7 +11,7 @@ LAB_VENV := .venv-lab
 PIP_FLAGS := --quiet --disable-pip-version-check
 SCENARIO ?= host-crash
 
-.PHONY: all demo test lint types unit lab-tests deps services venv lab-venv clean bench
+.PHONY: all demo test lint types unit lab-tests deps services venv lab-venv clean bench bench-long
 
 all: test
 
@@ -52,21 +52,33 @@ lint: venv
 types: venv
 	$(VENV)/bin/mypy
 
-## Benchmarks: figures printed and written to docs/benchmarks.md (QUICK=1: a short run).
+## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
+## `make bench` (under 15 min), `make bench QUICK=1` (a smoke run, under 3 min, writes
+## nothing), `make bench-long` (the 10-minute soak and the 100- and 50-server labs).
+DOCS := --write-docs docs/benchmarks.md
 bench: venv lab-venv deps services
 ifdef QUICK
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2
 	$(VENV)/bin/python bench/detection.py --runs 3
 	$(VENV)/bin/python bench/notify_path.py --runs 5 --sizes 1,100 --background 1000
 	$(VENV)/bin/python bench/topology.py --servers 50000
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 10 --soak-hosts 10 --ingest-hosts 1000 --ingest-seconds 5
 	$(VENV)/bin/python bench/notification.py --runs 2 --layout 10,1,0
+	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 3
 else
-	$(VENV)/bin/python bench/lab_boot.py --runs 3 --sizes 3x2,10x5 --write-docs docs/benchmarks.md
-	$(VENV)/bin/python bench/detection.py --runs 20 --write-docs docs/benchmarks.md
-	$(VENV)/bin/python bench/notify_path.py --runs 20 --write-docs docs/benchmarks.md
-	$(VENV)/bin/python bench/topology.py --write-docs docs/benchmarks.md
-	$(VENV)/bin/python bench/notification.py --runs 5 --write-docs docs/benchmarks.md
+	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2,10x5 $(DOCS)
+	$(VENV)/bin/python bench/detection.py --runs 20 $(DOCS)
+	$(VENV)/bin/python bench/notify_path.py --runs 20 $(DOCS)
+	$(VENV)/bin/python bench/topology.py $(DOCS)
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 $(DOCS) --section heartbeats
+	$(VENV)/bin/python bench/notification.py --runs 5 --layout 50,10,1,0 $(DOCS)
+	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 10 $(DOCS)
 endif
+
+bench-long: venv lab-venv deps services
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 600 $(DOCS) --section heartbeats-long
+	$(VENV)/bin/python bench/notification.py --runs 5 --layout 100,50,10,1,0 $(DOCS) --section notification-long
+	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
 
 clean:
 	-$(VENV)/bin/medevac lab down 2>/dev/null

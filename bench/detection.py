@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 from common import percentile, wait
-from docs_section import write_section
+from docs_section import write_chart, write_section
 
 from medevac.lab.client import LabClient, lab_down, lab_up
 from medevac.lab.layout import LabPaths
@@ -100,10 +100,20 @@ def main() -> None:
                 for r in rows
             ),
         ]
+        chart = write_chart(
+            args.write_docs,
+            "detection",
+            "fault injected to verdict (ms)",
+            [f"{r[0]}:\n{r[1]}" for r in rows],
+            {"median": [r[3] for r in rows]},
+            "ms",
+            p99={"median": [r[4] for r in rows]},
+            marks={"target p99": [300.0 if "first" in r[1] else None for r in rows]},
+        )
         write_section(
             args.write_docs,
             "detection",
-            "\n".join(table),
+            "\n".join(table) + "\n\n" + chart,
             note="Heartbeats every 100 ms, phi threshold 8.",
         )
 

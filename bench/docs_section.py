@@ -20,3 +20,43 @@ def write_section(path: Path, name: str, body: str, note: str = "") -> None:
         text += "\n" + section + "\n"
     path.write_text(text)
     print(f"wrote {path} ({name})")
+
+
+def write_chart(
+    docs: Path,
+    name: str,
+    title: str,
+    groups: list[str],
+    bars: dict[str, list[float]],
+    unit: str,
+    *,
+    p99: dict[str, list[float]] | None = None,
+    marks: dict[str, list[float | None]] | None = None,
+) -> str:
+    """A grouped bar chart beside ``docs`` (bars: medians; whiskers: p99; marks: an
+    anchor's figure per group); returns the Markdown line that shows it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / max(1, len(bars))
+    for i, (label, values) in enumerate(bars.items()):
+        xs = [g - 0.4 + width * (i + 0.5) for g in range(len(groups))]
+        top = (p99 or {}).get(label)
+        yerr = [[0.0] * len(values), [max(0.0, t - v) for t, v in zip(top, values, strict=True)]]
+        ax.bar(xs, values, width, label=label, yerr=yerr if top else None, capsize=3)
+    for label, values in (marks or {}).items():
+        points = [(g, v) for g, v in enumerate(values) if v is not None]
+        if points:
+            ax.scatter(*zip(*points, strict=True), marker="_", s=900, color="black", label=label)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(unit)
+    ax.set_title(title, loc="left", fontsize="medium")
+    ax.legend(fontsize="small")
+    out = docs.parent / f"bench-{name}.png"
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {out}")
+    return f"![{title}]({out.name})"

@@ -208,6 +208,7 @@ def main() -> None:
     p.add_argument("--ingest-hosts", type=int, default=10_000)
     p.add_argument("--ingest-seconds", type=float, default=30)
     p.add_argument("--write-docs", type=Path)
+    p.add_argument("--section", default="heartbeats", help="the docs section name")
     args = p.parse_args()
     s = soak(args.soak_hosts, args.soak_seconds, loss=0.05, jitter=0.02)
     print("soak:", s, flush=True)
@@ -227,7 +228,7 @@ def main() -> None:
             f"of one core**; loop lag p99 {g['loop_lag_ms']['p99']} ms; "
             f"{g['false_positive_verdicts']} false host verdicts |",
         ]
-        write_section(args.write_docs, "heartbeats", "\n".join(rows))
+        write_section(args.write_docs, args.section, "\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from docs_section import write_section
+from docs_section import write_chart, write_section
 
 from medevac.lab.client import lab_down, lab_up
 from medevac.lab.layout import LabPaths
@@ -84,7 +84,15 @@ def write_docs(path: Path, results: list[dict]) -> None:
             f"{ready['median']:.1f} s ({ready['min']:.1f} to {ready['max']:.1f}) | "
             f"{r['services_s']['median']:.1f} s | {r['per_server_s']['median']:.2f} s |"
         )
-    write_section(path, "lab_boot", "\n".join(rows))
+    chart = write_chart(
+        path,
+        "lab_boot",
+        "lab ready (s), median",
+        [f"{r['hosts']} x {r['servers_per_host']}" for r in results],
+        {"ready": [r["ready_s"]["median"] for r in results]},
+        "s",
+    )
+    write_section(path, "lab_boot", "\n".join(rows) + "\n\n" + chart)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, ms, wait
-from docs_section import write_section
+from common import free_port, ms, percentile, wait
+from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver, DataPlaneStatus
 from medevac.lab.client import LabClient, lab_down, lab_up, project_tokens
@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--layout", default="100,50,10,1,0", help="servers per host (last: spare)")
     p.add_argument("--write-docs", type=Path)
+    p.add_argument("--section", default="notification", help="the docs section (and chart) name")
     args = p.parse_args()
     layout = [int(n) for n in args.layout.split(",")]
     with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
@@ -212,10 +213,12 @@ def main() -> None:
             bench.lab.close()
             bench.run(bench.driver.close())
             lab_down(paths)
-    report(rows, args.runs, args.write_docs)
+    report(rows, args.runs, args.write_docs, args.section)
 
 
-def report(rows: list[tuple[int, dict[str, list[float]]]], runs: int, docs: Path | None) -> None:
+def report(
+    rows: list[tuple[int, dict[str, list[float]]]], runs: int, docs: Path | None, section: str
+) -> None:
     import statistics
 
     notify = [
@@ -255,7 +258,47 @@ def report(rows: list[tuple[int, dict[str, list[float]]]], runs: int, docs: Path
     )
     print(body)
     if docs:
-        write_section(docs, "notification", body, "")
+        counts = [c for c, _ in sorted(rows)]
+        figures = [f for _, f in sorted(rows)]
+        groups = [f"{c} servers" for c in counts]
+        med = statistics.median
+        notify_chart = write_chart(
+            docs,
+            f"{section}-alarms",
+            "verdict to webhook received (ms)",
+            groups,
+            {
+                "first alarm": [med(f["first"]) * 1000 for f in figures],
+                "last alarm": [med(f["last"]) * 1000 for f in figures],
+            },
+            "ms",
+            p99={
+                "first alarm": [percentile(f["first"], 0.99) * 1000 for f in figures],
+                "last alarm": [percentile(f["last"], 0.99) * 1000 for f in figures],
+            },
+            marks={"Doctor (2017)": [_seconds(DOCTOR.get(c)) for c in counts]},
+        )
+        state_chart = write_chart(
+            docs,
+            f"{section}-state",
+            "state corrected (s): medevac and the same calls back to back",
+            groups,
+            {
+                "medevac": [med(f["state"]) for f in figures],
+                "floor": [med(f["floor"]) for f in figures],
+            },
+            "s",
+            p99={
+                "medevac": [percentile(f["state"], 0.99) for f in figures],
+                "floor": [percentile(f["floor"], 0.99) for f in figures],
+            },
+        )
+        write_section(docs, section, body + "\n\n" + notify_chart + "\n\n" + state_chart)
+
+
+def _seconds(text: str | None) -> float | None:
+    """Doctor's figure ("0.584 s") in ms."""
+    return float(text.split()[0]) * 1000 if text else None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 from common import free_port, percentile
-from docs_section import write_section
+from docs_section import write_chart, write_section
 
 from medevac.lab.consumer import doctor_alarm
 from medevac.notifier.alarms import AlarmSpec
@@ -131,10 +131,26 @@ def main() -> None:
     table = "\n".join(rows)
     print(table)
     if args.write_docs:
+        med = statistics.median
+        chart = write_chart(
+            args.write_docs,
+            "notify_path",
+            "the notifier alone: event to webhook received (ms)",
+            [f"{size} alarms" for size in results],
+            {
+                "first alarm": [med(r["first"]) for r in results.values()],
+                "last alarm": [med(r["last"]) for r in results.values()],
+            },
+            "ms",
+            p99={
+                "first alarm": [percentile(r["first"], 0.99) for r in results.values()],
+                "last alarm": [percentile(r["last"], 0.99) for r in results.values()],
+            },
+        )
         write_section(
             args.write_docs,
             "notify_path",
-            table,
+            table + "\n\n" + chart,
             f"`bench/notify_path.py`: event emitted to webhook received, {args.background:,} "
             "other alarms loaded, outbox on SQLite, consumer in its own process.",
         )

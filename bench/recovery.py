@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common import wait
-from docs_section import write_section
+from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
 from medevac.lab.client import LabClient, lab_down, lab_up
@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--level2-sizes", default=None, help="sizes for level 2 (default --sizes)")
     p.add_argument("--concurrency", type=int, default=8, help="evacuations at once")
     p.add_argument("--write-docs", type=Path)
+    p.add_argument("--section", default="recovery", help="the docs section (and chart) name")
     args = p.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     cases: list[tuple[int, int]] = []
@@ -115,7 +116,7 @@ def main() -> None:
             loop.run_until_complete(driver.close())
             lab.close()
             lab_down(paths)
-    report(rows, floor_s, args.concurrency, args.write_docs)
+    report(rows, floor_s, args.concurrency, args.write_docs, args.section)
 
 
 def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) -> dict[str, Any]:
@@ -151,7 +152,11 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
 
 
 def report(
-    rows: list[dict[str, Any]], floor_s: dict[int, float], concurrency: int, docs: Path | None
+    rows: list[dict[str, Any]],
+    floor_s: dict[int, float],
+    concurrency: int,
+    docs: Path | None,
+    section: str,
 ) -> None:
     lines = [
         "| level | servers | detection | fencing | verdict to first evacuation | "
@@ -180,7 +185,24 @@ def report(
     body = "\n".join(lines)
     print(body)
     if docs:
-        write_section(docs, "recovery", body)
+        chart = write_chart(
+            docs,
+            section,
+            "fault to all servers recovered (s), per level and servers on the host",
+            [f"level {r['level']}, {r['servers']}" for r in rows],
+            {
+                "medevac": [r["total"] for r in rows],
+                "floor: bare client": [floor_s[r["servers"]] for r in rows],
+            },
+            "s",
+            marks={
+                "target: fencing + 1.2x floor": [
+                    r["fencing"] + 1.2 * floor_s[r["servers"]] if r["level"] == 2 else None
+                    for r in rows
+                ]
+            },
+        )
+        write_section(docs, section, body + "\n\n" + chart)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,17 @@ def test_product_code_never_imports_the_lab() -> None:
 
 
 def test_blocks_and_edges_never_import_surfaces_or_wiring() -> None:
-    lower = modules("monitor", "cloud", "bmc", "storage", "agent")
+    lower = modules(
+        "monitor",
+        "inspector",
+        "notifier",
+        "recovery",
+        "profiler",
+        "cloud",
+        "bmc",
+        "storage",
+        "agent",
+    )
     offenders = {
         str(p.relative_to(SRC))
         for p in lower
