@@ -6,7 +6,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -37,3 +37,15 @@ def ms(values: list[float]) -> str:
     if not values:
         return "-"
     return f"{statistics.median(values) * 1000:.0f} / {percentile(values, 0.99) * 1000:.0f} ms"
+
+
+def start_lab(paths: Any, layout: list[int]) -> dict[str, Any]:
+    """A lab of ``layout`` (servers per host), given time in proportion to its size."""
+    from medevac.lab.client import lab_up
+
+    t0 = time.monotonic()
+    info = lab_up(
+        paths, len(layout), max(layout), layout=layout, ready_within=120 + 4 * sum(layout)
+    )
+    print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t0:.0f} s", flush=True)
+    return info

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, ms, percentile, wait
+from common import free_port, ms, percentile, start_lab, wait
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver, DataPlaneStatus
-from medevac.lab.client import LabClient, lab_down, lab_up, project_tokens
+from medevac.lab.client import LabClient, lab_down, project_tokens
 from medevac.lab.consumer import doctor_alarm
 from medevac.lab.layout import LabPaths
 
@@ -159,11 +159,7 @@ def main() -> None:
     layout = [int(n) for n in args.layout.split(",")]
     with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
         paths = LabPaths(Path(d))
-        t_lab = time.monotonic()
-        info = lab_up(
-            paths, len(layout), max(layout), layout=layout, ready_within=120 + 4 * sum(layout)
-        )
-        print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t_lab:.0f} s")
+        info = start_lab(paths, layout)
         port = free_port()
         consumer = subprocess.Popen(
             [sys.executable, "-m", "medevac.lab.consumer", "--port", str(port)]

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import wait
+from common import start_lab, wait
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
-from medevac.lab.client import LabClient, lab_down, lab_up
+from medevac.lab.client import LabClient, lab_down
 from medevac.lab.layout import LabPaths
 from medevac.lab.stack import Stack
 from medevac.recovery.workflows import RecoverySettings
@@ -92,11 +92,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
         paths = LabPaths(Path(d))
-        t_lab = time.monotonic()
-        info = lab_up(
-            paths, len(layout), max(layout), layout=layout, ready_within=120 + 4 * sum(layout)
-        )
-        print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t_lab:.0f} s")
+        info = start_lab(paths, layout)
         lab = LabClient(paths)
         loop = asyncio.new_event_loop()
         driver = CloudDriver(info["cloud"], clouds_yaml=Path(info["clouds_yaml"]))

@@ -273,6 +273,15 @@ class RecoveryConfig(_Section):
     check_max_count: int = Field(default=20, ge=1, description="fencing: reads before giving up")
     evacuate_timeout: float = Field(default=120.0, gt=0, description="one server (s)")
     evacuate_attempts: int = Field(default=2, ge=1, le=10, description="per destination")
+    restart_compute: bool = Field(
+        default=False,
+        description="on COMPUTE_PROCESS_DOWN, have the host's agent restart nova-compute "
+        "(the agent must be started with --restart-compute-command)",
+    )
+    compute_restart_attempts: int = Field(default=3, ge=1, le=10)
+    compute_restart_wait: float = Field(
+        default=30.0, gt=0, description="per attempt: until the agent says it runs (s)"
+    )
     groups: list[HostGroupConfig] = Field(default_factory=list)
 
     def workflows_url(self, storage_url: str) -> str:

@@ -236,6 +236,7 @@ def build_inspector(
             reset_servers=ResetPolicy(i.reset_servers),
             act=i.act,
             notify_head_start=i.notify_head_start,
+            restart_compute=settings.recovery.restart_compute,
         ),
         recovery=recovery,
         auto_release=lambda host: group_of(host, groups).auto_release,
@@ -279,6 +280,8 @@ class Controller:
                     settings=RecoverySettings(
                         evacuate_timeout=r.evacuate_timeout,
                         evacuate_attempts=r.evacuate_attempts,
+                        compute_restart_attempts=r.compute_restart_attempts,
+                        compute_restart_wait=r.compute_restart_wait,
                     ),
                     emit=self.notifier.emit,
                     audit=lambda kind, subject, detail, trace: self.db.record_audit(
@@ -286,6 +289,8 @@ class Controller:
                     ),
                     settled=self.inspector.settled,
                     ended=self.fault_over if self.spans is not None else None,
+                    restart_compute=self._restart_compute if r.restart_compute else None,
+                    compute_alive=self._compute_alive if r.restart_compute else None,
                 )
             )
             configure_dbos(r.workflows_url(settings.storage.url))
@@ -302,6 +307,12 @@ class Controller:
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
             )
+
+    def _restart_compute(self, host: str) -> bool:
+        return self.monitor is not None and self.monitor.request_compute_restart(host)
+
+    def _compute_alive(self, host: str) -> bool | None:
+        return self.monitor.compute_alive(host) if self.monitor is not None else None
 
     def fault_over(self, incident_id: str, body: dict[str, Any] | None = None) -> None:
         """A fault ended (recovery over, or incident closed): export its profile."""

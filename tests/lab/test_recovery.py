@@ -23,7 +23,7 @@ from medevac.lab.client import TwoHostWatch
 from tests.conftest import wait_for
 from tests.lab.conftest import Controller, RunningLab, medevac, start_lab
 
-ENDED = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
+ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 STATE_WITHIN = 15.0
 GROUPS = [
     {"name": "unfenced", "hosts": ["host11"], "level": 1},
@@ -53,6 +53,7 @@ def ctl(rlab: RunningLab) -> Iterator[Controller]:
         MEDEVAC_RECOVERY__CHECK_INTERVAL="0.25",
         MEDEVAC_RECOVERY__CHECK_MAX_COUNT="6",
         MEDEVAC_RECOVERY__GROUPS=json.dumps(GROUPS),
+        MEDEVAC_RECOVERY__RESTART_COMPUTE="true",
     )
     try:
         yield controller
@@ -307,30 +308,28 @@ def test_a_dead_server_is_restarted_where_it_is(rlab: RunningLab, ctl: Controlle
         rlab.client.heal("server-crash", server["id"])
 
 
-def test_dead_nova_compute_disables_the_service_and_evacuates_nothing(
+def test_dead_nova_compute_is_disabled_then_restarted_by_the_agent_and_nothing_moves(
     rlab: RunningLab, ctl: Controller
 ) -> None:
     host = "host10"
     t0 = time.time()
     rlab.client.inject("compute-process-down", host)
-    try:
-        wait_for(
-            "the service disabled",
-            lambda: rlab.host(host)["nova"]["status"] == "disabled",
-            STATE_WITHIN,
-        )
-        assert not rlab.host(host)["nova"]["forced_down"]
-        time.sleep(1)
-        recoveries = ctl.get(f"/v1/recoveries?host={host}")["recoveries"]
-        assert [r for r in recoveries if r["started_at"] >= t0] == []
-        assert ctl.get(f"/v1/history?host={host}")["evacuations"] == []
-    finally:
-        rlab.client.heal("compute-process-down", host)
+    # Nobody heals the fault: the controller asks host10's agent to restart nova-compute.
+    rec = wait_recovery(ctl, host, t0, within=60)
+    assert rec["id"].startswith("compute-") and rec["state"] == "COMPLETED", rec
+    assert rec["level"] == 0 and rec["detail"]["attempts"] == 1
+    assert rlab.host(host)["compute_process"] == "running"
+    assert "compute-process-down" not in rlab.host(host)["faults"]
     wait_for(
         "the service enabled again",
         lambda: rlab.host(host)["nova"]["status"] == "enabled",
         STATE_WITHIN,
     )
+    assert not rlab.host(host)["nova"]["forced_down"]
+    incident = ctl.get(f"/v1/incidents?host={host}&limit=1")["incidents"][0]
+    service = [(a["value"], a["ok"]) for a in incident["actions"] if a["kind"] == "service-status"]
+    assert service == [("disabled", True), ("enabled", True)]
+    assert ctl.get(f"/v1/history?host={host}")["evacuations"] == []
 
 
 def test_level_1_evacuates_without_fencing_and_says_so(rlab: RunningLab, ctl: Controller) -> None:

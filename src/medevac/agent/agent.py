@@ -1,4 +1,5 @@
-"""The agent's sender: signed heartbeats at a fixed interval, and answers to probes."""
+"""The agent: signed heartbeats at a fixed interval, answers to probes, and (when
+allowed) nova-compute restarted at the controller's request."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -30,6 +32,11 @@ class AgentConfig:
     copies: int = 2  # each heartbeat is sent this many times, ``copy_gap`` apart
     copy_gap: float = 0.01
     bind: tuple[str, int] = ("0.0.0.0", 0)
+    # Restarts nova-compute when the controller asks (signed, fresh, never replayed);
+    # None: such requests are ignored.
+    restart_compute: Callable[[], Awaitable[None]] | None = None
+    restart_min_interval: float = 60.0  # at most one restart this often (s)
+    max_clock_skew: float = 5.0  # a request sent longer ago than this is refused (s)
 
 
 class Agent(asyncio.DatagramProtocol):
@@ -44,6 +51,10 @@ class Agent(asyncio.DatagramProtocol):
         self.muted = False  # the lab uses it for a management-network partition
         self.boot = 0  # which boot of its host this agent belongs to (the lab's count)
         self._transport: asyncio.DatagramTransport | None = None
+        self._requests: dict[bytes, int] = {}  # controller boot id -> last seq acted on
+        self._last_restart = float("-inf")
+        self.restarts = 0
+        self._restarting: asyncio.Task[None] | None = None
 
     def _next(self, kind: DatagramKind) -> bytes:
         self.seq += 1
@@ -65,8 +76,35 @@ class Agent(asyncio.DatagramProtocol):
             d = decode(data, self.config.key)
         except DatagramError:
             return
-        if d.kind is DatagramKind.PROBE and d.host == self.config.host:
+        if d.host != self.config.host:
+            return
+        if d.kind is DatagramKind.PROBE:
             self._send(self._next(DatagramKind.PROBE_REPLY), addr)
+        elif d.kind is DatagramKind.RESTART_COMPUTE:
+            self._restart_requested(d)
+
+    def _restart_requested(self, d: Datagram) -> None:
+        """Act once per (controller boot, seq), only on a fresh request, at most once
+        per ``restart_min_interval``: a replayed or repeated request restarts nothing."""
+        restart = self.config.restart_compute
+        if restart is None:
+            log.warning("nova-compute restart requested, but this agent may not restart it")
+            return
+        if abs(time.time() - d.sent_at) > self.config.max_clock_skew:
+            return
+        if d.seq <= self._requests.get(d.boot_id, 0):
+            return
+        self._requests[d.boot_id] = d.seq
+        now = time.monotonic()
+        if now - self._last_restart < self.config.restart_min_interval:
+            return
+        if self._restarting is not None and not self._restarting.done():
+            return
+        self._last_restart = now
+        self.restarts += 1
+        log.warning("restarting nova-compute at the controller's request")
+        self._restarting = asyncio.ensure_future(restart())
+        self._restarting.add_done_callback(_log_failure)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("agent socket error: %s", exc)
@@ -89,3 +127,8 @@ class Agent(asyncio.DatagramProtocol):
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
         finally:
             transport.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("restarting nova-compute failed", exc_info=task.exception())

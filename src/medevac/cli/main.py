@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +91,13 @@ def agent(
         list[str] | None,
         typer.Option(help="Data-plane link to watch, PHYSNET=INTERFACE (repeatable)."),
     ] = None,
+    restart_compute_command: Annotated[
+        str | None,
+        typer.Option(
+            help="Command that restarts nova-compute, run (without a shell) when the "
+            "controller asks, e.g. 'systemctl restart nova-compute'; unset: never."
+        ),
+    ] = None,
 ) -> None:
     """Run on a compute host: send signed heartbeats with the host's local checks."""
     from medevac.agent.agent import Agent, AgentConfig
@@ -106,7 +114,22 @@ def agent(
         links = dict(_pair(p) for p in physnet or [])
     except ValueError as exc:
         raise fail(str(exc)) from None
-    config = AgentConfig(host=host, controllers=controllers, key=key, interval=interval)
+    restart = None
+    if restart_compute_command:
+        argv = shlex.split(restart_compute_command)
+
+        async def restart() -> None:
+            proc = await asyncio.create_subprocess_exec(*argv)
+            if await proc.wait() != 0:
+                raise RuntimeError(f"{argv[0]} exited with {proc.returncode}")
+
+    config = AgentConfig(
+        host=host,
+        controllers=controllers,
+        key=key,
+        interval=interval,
+        restart_compute=restart if restart_compute_command else None,
+    )
     setup_logging(False)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Agent(config, HostProbes(interfaces=links)).run())

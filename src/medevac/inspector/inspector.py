@@ -62,6 +62,10 @@ class RecoveryStarter(Protocol):
         """Start the restart of a server whose domain died (idempotent); returns its id."""
         ...
 
+    def restart_compute(self, incident_id: str, host: str, trace_id: str) -> str:
+        """Start the restart of a host's nova-compute (idempotent); returns its id."""
+        ...
+
 
 class IncidentSaver(Protocol):
     def save(self, incident: Incident) -> None:
@@ -78,6 +82,8 @@ class InspectorSettings:
     # The cloud calls start once the alarms are out (or after this long): on a small
     # controller they would otherwise compete with the webhooks for the CPU.
     notify_head_start: float = 0.05
+    # COMPUTE_PROCESS_DOWN: also have the host's agent restart nova-compute.
+    restart_compute: bool = False
 
 
 class Inspector:
@@ -293,6 +299,9 @@ class Inspector:
         if down and inc.state is IncidentState.OPEN:
             inc.move(IncidentState.CORRECTING, self.clock())
         self._run(inc, plan_process_down(inc.host) if down else plan_process_up(inc.host))
+        restart = down and self.settings.act and self.settings.restart_compute
+        if restart and self.recovery is not None:
+            self.recovery.restart_compute(inc.id, inc.host, inc.trace_id)
 
     # -- recovery verdicts --------------------------------------------------------
 

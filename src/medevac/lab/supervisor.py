@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -461,6 +462,7 @@ class Lab:
                         controllers=(("127.0.0.1", self.heartbeat_port),),
                         key=self.agent_key,
                         bind=("127.0.0.1", 0),
+                        restart_compute=functools.partial(self._restart_compute, name),
                     ),
                     LabProbes(self, name),
                 )
@@ -591,6 +593,13 @@ class Lab:
             self._reconcile(host)
         except Exception:
             log.exception("reconciling %s after a BMC power change failed", host)
+
+    async def _restart_compute(self, host: str) -> None:
+        """What `systemctl restart nova-compute` is on a lab host: the process runs again."""
+        with self.model_lock:
+            down = self.hosts[host].compute_process_down
+        if down:
+            await asyncio.to_thread(self.apply_fault, FaultKind.COMPUTE_PROCESS_DOWN, host, False)
 
     # PowerHooks for the BMC farm: IPMI power control reaches the fault model. They
     # run on the BMC thread, so they change the model at once and never wait for Nova.

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import heapq
 import logging
+import os
 import socket
 import time
 from collections import Counter, OrderedDict, deque
@@ -124,6 +125,8 @@ class HostMonitor(asyncio.DatagramProtocol):
     ) -> None:
         self.settings = settings or MonitorSettings()
         self.key = key
+        self._boot_id = os.urandom(16)  # names this process in requests to agents
+        self._request_seq = 0
         self.sink = sink
         self.power = power
         self.nova = nova
@@ -280,6 +283,25 @@ class HostMonitor(asyncio.DatagramProtocol):
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def request_compute_restart(self, host: str) -> bool:
+        """Ask the host's agent to restart nova-compute (signed, with this process's
+        own boot id and a rising sequence, so the agent can refuse replays); False
+        when the agent has not been heard from."""
+        watch = self.hosts.get(host)
+        if self._transport is None or watch is None or watch.agent_addr is None:
+            return False
+        self._request_seq += 1
+        request = Datagram(
+            DatagramKind.RESTART_COMPUTE, host, self._request_seq, self._boot_id, self.wall()
+        )
+        self._transport.sendto(encode(request, self.key), watch.agent_addr)
+        return True
+
+    def compute_alive(self, host: str) -> bool | None:
+        """nova-compute as the host's last heartbeat said (None: nothing heard yet)."""
+        watch = self.hosts.get(host)
+        return None if watch is None or watch.checks is None else watch.checks.compute_alive
 
     def _send_probe(self, watch: HostWatch) -> None:
         if self._transport is None or watch.agent_addr is None:

@@ -8,10 +8,12 @@ Layout of version 1 (network byte order)::
     mac 32 bytes = HMAC-SHA256(cluster key, every byte before it)
 
 ``kind`` is a heartbeat (agent to controller), a probe (controller to agent: "answer
-now") or a probe reply (a heartbeat sent in answer). ``seq`` rises by one per datagram
-within one ``boot_id`` (a random id per agent start), so replays and reordering are
-recognised without clocks; ``sent_at`` only bounds clock skew. The body carries the
-agent's local checks. Encoding and decoding are pure functions.
+now"), a probe reply (a heartbeat sent in answer), or a request to restart
+nova-compute (controller to agent; an agent acts on it only when configured to).
+``seq`` rises by one per datagram within one ``boot_id`` (a random id per agent or
+controller start), so replays and reordering are recognised without clocks;
+``sent_at`` only bounds clock skew. The body carries the agent's local checks.
+Encoding and decoding are pure functions.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DatagramKind(enum.IntEnum):
     HEARTBEAT = 1
     PROBE = 2
     PROBE_REPLY = 3
+    RESTART_COMPUTE = 4  # controller to agent: restart nova-compute, when allowed
 
 
 class DropReason(enum.StrEnum):

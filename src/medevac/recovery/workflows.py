@@ -80,6 +80,8 @@ class RecoverySettings:
     restart_timeout: float = 60.0  # one server restart, request to running
     restart_attempts: int = 3
     nova_down_timeout: float = 300.0  # level 3: how long to wait for Nova to see it
+    compute_restart_attempts: int = 3  # nova-compute restarts asked of the agent
+    compute_restart_wait: float = 30.0  # per attempt: until the agent says it runs (s)
 
 
 @dataclass
@@ -97,6 +99,10 @@ class RecoveryRuntime:
     settled: Callable[[str], Awaitable[None]]
     # Told the incident id when a recovery ends (the profiler exports the fault then).
     ended: Callable[[str], Any] | None = None
+    # Asks a host's agent to restart nova-compute (False: the agent is not heard), and
+    # what the agent last said of it; None when restarts are not configured.
+    restart_compute: Callable[[str], bool] | None = None
+    compute_alive: Callable[[str], bool | None] | None = None
 
 
 _runtime: RecoveryRuntime | None = None
@@ -521,6 +527,44 @@ async def recover_server(
     return {"state": "FAILED"}
 
 
+@DBOS.step()
+async def compute_restart_step(host: str) -> dict[str, Any]:
+    """Ask the agent once, then wait (bounded) until its heartbeats say nova-compute runs."""
+    r = rt()
+    assert r.restart_compute is not None and r.compute_alive is not None
+    if not r.restart_compute(host):
+        return {"ok": False, "why": "the host's agent is not heard from"}
+    deadline = time.monotonic() + r.settings.compute_restart_wait
+    while time.monotonic() < deadline:
+        if r.compute_alive(host):
+            return {"ok": True}
+        await asyncio.sleep(min(r.settings.poll_interval, 0.2))
+    return {"ok": False, "why": f"not running {r.settings.compute_restart_wait:g} s later"}
+
+
+@DBOS.workflow()
+async def recover_compute(incident_id: str, host: str, trace_id: str) -> dict[str, Any]:
+    """COMPUTE_PROCESS_DOWN on a live host: the inspector disabled the service; restart
+    nova-compute through the host's agent, a bounded number of times, then say so.
+    Never an evacuation: the host and its servers are fine."""
+    r = rt()
+    rid = str(DBOS.workflow_id)
+    traits = {"host": host, "binary": "nova-compute", "recovery_id": rid}
+    await record_step(rid, incident_id, host, 0, "RESTARTING_COMPUTE", {}, False, trace_id)
+    last: dict[str, Any] = {}
+    for attempt in range(1, r.settings.compute_restart_attempts + 1):
+        last = await compute_restart_step(host)
+        if last["ok"]:
+            done: dict[str, Any] = {"attempts": attempt}
+            await record_step(rid, incident_id, host, 0, "COMPLETED", done, True, trace_id)
+            await event_step("compute.service.restarted", traits, "moderate", trace_id)
+            return {"state": "COMPLETED", "attempts": attempt}
+    detail = {"attempts": r.settings.compute_restart_attempts, "why": last.get("why")}
+    await record_step(rid, incident_id, host, 0, "FAILED", detail, True, trace_id)
+    await event_step("compute.service.restart_failed", traits, "critical", trace_id)
+    return {"state": "FAILED"}
+
+
 class Recovery:
     """Starts recoveries (idempotently) from the inspector's incidents."""
 
@@ -552,6 +596,17 @@ class Recovery:
                 await DBOS.start_workflow_async(
                     recover_server, incident_id, host, server_id, trace_id
                 )
+
+        self._spawn(go())
+        return rid
+
+    def restart_compute(self, incident_id: str, host: str, trace_id: str) -> str:
+        """Start (or find) the restart of a host's dead nova-compute."""
+        rid = f"compute-{incident_id}"
+
+        async def go() -> None:
+            with SetWorkflowID(rid):
+                await DBOS.start_workflow_async(recover_compute, incident_id, host, trace_id)
 
         self._spawn(go())
         return rid
