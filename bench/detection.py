@@ -35,7 +35,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
         paths = LabPaths(Path(d))
         info = lab_up(paths, 3, 1)
-        env = {**os.environ, "MEDEVAC_CONFIG": info["controller_config"]}
+        # Detection only: recovery would fence host1, and each run needs it back.
+        env = {
+            **os.environ,
+            "MEDEVAC_CONFIG": info["controller_config"],
+            "MEDEVAC_RECOVERY__ENABLED": "false",
+        }
         serve = subprocess.Popen(
             [sys.executable, "-m", "medevac", "serve"], env=env, stderr=subprocess.DEVNULL
         )
@@ -75,6 +80,15 @@ def main() -> None:
                         first["at"] - record["time"]
                     )
                     results.setdefault((kind, verdict), []).append(final["at"] - record["time"])
+                    # Where the first verdict's time went: noticing the silence (T01),
+                    # then confirming it (probes unanswered, the BMC's answer or its wait).
+                    noticed = first["evidence"].get("raw_received_at")
+                    if noticed is None:
+                        raise RuntimeError(f"run {run}: {kind}: first verdict {first}")
+                    results.setdefault((kind, "silence noticed (T01)"), []).append(
+                        noticed - record["time"]
+                    )
+                    results.setdefault((kind, "T01 to verdict"), []).append(first["at"] - noticed)
                     client.heal(kind, "host1")
                     wait("host1 UP again", all_up, 60)
         finally:

@@ -45,8 +45,11 @@ def write_chart(
     for i, (label, values) in enumerate(bars.items()):
         xs = [g - 0.4 + width * (i + 0.5) for g in range(len(groups))]
         top = (p99 or {}).get(label)
-        yerr = [[0.0] * len(values), [max(0.0, t - v) for t, v in zip(top, values, strict=True)]]
-        ax.bar(xs, values, width, label=label, yerr=yerr if top else None, capsize=3)
+        yerr = None
+        if top is not None:
+            above = [max(0.0, t - v) for t, v in zip(top, values, strict=True)]
+            yerr = [[0.0] * len(values), above]
+        ax.bar(xs, values, width, label=label, yerr=yerr, capsize=3)
     for label, values in (marks or {}).items():
         points = [(g, v) for g, v in enumerate(values) if v is not None]
         if points:

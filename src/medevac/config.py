@@ -154,7 +154,7 @@ class MonitorConfig(_Section):
     )
     bmc_timeout: float = Field(default=1.0, gt=0, description="one BMC read (s)")
     bmc_verdict_wait: float = Field(
-        default=0.15,
+        default=0.06,
         gt=0,
         description="how long a verdict waits for the BMC (s); past it the verdict is "
         "HOST_UNREACHABLE and a later 'power off' upgrades it to HOST_DOWN",

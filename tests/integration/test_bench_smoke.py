@@ -48,10 +48,19 @@ def run_bench(script: str, *args: str) -> str:
     return result.stdout
 
 
-def test_notify_path_benchmark_smoke() -> None:
-    out = run_bench("notify_path.py", "--runs", "2", "--sizes", "1,5", "--background", "20")
+def test_notify_path_benchmark_smoke_writes_its_section_and_chart(tmp_path: Path) -> None:
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n")
+    out = run_bench(
+        "notify_path.py", "--runs", "2", "--sizes", "1,5", "--background", "20",
+        "--write-docs", str(docs),
+    )  # fmt: skip
     rows = [line for line in out.splitlines() if line.startswith("| 5 |")]
     assert rows and rows[0].endswith("| 2 |")  # two runs of five webhooks each arrived
+    text = docs.read_text()
+    assert "<!-- bench:notify_path:start -->" in text and rows[0] in text
+    assert "![the notifier alone" in text
+    assert (tmp_path / "bench-notify_path.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_topology_benchmark_smoke() -> None:

@@ -54,7 +54,7 @@ class MonitorSettings:
     probes: int = 3
     probe_timeout: float = 0.04
     bmc_timeout: float = 1.0  # one BMC read
-    bmc_verdict_wait: float = 0.15  # how long a verdict waits for the BMC (from suspicion)
+    bmc_verdict_wait: float = 0.06  # how long a verdict waits for the BMC (from suspicion)
     nova_refresh: float = 2.0  # Nova's view is polled in the background, off the fault path
     bmc_refresh: float = 10.0  # each BMC is read this often anyway: warm sessions, last seen
     bmc_retry_interval: float = 1.0
@@ -383,7 +383,10 @@ class HostMonitor(asyncio.DatagramProtocol):
                 await asyncio.sleep(self.settings.bmc_retry_interval)
             if watch.state is not HostState.LOST:
                 return
-            if await self._read_power(watch):
+            off = await self._read_power(watch)
+            if watch.state is not HostState.LOST:
+                return  # back while the BMC was being asked: its answer is stale
+            if off:
                 previous = watch.verdict.trace_id if watch.verdict else None
                 evidence = {
                     "reason": "BMC now reports power off",
