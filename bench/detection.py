@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from medevac.lab.layout import LabPaths
 
 EXPECTED = {"host-crash": "HOST_UNREACHABLE", "power-loss": "HOST_DOWN"}
 HOST_LOST = ("HOST_UNREACHABLE", "HOST_DOWN")
+
+
+SETTLE = 2.0
 
 
 def main() -> None:
@@ -91,6 +95,9 @@ def main() -> None:
                     results.setdefault((kind, "T01 to verdict"), []).append(first["at"] - noticed)
                     client.heal(kind, "host1")
                     wait("host1 UP again", all_up, 60)
+                    # A host that just came back has a detector learning afresh; a fault
+                    # strikes a host that has been up a while (20 heartbeats here).
+                    time.sleep(SETTLE)
         finally:
             serve.terminate()
             serve.wait(timeout=20)

@@ -256,7 +256,7 @@ def report(
     if docs:
         counts = [c for c, _ in sorted(rows)]
         figures = [f for _, f in sorted(rows)]
-        groups = [f"{c} servers" for c in counts]
+        groups = [f"{c} server{'s' if c != 1 else ''}" for c in counts]
         med = statistics.median
         notify_chart = write_chart(
             docs,

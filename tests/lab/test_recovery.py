@@ -10,6 +10,7 @@ host is at the default level 2.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import pytest
 
 from medevac.lab.client import TwoHostWatch
 from tests.conftest import wait_for
-from tests.lab.conftest import Controller, RunningLab, medevac, start_lab
+from tests.lab.conftest import Controller, RunningLab, medevac, ok, openstack, start_lab
 
 ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 STATE_WITHIN = 15.0
@@ -34,6 +35,8 @@ GROUPS = [
         "recovery_method": "reserved_host",
         "reserved_hosts": ["host13"],
     },
+    # One evacuation at a time, every server: the order of the priorities shows.
+    {"name": "ordered", "hosts": ["host14"], "evacuate_all": True, "concurrency": 1},
     {"name": "rest", "hosts": ["*"]},
 ]
 
@@ -369,19 +372,29 @@ def test_reserved_host_method_sends_servers_only_to_the_reserved_host(
     assert rec["evacuations"] and {e["to_host"] for e in rec["evacuations"]} == {"host13"}
 
 
-def test_a_redfish_bmc_fences_like_an_ipmi_one(rlab: RunningLab, ctl: Controller) -> None:
+def test_a_redfish_bmc_fences_and_servers_go_in_priority_order(
+    rlab: RunningLab, ctl: Controller
+) -> None:
     host = "host14"
-    assert next(h for h in rlab.status()["hosts"] if h["name"] == host)["bmc"]["protocol"] == (
-        "redfish"
-    )
-    before = ha_servers(rlab, host)
+    assert rlab.host(host)["bmc"]["protocol"] == "redfish"
+    servers = sorted(rlab.servers_on(host), key=lambda s: s["name"])
+    priorities = dict(zip([s["id"] for s in servers], (1, 30, 20), strict=True))
+    for server_id, priority in priorities.items():  # as an owner would, with the real CLI
+        ok(
+            openstack(
+                rlab, "server", "set", "--property", f"medevac:priority={priority}", server_id
+            )
+        )
     t0 = time.time()
     with TwoHostWatch(rlab.client) as watch:
         rlab.client.inject("mgmt-partition", host)  # alive: only fencing makes it safe
         rec = wait_recovery(ctl, host, t0)
     assert rec["state"] == "COMPLETED", rec
     assert rec["detail"]["fencing"]["confirmed"]
-    assert rec["detail"]["fenced_at"] <= min(e["started_at"] for e in rec["evacuations"])
-    assert next(h for h in rlab.status()["hosts"] if h["name"] == host)["bmc"]["power"] == "off"
+    assert rlab.host(host)["bmc"]["power"] == "off"  # ForceOff through Redfish
+    evacuations = sorted(rec["evacuations"], key=lambda e: e["started_at"])
+    assert rec["detail"]["fenced_at"] <= evacuations[0]["started_at"]
+    assert [priorities[e["server_id"]] for e in evacuations] == [30, 20, 1]
+    assert all(e["ended_at"] <= n["started_at"] for e, n in itertools.pairwise(evacuations))
     assert watch.twice == [] and watch.samples > 10
-    assert_recovered(rlab, host, before)
+    assert_recovered(rlab, host, servers)
