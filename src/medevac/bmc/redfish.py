@@ -72,7 +72,9 @@ class RedfishClient:
                 self._target.url,
                 auth=sushy.auth.BasicAuth(self._target.username, self._target.password),
                 verify=self._target.verify,
-                server_side_retries=0,
+                # One attempt: sushy reads 0 as "its default of 3, 2 s apart".
+                server_side_retries=1,
+                server_side_retries_delay=0.1,
                 read_timeout=self._timeout,
                 connect_timeout=self._timeout,
             )
