@@ -101,13 +101,18 @@ def main() -> None:
             # not add up to the mass-failure guard's share of the zone.
             with Stack(
                 info,
+                log=Path(d) / "controller.log",
                 MEDEVAC_RECOVERY__GROUPS=json.dumps(groups),
                 MEDEVAC_INSPECTOR__GUARD_WINDOW="2",
             ) as stack:
                 stack.start(sum(layout), within=120)
-                for level, n in cases:
-                    rows.append(one_recovery(stack, lab, hosts[(level, n)], level, n))
-                    print(rows[-1], flush=True)
+                try:
+                    for level, n in cases:
+                        rows.append(one_recovery(stack, lab, hosts[(level, n)], level, n))
+                        print(rows[-1], flush=True)
+                except Exception:
+                    print((Path(d) / "controller.log").read_text()[-4000:])  # why, for the record
+                    raise
             # The controller is stopped: the bare client alone acts on the floor hosts.
             floor_s = {}
             for n in floor_sizes:
@@ -132,7 +137,8 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
             return {"incident": found[0]["id"], "recovery": rec}
         return None
 
-    done = wait(f"the recovery of {host}", ended, 300, 0.25)
+    # Generous: a big lab's Nova rebuilds slowly, and a stuck recovery must still end.
+    done = wait(f"the recovery of {host}", ended, 120 + 10 * n, 0.25)
     rec = done["recovery"]
     if rec["state"] != "COMPLETED":
         raise RuntimeError(f"recovery of {host} ended {rec['state']}: {rec['detail']}")

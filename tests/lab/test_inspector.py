@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -200,7 +201,9 @@ def test_lost_host_state_is_corrected_and_owners_alerted(
     put_back(ilab, host)
 
 
-def test_link_down_downs_only_that_physnets_ports(ilab: RunningLab, ctl: Controller) -> None:
+def test_link_down_downs_only_that_physnets_ports(
+    ilab: RunningLab, ctl: Controller, tmp_path: Path
+) -> None:
     host, physnet = "host4", "physnet2"
     t0 = time.time()
     before = {p["id"]: p for p in ilab.status()["ports"]}
@@ -223,6 +226,16 @@ def test_link_down_downs_only_that_physnets_ports(ilab: RunningLab, ctl: Control
         assert inc["id"] in {i["id"] for i in listed["incidents"]}
         shown = medevac("incidents", inc["id"], *auth).stdout
         assert "port-status" in shown and "LINK_DOWN" in shown
+        # Its profile, found by the id's first characters, as JSON, text and a chart.
+        png = tmp_path / "profile.png"
+        prof = json.loads(medevac("profile", inc["id"][:8], "--json", *auth).stdout)
+        assert prof["incident_id"] == inc["id"] and prof["host"] == host
+        marks = {c["name"] for c in prof["checkpoints"] if c["at"] is not None}
+        assert {"T01", "V", "T02", "T05", "T06"} <= marks  # ports only: no T03, T04
+        assert not {"T03", "T04"} & marks and prof["violations"] == []
+        text = medevac("profile", inc["id"][:8], "--png", str(png), *auth).stdout
+        assert "fault to cloud state corrected" in text and "percentage" in text
+        assert png.read_bytes()[:4] == b"\x89PNG"
     finally:
         ilab.client.heal("link-down", host, physnet)
 
