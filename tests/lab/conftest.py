@@ -219,18 +219,24 @@ class Controller:
     @classmethod
     def start(cls, lab: RunningLab, **overrides: str) -> Controller:
         env = {**os.environ, "MEDEVAC_CONFIG": lab.info["controller_config"], **overrides}
-        ctl = cls(lab, env, cls._spawn(env))
+        ctl = cls(lab, env, cls._spawn(env, lab))
         ctl.wait_ready()
         return ctl
 
     @staticmethod
-    def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "medevac", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def _spawn(env: dict[str, str], lab: RunningLab) -> subprocess.Popen[bytes]:
+        with (lab.paths.root / "controller.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "medevac", "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def _alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = (self.lab.paths.root / "controller.log").read_text()[-3000:]
+            raise AssertionError(f"medevac serve exited ({self.proc.returncode}):\n{tail}")
 
     @property
     def url(self) -> str:
@@ -242,6 +248,7 @@ class Controller:
 
     def wait_ready(self) -> None:
         def all_up() -> bool:
+            self._alive()
             try:
                 return all(h["state"] == "UP" for h in self.get("/v1/hosts")["hosts"])
             except httpx.HTTPError:
@@ -251,9 +258,10 @@ class Controller:
 
     def restart(self) -> None:
         """Start again after stop/kill; returns once the API answers (hosts may be down)."""
-        self.proc = self._spawn(self.env)
+        self.proc = self._spawn(self.env, self.lab)
 
         def answers() -> bool:
+            self._alive()
             try:
                 return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:

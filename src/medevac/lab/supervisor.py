@@ -89,12 +89,28 @@ class ChildService:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that is free now (TCP by default)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that is free now (TCP by default), below the kernel's
+    ephemeral range: a port chosen here may stay unbound for a long time (the
+    controller's, until `medevac serve` starts), and any socket bound to port 0 (an
+    agent, a BMC, another lab's service) could otherwise be given it meanwhile."""
+    top = _ephemeral_floor()
+    for _ in range(200):
+        port = secrets.randbelow(top - 20000) + 20000
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LabError("no free port on 127.0.0.1 below the ephemeral range")
 
 
 def _now() -> tuple[float, str]:
