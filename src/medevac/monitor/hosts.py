@@ -63,6 +63,9 @@ class MonitorSettings:
     isolation_window: float = 2.0
     isolation_min_hosts: int = 3
     tick: float = 0.01
+    # A tick this late means the controller's own loop stalled (CPU starved, a long
+    # callback): the silence it would measure is its own, so deadlines move by the stall.
+    stall: float = 0.05
 
 
 class PowerReader(Protocol):
@@ -148,6 +151,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.loop_lag = LoopLag(self.settings.tick)
+        self.stalls = 0  # ticks that came too late to judge silence on
         self._deadlines: list[tuple[float, str]] = []  # heap of (suspect-at, host)
         self._any_isolated = False
         self._zone_cache: dict[str, tuple[float, bool]] = {}
@@ -232,11 +236,25 @@ class HostMonitor(asyncio.DatagramProtocol):
         try:
             while True:
                 await asyncio.sleep(tick)
-                self.loop_lag.observe(self.clock())
-                self._evaluate(self.clock())
+                now = self.clock()
+                lag = self.loop_lag.observe(now)
+                if lag > self.settings.stall:
+                    self._postpone_deadlines(lag)
+                    continue
+                self._evaluate(now)
         finally:
             for task in list(self._tasks):
                 task.cancel()
+
+    def _postpone_deadlines(self, by: float) -> None:
+        """The heartbeats sent while this loop stalled are still in the socket: nobody
+        is suspected for a silence the controller caused itself."""
+        self.stalls += 1
+        self._deadlines = [(d + by, name) for d, name in self._deadlines]
+        heapq.heapify(self._deadlines)
+        for watch in self.hosts.values():
+            if watch.deadline is not None:
+                watch.deadline += by
 
     def _evaluate(self, now: float) -> None:
         # Only hosts whose deadline has passed are looked at: O(due), not O(hosts).
@@ -604,6 +622,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             "nova_error": self.nova_error,
             "nova_notifications": dict(self.nova_events),
             "loop_lag_ms": self.loop_lag.summary(),
+            "loop_stalls": self.stalls,
         }
 
 
@@ -625,10 +644,14 @@ class LoopLag:
         self._lags: deque[float] = deque(maxlen=keep)
         self.tick = tick
 
-    def observe(self, now: float) -> None:
+    def observe(self, now: float) -> float:
+        """Record one wake-up; returns how late it was."""
+        lag = 0.0
         if self._expected is not None:
-            self._lags.append(max(0.0, now - self._expected))
+            lag = max(0.0, now - self._expected)
+            self._lags.append(lag)
         self._expected = now + self.tick
+        return lag
 
     def summary(self) -> dict[str, float]:
         if not self._lags:

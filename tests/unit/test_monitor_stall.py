@@ -1,0 +1,76 @@
+"""The controller's own stall is not the hosts' silence: a monitor whose event loop
+is blocked for longer than the hosts' deadlines suspects nobody, while a host that
+really stops is still caught."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from medevac.monitor.hosts import HostMonitor, HostState
+from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode
+from medevac.monitor.verdicts import Verdict
+
+KEY = b"k" * 32
+HOSTS = [f"h{i}" for i in range(5)]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.verdicts: list[Verdict] = []
+
+    def publish(self, verdict: Verdict) -> None:
+        self.verdicts.append(verdict)
+
+
+class PowerOn:
+    async def power_off(self, host: str) -> bool:
+        return False
+
+
+class NoNova:
+    async def compute_services(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+async def scenario(stall: float, stop: str | None) -> tuple[HostMonitor, Sink]:
+    sink = Sink()
+    monitor = HostMonitor({h: "z" for h in HOSTS}, KEY, sink, PowerOn(), NoNova())
+    boots = {h: os.urandom(16) for h in HOSTS}
+    seq = 0
+    addr = ("127.0.0.1", 9)
+    runner = asyncio.ensure_future(monitor.run())
+
+    async def beat(hosts: list[str]) -> None:
+        nonlocal seq
+        seq += 1
+        for h in hosts:
+            d = Datagram(DatagramKind.HEARTBEAT, h, seq, boots[h], time.time(), Checks())
+            monitor.datagram_received(encode(d, KEY), addr)
+
+    for _ in range(20):  # two seconds of regular heartbeats
+        await beat(HOSTS)
+        await asyncio.sleep(0.1)
+    # The loop blocks (a long callback, a starved CPU): heartbeats keep being sent,
+    # and reach the monitor only once it runs again.
+    time.sleep(stall)  # noqa: ASYNC251 - blocking the loop is the point
+    asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(beat(HOSTS)))
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        await beat([h for h in HOSTS if h != stop])
+    runner.cancel()
+    return monitor, sink
+
+
+def test_a_stall_of_the_controller_suspects_nobody() -> None:
+    monitor, sink = asyncio.run(scenario(0.4, None))
+    assert sink.verdicts == []
+    assert monitor.stalls >= 1
+    assert all(w.state is HostState.UP for w in monitor.hosts.values())
+
+
+def test_a_host_that_stops_is_still_caught_after_a_stall() -> None:
+    _, sink = asyncio.run(scenario(0.4, "h3"))
+    assert [(v.kind.value, v.host) for v in sink.verdicts] == [("HOST_UNREACHABLE", "h3")]
