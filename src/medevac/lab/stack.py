@@ -101,11 +101,12 @@ class Stack:
 
     def find(self, path: str) -> Any:
         """``get``, but None for a 404."""
-        r = self.http.get(self.url + path, headers=self.admin)
-        if r.status_code == 404:
-            return None
-        r.raise_for_status()
-        return r.json()
+        try:
+            return self.get(path)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
 
     def register_alarms(self, servers: list[dict[str, Any]]) -> dict[str, str]:
         """One alarm per server, created by its project's member; alarm id by server id."""

@@ -149,13 +149,18 @@ def recorded_before(stamps: dict[str, float], name: str) -> set[str]:
     return found
 
 
+def waited_for(stamps: dict[str, float], name: str) -> str:
+    """The recorded checkpoint ``name`` waited for last (T00 when none is recorded)."""
+    before = recorded_before(stamps, name)
+    return max(before, key=lambda p: stamps[p]) if before else "T00"
+
+
 def critical_path(stamps: dict[str, float], end: str) -> list[Segment]:
     """From ``end`` back to T00, always through the latest recorded predecessor."""
     path: list[Segment] = []
     node = end
     while node != "T00":
-        before = recorded_before(stamps, node)
-        prev = max(before, key=lambda p: stamps[p]) if before else "T00"
+        prev = waited_for(stamps, node)
         path.append(Segment(prev, node, BY_NAME[node].component, stamps[node] - stamps[prev]))
         node = prev
     path.reverse()

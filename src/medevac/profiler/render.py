@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from medevac.profiler.profile import CHECKPOINTS, Profile, recorded_before
+from medevac.profiler.profile import CHECKPOINTS, Profile, waited_for
 
 COLOURS = {
     "monitor": "#1f77b4",
@@ -30,11 +30,6 @@ COLOURS = {
 
 def duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if abs(seconds) < 10 else f"{seconds:.1f} s"
-
-
-def _waited_for(profile: Profile, name: str) -> str | None:
-    before = recorded_before(profile.stamps, name)
-    return max(before, key=lambda p: profile.stamps[p]) if before else None
 
 
 def timeline_table(profile: Profile, *, width: int = 40) -> Table:
@@ -51,8 +46,7 @@ def timeline_table(profile: Profile, *, width: int = 40) -> Table:
     table.add_column("", no_wrap=True)
     for c in rows:
         at = profile.stamps[c.name] - profile.t00
-        prev = _waited_for(profile, c.name)
-        start = profile.stamps[prev] - profile.t00 if prev else at
+        start = profile.stamps[waited_for(profile.stamps, c.name)] - profile.t00
         a = min(width - 1, round(start / span * width))
         b = min(width, max(a + 1, round(at / span * width)))
         bar = " " * a + "─" * (b - a)
@@ -117,8 +111,7 @@ def _figure(profile: Profile) -> Any:
     fig.subplots_adjust(left=0.3, right=0.95, top=0.9, bottom=0.08, hspace=0.35)
     for ax, (title, span, scale, unit) in zip(axes[:, 0], spans, strict=True):
         for y, c in enumerate(present):
-            prev = _waited_for(profile, c.name) or "T00"
-            start = (profile.stamps[prev] - profile.t00) * scale
+            start = (profile.stamps[waited_for(profile.stamps, c.name)] - profile.t00) * scale
             end = (profile.stamps[c.name] - profile.t00) * scale
             if start > span * scale:
                 continue  # beyond this panel: the next one shows it

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from medevac.profiler.profile import CHECKPOINTS, Profile, recorded_before
+from medevac.profiler.profile import CHECKPOINTS, Profile, waited_for
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class SpanExport:
             at = profile.stamps.get(c.name)
             if at is None or c.name == "T00":
                 continue
-            before = recorded_before(profile.stamps, c.name)
-            prev = max(before, key=lambda p: profile.stamps[p]) if before else "T00"
+            prev = waited_for(profile.stamps, c.name)
             span = self.tracer.start_span(
                 f"{c.name} {c.label}",
                 context=context,
