@@ -68,6 +68,7 @@ def main() -> None:
             for run in range(args.runs):
                 for kind, verdict in EXPECTED.items():
                     seen = len(get("/v1/verdicts")["verdicts"])
+                    learned = next(h for h in get("/v1/hosts")["hosts"] if h["name"] == "host1")
                     record = client.inject(kind, "host1")
 
                     def found(verdict: str = verdict, seen: int = seen) -> Any:
@@ -93,6 +94,25 @@ def main() -> None:
                         noticed - record["time"]
                     )
                     results.setdefault((kind, "T01 to verdict"), []).append(first["at"] - noticed)
+                    # The silence the detector waited for, from the last heartbeat's send
+                    # time, and what it had learned then: the tail's explanation.
+                    last_sent = first["evidence"].get("last_heartbeat_sent_at")
+                    if last_sent is not None:
+                        results.setdefault((kind, "last heartbeat to T01"), []).append(
+                            noticed - last_sent
+                        )
+                    detector = learned["detector"]
+                    results.setdefault((kind, "learned gap std (at the fault)"), []).append(
+                        detector["std_s"]
+                    )
+                    print(
+                        f"run {run} {kind}: verdict {1000 * (first['at'] - record['time']):.0f} ms,"
+                        f" T01 {1000 * (noticed - record['time']):.0f} ms, last heartbeat "
+                        f"{1000 * ((last_sent or 0) - record['time']):+.0f} ms, learned mean "
+                        f"{1000 * detector['mean_interval_s']:.0f} ms std "
+                        f"{1000 * detector['std_s']:.0f} ms",
+                        flush=True,
+                    )
                     client.heal(kind, "host1")
                     wait("host1 UP again", all_up, 60)
                     # A host that just came back has a detector learning afresh; a fault
@@ -121,15 +141,16 @@ def main() -> None:
                 for r in rows
             ),
         ]
+        timed = [r for r in rows if not r[1].startswith("learned")]
         chart = write_chart(
             args.write_docs,
             "detection",
             "fault injected to verdict (ms)",
-            [f"{r[0]}:\n{r[1]}" for r in rows],
-            {"median": [r[3] for r in rows]},
+            [f"{r[0]}:\n{r[1]}" for r in timed],
+            {"median": [r[3] for r in timed]},
             "ms",
-            p99={"median": [r[4] for r in rows]},
-            marks={"target p99": [300.0 if "first" in r[1] else None for r in rows]},
+            p99={"median": [r[4] for r in timed]},
+            marks={"target p99": [300.0 if "first" in r[1] else None for r in timed]},
         )
         write_section(
             args.write_docs,

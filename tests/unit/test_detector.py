@@ -3,6 +3,7 @@ host is suspected within a bound (properties, with hypothesis)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,37 @@ def test_an_outage_is_not_learned_as_jitter() -> None:
     last = feed(d, [INTERVAL] * 5, start=last + 30.0)
     assert d.mean < 0.11
     assert d.phi(last + 0.25) >= THRESHOLD  # the next outage is seen as fast as before
+
+
+def test_a_backlog_read_after_a_stall_is_not_learned() -> None:
+    # The controller stalled for 3 s (start-up, CPU starved): 30 heartbeats waited in
+    # its socket and are read back to back. Learning those ~0 s gaps once halved the
+    # mean and more than doubled the deviation: the next fault took 300 ms to see.
+    d = PhiAccrualDetector(INTERVAL)
+    last = feed(d, [INTERVAL] * 50)
+    before = d.time_to_threshold(THRESHOLD)
+    last = feed(d, [0.0001] * 30, start=last + 3.0)
+    last = feed(d, [INTERVAL] * 10, start=last + INTERVAL)
+    assert abs(d.mean - INTERVAL) < 0.005
+    assert d.time_to_threshold(THRESHOLD) == pytest.approx(before)
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=60, max_size=300),
+    st.floats(-JITTER, JITTER),
+)
+@settings(max_examples=200)
+def test_receiver_stalls_never_pull_the_mean_down(stalls: list[float], jitter: float) -> None:
+    # A fixed-rate sender; the receiver reads each heartbeat when it is free again
+    # (arrival = max(send, end of its last stall)): a long gap, a burst, regular gaps.
+    # The long gaps are real delays and widen the deviation; the bursts must not also
+    # drag the mean below the sender's rhythm.
+    d = PhiAccrualDetector(INTERVAL)
+    t, free_at = 0.0, 0.0
+    for i, stall in enumerate(stalls):
+        sent = i * INTERVAL
+        if stall > 0.9:  # now and then the receiver stalls, for up to 3 s
+            free_at = max(free_at, sent) + (stall - 0.9) * 30
+        t = max(sent + jitter * (i % 2), free_at, t + 0.0001)  # one read at a time
+        d.heartbeat(t)
+    assert d.mean >= INTERVAL - JITTER

@@ -30,6 +30,7 @@ class PhiAccrualDetector:
     min_std_ratio: float = 0.2
     acceptable_pause: float = 0.0
     max_learned_gap: float = 5.0  # in expected intervals
+    min_learned_gap: float = 0.5  # in expected intervals
     _gaps: deque[float] = field(init=False)
     _sum: float = field(init=False, default=0.0)
     _sq_sum: float = field(init=False, default=0.0)
@@ -57,8 +58,13 @@ class PhiAccrualDetector:
         if self.last_arrival is not None:
             gap = now - self.last_arrival
             # A silence of many intervals is an outage, not the network's jitter: learning
-            # it would make the detector blind to the next one for a whole window.
-            if 0 < gap <= self.max_learned_gap * self.expected_interval:
+            # it would make the detector blind to the next one for a whole window. A gap
+            # far shorter than the sender's fixed interval is a queue draining (ours, after
+            # a stall, or the network's): the delay that built the queue was already
+            # learned as a long gap, and learning the burst too would halve the mean and
+            # inflate the deviation (the next fault then waits for a wide threshold).
+            interval = self.expected_interval
+            if self.min_learned_gap * interval <= gap <= self.max_learned_gap * interval:
                 self._push(gap)
         self.last_arrival = now
 
