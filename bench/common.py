@@ -45,12 +45,16 @@ def ms(values: list[float]) -> str:
 
 
 def start_lab(paths: Any, layout: list[int]) -> dict[str, Any]:
-    """A lab of ``layout`` (servers per host), given time in proportion to its size."""
+    """A lab of ``layout`` (servers per host), given time in proportion to its size.
+
+    Generous: each boot costs the lab's Nova more as its host fills (every claim reads
+    the allocations of every server already on the host from Placement), so a 200-server
+    lab of 50-server hosts has taken from 6 to more than 15 minutes."""
     from medevac.lab.client import lab_up
 
     t0 = time.monotonic()
     info = lab_up(
-        paths, len(layout), max(layout), layout=layout, ready_within=120 + 4 * sum(layout)
+        paths, len(layout), max(layout), layout=layout, ready_within=120 + 10 * sum(layout)
     )
     print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t0:.0f} s", flush=True)
     return info
