@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,26 @@ def test_reset_state_and_stop_start(lab: RunningLab) -> None:
         lab.run(lab.driver.stop_server(server.id))  # already stopped: Nova's 409
     lab.run(lab.driver.start_server(server.id))
     wait_for("ACTIVE", lambda: lab.run(lab.driver.get_server(server.id)).status == "ACTIVE", 30)
+
+
+def test_a_burst_as_wide_as_the_workers_keeps_its_connections(
+    lab: RunningLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The inspector's resets and port updates come as one burst, as wide as the
+    # driver's worker threads: every connection must go back into the pool.
+    server = lab.run(lab.driver.list_host_servers(HOST))[0]
+    driver = CloudDriver(lab.info["cloud"], clouds_yaml=Path(lab.info["clouds_yaml"]))
+
+    async def burst() -> None:
+        try:
+            for _ in range(3):
+                await asyncio.gather(*(driver.get_server(server.id) for _ in range(16)))
+        finally:
+            await driver.close()
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        lab.run(burst())
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
 
 
 def test_ports_of_a_host_and_their_data_plane_status(lab: RunningLab) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import openstack
 import openstack.config
 from keystoneauth1 import exceptions as ksa_exc
+from keystoneauth1.session import TCPKeepAliveAdapter
 
 from medevac.cloud.errors import (
     CloudError,
@@ -39,6 +40,7 @@ T = TypeVar("T")
 Microversion = tuple[int, int]
 
 COMPUTE_BINARY = "nova-compute"
+LIST_TIMEOUT = 300.0  # one page of a full listing (s)
 # Evacuated servers keep their power state up to 2.94; from 2.95 they end STOPPED,
 # which is not what an HA restart wants.
 EVACUATE_MAX = (2, 94)
@@ -118,7 +120,12 @@ class CloudDriver:
         self._cap = compute_microversion_cap
         self._clouds_yaml = clouds_yaml
         self._timeout = call_timeout
+        # A page of a big cloud's listing (1000 servers with their details) can take a
+        # loaded Nova longer than one call's deadline; abandoning it wastes the work
+        # the cloud goes on doing, and the next try fails the same way.
+        self._list_timeout = max(call_timeout, LIST_TIMEOUT)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloud")
+        self._max_workers = max_workers
         self._conn: Any = None
         self._compute_max: Microversion | None = None
         # host -> compute service id, learnt from every listing: the 2.53 force-down
@@ -135,18 +142,24 @@ class CloudDriver:
                 region = cfg.get_one(cloud=self.cloud)
             except Exception as exc:  # the SDK raises several unrelated types here
                 raise CloudError(f"cannot load cloud {self.cloud!r}: {exc}") from None
-            self._conn = openstack.connection.Connection(config=region)
+            conn = openstack.connection.Connection(config=region)
+            # A kept-alive connection per worker thread: with requests' default pool
+            # of 10, a burst of 16 calls (a host's resets and ports) closed and
+            # reopened connections to the same endpoint on every call past the 10th.
+            adapter = TCPKeepAliveAdapter(pool_maxsize=self._max_workers)
+            for scheme in ("http://", "https://"):
+                conn.session.mount(scheme, adapter)
+            self._conn = conn
         return self._conn
 
-    async def _run(self, operation: str, fn: Callable[[], T]) -> T:
+    async def _run(self, operation: str, fn: Callable[[], T], within: float | None = None) -> T:
         loop = asyncio.get_running_loop()
+        deadline = within or self._timeout
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self._pool, fn), timeout=self._timeout
-            )
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn), timeout=deadline)
         except TimeoutError:
             raise CloudUnavailable(
-                f"no answer within {self._timeout:g} s", operation=operation
+                f"no answer within {deadline:g} s", operation=operation
             ) from None
         except ksa_exc.ConnectFailure as exc:
             raise CloudUnavailable(f"cannot connect: {exc}", operation=operation) from None
@@ -188,9 +201,20 @@ class CloudDriver:
             _raise_for(resp.status_code, body, operation)
         return body
 
-    async def _call(self, service: str, method: str, url: str, operation: str, **kw: Any) -> Any:
+    async def _call(
+        self,
+        service: str,
+        method: str,
+        url: str,
+        operation: str,
+        within: float | None = None,
+        **kw: Any,
+    ) -> Any:
+        """One REST call in a worker thread; ``within`` overrides the call deadline."""
         return await self._run(
-            operation, functools.partial(self._request, service, method, url, operation, **kw)
+            operation,
+            functools.partial(self._request, service, method, url, operation, **kw),
+            within,
         )
 
     async def compute_max_microversion(self) -> Microversion:
@@ -313,6 +337,7 @@ class CloudDriver:
                 "GET",
                 "/servers/detail",
                 f"list servers {where}",
+                self._list_timeout,
                 params=params,
                 microversion=mv,
             )
@@ -399,7 +424,7 @@ class CloudDriver:
             if marker:
                 params["marker"] = marker
             body = await self._call(
-                "network", "GET", "/ports", f"list ports {where}", params=params
+                "network", "GET", "/ports", f"list ports {where}", self._list_timeout, params=params
             )
             page = body.get("ports", [])
             ports.extend(Port.from_api(p) for p in page)

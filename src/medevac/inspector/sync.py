@@ -12,6 +12,8 @@ from medevac.inspector.topology import PortInfo, ServerInfo, Topology
 
 log = logging.getLogger(__name__)
 
+FIRST_RETRY = 5.0  # s after a failed resync, doubling up to the resync interval
+
 
 class CloudListing(Protocol):
     async def list_servers(self, host: str | None = None) -> list[Server]: ...
@@ -43,14 +45,19 @@ class TopologySync:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
+        retry = FIRST_RETRY
         while True:
             try:
                 await resync(self.cloud, self.topology)
             except Exception as exc:  # the cloud is away: keep the old cache, say so
                 self.error = f"{type(exc).__name__}: {exc}"
-                log.warning("topology resync failed: %s", self.error)
-                await asyncio.sleep(min(self.interval, 5.0))
+                log.warning("topology resync failed (next try in %.0f s): %s", retry, self.error)
+                # Backing off: a cloud too busy to list (it is evacuating a host, say)
+                # goes on serving an abandoned listing; asking again soon only adds one.
+                await asyncio.sleep(min(self.interval, retry))
+                retry = min(self.interval, retry * 2)
                 continue
             self.error = None
+            retry = FIRST_RETRY
             self.ready.set()
             await asyncio.sleep(self.interval)
