@@ -8,10 +8,26 @@ import time
 from pathlib import Path
 
 
+def reference_loop() -> float:
+    """CPU seconds of a fixed pure-Python loop (the best of three): the speed of this
+    shared machine when the figures were taken. The same code has measured 2.5 times
+    slower on some days; this says which kind of day a section comes from."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.process_time()
+        sum(range(30_000_000))
+        best = min(best, time.process_time() - t)
+    return best
+
+
 def write_section(path: Path, name: str, body: str, note: str = "") -> None:
     """Replace the section between this benchmark's markers (append it if absent)."""
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    header = f"Machine: {platform.platform()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}."
+    header = (
+        f"Machine: {platform.platform()}, {os.cpu_count()} cores, reference loop "
+        f"{reference_loop():.2f} s of CPU (`sum(range(30_000_000))`, lower is faster); "
+        f"{time.strftime('%Y-%m-%d')}."
+    )
     section = f"{start}\n{header}{' ' + note if note else ''}\n\n{body}\n{end}"
     text = path.read_text()
     if start in text and end in text:
