@@ -58,6 +58,7 @@ CLOUD_NAME = "medevac-lab"
 BMC_USER = "admin"
 SERVICE_START_TIMEOUT = 120.0
 BOOT_BATCH = 5  # servers in flight at once; Nova's fixtures serialise writes anyway
+BOOT_ATTEMPTS = 3
 
 
 @dataclass
@@ -308,30 +309,31 @@ class Lab:
                 )
         return plan
 
+    def _create_server(self, item: dict[str, Any]) -> str:
+        body = self._nova_req(
+            "POST",
+            "/servers",
+            json_body={
+                "server": {
+                    "name": item["name"],
+                    "imageRef": self.nova["image_id"],
+                    "flavorRef": self.nova["flavor_id"],
+                    "networks": "none",
+                    "host": item["host"],
+                    "metadata": item["metadata"],
+                }
+            },
+            project=item["project"],
+        )
+        return str(body["server"]["id"])
+
     def _boot_servers(self, networks: dict[str, str]) -> None:
         plan = self._server_plan()
         for start in range(0, len(plan), BOOT_BATCH):
             batch = plan[start : start + BOOT_BATCH]
-            ids = []
-            for item in batch:
-                body = self._nova_req(
-                    "POST",
-                    "/servers",
-                    json_body={
-                        "server": {
-                            "name": item["name"],
-                            "imageRef": self.nova["image_id"],
-                            "flavorRef": self.nova["flavor_id"],
-                            "networks": "none",
-                            "host": item["host"],
-                            "metadata": item["metadata"],
-                        }
-                    },
-                    project=item["project"],
-                )
-                ids.append(body["server"]["id"])
-            for server_id, item in zip(ids, batch, strict=True):
-                self._wait_active(server_id)
+            ids = [self._create_server(item) for item in batch]
+            for i, item in enumerate(batch):
+                server_id = self._boot_settled(ids[i], item)
                 port = self._neutron_req(
                     "POST",
                     "/ports",
@@ -347,6 +349,30 @@ class Lab:
                     },
                 )["port"]
                 self.servers[server_id] = {**item, "port": port["id"]}
+
+    def _boot_settled(self, server_id: str, item: dict[str, Any]) -> str:
+        """Wait for a boot; on a busy machine Nova's heartbeat round (one service at a
+        time) can run late enough that the scheduler thinks the target host is down
+        ("No valid host"): wait for the host's service, then boot it again."""
+        for attempt in range(BOOT_ATTEMPTS):
+            try:
+                self._wait_active(server_id)
+                return server_id
+            except LabError as exc:
+                if "No valid host" not in str(exc) or attempt == BOOT_ATTEMPTS - 1:
+                    raise
+            log.warning("boot of %s found no valid host; booting it again", item["name"])
+            self._nova_req("DELETE", f"/servers/{server_id}")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                services = self._nova_req(
+                    "GET", f"/os-services?binary=nova-compute&host={item['host']}", mv="2.53"
+                )["services"]
+                if services and services[0]["state"] == "up":
+                    break
+                time.sleep(0.5)
+            server_id = self._create_server(item)
+        raise AssertionError("unreachable")
 
     def _wait_active(self, server_id: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
