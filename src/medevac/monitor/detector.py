@@ -60,9 +60,10 @@ class PhiAccrualDetector:
             # A silence of many intervals is an outage, not the network's jitter: learning
             # it would make the detector blind to the next one for a whole window. A gap
             # far shorter than the sender's fixed interval is a queue draining (ours, after
-            # a stall, or the network's): the delay that built the queue was already
-            # learned as a long gap, and learning the burst too would halve the mean and
-            # inflate the deviation (the next fault then waits for a wide threshold).
+            # a stall, or the network's): the delay that built the queue was already seen
+            # as one long gap (learned, or ignored as an outage), and learning the burst
+            # too would halve the mean and inflate the deviation (the next fault then
+            # waits for a wide threshold).
             interval = self.expected_interval
             if self.min_learned_gap * interval <= gap <= self.max_learned_gap * interval:
                 self._push(gap)
