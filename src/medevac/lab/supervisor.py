@@ -354,13 +354,15 @@ class Lab:
         """Wait for a boot; on a busy machine Nova's heartbeat round (one service at a
         time) can run late enough that the scheduler thinks the target host is down
         ("No valid host"): wait for the host's service, then boot it again."""
-        for attempt in range(BOOT_ATTEMPTS):
+        attempt = 1
+        while True:
             try:
                 self._wait_active(server_id)
                 return server_id
             except LabError as exc:
-                if "No valid host" not in str(exc) or attempt == BOOT_ATTEMPTS - 1:
+                if "No valid host" not in str(exc) or attempt >= BOOT_ATTEMPTS:
                     raise
+            attempt += 1
             log.warning("boot of %s found no valid host; booting it again", item["name"])
             self._nova_req("DELETE", f"/servers/{server_id}")
             deadline = time.monotonic() + 60
@@ -372,7 +374,6 @@ class Lab:
                     break
                 time.sleep(0.5)
             server_id = self._create_server(item)
-        raise AssertionError("unreachable")
 
     def _wait_active(self, server_id: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
