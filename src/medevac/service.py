@@ -34,6 +34,7 @@ from medevac.inspector.sync import TopologySync
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
 from medevac.monitor.nova_events import NovaEvent, NovaNotificationListener
+from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
 from medevac.monitor.verdicts import Verdict, VerdictSink
 from medevac.notifier.bus import BusPublisher
 from medevac.notifier.delivery import DeliverySettings, Outbox
@@ -379,14 +380,12 @@ class Controller:
             resumed,
         )
         monitor_task: asyncio.Task[None] | None = None
-        transport: asyncio.DatagramTransport | None = None
+        transport: DrainingDatagramTransport | None = None
         listener: NovaNotificationListener | None = None
         monitor = self.monitor
         if monitor is not None:
             m = self.settings.monitor
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: monitor, local_addr=(m.listen_host, m.listen_port)
-            )
+            transport = await open_draining_endpoint(monitor, m.listen_host, m.listen_port)
             monitor_task = asyncio.create_task(monitor.run())
             if m.nova_notifications_url:
                 listener = NovaNotificationListener(

@@ -1,0 +1,142 @@
+"""The controller's heartbeat socket on loopback: a queue built while the loop was busy
+is drained many datagrams per wake-up, nothing is lost or invented, oversized input is
+dropped as malformed, and requests to agents still go out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from medevac.monitor.hosts import HostMonitor
+from medevac.monitor.protocol import Datagram, DatagramKind, decode, encode
+from medevac.monitor.udp import MAX_BATCH, open_draining_endpoint
+from medevac.monitor.verdicts import Verdict
+
+KEY = b"s" * 32
+HOSTS = [f"h{i}" for i in range(50)]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.verdicts: list[Verdict] = []
+
+    def publish(self, verdict: Verdict) -> None:
+        self.verdicts.append(verdict)
+
+
+class PowerOn:
+    async def power_off(self, host: str) -> bool:
+        return False
+
+
+class NoNova:
+    async def compute_services(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+def heartbeat(host: str, seq: int, boot: bytes) -> bytes:
+    return encode(Datagram(DatagramKind.HEARTBEAT, host, seq, boot, time.time()), KEY)
+
+
+async def until(predicate: Any, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_a_backlog_is_drained_in_batches_and_nothing_is_lost() -> None:
+    asyncio.run(_a_backlog_is_drained_in_batches_and_nothing_is_lost())
+
+
+async def _a_backlog_is_drained_in_batches_and_nothing_is_lost() -> None:
+    monitor = HostMonitor({h: "z" for h in HOSTS}, KEY, Sink(), PowerOn(), NoNova())
+    loop = asyncio.get_running_loop()
+    turns = 0  # turns of the event loop, counted by a callback that runs once per turn
+    per_turn: Counter[int] = Counter()  # datagrams read in each turn
+
+    def tick() -> None:
+        nonlocal turns
+        turns += 1
+        loop.call_soon(tick)
+
+    receive = monitor.datagram_received
+
+    def counted(data: bytes, addr: tuple[str, int]) -> None:
+        per_turn[turns] += 1
+        receive(data, addr)
+
+    monitor.datagram_received = counted  # type: ignore[method-assign]
+    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
+    port = transport.get_extra_info("sockname")[1]
+    boots = {h: os.urandom(16) for h in HOSTS}
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Sent while the loop cannot run: all of it waits in the socket.
+        for seq in range(1, 7):
+            for h in HOSTS:
+                sender.sendto(heartbeat(h, seq, boots[h]), ("127.0.0.1", port))
+        queued = 6 * len(HOSTS)
+        loop.call_soon(tick)
+        await until(lambda: monitor.received == queued)
+        await asyncio.sleep(0.05)
+        assert monitor.received == queued
+        assert sum(monitor.counters()["dropped"].values()) == 0
+        # Whole batches per turn (asyncio's own transport reads one datagram a turn),
+        # never more than a batch, so timers still run in a flood.
+        assert max(per_turn.values()) == MAX_BATCH
+        assert len(per_turn) == -(-queued // MAX_BATCH)
+    finally:
+        sender.close()
+        transport.close()
+
+
+def test_oversized_and_forged_input_is_counted_and_the_next_heartbeat_arrives() -> None:
+    asyncio.run(_oversized_and_forged_input_is_counted_and_the_next_heartbeat_arrives())
+
+
+async def _oversized_and_forged_input_is_counted_and_the_next_heartbeat_arrives() -> None:
+    monitor = HostMonitor({"h0": "z"}, KEY, Sink(), PowerOn(), NoNova())
+    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
+    port = transport.get_extra_info("sockname")[1]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        good = heartbeat("h0", 1, os.urandom(16))
+        sender.sendto(good + b"\0" * 4000, ("127.0.0.1", port))  # larger than any read
+        sender.sendto(good[:-1] + bytes([good[-1] ^ 1]), ("127.0.0.1", port))
+        sender.sendto(good, ("127.0.0.1", port))
+        await until(lambda: monitor.received == 1)
+        dropped = monitor.counters()["dropped"]
+        assert dropped["malformed"] == 1 and dropped["bad_mac"] == 1
+    finally:
+        sender.close()
+        transport.close()
+
+
+def test_requests_go_out_to_the_agent_and_close_stops_reading() -> None:
+    asyncio.run(_requests_go_out_to_the_agent_and_close_stops_reading())
+
+
+async def _requests_go_out_to_the_agent_and_close_stops_reading() -> None:
+    monitor = HostMonitor({"h0": "z"}, KEY, Sink(), PowerOn(), NoNova())
+    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
+    port = transport.get_extra_info("sockname")[1]
+    agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    agent.bind(("127.0.0.1", 0))
+    agent.settimeout(5)
+    try:
+        agent.sendto(heartbeat("h0", 1, os.urandom(16)), ("127.0.0.1", port))
+        await until(lambda: monitor.received == 1)
+        assert monitor.request_compute_restart("h0")
+        data, _ = await asyncio.to_thread(agent.recvfrom, 2048)
+        assert decode(data, KEY).kind is DatagramKind.RESTART_COMPUTE
+        transport.close()
+        assert transport.is_closing()
+        assert transport.get_extra_info("socket").fileno() == -1
+        transport.sendto(b"x", ("127.0.0.1", 9))  # after close: ignored, no error
+    finally:
+        agent.close()
