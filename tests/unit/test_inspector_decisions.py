@@ -26,8 +26,13 @@ def server(sid: str, vm_state: str = "active", host: str = "h1") -> ServerInfo:
     return ServerInfo(sid, sid, "p1", host, vm_state, None, {})
 
 
-def port(pid: str, physnet: str = "physnet1", dps: DataPlaneStatus | None = None) -> PortInfo:
-    return PortInfo(pid, "p1", "dev-" + pid, "h1", "net", physnet, dps)
+def port(
+    pid: str,
+    physnet: str = "physnet1",
+    dps: DataPlaneStatus | None = None,
+    device: str | None = None,
+) -> PortInfo:
+    return PortInfo(pid, "p1", device or "dev-" + pid, "h1", "net", physnet, dps)
 
 
 def test_host_lost_forces_down_resets_and_downs_ports() -> None:
@@ -37,6 +42,12 @@ def test_host_lost_forces_down_resets_and_downs_ports() -> None:
         (ActionKind.RESET_STATE, "a", "error"),
         (ActionKind.PORT_STATUS, "p", "DOWN"),
     ]
+
+
+def test_host_lost_goes_server_by_server_in_the_order_given() -> None:
+    ports = [port("pb", device="b"), port("pa1", device="a"), port("lone"), port("pa2", device="a")]
+    plan = plan_host_lost("h1", [server("b"), server("a")], ports, ResetPolicy.ERROR)
+    assert [a.target for a in plan] == ["h1", "b", "pb", "a", "pa1", "pa2", "lone"]
 
 
 @pytest.mark.parametrize("vm_state", ["deleted", "soft-delete", "resized", "error"])

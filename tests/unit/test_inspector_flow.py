@@ -66,6 +66,9 @@ class Starter:
     def restart(self, incident_id: str, host: str, server_id: str, trace_id: str) -> str:
         return f"restart-{incident_id}-{server_id}"
 
+    def order(self, host: str, servers: list[ServerInfo]) -> list[ServerInfo]:
+        return sorted(servers, key=lambda s: s.id, reverse=True)  # s2 first
+
 
 class Events:
     def __init__(self, cloud: RecordingCloud) -> None:
@@ -116,6 +119,7 @@ def build(
         Saved(),
         guard or ZoneGuard(),
     )
+    inspector.resume()  # as the controller does once the topology is loaded
     return inspector, events
 
 
@@ -293,3 +297,57 @@ async def test_a_recovered_host_waits_for_its_release() -> None:
     assert result["ports_restored"] == 2
     assert events.types()[-1] == "compute.host.up"
     assert "h1" not in inspector.open
+
+
+@sync
+async def test_corrections_follow_the_recovery_order_and_each_server_settles_alone() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.recovery = Starter()
+    gate = asyncio.Event()  # holds every call on s0 (the last to be moved) and its port
+    do = cloud._do
+
+    async def slow(kind: str, target: str, value: Any) -> None:
+        if target in ("s0", "a"):
+            await gate.wait()
+        await do(kind, target, value)
+
+    cloud._do = slow  # type: ignore[method-assign]
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    # s1 and its port are done while s0 is still held: s1's evacuation need not wait.
+    await asyncio.wait_for(inspector.settled("s1"), 5)
+    assert ("reset", "s1", "error") in cloud.calls and (
+        "port",
+        "b",
+        DataPlaneStatus.DOWN,
+    ) in cloud.calls
+    waiting = asyncio.ensure_future(inspector.settled("s0"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    gate.set()
+    await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(inspector.settled("unknown-server"), 1)  # nothing pending: at once
+    await inspector.drain()
+    targets = [t for k, t, _ in cloud.calls if k in ("reset", "port")]
+    assert targets.index("s2") < targets.index("s1") < targets.index("b") < targets.index("s0")
+
+
+@sync
+async def test_a_cancelled_correction_leaves_no_server_waiting() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    gate = asyncio.Event()
+    do = cloud._do
+
+    async def stuck(kind: str, target: str, value: Any) -> None:
+        await gate.wait()
+        await do(kind, target, value)
+
+    cloud._do = stuck  # type: ignore[method-assign]
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    waiting = asyncio.ensure_future(inspector.settled("s0"))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    for task in list(inspector._tasks):
+        task.cancel()
+    await asyncio.wait_for(waiting, 5)

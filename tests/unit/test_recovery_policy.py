@@ -11,9 +11,9 @@ from medevac.recovery.policy import (
     RecoveryMethod,
     ServerAction,
     ServerFacts,
-    batches,
     destinations,
     group_of,
+    order_key,
     plan,
     server_action,
 )
@@ -107,19 +107,30 @@ def test_hosts_find_their_group_first_match_wins() -> None:
         max_size=40,
         unique_by=lambda t: t[0],
     ),
-    st.integers(1, 8),
+    st.sampled_from(["active", "stopped", "error", "deleted"]),
 )
 def test_every_ha_server_is_planned_once_in_priority_order(
-    servers: list[tuple[str, int, bool]], size: int
+    servers: list[tuple[str, int, bool]], vm_state: str
 ) -> None:
     given_facts = [
-        facts(sid, HA_Enabled=str(ha), **{"medevac:priority": str(prio)})
-        for sid, prio, ha in servers
+        facts(
+            sid,
+            vm_state if i % 3 == 0 else "active",
+            HA_Enabled=str(ha),
+            **{"medevac:priority": str(prio)},
+        )
+        for i, (sid, prio, ha) in enumerate(servers)
     ]
     planned = plan(given_facts, DEFAULT)
-    assert sorted(p.server_id for p in planned) == sorted(sid for sid, _, ha in servers if ha)
+    expected = {
+        f.id for f in given_facts if f.metadata["HA_Enabled"] == "True" and f.vm_state != "deleted"
+    }
+    assert sorted(p.server_id for p in planned) == sorted(expected)
     priorities = [p.priority for p in planned]
     assert priorities == sorted(priorities, reverse=True)
-    flat = [p.server_id for b in batches(planned, size) for p in b]
-    assert flat == [p.server_id for p in planned]
-    assert all(len(b) <= size for b in batches(planned, size))
+    # The inspector corrects the servers in order_key's order: the planned ones in
+    # the plan's order, so the first evacuations find their server settled.
+    by_key = sorted(given_facts, key=lambda f: order_key(f.metadata, f.name, f.id, DEFAULT))
+    assert [f.id for f in by_key if f.id in expected] == [p.server_id for p in planned]
+    ha = [f.metadata["HA_Enabled"] == "True" for f in by_key]
+    assert ha == sorted(ha, reverse=True)  # servers to evacuate before the others

@@ -55,15 +55,21 @@ def plan_host_lost(
     ports: Iterable[PortInfo],
     reset: ResetPolicy,
 ) -> list[Action]:
-    """Force the service down, reset the servers, set the host's ports DOWN."""
+    """Force the service down, reset the servers, set the host's ports DOWN.
+
+    Server by server, in the order given (each reset followed by its own ports): a
+    server's evacuation waits only for the actions on it and its ports, so the
+    first servers the recovery moves are the first ones settled."""
     plan = [Action(ActionKind.FORCE_DOWN, host, "true", host)]
-    if reset is ResetPolicy.ERROR:
-        plan.extend(
-            Action(ActionKind.RESET_STATE, s.id, "error", host, s.project_id)
-            for s in servers
-            if resettable(s)
-        )
-    plan.extend(_ports_to(ports, DataPlaneStatus.DOWN, host))
+    by_device: dict[str, list[PortInfo]] = {}
+    for p in ports:
+        by_device.setdefault(p.device_id, []).append(p)
+    for s in servers:
+        if reset is ResetPolicy.ERROR and resettable(s):
+            plan.append(Action(ActionKind.RESET_STATE, s.id, "error", host, s.project_id))
+        plan.extend(_ports_to(by_device.pop(s.id, ()), DataPlaneStatus.DOWN, host))
+    for rest in by_device.values():  # ports of no server listed on the host
+        plan.extend(_ports_to(rest, DataPlaneStatus.DOWN, host))
     return plan
 
 

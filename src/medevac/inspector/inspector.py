@@ -62,6 +62,10 @@ class RecoveryStarter(Protocol):
         """Start the restart of a server whose domain died (idempotent); returns its id."""
         ...
 
+    def order(self, host: str, servers: list[ServerInfo]) -> list[ServerInfo]:
+        """The host's servers in the order its recovery will move them."""
+        ...
+
     def restart_compute(self, incident_id: str, host: str, trace_id: str) -> str:
         """Start the restart of a host's nova-compute (idempotent); returns its id."""
         ...
@@ -122,6 +126,12 @@ class Inspector:
         self._by_trace: dict[str, Incident] = {}  # the open incidents by trace id
         self.on_closed: Callable[[Incident], Any] | None = None
         self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
+        # Server id -> state actions planned and not yet done on it or on its ports.
+        self._pending: Counter[str] = Counter()
+        self._pending_changed = asyncio.Event()
+        # Set once the corrections a dead predecessor left are planned again (after the
+        # first topology sync): until then nobody can know what is pending on a server.
+        self.corrections_resumed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._releases: set[asyncio.Task[Any]] = set()  # auto-release loops (long)
 
@@ -152,6 +162,7 @@ class Inspector:
                         plan += plan_link_down(inc.host, physnet, ports)
             self._run(inc, plan)
             resumed += 1
+        self.corrections_resumed.set()
         return resumed
 
     # -- VerdictSink --------------------------------------------------------------
@@ -220,6 +231,10 @@ class Inspector:
             self._hold(inc, decision.reason, announce=decision.newly_held)
             return
         servers = self.topology.servers_on(inc.host)
+        if self.recovery is not None and self.settings.act:
+            # Corrected in the order they will be evacuated: each evacuation waits for
+            # its own server's actions only, so the first to move settle first.
+            servers = self.recovery.order(inc.host, servers)
         ports = self.topology.ports_on(inc.host)
         inc.stamp("T02", self.clock())
         plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
@@ -398,18 +413,49 @@ class Inspector:
             if inc.state is IncidentState.CORRECTING:
                 inc.move(IncidentState.OPEN, self.clock())
             return
+        # Marked pending now, not when the actions start: a correction may queue behind
+        # the host's previous one, and a recovery asking meanwhile must wait for it.
+        left = {a.key: self._subject(a) for a in plan}
+        self._pending.update(left.values())
+
+        def on_result(r: ActionResult) -> None:
+            self._unpend(left.pop(r.action.key, None))
+            self._on_result(inc, r)
 
         async def correct() -> None:
             await self.notifier.sent(self.settings.notify_head_start)
-            results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
+            results = await self.executor.run(plan, on_result)
             if inc.state is IncidentState.CORRECTING:
                 ok = all(r.ok for r in results)
                 inc.move(IncidentState.CORRECTED if ok else IncidentState.PARTIAL, self.clock())
             self.saver.save(inc)
 
-        self._spawn_for(inc, correct())
+        def unpend_the_rest(_: asyncio.Task[None]) -> None:
+            # Cancelled or failed before every result came: nobody waits forever.
+            for subject in left.values():
+                self._unpend(subject)
+            left.clear()
 
-    def _spawn_for(self, inc: Incident, coro: Any) -> None:
+        self._spawn_for(inc, correct()).add_done_callback(unpend_the_rest)
+
+    def _subject(self, action: Action) -> str:
+        """The server an action is about: a port's is the server it belongs to."""
+        if action.kind is ActionKind.PORT_STATUS:
+            port = self.topology.ports.get(action.target)
+            if port is not None and port.device_id:
+                return port.device_id
+        return action.target
+
+    def _unpend(self, subject: str | None) -> None:
+        if subject is None:
+            return
+        self._pending[subject] -= 1
+        if self._pending[subject] <= 0:
+            del self._pending[subject]
+        self._pending_changed.set()
+        self._pending_changed = asyncio.Event()
+
+    def _spawn_for(self, inc: Incident, coro: Any) -> asyncio.Task[None]:
         previous = self._work.get(inc.host)
 
         async def chained() -> None:
@@ -429,6 +475,7 @@ class Inspector:
                 log.error("actions for %s failed", inc.host, exc_info=t.exception())
 
         task.add_done_callback(done)
+        return task
 
     def _on_result(self, inc: Incident, r: ActionResult) -> None:
         a = r.action
@@ -561,11 +608,13 @@ class Inspector:
         traits = {"zone": zone, "reason": reason}
         return Event(ev.GUARD_HOLD, self.clock(), traits, trace_id=trace_id, severity="critical")
 
-    async def settled(self, host: str) -> None:
-        """Wait until the state actions in flight for this host are done (recovery waits:
-        a reset-state landing on a server Nova is rebuilding would break the rebuild)."""
-        while (task := self._work.get(host)) is not None:
-            await asyncio.gather(task, return_exceptions=True)
+    async def settled(self, server_id: str) -> None:
+        """Wait until no state action is pending on this server or its ports (recovery
+        waits: a reset landing on a server Nova is rebuilding would break the rebuild,
+        and a port set DOWN after the evacuation set it back would stay DOWN)."""
+        await self.corrections_resumed.wait()
+        while server_id in self._pending:
+            await self._pending_changed.wait()
 
     async def drain(self) -> None:
         """Wait for the actions in flight (tests, shutdown); stop auto-release loops."""

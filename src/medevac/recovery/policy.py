@@ -97,6 +97,15 @@ def server_action(metadata: Mapping[str, str], group: HostGroup) -> tuple[Server
     return (ServerAction.EVACUATE if ha or group.evacuate_all else ServerAction.NONE), priority
 
 
+def order_key(
+    metadata: Mapping[str, str], name: str, server_id: str, group: HostGroup
+) -> tuple[bool, int, str, str]:
+    """Servers to evacuate first, highest priority first, then by name: the order of
+    `plan`, extended to the servers it leaves out (last)."""
+    action, priority = server_action(metadata, group)
+    return (action is not ServerAction.EVACUATE, -priority, name, server_id)
+
+
 UNRECOVERABLE = frozenset({"deleted", "soft-delete", "soft_deleted", "building", "rescued"})
 
 
@@ -125,9 +134,3 @@ def destinations(group: HostGroup, failed_host: str) -> list[str | None]:
     if method is RecoveryMethod.AUTO_PRIORITY:
         return [None, *reserved]
     return [*reserved, None]
-
-
-def batches(items: Sequence[Planned], size: int) -> list[list[Planned]]:
-    """Evacuations run a batch at a time, in priority order."""
-    size = max(1, size)
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from dbos import DBOS, SetWorkflowID
 
@@ -29,9 +29,9 @@ from medevac.recovery.policy import (
     Level,
     ServerAction,
     ServerFacts,
-    batches,
     destinations,
     group_of,
+    order_key,
     plan,
     server_action,
 )
@@ -40,8 +40,22 @@ from medevac.storage.records import RecoveryStore
 log = logging.getLogger(__name__)
 
 # Bump when a change to the workflows below would not replay an older recording.
-APP_VERSION = "medevac-recovery-2"
+APP_VERSION = "medevac-recovery-3"
 REBUILDING = frozenset({"rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"})
+
+
+class Described(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
+
+
+S = TypeVar("S", bound=Described)
 
 
 class RecoveryCloud(Protocol):
@@ -95,7 +109,7 @@ class RecoveryRuntime:
     settings: RecoverySettings
     emit: Callable[[list[Event]], Any]
     audit: Callable[[str, str, dict[str, Any], str | None], Any]
-    # Waits until the inspector's state actions on a host are done.
+    # Waits until the inspector's state actions on a server and its ports are done.
     settled: Callable[[str], Awaitable[None]]
     # Told the incident id when a recovery ends (the profiler exports the fault then).
     ended: Callable[[str], Any] | None = None
@@ -103,6 +117,14 @@ class RecoveryRuntime:
     # what the agent last said of it; None when restarts are not configured.
     restart_compute: Callable[[str], bool] | None = None
     compute_alive: Callable[[str], bool | None] | None = None
+    # Evacuation slots per host group, shared by the group's recoveries (in-process:
+    # a resumed workflow takes a slot again, so nothing durable is needed).
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def slots(self, group: HostGroup) -> asyncio.Semaphore:
+        if group.name not in self._slots:
+            self._slots[group.name] = asyncio.Semaphore(max(1, group.concurrency))
+        return self._slots[group.name]
 
 
 _runtime: RecoveryRuntime | None = None
@@ -177,8 +199,8 @@ async def wait_nova_down_step(host: str) -> bool:
 
 
 @DBOS.step()
-async def settle_step(host: str) -> None:
-    await rt().settled(host)
+async def settle_step(server_id: str) -> None:
+    await rt().settled(server_id)
 
 
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
@@ -300,10 +322,29 @@ async def evacuate_server(
     server: dict[str, Any],
     dests: list[str | None],
     shared: bool,
+    attempts_per: int,
+    trace_id: str,
+) -> dict[str, Any]:
+    # Every server's evacuation starts at once and waits here for one of its group's
+    # slots, first come first served: a window that moves on as each one ends, in the
+    # plan's order (the parent starts them in it), never a batch waiting for its slowest.
+    async with rt().slots(group_of(failed_host, rt().groups)):
+        return await _evacuate(
+            recovery_id, failed_host, server, dests, shared, attempts_per, trace_id
+        )
+
+
+async def _evacuate(
+    recovery_id: str,
+    failed_host: str,
+    server: dict[str, Any],
+    dests: list[str | None],
+    shared: bool,
     attempts_per_destination: int,
     trace_id: str,
 ) -> dict[str, Any]:
     sid, name = server["server_id"], server["name"]
+    await settle_step(sid)  # the inspector's reset and port updates on it land first
     await evacuation_record_step(recovery_id, sid, name, failed_host, "running", None, 0, {}, False)
     attempts = 0
     why = "no destination"
@@ -412,36 +453,32 @@ async def recover_host(
             return {"state": "NOVA_NEVER_SAW_DOWN"}
     else:
         await force_down_step(host)
-    await settle_step(host)  # the inspector's resets must not land mid-rebuild
     servers = [ServerFacts(**s) for s in await snapshot_step(host, before)]
     planned = plan(servers, group)
     dests = destinations(group, host)
     where = [d or "scheduler" for d in dests]
     await record("EVACUATING", {"planned": [p.server_id for p in planned], "destinations": where})
-    results: list[dict[str, Any]] = []
-    for batch in batches(planned, group.concurrency):
-        handles = []
-        for p in batch:
-            with SetWorkflowID(f"{rid}:{p.server_id}"):
-                handles.append(
-                    await DBOS.start_workflow_async(
-                        evacuate_server,
-                        rid,
-                        host,
-                        {
-                            "server_id": p.server_id,
-                            "name": p.name,
-                            "expected_status": p.expected_status,
-                            "project_id": p.project_id,
-                        },
-                        dests,
-                        group.on_shared_storage,
-                        r.settings.evacuate_attempts,
-                        trace_id,
-                    )
+    handles = []
+    for p in planned:  # all at once, in priority order; each waits for a group slot
+        with SetWorkflowID(f"{rid}:{p.server_id}"):
+            handles.append(
+                await DBOS.start_workflow_async(
+                    evacuate_server,
+                    rid,
+                    host,
+                    {
+                        "server_id": p.server_id,
+                        "name": p.name,
+                        "expected_status": p.expected_status,
+                        "project_id": p.project_id,
+                    },
+                    dests,
+                    group.on_shared_storage,
+                    r.settings.evacuate_attempts,
+                    trace_id,
                 )
-        for h in handles:
-            results.append(await h.get_result())
+            )
+    results: list[dict[str, Any]] = [await h.get_result() for h in handles]
     await disable_step(host, f"medevac: recovered from {verdict} (incident {incident_id})")
     failed = [x["server_id"] for x in results if not x["ok"]]
     state = "COMPLETED" if not failed else "PARTIAL"
@@ -586,6 +623,11 @@ class Recovery:
 
         self._spawn(go())
         return rid
+
+    def order(self, host: str, servers: list[S]) -> list[S]:
+        """The host's servers in the order its recovery will evacuate them."""
+        group = group_of(host, rt().groups)
+        return sorted(servers, key=lambda s: order_key(s.metadata, s.name, s.id, group))
 
     def restart(self, incident_id: str, host: str, server_id: str, trace_id: str) -> str:
         """Start (or find) the restart of a server whose domain died."""
