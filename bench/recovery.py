@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import start_lab, wait
+from common import percentile, start_lab, wait
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
@@ -39,26 +39,33 @@ MASAKARI_WAIT = 180.0
 POLL = RecoverySettings().poll_interval  # the floor checks arrivals as often as medevac
 
 
-async def floor(driver: CloudDriver, host: str, concurrency: int) -> float:
-    """Evacuate every server of ``host`` with ``concurrency`` at once, bare."""
+async def floor(driver: CloudDriver, host: str, concurrency: int) -> tuple[float, list[float]]:
+    """Evacuate every server of ``host`` with ``concurrency`` at once, bare; returns the
+    total and each server's time from its evacuate call to its arrival."""
     await driver.set_forced_down(host, True)
     servers = await driver.list_host_servers(host)
     gate = asyncio.Semaphore(concurrency)
+    each: list[float] = []
 
     async def one(server_id: str) -> None:
         async with gate:
+            t0 = time.monotonic()
             await driver.evacuate(server_id)
-            while True:
-                s = await driver.get_server(server_id)
-                if s.status == "ACTIVE" and s.host not in (None, host) and s.task_state is None:
-                    return
-                if s.status == "ERROR" and s.task_state is None:
-                    raise RuntimeError(f"{server_id} ended in ERROR")
-                await asyncio.sleep(POLL)
+            await arrived(server_id)
+            each.append(time.monotonic() - t0)
+
+    async def arrived(server_id: str) -> None:
+        while True:
+            s = await driver.get_server(server_id)
+            if s.status == "ACTIVE" and s.host not in (None, host) and s.task_state is None:
+                return
+            if s.status == "ERROR" and s.task_state is None:
+                raise RuntimeError(f"{server_id} ended in ERROR")
+            await asyncio.sleep(POLL)
 
     start = time.monotonic()
     await asyncio.gather(*(one(s.id) for s in servers))
-    return time.monotonic() - start
+    return time.monotonic() - start, each
 
 
 def main() -> None:
@@ -117,8 +124,15 @@ def main() -> None:
             floor_s = {}
             for n in floor_sizes:
                 lab.inject("host-crash", floors[n])
-                floor_s[n] = loop.run_until_complete(floor(driver, floors[n], args.concurrency))
-                print(f"floor for {n} servers: {floor_s[n]:.1f} s", flush=True)
+                floor_s[n], each = loop.run_until_complete(
+                    floor(driver, floors[n], args.concurrency)
+                )
+                print(
+                    f"floor for {n} servers: {floor_s[n]:.1f} s; each server, evacuate call "
+                    f"to arrival: median {statistics.median(each):.2f} s, "
+                    f"p90 {percentile(each, 0.9):.2f} s",
+                    flush=True,
+                )
         finally:
             loop.run_until_complete(driver.close())
             lab.close()
@@ -147,6 +161,14 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     moved = [e for e in rec["evacuations"] if e["result"] in ("recovered", "already-moved")]
     if len(moved) != n:
         raise RuntimeError(f"{len(moved)} of {n} servers of {host} recovered")
+    # Each server's slot, from its "running" record to its outcome (arrival, then its
+    # ports ACTIVE again): beside the floor's evacuate-to-arrival, what each one costs.
+    each = [e["ended_at"] - e["started_at"] for e in moved]
+    print(
+        f"level {level}, {n} servers: each server, running to recovered: median "
+        f"{statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s",
+        flush=True,
+    )
     return {
         "level": level,
         "servers": n,

@@ -328,10 +328,22 @@ async def evacuate_server(
     # Every server's evacuation starts at once and waits here for one of its group's
     # slots, first come first served: a window that moves on as each one ends, in the
     # plan's order (the parent starts them in it), never a batch waiting for its slowest.
-    async with rt().slots(group_of(failed_host, rt().groups)):
+    slot = rt().slots(group_of(failed_host, rt().groups))
+    await slot.acquire()
+    held = True
+
+    def free() -> None:  # once the server runs elsewhere: its ports need no slot
+        nonlocal held
+        if held:
+            held = False
+            slot.release()
+
+    try:
         return await _evacuate(
-            recovery_id, failed_host, server, dests, shared, attempts_per, trace_id
+            recovery_id, failed_host, server, dests, shared, attempts_per, trace_id, free
         )
+    finally:
+        free()
 
 
 async def _evacuate(
@@ -342,6 +354,7 @@ async def _evacuate(
     shared: bool,
     attempts_per_destination: int,
     trace_id: str,
+    free_slot: Callable[[], None],
 ) -> dict[str, Any]:
     sid, name = server["server_id"], server["name"]
     await settle_step(sid)  # the inspector's reset and port updates on it land first
@@ -361,7 +374,6 @@ async def _evacuate(
             arrived = await arrival_step(sid, failed_host, server["expected_status"])
             if arrived["ok"]:
                 result = "already-moved" if outcome == "moved" else "recovered"
-                await ports_up_step(sid)
                 detail = {"destination": dest or "scheduler"}
                 await evacuation_record_step(
                     recovery_id,
@@ -374,6 +386,8 @@ async def _evacuate(
                     detail,
                     True,
                 )
+                free_slot()  # it runs elsewhere: the next evacuation need not wait for its ports
+                await ports_up_step(sid)
                 await event_step(
                     "compute.instance.evacuated",
                     {
