@@ -79,6 +79,7 @@ bench-long: venv lab-venv deps services
 	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 600 $(DOCS) --section heartbeats-long
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 100,50,10,1,0 $(DOCS) --section notification-long
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
+	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 50 $(DOCS) --section recovery-level2
 
 clean:
 	-$(VENV)/bin/medevac lab down 2>/dev/null

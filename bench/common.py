@@ -44,6 +44,35 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} / {percentile(values, 0.99) * 1000:.0f} ms"
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_quiet(
+    what: str, busy_below: float = 0.3, window: float = 3.0, at_most: float = 180.0
+) -> float:
+    """Wait until the machine's CPU is less than ``busy_below`` busy over ``window`` s
+    (a lab just booted keeps Nova busy for minutes), at most ``at_most`` s; prints and
+    returns the last window's busy share, so that every run starts on a quiet lab."""
+    deadline = time.monotonic() + at_most
+    t0 = time.monotonic()
+    while True:
+        b0, t0_ = _cpu_ticks()
+        time.sleep(window)
+        b1, t1 = _cpu_ticks()
+        busy = (b1 - b0) / max(1, t1 - t0_)
+        if busy < busy_below or time.monotonic() > deadline:
+            print(
+                f"{what}: CPU {busy:.0%} busy after {time.monotonic() - t0:.0f} s of waiting",
+                flush=True,
+            )
+            return busy
+
+
 def start_lab(paths: Any, layout: list[int]) -> dict[str, Any]:
     """A lab of ``layout`` (servers per host), given time in proportion to its size.
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import percentile, start_lab, wait
+from common import percentile, start_lab, wait, wait_quiet
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
@@ -115,6 +115,7 @@ def main() -> None:
                 stack.start(sum(layout), within=120)
                 try:
                     for level, n in cases:
+                        wait_quiet(f"before level {level}, {n} servers")
                         rows.append(one_recovery(stack, lab, hosts[(level, n)], level, n))
                         print(rows[-1], flush=True)
                 except Exception:
@@ -123,6 +124,7 @@ def main() -> None:
             # The controller is stopped: the bare client alone acts on the floor hosts.
             floor_s = {}
             for n in floor_sizes:
+                wait_quiet(f"before the floor for {n} servers")
                 lab.inject("host-crash", floors[n])
                 floor_s[n], each = loop.run_until_complete(
                     floor(driver, floors[n], args.concurrency)

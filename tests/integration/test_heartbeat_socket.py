@@ -14,28 +14,10 @@ from typing import Any
 from medevac.monitor.hosts import HostMonitor
 from medevac.monitor.protocol import Datagram, DatagramKind, decode, encode
 from medevac.monitor.udp import MAX_BATCH, open_draining_endpoint
-from medevac.monitor.verdicts import Verdict
+from tests.monitor_fakes import NoNova, PowerOn, Sink
 
 KEY = b"s" * 32
 HOSTS = [f"h{i}" for i in range(50)]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.verdicts: list[Verdict] = []
-
-    def publish(self, verdict: Verdict) -> None:
-        self.verdicts.append(verdict)
-
-
-class PowerOn:
-    async def power_off(self, host: str) -> bool:
-        return False
-
-
-class NoNova:
-    async def compute_services(self) -> dict[str, dict[str, Any]]:
-        return {}
 
 
 def heartbeat(host: str, seq: int, boot: bytes) -> bytes:

@@ -7,32 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
 
 from medevac.monitor.hosts import HostMonitor, HostState
 from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode
-from medevac.monitor.verdicts import Verdict
+from tests.monitor_fakes import NoNova, PowerOn, Sink
 
 KEY = b"k" * 32
 HOSTS = [f"h{i}" for i in range(5)]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.verdicts: list[Verdict] = []
-
-    def publish(self, verdict: Verdict) -> None:
-        self.verdicts.append(verdict)
-
-
-class PowerOn:
-    async def power_off(self, host: str) -> bool:
-        return False
-
-
-class NoNova:
-    async def compute_services(self) -> dict[str, dict[str, Any]]:
-        return {}
 
 
 async def scenario(stall: float, stop: str | None) -> tuple[HostMonitor, Sink]:
