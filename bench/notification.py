@@ -111,6 +111,10 @@ class Bench:
             "first_t01": times[0] - st["T01"],
             "last_t01": times[-1] - st["T01"],
             "events_out": st["T06"] - verdict,
+            # The first alarm's path: its outbox chunk written (T08, its first attempt
+            # starts), then its POST until the consumer has it.
+            "first_attempt": st["T08"] - verdict,
+            "first_post": times[0] - st["T08"],
             "state": done - verdict,
         }
 
