@@ -58,16 +58,16 @@ def wait_quiet(
     """Wait until the machine's CPU is less than ``busy_below`` busy over ``window`` s
     (a lab just booted keeps Nova busy for minutes), at most ``at_most`` s; prints and
     returns the last window's busy share, so that every run starts on a quiet lab."""
-    deadline = time.monotonic() + at_most
-    t0 = time.monotonic()
+    start = time.monotonic()
     while True:
-        b0, t0_ = _cpu_ticks()
+        busy0, total0 = _cpu_ticks()
         time.sleep(window)
-        b1, t1 = _cpu_ticks()
-        busy = (b1 - b0) / max(1, t1 - t0_)
-        if busy < busy_below or time.monotonic() > deadline:
+        busy1, total1 = _cpu_ticks()
+        busy = (busy1 - busy0) / max(1, total1 - total0)
+        waited = time.monotonic() - start
+        if busy < busy_below or waited > at_most:
             print(
-                f"{what}: CPU {busy:.0%} busy after {time.monotonic() - t0:.0f} s of waiting",
+                f"{what}: CPU {busy:.0%} busy after {waited:.0f} s of waiting",
                 flush=True,
             )
             return busy

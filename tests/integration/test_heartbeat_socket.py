@@ -5,15 +5,17 @@ dropped as malformed, and requests to agents still go out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 from medevac.monitor.hosts import HostMonitor
 from medevac.monitor.protocol import Datagram, DatagramKind, decode, encode
-from medevac.monitor.udp import MAX_BATCH, open_draining_endpoint
+from medevac.monitor.udp import MAX_BATCH, DrainingDatagramTransport, open_draining_endpoint
 from tests.monitor_fakes import NoNova, PowerOn, Sink
 
 KEY = b"s" * 32
@@ -22,6 +24,24 @@ HOSTS = [f"h{i}" for i in range(50)]
 
 def heartbeat(host: str, seq: int, boot: bytes) -> bytes:
     return encode(Datagram(DatagramKind.HEARTBEAT, host, seq, boot, time.time()), KEY)
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    hosts: list[str],
+) -> AsyncIterator[tuple[HostMonitor, DrainingDatagramTransport, socket.socket]]:
+    """A monitor on the controller's heartbeat socket, and an agent's socket aimed at it."""
+    monitor = HostMonitor({h: "z" for h in hosts}, KEY, Sink(), PowerOn(), NoNova())
+    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
+    agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        agent.bind(("127.0.0.1", 0))
+        agent.settimeout(5)
+        agent.connect(transport.get_extra_info("sockname"))
+        yield monitor, transport, agent
+    finally:
+        agent.close()
+        transport.close()
 
 
 async def until(predicate: Any, within: float = 5.0) -> None:
@@ -36,7 +56,6 @@ def test_a_backlog_is_drained_in_batches_and_nothing_is_lost() -> None:
 
 
 async def _a_backlog_is_drained_in_batches_and_nothing_is_lost() -> None:
-    monitor = HostMonitor({h: "z" for h in HOSTS}, KEY, Sink(), PowerOn(), NoNova())
     loop = asyncio.get_running_loop()
     turns = 0  # turns of the event loop, counted by a callback that runs once per turn
     per_turn: Counter[int] = Counter()  # datagrams read in each turn
@@ -46,22 +65,19 @@ async def _a_backlog_is_drained_in_batches_and_nothing_is_lost() -> None:
         turns += 1
         loop.call_soon(tick)
 
-    receive = monitor.datagram_received
+    async with listening(HOSTS) as (monitor, _, agent):
+        receive = monitor.datagram_received
 
-    def counted(data: bytes, addr: tuple[str, int]) -> None:
-        per_turn[turns] += 1
-        receive(data, addr)
+        def counted(data: bytes, addr: tuple[str, int]) -> None:
+            per_turn[turns] += 1
+            receive(data, addr)
 
-    monitor.datagram_received = counted  # type: ignore[method-assign]
-    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
-    port = transport.get_extra_info("sockname")[1]
-    boots = {h: os.urandom(16) for h in HOSTS}
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+        monitor.datagram_received = counted  # type: ignore[method-assign]
+        boots = {h: os.urandom(16) for h in HOSTS}
         # Sent while the loop cannot run: all of it waits in the socket.
         for seq in range(1, 7):
             for h in HOSTS:
-                sender.sendto(heartbeat(h, seq, boots[h]), ("127.0.0.1", port))
+                agent.send(heartbeat(h, seq, boots[h]))
         queued = 6 * len(HOSTS)
         loop.call_soon(tick)
         await until(lambda: monitor.received == queued)
@@ -72,9 +88,6 @@ async def _a_backlog_is_drained_in_batches_and_nothing_is_lost() -> None:
         # never more than a batch, so timers still run in a flood.
         assert max(per_turn.values()) == MAX_BATCH
         assert len(per_turn) == -(-queued // MAX_BATCH)
-    finally:
-        sender.close()
-        transport.close()
 
 
 def test_oversized_and_forged_input_is_counted_and_the_next_heartbeat_arrives() -> None:
@@ -82,21 +95,14 @@ def test_oversized_and_forged_input_is_counted_and_the_next_heartbeat_arrives() 
 
 
 async def _oversized_and_forged_input_is_counted_and_the_next_heartbeat_arrives() -> None:
-    monitor = HostMonitor({"h0": "z"}, KEY, Sink(), PowerOn(), NoNova())
-    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
-    port = transport.get_extra_info("sockname")[1]
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    async with listening(["h0"]) as (monitor, _, agent):
         good = heartbeat("h0", 1, os.urandom(16))
-        sender.sendto(good + b"\0" * 4000, ("127.0.0.1", port))  # larger than any read
-        sender.sendto(good[:-1] + bytes([good[-1] ^ 1]), ("127.0.0.1", port))
-        sender.sendto(good, ("127.0.0.1", port))
+        agent.send(good + b"\0" * 4000)  # larger than any read
+        agent.send(good[:-1] + bytes([good[-1] ^ 1]))
+        agent.send(good)
         await until(lambda: monitor.received == 1)
         dropped = monitor.counters()["dropped"]
         assert dropped["malformed"] == 1 and dropped["bad_mac"] == 1
-    finally:
-        sender.close()
-        transport.close()
 
 
 def test_requests_go_out_to_the_agent_and_close_stops_reading() -> None:
@@ -104,21 +110,13 @@ def test_requests_go_out_to_the_agent_and_close_stops_reading() -> None:
 
 
 async def _requests_go_out_to_the_agent_and_close_stops_reading() -> None:
-    monitor = HostMonitor({"h0": "z"}, KEY, Sink(), PowerOn(), NoNova())
-    transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
-    port = transport.get_extra_info("sockname")[1]
-    agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    agent.bind(("127.0.0.1", 0))
-    agent.settimeout(5)
-    try:
-        agent.sendto(heartbeat("h0", 1, os.urandom(16)), ("127.0.0.1", port))
+    async with listening(["h0"]) as (monitor, transport, agent):
+        agent.send(heartbeat("h0", 1, os.urandom(16)))
         await until(lambda: monitor.received == 1)
         assert monitor.request_compute_restart("h0")
-        data, _ = await asyncio.to_thread(agent.recvfrom, 2048)
+        data = await asyncio.to_thread(agent.recv, 2048)
         assert decode(data, KEY).kind is DatagramKind.RESTART_COMPUTE
         transport.close()
         assert transport.is_closing()
         assert transport.get_extra_info("socket").fileno() == -1
         transport.sendto(b"x", ("127.0.0.1", 9))  # after close: ignored, no error
-    finally:
-        agent.close()

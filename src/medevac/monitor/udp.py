@@ -88,9 +88,7 @@ async def open_draining_endpoint(
 ) -> DrainingDatagramTransport:
     """Bind a UDP socket on (host, port) and serve `protocol` from it."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    if not infos:
-        raise OSError(f"cannot resolve the heartbeat address {host}:{port}")
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)  # raises if none
     family, _, proto, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM, proto)
     try:

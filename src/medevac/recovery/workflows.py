@@ -325,101 +325,82 @@ async def evacuate_server(
     attempts_per: int,
     trace_id: str,
 ) -> dict[str, Any]:
+    sid, name = server["server_id"], server["name"]
     # Every server's evacuation starts at once and waits here for one of its group's
     # slots, first come first served: a window that moves on as each one ends, in the
     # plan's order (the parent starts them in it), never a batch waiting for its slowest.
-    slot = rt().slots(group_of(failed_host, rt().groups))
-    await slot.acquire()
-    held = True
-
-    def free() -> None:  # once the server runs elsewhere: its ports need no slot
-        nonlocal held
-        if held:
-            held = False
-            slot.release()
-
-    try:
-        return await _evacuate(
-            recovery_id, failed_host, server, dests, shared, attempts_per, trace_id, free
+    async with rt().slots(group_of(failed_host, rt().groups)):
+        await settle_step(sid)  # the inspector's reset and port updates on it land first
+        await evacuation_record_step(
+            recovery_id, sid, name, failed_host, "running", None, 0, {}, False
         )
-    finally:
-        free()
+        moved = await _move(
+            sid, failed_host, server["expected_status"], dests, shared, attempts_per
+        )
+        await evacuation_record_step(
+            recovery_id,
+            sid,
+            name,
+            failed_host,
+            moved["result"],
+            moved["to"],
+            moved["attempts"],
+            moved["detail"],
+            True,
+        )
+    # Out of the slot: the next evacuation need not wait for this one's ports.
+    ok = moved["result"] != "failed"
+    traits = {
+        "instance_id": sid,
+        "project_id": server["project_id"],
+        "from_host": failed_host,
+        "result": moved["result"],
+        "recovery_id": recovery_id,
+    }
+    if ok:
+        await ports_up_step(sid)
+        traits["to_host"] = moved["to"]
+        outcome = {"to": moved["to"], "result": moved["result"]}
+    else:
+        traits["why"] = moved["detail"]["why"]
+        outcome = {"why": moved["detail"]["why"]}
+    severity = "moderate" if ok else "critical"
+    await event_step("compute.instance.evacuated", traits, severity, trace_id)
+    return {"server_id": sid, "ok": ok, **outcome}
 
 
-async def _evacuate(
-    recovery_id: str,
+async def _move(
+    server_id: str,
     failed_host: str,
-    server: dict[str, Any],
+    expected_status: str,
     dests: list[str | None],
     shared: bool,
     attempts_per_destination: int,
-    trace_id: str,
-    free_slot: Callable[[], None],
 ) -> dict[str, Any]:
-    sid, name = server["server_id"], server["name"]
-    await settle_step(sid)  # the inspector's reset and port updates on it land first
-    await evacuation_record_step(recovery_id, sid, name, failed_host, "running", None, 0, {}, False)
+    """Evacuate, each destination in turn, until the server runs elsewhere in its
+    expected state; returns the history row's result, destination, attempts, detail."""
     attempts = 0
     why = "no destination"
     for dest in dests:
         for _ in range(attempts_per_destination):
             attempts += 1
-            outcome = await evacuate_step(sid, failed_host, dest, shared)
+            outcome = await evacuate_step(server_id, failed_host, dest, shared)
             if outcome == "service-in-use":
                 why = "Nova says the source compute service is still up"
                 break
             if outcome == "conflict":
                 await DBOS.sleep_async(1.0)
                 continue
-            arrived = await arrival_step(sid, failed_host, server["expected_status"])
+            arrived = await arrival_step(server_id, failed_host, expected_status)
             if arrived["ok"]:
-                result = "already-moved" if outcome == "moved" else "recovered"
-                detail = {"destination": dest or "scheduler"}
-                await evacuation_record_step(
-                    recovery_id,
-                    sid,
-                    name,
-                    failed_host,
-                    result,
-                    arrived["host"],
-                    attempts,
-                    detail,
-                    True,
-                )
-                free_slot()  # it runs elsewhere: the next evacuation need not wait for its ports
-                await ports_up_step(sid)
-                await event_step(
-                    "compute.instance.evacuated",
-                    {
-                        "instance_id": sid,
-                        "project_id": server["project_id"],
-                        "from_host": failed_host,
-                        "to_host": arrived["host"],
-                        "result": result,
-                        "recovery_id": recovery_id,
-                    },
-                    "moderate",
-                    trace_id,
-                )
-                return {"server_id": sid, "ok": True, "to": arrived["host"], "result": result}
+                return {
+                    "result": "already-moved" if outcome == "moved" else "recovered",
+                    "to": arrived["host"],
+                    "attempts": attempts,
+                    "detail": {"destination": dest or "scheduler"},
+                }
             why = arrived.get("why", "unknown")
-    await evacuation_record_step(
-        recovery_id, sid, name, failed_host, "failed", None, attempts, {"why": why}, True
-    )
-    await event_step(
-        "compute.instance.evacuated",
-        {
-            "instance_id": sid,
-            "project_id": server["project_id"],
-            "from_host": failed_host,
-            "result": "failed",
-            "why": why,
-            "recovery_id": recovery_id,
-        },
-        "critical",
-        trace_id,
-    )
-    return {"server_id": sid, "ok": False, "why": why}
+    return {"result": "failed", "to": None, "attempts": attempts, "detail": {"why": why}}
 
 
 @DBOS.workflow()
