@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import statistics
@@ -87,3 +88,53 @@ def start_lab(paths: Any, layout: list[int]) -> dict[str, Any]:
     )
     print(f"lab with {sum(layout)} servers ready in {time.monotonic() - t0:.0f} s", flush=True)
     return info
+
+
+def _process_name(pid: str) -> str | None:
+    """A short name for a process of the lab or the controller, or None for the rest."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
+    joined = " ".join(argv)
+    for key, name in (
+        ("nova_service", "nova"),
+        ("neutron_service", "neutron"),
+        ("medevac serve", "controller"),
+        ("medevac.lab.consumer", "consumer"),
+        ("medevac.lab.supervisor", "lab supervisor"),
+        ("rabbit", "rabbitmq"),
+        ("beam.smp", "rabbitmq"),
+    ):
+        if key in joined:
+            return name
+    return None
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds used so far (user + system) by the lab's and medevac's processes,
+    summed by name; the difference of two readings says who was busy in between."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        name = _process_name(pid)
+        if name is None:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_since(before: dict[str, float], seconds: float) -> str:
+    """Each process group's share of one core since ``before``, busiest first."""
+    now = cpu_by_process()
+    used = {k: now.get(k, 0.0) - before.get(k, 0.0) for k in now}
+    busiest = sorted(used.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v / max(seconds, 1e-9):.0%}" for k, v in busiest if v > 0.05)

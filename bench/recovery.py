@@ -8,7 +8,10 @@ gives the stages (detection V-T00, fencing R1-T02, evacuations R3-R2, total R3-T
 
 The floor: the same evacuations by a bare client (medevac's cloud driver, no
 workflow, no database) with the same concurrency on a crashed host forced down by
-hand, from the first evacuate call to the last server ACTIVE elsewhere.
+hand, from the first evacuate call to the last server ACTIVE elsewhere. It is measured
+first, on the lab as medevac will find it, before the controller starts (the floor host
+then boots again, empty), or with ``--floor-at last`` after the controller stops, on a
+lab with one host fewer per run. Each run prints which processes were busy during it.
 
 Target (level 2): verdict to all servers recovered within the fencing time plus 1.2x
 the floor of the same size. Masakari, for scale, waits 180 s after disabling the
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import percentile, start_lab, wait, wait_quiet
+from common import cpu_by_process, cpu_since, percentile, start_lab, wait, wait_quiet
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
@@ -68,6 +71,34 @@ async def floor(driver: CloudDriver, host: str, concurrency: int) -> tuple[float
     return time.monotonic() - start, each
 
 
+def measure_floor(
+    loop: asyncio.AbstractEventLoop,
+    lab: LabClient,
+    driver: CloudDriver,
+    host: str,
+    n: int,
+    concurrency: int,
+    *,
+    boot_again: bool,
+) -> float:
+    """The floor on ``host`` (crashed here); ``boot_again``: heal it afterwards and lift
+    its force-down, so that the controller later finds an empty, healthy host."""
+    wait_quiet(f"before the floor for {n} servers")
+    cpu0, t0 = cpu_by_process(), time.monotonic()
+    lab.inject("host-crash", host)
+    total, each = loop.run_until_complete(floor(driver, host, concurrency))
+    print(
+        f"floor for {n} servers: {total:.1f} s; each server, evacuate call to arrival: "
+        f"median {statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s; "
+        f"busy: {cpu_since(cpu0, time.monotonic() - t0)}",
+        flush=True,
+    )
+    if boot_again:
+        lab.heal("host-crash", host)
+        loop.run_until_complete(driver.set_forced_down(host, False))
+    return total
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--levels", default="1,2,3")
@@ -76,6 +107,12 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8, help="evacuations at once")
     p.add_argument("--write-docs", type=Path)
     p.add_argument("--section", default="recovery", help="the docs section (and chart) name")
+    p.add_argument(
+        "--floor-at",
+        choices=("first", "last"),
+        default="first",
+        help="measure the floor before the controller starts, or after it stops",
+    )
     args = p.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     cases: list[tuple[int, int]] = []
@@ -103,7 +140,13 @@ def main() -> None:
         lab = LabClient(paths)
         loop = asyncio.new_event_loop()
         driver = CloudDriver(info["cloud"], clouds_yaml=Path(info["clouds_yaml"]))
+        floor_s: dict[int, float] = {}
         try:
+            if args.floor_at == "first":
+                for n in floor_sizes:
+                    floor_s[n] = measure_floor(
+                        loop, lab, driver, floors[n], n, args.concurrency, boot_again=True
+                    )
             # Each run fails one more host for good: hosts lost more than 2 s ago must
             # not add up to the mass-failure guard's share of the zone.
             with Stack(
@@ -121,20 +164,11 @@ def main() -> None:
                 except Exception:
                     print((Path(d) / "controller.log").read_text()[-4000:])  # why, for the record
                     raise
-            # The controller is stopped: the bare client alone acts on the floor hosts.
-            floor_s = {}
-            for n in floor_sizes:
-                wait_quiet(f"before the floor for {n} servers")
-                lab.inject("host-crash", floors[n])
-                floor_s[n], each = loop.run_until_complete(
-                    floor(driver, floors[n], args.concurrency)
-                )
-                print(
-                    f"floor for {n} servers: {floor_s[n]:.1f} s; each server, evacuate call "
-                    f"to arrival: median {statistics.median(each):.2f} s, "
-                    f"p90 {percentile(each, 0.9):.2f} s",
-                    flush=True,
-                )
+            if args.floor_at == "last":  # the bare client alone acts on the floor hosts
+                for n in floor_sizes:
+                    floor_s[n] = measure_floor(
+                        loop, lab, driver, floors[n], n, args.concurrency, boot_again=False
+                    )
         finally:
             loop.run_until_complete(driver.close())
             lab.close()
@@ -143,6 +177,7 @@ def main() -> None:
 
 
 def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) -> dict[str, Any]:
+    cpu0, t0 = cpu_by_process(), time.monotonic()
     t00 = float(lab.inject("host-crash", host)["time"])
 
     def ended() -> dict[str, Any] | None:
@@ -168,7 +203,8 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     each = [e["ended_at"] - e["started_at"] for e in moved]
     print(
         f"level {level}, {n} servers: each server, running to recovered: median "
-        f"{statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s",
+        f"{statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s; "
+        f"busy: {cpu_since(cpu0, time.monotonic() - t0)}",
         flush=True,
     )
     return {
