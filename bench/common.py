@@ -138,3 +138,9 @@ def cpu_since(before: dict[str, float], seconds: float) -> str:
     used = {k: now.get(k, 0.0) - before.get(k, 0.0) for k in now}
     busiest = sorted(used.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{k} {v / max(seconds, 1e-9):.0%}" for k, v in busiest if v > 0.05)
+
+
+def calls_since(before: dict[str, int], now: dict[str, int]) -> str:
+    """The cloud calls made between two readings of a driver's counter, most first."""
+    made = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+    return ", ".join(f"{k} x{v}" for k, v in sorted(made.items(), key=lambda kv: -kv[1]))

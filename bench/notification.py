@@ -111,6 +111,7 @@ class Bench:
             "first_t01": times[0] - st["T01"],
             "last_t01": times[-1] - st["T01"],
             "events_out": st["T06"] - verdict,
+            "evaluated": st["T07"] - verdict,
             # The first alarm's path: its outbox chunk written (T08, its first attempt
             # starts), then its POST until the consumer has it.
             "first_attempt": st["T08"] - verdict,
@@ -242,6 +243,14 @@ def report(
             f"{ms(f['floor_no_ports'])} | {DOCTOR_ON_LAB.get(count, '-')} | {runs} |"
         )
     confirm = [v for _, f in rows for v in f["confirm"]]
+    biggest, fb = max(rows)
+    path = (
+        f"The first alarm's path with {biggest} servers, from the verdict (median / p99): "
+        f"first events out {ms(fb['events_out'])}, first slice evaluated "
+        f"{ms(fb['evaluated'])}, its outbox write done and first POST started (T08) "
+        f"{ms(fb['first_attempt'])}, then the POST until the consumer has it "
+        f"{ms(fb['first_post'])}."
+    )
     body = "\n".join(
         [
             "Notification, verdict to webhook received (median / p99):",
@@ -249,6 +258,8 @@ def report(
             *notify,
             "",
             f"The monitor's confirmation before the verdict (T01 to verdict): {ms(confirm)}.",
+            "",
+            path,
             "",
             "State correction, verdict to force-down + servers in error + ports DOWN "
             "(median / p99):",

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import cpu_by_process, cpu_since, percentile, start_lab, wait, wait_quiet
+from common import calls_since, cpu_by_process, cpu_since, percentile, start_lab, wait, wait_quiet
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
@@ -84,9 +84,10 @@ def measure_floor(
     """The floor on ``host`` (crashed here); ``boot_again``: heal it afterwards and lift
     its force-down, so that the controller later finds an empty, healthy host."""
     wait_quiet(f"before the floor for {n} servers")
-    cpu0, t0 = cpu_by_process(), time.monotonic()
+    cpu0, t0, calls0 = cpu_by_process(), time.monotonic(), dict(driver.calls)
     lab.inject("host-crash", host)
     total, each = loop.run_until_complete(floor(driver, host, concurrency))
+    print(f"floor's cloud calls: {calls_since(calls0, driver.calls)}", flush=True)
     print(
         f"floor for {n} servers: {total:.1f} s; each server, evacuate call to arrival: "
         f"median {statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s; "
@@ -178,6 +179,7 @@ def main() -> None:
 
 def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) -> dict[str, Any]:
     cpu0, t0 = cpu_by_process(), time.monotonic()
+    calls0 = stack.get("/v1/inspector")["cloud_calls"]
     t00 = float(lab.inject("host-crash", host)["time"])
 
     def ended() -> dict[str, Any] | None:
@@ -193,6 +195,8 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     rec = done["recovery"]
     if rec["state"] != "COMPLETED":
         raise RuntimeError(f"recovery of {host} ended {rec['state']}: {rec['detail']}")
+    calls = calls_since(calls0, stack.get("/v1/inspector")["cloud_calls"])
+    print(f"level {level}, {n} servers: the controller's cloud calls: {calls}", flush=True)
     prof = stack.get(f"/v1/incidents/{done['incident']}/profile?fault_at={t00}")
     at = {c["name"]: c["at"] for c in prof["checkpoints"]}
     moved = [e for e in rec["evacuations"] if e["result"] in ("recovered", "already-moved")]

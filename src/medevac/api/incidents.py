@@ -82,12 +82,13 @@ def incidents_router(
 
     @router.get("/v1/inspector")
     async def inspector_state(_: AdminOrReader) -> dict[str, Any]:
-        """Topology cache, guard holds and notifier counters."""
+        """Topology cache, guard holds, notifier counters and cloud calls made."""
         return {
             "topology": inspector.topology.stats(),
             "guard": inspector.guard.state(inspector.clock()),
             "open_incidents": len(inspector.open),
             "notifier": notifier.stats(),
+            "cloud_calls": dict(getattr(inspector.executor.cloud, "calls", {})),
         }
 
     return router

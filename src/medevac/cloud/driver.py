@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -41,6 +43,7 @@ Microversion = tuple[int, int]
 
 COMPUTE_BINARY = "nova-compute"
 LIST_TIMEOUT = 300.0  # one page of a full listing (s)
+_ID = re.compile(r"/[0-9a-fA-F-]{32,36}(?=/|$)")  # a UUID path segment
 # Evacuated servers keep their power state up to 2.94; from 2.95 they end STOPPED,
 # which is not what an HA restart wants.
 EVACUATE_MAX = (2, 94)
@@ -131,6 +134,9 @@ class CloudDriver:
         # host -> compute service id, learnt from every listing: the 2.53 force-down
         # then costs one call on the fault path instead of three.
         self._service_ids: dict[str, str] = {}
+        # Calls made, by service, method and path with its ids elided: what medevac
+        # costs the cloud, readable on /v1/inspector.
+        self.calls: Counter[str] = Counter()
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -183,6 +189,7 @@ class CloudDriver:
         microversion: Microversion | None = None,
     ) -> Any:
         adapter = getattr(self._connect(), service)
+        self.calls[f"{service} {method} {_ID.sub('/{id}', url)}"] += 1
         kwargs: dict[str, Any] = {"raise_exc": False}
         if json is not None:
             kwargs["json"] = json

@@ -3,8 +3,9 @@
 aiohttp sends the webhooks: on two cores it POSTs 100 of them over loopback in about
 10 ms where httpx needs 130 to 300 ms (``bench/notify_path.py`` measures the path).
 
-A batch of deliveries is written to the database first (in growing chunks), then each
-is POSTed on its own task, so a slow or dead consumer never delays another. Failures
+Each batch of deliveries (a slice of the notifier's evaluation, small first) is
+written to the database in one transaction, then each is POSTed on its own task, so a
+slow or dead consumer never delays another. Failures
 are retried with exponential backoff up to a time bound; every delivery keeps one id
 for its life (``X-Medevac-Delivery-Id`` and ``x-openstack-request-id``), so a
 consumer can drop the duplicates at-least-once implies. On start, whatever is still
@@ -28,11 +29,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
 log = logging.getLogger(__name__)
 
-FIRST_CHUNK = 2
+INLINE_MAX = 4  # deliveries a batch may hold to be committed on the event loop itself
 CheckpointHook = Callable[[str | None, str, float], None]
 
 
@@ -74,6 +76,7 @@ class Outbox:
         # Its own thread for outbox writes: never queued behind BMC reads or other
         # work in the loop's default executor.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self._inline = alarms.db.local
         self._tls: ssl.SSLContext | None = None
         self._first_pending = 0  # deliveries not yet through their first attempt
         self._first_done = asyncio.Event()
@@ -118,28 +121,26 @@ class Outbox:
         deliveries: list[DeliveryRow],
     ) -> None:
         """Persist what a batch of events did, then send its deliveries (non-blocking).
+        Batches reach the database in the order they came.
 
-        Large batches go to the database in growing chunks (2, 8, 32, ...), each sent
-        as soon as it is committed: the first consumers hear within a small write
-        while the rest are still being written.
-        """
+        A batch of a few webhooks (the notifier's first slice) into a free SQLite file
+        is committed right here, on the event loop: a commit in WAL mode is a write
+        without fsync, about 1 ms, while the writer thread would wait for the GIL as
+        long as the loop goes on evaluating the rest of the batch."""
         if deliveries:
             self._first_pending += len(deliveries)
             self._first_done.clear()
-        chunks: list[list[DeliveryRow]] = []
-        start, size = 0, FIRST_CHUNK
-        while start < len(deliveries):
-            chunks.append(deliveries[start : start + size])
-            start, size = start + size, size * 4
-        if not chunks:
-            self._spawn(self._persist_then_send(states, changes, []))
-            return
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            # The alarms' states and history travel with the last chunk.
-            self._spawn(
-                self._persist_then_send(states if last else [], changes if last else [], chunk)
-            )
+        if 0 < len(deliveries) <= INLINE_MAX and self._inline and not self._writes.locked():
+            try:
+                self.alarms.record_firing(states, changes, deliveries, wait=False)
+            except WriterBusy:  # another writer has the turn: the writer thread waits for it
+                pass
+            except Exception:  # the thread tries again, and says so if it fails too
+                log.debug("inline outbox write failed", exc_info=True)
+            else:
+                self._send(deliveries)
+                return
+        self._spawn(self._persist_then_send(states, changes, deliveries))
 
     async def _persist_then_send(
         self,
@@ -148,7 +149,7 @@ class Outbox:
         deliveries: list[DeliveryRow],
     ) -> None:
         try:
-            async with self._writes:  # chunks reach the database in the order they came
+            async with self._writes:  # batches reach the database in the order they came
                 await asyncio.get_running_loop().run_in_executor(
                     self._db_thread, self.alarms.record_firing, states, changes, deliveries
                 )
@@ -157,6 +158,9 @@ class Outbox:
             # outbox's guarantee across a restart, and say so.
             self.counters["unpersisted"] += len(deliveries)
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
+        self._send(deliveries)
+
+    def _send(self, deliveries: list[DeliveryRow]) -> None:
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             self._spawn(self._deliver(row, counted=True))
