@@ -18,13 +18,16 @@ class Outbox:
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []  # the server of each delivery, by batch
-        self.tried = asyncio.Event()  # every delivery so far had its first attempt
+        self.tried = asyncio.Event()  # every delivery so far had its first request sent
         self.tried.set()
 
     def submit(self, states: Any, changes: Any, deliveries: list[Any]) -> None:
         self.batches.append([d.payload["alarm_name"] for d in deliveries])
 
     async def first_attempts(self, within: float) -> bool:
+        return await self.first_sent(within)
+
+    async def first_sent(self, within: float) -> bool:
         try:
             await asyncio.wait_for(self.tried.wait(), within)
         except TimeoutError:
@@ -85,7 +88,7 @@ def test_first_slice_is_handed_over_before_emit_returns_the_rest_on_later_turns(
     assert channel.events == servers
 
 
-def test_the_rest_waits_until_the_first_webhooks_were_tried_or_a_few_ms() -> None:
+def test_the_rest_waits_until_the_first_requests_are_sent_or_a_few_ms() -> None:
     servers = [f"s{i:03}" for i in range(20)]
     n, outbox, _ = notifier(servers)
 

@@ -29,12 +29,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
 log = logging.getLogger(__name__)
 
-INLINE_MAX = 4  # deliveries a batch may hold to be committed on the event loop itself
 CheckpointHook = Callable[[str | None, str, float], None]
 
 
@@ -46,6 +44,32 @@ class DeliverySettings:
     retry_for: float = 3600.0  # then the delivery is marked failed
     connections_per_consumer: int = 32
     settle_interval: float = 0.05  # outcomes are written in batches
+
+
+class _Countdown:
+    """How many fresh deliveries still owe one milestone; waitable until none does."""
+
+    def __init__(self) -> None:
+        self.owed = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def add(self, n: int) -> None:
+        if n:
+            self.owed += n
+            self._none.clear()
+
+    def done(self) -> None:
+        self.owed = max(0, self.owed - 1)
+        if not self.owed:
+            self._none.set()
+
+    async def wait(self, within: float) -> bool:
+        try:
+            await asyncio.wait_for(self._none.wait(), within)
+        except TimeoutError:
+            return False
+        return True
 
 
 class Outbox:
@@ -76,11 +100,9 @@ class Outbox:
         # Its own thread for outbox writes: never queued behind BMC reads or other
         # work in the loop's default executor.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
-        self._inline = alarms.db.local
         self._tls: ssl.SSLContext | None = None
-        self._first_pending = 0  # deliveries not yet through their first attempt
-        self._first_done = asyncio.Event()
-        self._first_done.set()
+        self._unsent = _Countdown()  # fresh deliveries whose first request is not out
+        self._untried = _Countdown()  # fresh deliveries whose first attempt has not ended
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -121,25 +143,9 @@ class Outbox:
         deliveries: list[DeliveryRow],
     ) -> None:
         """Persist what a batch of events did, then send its deliveries (non-blocking).
-        Batches reach the database in the order they came.
-
-        A batch of a few webhooks (the notifier's first slice) into a free SQLite file
-        is committed right here, on the event loop: a commit in WAL mode is a write
-        without fsync, about 1 ms, while the writer thread would wait for the GIL as
-        long as the loop goes on evaluating the rest of the batch."""
-        if deliveries:
-            self._first_pending += len(deliveries)
-            self._first_done.clear()
-        if 0 < len(deliveries) <= INLINE_MAX and self._inline and not self._writes.locked():
-            try:
-                self.alarms.record_firing(states, changes, deliveries, wait=False)
-            except WriterBusy:  # another writer has the turn: the writer thread waits for it
-                pass
-            except Exception:  # the thread tries again, and says so if it fails too
-                log.debug("inline outbox write failed", exc_info=True)
-            else:
-                self._send(deliveries)
-                return
+        Batches reach the database in the order they came."""
+        self._unsent.add(len(deliveries))
+        self._untried.add(len(deliveries))
         self._spawn(self._persist_then_send(states, changes, deliveries))
 
     async def _persist_then_send(
@@ -175,38 +181,43 @@ class Outbox:
         client = self._clients.get(origin)
         if client is None:
             n = self.settings.connections_per_consumer
+            trace = aiohttp.TraceConfig()
+            trace.on_request_chunk_sent.append(self._request_sent)
             client = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=n, limit_per_host=n, ssl=self._tls or True),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                trace_configs=[trace],
             )
             self._clients[origin] = client
         return client
 
+    async def first_sent(self, within: float) -> bool:
+        """Wait (bounded) until every queued delivery's first request is on the wire:
+        from then on the consumers work on them whatever this loop does next."""
+        return await self._unsent.wait(within)
+
     async def first_attempts(self, within: float) -> bool:
         """Wait (bounded) until every queued delivery has been tried once: the moment
         the inspector's cloud calls may start without competing with the alarms."""
-        try:
-            await asyncio.wait_for(self._first_done.wait(), within)
-        except TimeoutError:
-            return False
-        return True
+        return await self._untried.wait(within)
 
-    def _tried(self) -> None:
-        self._first_pending = max(0, self._first_pending - 1)
-        if not self._first_pending:
-            self._first_done.set()
+    async def _request_sent(self, _: Any, ctx: Any, __: Any) -> None:
+        owes: list[_Countdown] | None = ctx.trace_request_ctx
+        if owes and self._unsent in owes:
+            owes.remove(self._unsent)
+            self._unsent.done()
 
     async def _deliver(self, row: DeliveryRow, *, counted: bool) -> None:
-        """Send until delivered or given up; ``counted``: a fresh delivery whose first
-        attempt ``first_attempts`` waits for."""
-        owed = [counted]  # still owes ``first_attempts`` its first try
+        """Send until delivered or given up; ``counted``: a fresh delivery, which
+        ``first_sent`` and ``first_attempts`` wait for."""
+        owes = [self._unsent, self._untried] if counted else []
         try:
-            await self._attempts(row, owed)
+            await self._attempts(row, owes)
         finally:
-            if owed[0]:
-                self._tried()  # cancelled before its first attempt ended
+            for countdown in owes:  # cancelled before its first request or attempt ended
+                countdown.done()
 
-    async def _attempts(self, row: DeliveryRow, owed: list[bool]) -> None:
+    async def _attempts(self, row: DeliveryRow, owes: list[_Countdown]) -> None:
         attempts = row.attempts
         origin = urlsplit(row.url).netloc
         if row.next_attempt_at is not None:
@@ -226,7 +237,11 @@ class Outbox:
                 self.on_checkpoint(row.trace_id, "T08", self.clock())
             try:
                 async with self._client(row.url).post(
-                    row.url, data=body, headers=headers, allow_redirects=False
+                    row.url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    trace_request_ctx=owes,
                 ) as resp:
                     await resp.read()
                     status = resp.status
@@ -243,9 +258,8 @@ class Outbox:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             finally:
-                if owed[0]:
-                    owed[0] = False
-                    self._tried()
+                while owes:  # the first attempt ended (a refused connection sent nothing)
+                    owes.pop().done()
             self.counters["retried"] += 1
             self.failing[origin] += 1
             now = self.clock()

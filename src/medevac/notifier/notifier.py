@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 FIRST_SLICE = 2  # deliveries evaluated before the first outbox write starts
 EVENTS_PER_TURN = 64  # events that fire nothing still share the loop
-FIRST_WAIT = 0.005  # s: the first slice's webhooks alone on the loop, at most this long
+FIRST_WAIT = 0.005  # s: the first slice's requests alone on the loop, at most this long
 QueuedHook = Callable[[int], None]
 
 
@@ -151,16 +151,16 @@ class Notifier:
             self._slice *= 4
             if loop is not None:
                 if first and fired:
-                    # The first webhooks get the loop to themselves until each was tried
-                    # once (or FIRST_WAIT): a burst of later sends would otherwise queue
-                    # ahead of their connect, send and answer.
+                    # The first webhooks get the loop to themselves until their requests
+                    # are on the wire (or FIRST_WAIT): a burst of later sends would
+                    # otherwise queue ahead of their connect and send.
                     self._later = loop.create_task(self._drain_after_first())
                 else:
                     loop.call_soon(self._drain)
                 return
 
     async def _drain_after_first(self) -> None:
-        await self.outbox.first_attempts(FIRST_WAIT)
+        await self.outbox.first_sent(FIRST_WAIT)
         self._drain()
 
     def _evaluate_slice(self) -> bool:

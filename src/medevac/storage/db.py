@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,10 +40,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class WriterBusy(Exception):
-    """Another thread of this process holds SQLite's one writer turn."""
-
-
 class Database:
     """One database: ``migrate()`` once at start, then ``session()`` per unit of work."""
 
@@ -58,8 +55,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer: taking turns here is faster than colliding and letting
         # its busy handler sleep (up to tens of ms) on the notification path.
-        self.local = parsed.get_backend_name() == "sqlite"
-        self._turn = threading.Lock() if self.local else None
+        self._turn: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if parsed.get_backend_name() == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def display_url(self) -> str:
@@ -87,17 +85,10 @@ class Database:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     @contextmanager
-    def session(self, *, wait: bool = True) -> Iterator[Session]:
-        """A transaction: committed when the block ends, rolled back on error.
-        ``wait=False``: raise ``WriterBusy`` at once if another thread is writing."""
-        if self._turn is not None and not self._turn.acquire(blocking=wait):
-            raise WriterBusy
-        try:
-            with self._sessions.begin() as s:
-                yield s
-        finally:
-            if self._turn is not None:
-                self._turn.release()
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on error."""
+        with self._turn, self._sessions.begin() as s:
+            yield s
 
     def record_audit(
         self,
