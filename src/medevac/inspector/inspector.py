@@ -42,14 +42,12 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    def emit(self, events: Iterable[Event], on_queued: Callable[[int], None] | None = None) -> None:
-        """Evaluate and deliver events without blocking; ``on_queued(n)``: n more
-        deliveries queued for them (once or more, maybe later)."""
+    def emit(self, events: Iterable[Event]) -> int:
+        """Evaluate and deliver events without blocking; returns deliveries queued."""
         ...
 
     async def sent(self, within: float) -> bool:
-        """Wait (bounded) until the events emitted so far are evaluated and the alarms
-        they fired were each tried once."""
+        """Wait (bounded) until the alarms queued so far were each tried once."""
         ...
 
 
@@ -239,12 +237,11 @@ class Inspector:
             servers = self.recovery.order(inc.host, servers)
         ports = self.topology.ports_on(inc.host)
         inc.stamp("T02", self.clock())
-        # The servers' events first, before even the plan: they are what the consumers'
-        # alarms wait on, and the notifier starts on the first ones at once.
+        plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
+        # The servers' events first: they are what the consumers' alarms wait on.
         self._emit(inc, self._server_events(inc, servers), "T06")
         host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
         self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
-        plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
         for p in ports:
             if p.data_plane_status is not DataPlaneStatus.DOWN:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)
@@ -547,20 +544,15 @@ class Inspector:
         now = self.clock()
         if checkpoint:
             inc.stamp(checkpoint, now)
-        entry: dict[str, Any] = {
-            "at": now,
-            "types": sorted({e.event_type for e in events}),
-            "count": len(events),
-            "deliveries": 0,
-        }
-        inc.events.append(entry)
-
-        def queued(n: int) -> None:  # the notifier evaluates in slices, some later
-            if n:
-                entry["deliveries"] += n
-                self.saver.save(inc)
-
-        self.notifier.emit(events, queued)
+        queued = self.notifier.emit(events)
+        inc.events.append(
+            {
+                "at": now,
+                "types": sorted({e.event_type for e in events}),
+                "count": len(events),
+                "deliveries": queued,
+            }
+        )
 
     def _host_event(self, event_type: str, inc: Incident, verdict: Verdict | None) -> Event:
         traits: dict[str, Any] = {"host": inc.host, "zone": inc.zone, "incident_id": inc.id}

@@ -3,9 +3,8 @@
 aiohttp sends the webhooks: on two cores it POSTs 100 of them over loopback in about
 10 ms where httpx needs 130 to 300 ms (``bench/notify_path.py`` measures the path).
 
-Each batch of deliveries (a slice of the notifier's evaluation, small first) is
-written to the database in one transaction, then each is POSTed on its own task, so a
-slow or dead consumer never delays another. Failures
+A batch of deliveries is written to the database first (in growing chunks), then each
+is POSTed on its own task, so a slow or dead consumer never delays another. Failures
 are retried with exponential backoff up to a time bound; every delivery keeps one id
 for its life (``X-Medevac-Delivery-Id`` and ``x-openstack-request-id``), so a
 consumer can drop the duplicates at-least-once implies. On start, whatever is still
@@ -33,6 +32,7 @@ from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxS
 
 log = logging.getLogger(__name__)
 
+FIRST_CHUNK = 2
 CheckpointHook = Callable[[str | None, str, float], None]
 
 
@@ -44,32 +44,6 @@ class DeliverySettings:
     retry_for: float = 3600.0  # then the delivery is marked failed
     connections_per_consumer: int = 32
     settle_interval: float = 0.05  # outcomes are written in batches
-
-
-class _Countdown:
-    """How many fresh deliveries still owe one milestone; waitable until none does."""
-
-    def __init__(self) -> None:
-        self.owed = 0
-        self._none = asyncio.Event()
-        self._none.set()
-
-    def add(self, n: int) -> None:
-        if n:
-            self.owed += n
-            self._none.clear()
-
-    def done(self) -> None:
-        self.owed = max(0, self.owed - 1)
-        if not self.owed:
-            self._none.set()
-
-    async def wait(self, within: float) -> bool:
-        try:
-            await asyncio.wait_for(self._none.wait(), within)
-        except TimeoutError:
-            return False
-        return True
 
 
 class Outbox:
@@ -101,8 +75,9 @@ class Outbox:
         # work in the loop's default executor.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         self._tls: ssl.SSLContext | None = None
-        self._unsent = _Countdown()  # fresh deliveries whose first request is not out
-        self._untried = _Countdown()  # fresh deliveries whose first attempt has not ended
+        self._first_pending = 0  # deliveries not yet through their first attempt
+        self._first_done = asyncio.Event()
+        self._first_done.set()
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -143,10 +118,28 @@ class Outbox:
         deliveries: list[DeliveryRow],
     ) -> None:
         """Persist what a batch of events did, then send its deliveries (non-blocking).
-        Batches reach the database in the order they came."""
-        self._unsent.add(len(deliveries))
-        self._untried.add(len(deliveries))
-        self._spawn(self._persist_then_send(states, changes, deliveries))
+
+        Large batches go to the database in growing chunks (2, 8, 32, ...), each sent
+        as soon as it is committed: the first consumers hear within a small write
+        while the rest are still being written.
+        """
+        if deliveries:
+            self._first_pending += len(deliveries)
+            self._first_done.clear()
+        chunks: list[list[DeliveryRow]] = []
+        start, size = 0, FIRST_CHUNK
+        while start < len(deliveries):
+            chunks.append(deliveries[start : start + size])
+            start, size = start + size, size * 4
+        if not chunks:
+            self._spawn(self._persist_then_send(states, changes, []))
+            return
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            # The alarms' states and history travel with the last chunk.
+            self._spawn(
+                self._persist_then_send(states if last else [], changes if last else [], chunk)
+            )
 
     async def _persist_then_send(
         self,
@@ -155,7 +148,7 @@ class Outbox:
         deliveries: list[DeliveryRow],
     ) -> None:
         try:
-            async with self._writes:  # batches reach the database in the order they came
+            async with self._writes:  # chunks reach the database in the order they came
                 await asyncio.get_running_loop().run_in_executor(
                     self._db_thread, self.alarms.record_firing, states, changes, deliveries
                 )
@@ -164,9 +157,6 @@ class Outbox:
             # outbox's guarantee across a restart, and say so.
             self.counters["unpersisted"] += len(deliveries)
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
-        self._send(deliveries)
-
-    def _send(self, deliveries: list[DeliveryRow]) -> None:
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             self._spawn(self._deliver(row, counted=True))
@@ -181,43 +171,38 @@ class Outbox:
         client = self._clients.get(origin)
         if client is None:
             n = self.settings.connections_per_consumer
-            trace = aiohttp.TraceConfig()
-            trace.on_request_chunk_sent.append(self._request_sent)
             client = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=n, limit_per_host=n, ssl=self._tls or True),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                trace_configs=[trace],
             )
             self._clients[origin] = client
         return client
 
-    async def first_sent(self, within: float) -> bool:
-        """Wait (bounded) until every queued delivery's first request is on the wire:
-        from then on the consumers work on them whatever this loop does next."""
-        return await self._unsent.wait(within)
-
     async def first_attempts(self, within: float) -> bool:
         """Wait (bounded) until every queued delivery has been tried once: the moment
         the inspector's cloud calls may start without competing with the alarms."""
-        return await self._untried.wait(within)
+        try:
+            await asyncio.wait_for(self._first_done.wait(), within)
+        except TimeoutError:
+            return False
+        return True
 
-    async def _request_sent(self, _: Any, ctx: Any, __: Any) -> None:
-        owes: list[_Countdown] | None = ctx.trace_request_ctx
-        if owes and self._unsent in owes:
-            owes.remove(self._unsent)
-            self._unsent.done()
+    def _tried(self) -> None:
+        self._first_pending = max(0, self._first_pending - 1)
+        if not self._first_pending:
+            self._first_done.set()
 
     async def _deliver(self, row: DeliveryRow, *, counted: bool) -> None:
-        """Send until delivered or given up; ``counted``: a fresh delivery, which
-        ``first_sent`` and ``first_attempts`` wait for."""
-        owes = [self._unsent, self._untried] if counted else []
+        """Send until delivered or given up; ``counted``: a fresh delivery whose first
+        attempt ``first_attempts`` waits for."""
+        owed = [counted]  # still owes ``first_attempts`` its first try
         try:
-            await self._attempts(row, owes)
+            await self._attempts(row, owed)
         finally:
-            for countdown in owes:  # cancelled before its first request or attempt ended
-                countdown.done()
+            if owed[0]:
+                self._tried()  # cancelled before its first attempt ended
 
-    async def _attempts(self, row: DeliveryRow, owes: list[_Countdown]) -> None:
+    async def _attempts(self, row: DeliveryRow, owed: list[bool]) -> None:
         attempts = row.attempts
         origin = urlsplit(row.url).netloc
         if row.next_attempt_at is not None:
@@ -237,11 +222,7 @@ class Outbox:
                 self.on_checkpoint(row.trace_id, "T08", self.clock())
             try:
                 async with self._client(row.url).post(
-                    row.url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    trace_request_ctx=owes,
+                    row.url, data=body, headers=headers, allow_redirects=False
                 ) as resp:
                     await resp.read()
                     status = resp.status
@@ -258,8 +239,9 @@ class Outbox:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             finally:
-                while owes:  # the first attempt ended (a refused connection sent nothing)
-                    owes.pop().done()
+                if owed[0]:
+                    owed[0] = False
+                    self._tried()
             self.counters["retried"] += 1
             self.failing[origin] += 1
             now = self.clock()

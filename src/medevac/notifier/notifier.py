@@ -1,18 +1,16 @@
 """The notifier: Aodh-style event alarms, evaluated the moment an event is emitted.
 
 Alarms live in memory in an ``AlarmIndex`` (loaded from the database at start) and
-in the database (the truth). ``emit`` evaluates events on the event loop in growing
-slices, moves matched alarms to ``alarm`` and hands each slice's webhooks to the
-outbox, which persists them before it sends.
+in the database (the truth). ``emit`` evaluates events synchronously on the event
+loop, moves matched alarms to ``alarm`` and hands the webhooks to the outbox, which
+persists them before it sends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
-from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -20,13 +18,6 @@ from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
 from medevac.notifier.delivery import Outbox
 from medevac.notifier.events import Event
 from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
-
-log = logging.getLogger(__name__)
-
-FIRST_SLICE = 2  # deliveries evaluated before the first outbox write starts
-EVENTS_PER_TURN = 64  # events that fire nothing still share the loop
-FIRST_WAIT = 0.005  # s: the first slice's requests alone on the loop, at most this long
-QueuedHook = Callable[[int], None]
 
 
 class AlarmNotFound(LookupError):
@@ -81,12 +72,6 @@ class Notifier:
         self.index = AlarmIndex()
         self.evaluated = 0
         self.fired = 0
-        self._backlog: deque[tuple[Event, QueuedHook | None]] = deque()
-        self._draining = False
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._slice = FIRST_SLICE
-        self._later: asyncio.Task[None] | None = None
 
     async def load(self) -> int:
         rows = await asyncio.to_thread(self.store.all)
@@ -112,134 +97,65 @@ class Notifier:
         return resumed
 
     async def close(self) -> None:
-        while self._backlog:  # what was emitted reaches the outbox before it closes
-            self._evaluate_slice()
         await self.outbox.close()
         for channel in self.channels:
             channel.close()
 
     # -- evaluation (the hot path) ------------------------------------------------
 
-    def emit(self, events: Iterable[Event], on_queued: QueuedHook | None = None) -> None:
-        """Evaluate events against the alarms, in order, and queue the webhooks that fire.
-
-        A first slice is evaluated at once (its outbox write starts before the caller
-        goes on), the rest in slices four times bigger each, one per turn of the event
-        loop: the first webhooks travel while later events are still being evaluated,
-        whatever the batch's size. ``on_queued(n)`` hears how many deliveries each
-        slice queued for these events. The other channels get each event once its
-        slice is evaluated."""
-        self._backlog.extend((event, on_queued) for event in events)
-        if self._backlog and not self._draining:
-            self._draining = True
-            self._drained.clear()
-            self._slice = FIRST_SLICE
-            self._drain()
-
-    def _drain(self) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # a caller without a loop: evaluate everything now
-            loop = None
-        while True:
-            first = self._slice == FIRST_SLICE
-            fired = self._evaluate_slice()
-            if not self._backlog:
-                self._draining = False
-                self._drained.set()
-                return
-            self._slice *= 4
-            if loop is not None:
-                if first and fired:
-                    # The first webhooks get the loop to themselves until their requests
-                    # are on the wire (or FIRST_WAIT): a burst of later sends would
-                    # otherwise queue ahead of their connect and send.
-                    self._later = loop.create_task(self._drain_after_first())
-                else:
-                    loop.call_soon(self._drain)
-                return
-
-    async def _drain_after_first(self) -> None:
-        await self.outbox.first_sent(FIRST_WAIT)
-        self._drain()
-
-    def _evaluate_slice(self) -> bool:
-        """One slice; whether it fired any webhook."""
+    def emit(self, events: Iterable[Event]) -> int:
+        """Evaluate events against the alarms and queue what fires; returns deliveries.
+        The other channels get every event after the alarms' webhooks are queued."""
+        events = list(events)
         now = self.clock()
         states: list[tuple[str, str, str, float]] = []
         changes: list[HistoryRow] = []
         deliveries: list[DeliveryRow] = []
-        done: list[Event] = []
-        queued: Counter[QueuedHook] = Counter()
-        while self._backlog and len(deliveries) < self._slice and len(done) < EVENTS_PER_TURN:
-            event, hook = self._backlog.popleft()
-            before = len(deliveries)
-            try:
-                self._evaluate(event, now, states, changes, deliveries)
-            except Exception:  # one bad event must not stop the others' alarms
-                log.exception("cannot evaluate event %s %s", event.event_type, event.message_id)
-            done.append(event)
-            if hook is not None:
-                queued[hook] += len(deliveries) - before
+        for event in events:
+            self.evaluated += 1
+            aodh_event: dict[str, Any] | None = None
+            for alarm in self.index.matching(event):
+                fire = alarm.fires_on()
+                previous = alarm.state
+                reason = _reason(alarm, event)
+                if previous != "alarm":
+                    alarm.state, alarm.state_timestamp, alarm.state_reason = "alarm", now, reason
+                    states.append((alarm.alarm_id, "alarm", reason, now))
+                    changes.append(
+                        HistoryRow(
+                            str(uuid.uuid4()),
+                            alarm.alarm_id,
+                            alarm.project_id,
+                            "state transition",
+                            {"state": "alarm", "previous": previous, "reason": reason},
+                            now,
+                        )
+                    )
+                if not fire:
+                    continue
+                self.fired += 1
+                if aodh_event is None:
+                    aodh_event = event.as_aodh()  # once per event, whatever fires on it
+                payload = aodh_payload(alarm, previous, aodh_event, reason)
+                deliveries.extend(
+                    DeliveryRow(
+                        str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id
+                    )
+                    for url in alarm.spec.alarm_actions
+                )
         if self.outbox.on_checkpoint is not None:
             evaluated = self.clock()
-            for trace_id in {e.trace_id for e in done if e.trace_id}:
+            for trace_id in {e.trace_id for e in events if e.trace_id}:
                 self.outbox.on_checkpoint(trace_id, "T07", evaluated)
         if states or deliveries:
             self.outbox.submit(states, changes, deliveries)
         for channel in self.channels:
-            channel.publish(done)
-        for hook, n in queued.items():
-            hook(n)
-        return bool(deliveries)
-
-    def _evaluate(
-        self,
-        event: Event,
-        now: float,
-        states: list[tuple[str, str, str, float]],
-        changes: list[HistoryRow],
-        deliveries: list[DeliveryRow],
-    ) -> None:
-        self.evaluated += 1
-        aodh_event: dict[str, Any] | None = None
-        for alarm in self.index.matching(event):
-            fire = alarm.fires_on()
-            previous = alarm.state
-            reason = _reason(alarm, event)
-            if previous != "alarm":
-                alarm.state, alarm.state_timestamp, alarm.state_reason = "alarm", now, reason
-                states.append((alarm.alarm_id, "alarm", reason, now))
-                changes.append(
-                    HistoryRow(
-                        str(uuid.uuid4()),
-                        alarm.alarm_id,
-                        alarm.project_id,
-                        "state transition",
-                        {"state": "alarm", "previous": previous, "reason": reason},
-                        now,
-                    )
-                )
-            if not fire:
-                continue
-            self.fired += 1
-            if aodh_event is None:
-                aodh_event = event.as_aodh()  # once per event, whatever fires on it
-            payload = aodh_payload(alarm, previous, aodh_event, reason)
-            deliveries.extend(
-                DeliveryRow(str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id)
-                for url in alarm.spec.alarm_actions
-            )
+            channel.publish(events)
+        return len(deliveries)
 
     async def sent(self, within: float) -> bool:
-        """Wait (at most ``within`` s) until the events emitted so far are evaluated and
-        the alarms they fired were each tried once."""
-        deadline = time.monotonic() + within
-        try:
-            await asyncio.wait_for(self._drained.wait(), within)
-        except TimeoutError:
-            return False
-        return await self.outbox.first_attempts(max(0.0, deadline - time.monotonic()))
+        """Wait (at most ``within`` s) until the alarms queued so far were each tried once."""
+        return await self.outbox.first_attempts(within)
 
     # -- the alarm API's operations -----------------------------------------------
 
