@@ -15,7 +15,7 @@ from medevac.cloud import (
     Port,
     Server,
 )
-from medevac.cloud.driver import _raise_for
+from medevac.cloud.driver import _raise_for, call_name
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,29 @@ def test_server_and_port_views_parse_api_bodies() -> None:
         {"id": "p", "device_id": "s1", "binding:host_id": "", "data_plane_status": None}
     )
     assert p.host is None and p.data_plane_status is None
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "url", "name"),
+    [
+        (
+            "compute",
+            "POST",
+            "/servers/0b3f8a2e-1c4d-4e5f-9a6b-7c8d9e0f1a2b/action",
+            "compute POST /servers/{id}/action",
+        ),
+        (
+            "compute",
+            "PUT",
+            "/os-services/0b3f8a2e1c4d4e5f9a6b7c8d9e0f1a2b",
+            "compute PUT /os-services/{id}",
+        ),
+        ("compute", "PUT", "/os-services/force-down", "compute PUT /os-services/force-down"),
+        ("network", "GET", "/ports", "network GET /ports"),
+        ("compute", "GET", "/servers/detail", "compute GET /servers/detail"),
+    ],
+)
+def test_calls_are_counted_by_path_with_ids_elided(
+    service: str, method: str, url: str, name: str
+) -> None:
+    assert call_name(service, method, url) == name

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,13 @@ Microversion = tuple[int, int]
 COMPUTE_BINARY = "nova-compute"
 LIST_TIMEOUT = 300.0  # one page of a full listing (s)
 _ID = re.compile(r"/[0-9a-fA-F-]{32,36}(?=/|$)")  # a UUID path segment
+
+
+def call_name(service: str, method: str, url: str) -> str:
+    """How a call is counted: ``compute POST /servers/{id}/action``."""
+    return f"{service} {method} {_ID.sub('/{id}', url)}"
+
+
 # Evacuated servers keep their power state up to 2.94; from 2.95 they end STOPPED,
 # which is not what an HA restart wants.
 EVACUATE_MAX = (2, 94)
@@ -137,6 +145,7 @@ class CloudDriver:
         # Calls made, by service, method and path with its ids elided: what medevac
         # costs the cloud, readable on /v1/inspector.
         self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()  # counted from the worker threads
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -189,7 +198,8 @@ class CloudDriver:
         microversion: Microversion | None = None,
     ) -> Any:
         adapter = getattr(self._connect(), service)
-        self.calls[f"{service} {method} {_ID.sub('/{id}', url)}"] += 1
+        with self._calls_lock:
+            self.calls[call_name(service, method, url)] += 1
         kwargs: dict[str, Any] = {"raise_exc": False}
         if json is not None:
             kwargs["json"] = json
