@@ -142,12 +142,17 @@ def main() -> None:
         loop = asyncio.new_event_loop()
         driver = CloudDriver(info["cloud"], clouds_yaml=Path(info["clouds_yaml"]))
         floor_s: dict[int, float] = {}
+
+        def measure_floors() -> None:
+            first = args.floor_at == "first"  # then each floor host comes back for the runs
+            for n in floor_sizes:
+                floor_s[n] = measure_floor(
+                    loop, lab, driver, floors[n], n, args.concurrency, boot_again=first
+                )
+
         try:
             if args.floor_at == "first":
-                for n in floor_sizes:
-                    floor_s[n] = measure_floor(
-                        loop, lab, driver, floors[n], n, args.concurrency, boot_again=True
-                    )
+                measure_floors()
             # Each run fails one more host for good: hosts lost more than 2 s ago must
             # not add up to the mass-failure guard's share of the zone.
             with Stack(
@@ -166,10 +171,7 @@ def main() -> None:
                     print((Path(d) / "controller.log").read_text()[-4000:])  # why, for the record
                     raise
             if args.floor_at == "last":  # the bare client alone acts on the floor hosts
-                for n in floor_sizes:
-                    floor_s[n] = measure_floor(
-                        loop, lab, driver, floors[n], n, args.concurrency, boot_again=False
-                    )
+                measure_floors()
         finally:
             loop.run_until_complete(driver.close())
             lab.close()
