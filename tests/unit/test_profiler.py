@@ -49,7 +49,7 @@ def test_each_goal_follows_the_latest_predecessor_and_adds_up() -> None:
         "T09",
     ]
     assert [s.end for s in goals["correction"].path] == ["T01", "V", "T02", "T03", "T05"]
-    # R2 waits for fencing (R1, the latest) and for the state actions.
+    # R2 waits for fencing (R1, the latest) and for the host marked down.
     assert [s.end for s in goals["recovery"].path] == ["T01", "V", "T02", "R1", "R2", "R3"]
     for g in p.goals:
         assert sum(s.seconds for s in g.path) == pytest.approx(g.total)
@@ -75,10 +75,10 @@ def test_t00_is_the_injection_when_known_else_the_estimate_else_the_first_signal
 
 
 def test_unrecorded_checkpoints_are_skipped_not_charged_to_the_start() -> None:
-    # Level 1 never fences: R2 waits on the state actions instead.
+    # Level 1 never fences: R2 waits on the host marked down instead.
     unfenced = {k: v for k, v in STAMPS.items() if k != "R1"}
     path = critical_path(unfenced, "R2")
-    assert [s.start for s in path][-1] == "T05"
+    assert [s.start for s in path][-1] == "T03"
     # A profile read mid-fault: T08 unknown, T09 hangs on T07.
     path = critical_path({k: v for k, v in STAMPS.items() if k != "T08"}, "T09")
     assert (path[-1].start, path[-1].end) == ("T07", "T09")
@@ -87,6 +87,13 @@ def test_unrecorded_checkpoints_are_skipped_not_charged_to_the_start() -> None:
 def test_a_checkpoint_before_one_it_waits_for_is_reported() -> None:
     bad = {**STAMPS, "T09": 100.265}  # received before it was fired
     assert build(bad).violations() == ["T09 (alarm received) came 0.005 s before T08"]
+    # The first server's evacuation may start while other servers are still being reset.
+    early = {**STAMPS, "R1": 100.400, "R2": 100.450}
+    assert build(early).violations() == []
+    assert build({**early, "R2": 100.300}).violations() == [
+        "R2 (first evacuation requested) came 0.100 s before R1",
+        "R2 (first evacuation requested) came 0.030 s before T03",
+    ]
 
 
 def test_recovery_marks_come_from_the_recovery_record() -> None:

@@ -38,7 +38,9 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("T04", "servers set to error", "controller", ("T03",)),
     Checkpoint("T05", "ports set DOWN", "controller", ("T03",)),
     Checkpoint("R1", "fencing confirmed", "recovery", ("T02",)),
-    Checkpoint("R2", "first evacuation requested", "recovery", ("R1", "T03", "T04", "T05")),
+    # An evacuation waits for the inspector's actions on its own server and ports only,
+    # not for every server's (T04, T05): the first one may well start before those end.
+    Checkpoint("R2", "first evacuation requested", "recovery", ("R1", "T03")),
     Checkpoint("R3", "all servers recovered", "controller", ("R2",)),
 )
 BY_NAME = {c.name: c for c in CHECKPOINTS}
