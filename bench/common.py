@@ -141,6 +141,6 @@ def cpu_since(before: dict[str, float], seconds: float) -> str:
 
 
 def calls_since(before: dict[str, int], now: dict[str, int]) -> str:
-    """The cloud calls made between two readings of a driver's counter, most first."""
+    """What a counter (cloud calls, notifications heard) counted between two readings."""
     made = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
     return ", ".join(f"{k} x{v}" for k, v in sorted(made.items(), key=lambda kv: -kv[1]))

@@ -182,6 +182,7 @@ def main() -> None:
 def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) -> dict[str, Any]:
     cpu0, t0 = cpu_by_process(), time.monotonic()
     calls0 = stack.get("/v1/inspector")["cloud_calls"]
+    heard0 = stack.get("/v1/hosts")["counters"]["nova_notifications"]
     # Servers evacuated by an earlier run (the floor's, say) may have landed here.
     on_host = sum(1 for s in lab.status()["servers"] if s["host"] == host)
     if on_host != n:
@@ -203,6 +204,8 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
         raise RuntimeError(f"recovery of {host} ended {rec['state']}: {rec['detail']}")
     calls = calls_since(calls0, stack.get("/v1/inspector")["cloud_calls"])
     print(f"level {level}, {n} servers: the controller's cloud calls: {calls}", flush=True)
+    heard = calls_since(heard0, stack.get("/v1/hosts")["counters"]["nova_notifications"])
+    print(f"level {level}, {n} servers: Nova's notifications heard: {heard}", flush=True)
     prof = stack.get(f"/v1/incidents/{done['incident']}/profile?fault_at={t00}")
     at = {c["name"]: c["at"] for c in prof["checkpoints"]}
     moved = [e for e in rec["evacuations"] if e["result"] in ("recovered", "already-moved")]

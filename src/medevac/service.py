@@ -44,6 +44,7 @@ from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
 from medevac.recovery.fence import BmcFencer, PowerControl
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
+from medevac.recovery.task_ends import TaskEnds
 from medevac.recovery.workflows import (
     Recovery,
     RecoveryRuntime,
@@ -253,6 +254,9 @@ class Controller:
         self.cloud = build_cloud_driver(settings.cloud)
         self.power: BmcPowerReader | None = None
         self.monitor: HostMonitor | None = None
+        self.listener: NovaNotificationListener | None = None
+        # A recovery's waits on servers wake when Nova says their task ended.
+        self.task_ends = TaskEnds(lambda: self.listener is not None and self.listener.connected)
         self.notifier = build_notifier(settings, self.db)
         self.journal = IncidentJournal(IncidentStore(self.db))
         bmcs = build_bmc_clients(settings)
@@ -289,6 +293,7 @@ class Controller:
                         kind, subject, "recovery", detail, trace
                     ),
                     settled=self.inspector.settled,
+                    task_ends=self.task_ends,
                     ended=self.fault_over if self.spans is not None else None,
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
@@ -349,6 +354,7 @@ class Controller:
         if self.monitor is not None:
             self.monitor.on_nova_event(event)
         self.inspector.topology.on_instance_notification(event.event_type, event.payload)
+        self.task_ends.on_instance_notification(event.event_type, event.payload)
 
     async def run(self) -> None:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
@@ -381,17 +387,16 @@ class Controller:
         )
         monitor_task: asyncio.Task[None] | None = None
         transport: DrainingDatagramTransport | None = None
-        listener: NovaNotificationListener | None = None
         monitor = self.monitor
         if monitor is not None:
             m = self.settings.monitor
             transport = await open_draining_endpoint(monitor, m.listen_host, m.listen_port)
             monitor_task = asyncio.create_task(monitor.run())
             if m.nova_notifications_url:
-                listener = NovaNotificationListener(
+                self.listener = NovaNotificationListener(
                     m.nova_notifications_url, self.on_nova_event, loop
                 )
-                listener.start()
+                self.listener.start()
         app = create_app(
             self.settings,
             self.db,
@@ -430,8 +435,8 @@ class Controller:
                     await monitor_task
             if transport is not None:
                 transport.close()
-            if listener is not None:
-                await asyncio.to_thread(listener.stop)
+            if self.listener is not None:
+                await asyncio.to_thread(self.listener.stop)
             sync_task.cancel()
             resume_task.cancel()
             await self.inspector.drain()

@@ -35,6 +35,7 @@ from medevac.recovery.policy import (
     plan,
     server_action,
 )
+from medevac.recovery.task_ends import TaskEnds
 from medevac.storage.records import RecoveryStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class RecoverySettings:
     evacuate_timeout: float = 120.0  # one server, request to arrival
     evacuate_attempts: int = 2  # per destination
     poll_interval: float = 0.5
+    # A server waited on is read this often while Nova's notifications are heard
+    # (they wake the wait when its task ends): a safety net for a lost notification.
+    notified_poll_interval: float = 5.0
     restart_timeout: float = 60.0  # one server restart, request to running
     restart_attempts: int = 3
     nova_down_timeout: float = 300.0  # level 3: how long to wait for Nova to see it
@@ -117,9 +121,15 @@ class RecoveryRuntime:
     # what the agent last said of it; None when restarts are not configured.
     restart_compute: Callable[[str], bool] | None = None
     compute_alive: Callable[[str], bool | None] | None = None
+    # Nova's notifications of tasks ending (wired to the listener when there is one).
+    task_ends: TaskEnds = field(default_factory=TaskEnds)
     # Evacuation slots per host group, shared by the group's recoveries (in-process:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    async def next_read(self, told: asyncio.Event) -> None:
+        s = self.settings
+        await self.task_ends.next_read(told, s.poll_interval, s.notified_poll_interval)
 
     def slots(self, group: HostGroup) -> asyncio.Semaphore:
         if group.name not in self._slots:
@@ -290,25 +300,26 @@ async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[
     deadline = time.monotonic() + r.settings.evacuate_timeout
     stopped_it = False
     last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            s = await r.cloud.get_server(server_id)
-        except NotFound:
-            return {"ok": False, "why": "the server was deleted"}
-        except CloudError as exc:
-            last = {"error": str(exc)}
-            await asyncio.sleep(r.settings.poll_interval)
-            continue
-        last = {"host": s.host, "status": s.status, "task_state": s.task_state}
-        moved = s.host not in (None, failed_host) and s.task_state is None
-        if moved and s.status == expected:
-            return {"ok": True, **last}
-        if moved and expected == "SHUTOFF" and s.status == "ACTIVE" and not stopped_it:
-            await r.cloud.stop_server(server_id)  # it was stopped before the fault
-            stopped_it = True
-        elif moved and s.status == "ERROR":
-            return {"ok": False, "why": "rebuilt in ERROR", **last}
-        await asyncio.sleep(r.settings.poll_interval)
+    with r.task_ends.watching(server_id) as told:
+        while time.monotonic() < deadline:
+            try:
+                s = await r.cloud.get_server(server_id)
+            except NotFound:
+                return {"ok": False, "why": "the server was deleted"}
+            except CloudError as exc:
+                last = {"error": str(exc)}
+                await asyncio.sleep(r.settings.poll_interval)
+                continue
+            last = {"host": s.host, "status": s.status, "task_state": s.task_state}
+            moved = s.host not in (None, failed_host) and s.task_state is None
+            if moved and s.status == expected:
+                return {"ok": True, **last}
+            if moved and expected == "SHUTOFF" and s.status == "ACTIVE" and not stopped_it:
+                await r.cloud.stop_server(server_id)  # it was stopped before the fault
+                stopped_it = True
+            elif moved and s.status == "ERROR":
+                return {"ok": False, "why": "rebuilt in ERROR", **last}
+            await r.next_read(told)
     return {"ok": False, "why": f"not {expected} elsewhere in time", **last}
 
 
@@ -518,12 +529,13 @@ async def running_step(server_id: str) -> dict[str, Any]:
     r = rt()
     deadline = time.monotonic() + r.settings.restart_timeout
     last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        s = await r.cloud.get_server(server_id)
-        last = {"status": s.status, "power": s.power_state, "task_state": s.task_state}
-        if s.status == "ACTIVE" and s.power_state == 1 and s.task_state is None:
-            return {"ok": True, **last}
-        await asyncio.sleep(r.settings.poll_interval)
+    with r.task_ends.watching(server_id) as told:
+        while time.monotonic() < deadline:
+            s = await r.cloud.get_server(server_id)
+            last = {"status": s.status, "power": s.power_state, "task_state": s.task_state}
+            if s.status == "ACTIVE" and s.power_state == 1 and s.task_state is None:
+                return {"ok": True, **last}
+            await r.next_read(told)
     return {"ok": False, **last}
 
 
