@@ -39,7 +39,9 @@ from medevac.lab.stack import Stack
 from medevac.recovery.workflows import RecoverySettings
 
 MASAKARI_WAIT = 180.0
-POLL = RecoverySettings().poll_interval  # the floor checks arrivals as often as medevac
+# The floor reads arrivals as often as medevac does when Nova's notifications are not
+# heard (with them, medevac reads when Nova says a server's task ended).
+POLL = RecoverySettings().poll_interval
 
 
 async def floor(driver: CloudDriver, host: str, concurrency: int) -> tuple[float, list[float]]:
