@@ -140,7 +140,7 @@ def cpu_since(before: dict[str, float], seconds: float) -> str:
     return ", ".join(f"{k} {v / max(seconds, 1e-9):.0%}" for k, v in busiest if v > 0.05)
 
 
-def calls_since(before: dict[str, int], now: dict[str, int]) -> str:
+def counted_since(before: dict[str, int], now: dict[str, int]) -> str:
     """What a counter (cloud calls, notifications heard) counted between two readings."""
     made = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
     return ", ".join(f"{k} x{v}" for k, v in sorted(made.items(), key=lambda kv: -kv[1]))

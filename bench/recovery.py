@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import calls_since, cpu_by_process, cpu_since, percentile, start_lab, wait, wait_quiet
+from common import counted_since, cpu_by_process, cpu_since, percentile, start_lab, wait, wait_quiet
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver
@@ -89,7 +89,7 @@ def measure_floor(
     cpu0, t0, calls0 = cpu_by_process(), time.monotonic(), dict(driver.calls)
     lab.inject("host-crash", host)
     total, each = loop.run_until_complete(floor(driver, host, concurrency))
-    print(f"floor's cloud calls: {calls_since(calls0, driver.calls)}", flush=True)
+    print(f"floor's cloud calls: {counted_since(calls0, driver.calls)}", flush=True)
     print(
         f"floor for {n} servers: {total:.1f} s; each server, evacuate call to arrival: "
         f"median {statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s; "
@@ -204,9 +204,9 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     rec = done["recovery"]
     if rec["state"] != "COMPLETED":
         raise RuntimeError(f"recovery of {host} ended {rec['state']}: {rec['detail']}")
-    calls = calls_since(calls0, stack.get("/v1/inspector")["cloud_calls"])
+    calls = counted_since(calls0, stack.get("/v1/inspector")["cloud_calls"])
     print(f"level {level}, {n} servers: the controller's cloud calls: {calls}", flush=True)
-    heard = calls_since(heard0, stack.get("/v1/hosts")["counters"]["nova_notifications"])
+    heard = counted_since(heard0, stack.get("/v1/hosts")["counters"]["nova_notifications"])
     print(f"level {level}, {n} servers: Nova's notifications heard: {heard}", flush=True)
     prof = stack.get(f"/v1/incidents/{done['incident']}/profile?fault_at={t00}")
     at = {c["name"]: c["at"] for c in prof["checkpoints"]}
