@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
@@ -74,7 +75,22 @@ def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
     return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
 
 
-def build_bmc_clients(settings: Settings) -> dict[str, PowerControl]:
+def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
+    """The threads every BMC call runs in, and nothing else.
+
+    Fencing must not queue behind database writes, workflow steps or API reads in
+    asyncio's default executor (a few threads on a small controller): a call that
+    waits there for a thread misses its deadline and reads as a BMC that does not
+    answer. Each client runs one call at a time, plus at most one abandoned call
+    that pyghmi is still giving up on, so two threads per host cover every BMC
+    at once up to the cap.
+    """
+    return ThreadPoolExecutor(max_workers=max(4, min(64, 2 * hosts)), thread_name_prefix="bmc")
+
+
+def build_bmc_clients(
+    settings: Settings, executor: ThreadPoolExecutor | None = None
+) -> dict[str, PowerControl]:
     """One BMC client per host (IPMI or Redfish), shared by the monitor (reads) and
     recovery (fencing): pyghmi shares a session per BMC and user, so two clients
     would collide on it."""
@@ -90,10 +106,10 @@ def build_bmc_clients(settings: Settings) -> dict[str, PowerControl]:
             target = RedfishTarget(
                 cfg.redfish_url, c.username, password, cfg.redfish_system, cfg.redfish_verify
             )
-            clients[host] = RedfishClient(target, timeout=timeout)
+            clients[host] = RedfishClient(target, timeout=timeout, executor=executor)
         else:
             ipmi = IpmiTarget(cfg.bmc_address, cfg.port, c.username, password)
-            clients[host] = IpmiClient(ipmi, timeout=timeout)
+            clients[host] = IpmiClient(ipmi, timeout=timeout, executor=executor)
     return clients
 
 
@@ -259,7 +275,8 @@ class Controller:
         self.task_ends = TaskEnds(lambda: self.listener is not None and self.listener.connected)
         self.notifier = build_notifier(settings, self.db)
         self.journal = IncidentJournal(IncidentStore(self.db))
-        bmcs = build_bmc_clients(settings)
+        self.bmc_threads = bmc_thread_pool(len(settings.hosts))
+        bmcs = build_bmc_clients(settings, self.bmc_threads)
         r = settings.recovery
         self.recovery = Recovery() if r.enabled else None
         self.inspector = build_inspector(
@@ -449,5 +466,6 @@ class Controller:
                 await asyncio.to_thread(self.spans.close)
             if self.power is not None:
                 await self.power.close()
+            self.bmc_threads.shutdown(wait=False, cancel_futures=True)
             await self.cloud.close()
             self.db.dispose()

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,10 @@ from medevac.bmc.ipmi import (
     IpmiTarget,
     PowerState,
 )
+from medevac.config import load_settings
 from medevac.lab.bmc_emulator import BmcFarm, BmcSpec
+from medevac.recovery.fence import PowerControl
+from medevac.service import bmc_thread_pool, build_bmc_clients
 
 USER = "admin"
 PASSWORD = "s3cret-Pa55"
@@ -378,3 +382,44 @@ def test_ipmitool_wrong_password_is_refused(spec: BmcSpec, hooks: MemoryHooks) -
     assert "Unable to establish IPMI v2 / RMCP+ session" in result.stderr
     assert time.monotonic() - started < 5.0
     assert hooks.calls == []
+
+
+def test_the_controllers_bmc_calls_do_not_queue_behind_other_blocking_work(
+    farm: BmcFarm, spec: BmcSpec, tmp_path: Path
+) -> None:
+    """A controller busy with database writes and workflow steps (asyncio's default
+    executor, a few threads on a small machine) still fences on time: its BMC clients
+    have threads of their own. Through the default executor the same read, under the
+    same load, misses its deadline and looks like a BMC that does not answer."""
+    secrets = tmp_path / "bmc.toml"
+    secrets.write_text(f'["{spec.host}"]\nusername = "{USER}"\npassword = "{PASSWORD}"\n')
+    config = tmp_path / "medevac.toml"
+    config.write_text(
+        f'bmc_secrets_file = "{secrets}"\n[monitor]\nbmc_timeout = 1.0\n'
+        f'[hosts."{spec.host}"]\nbmc_address = "127.0.0.1"\nbmc_port = {spec.port}\n'
+    )
+    settings = load_settings(config)
+
+    async def read_while_the_default_executor_is_busy(client: PowerControl) -> PowerState:
+        assert await client.power_state() is PowerState.ON  # logged in, session warm
+        blocked = threading.Event()
+        busy = [asyncio.ensure_future(asyncio.to_thread(blocked.wait, 10)) for _ in range(40)]
+        await asyncio.sleep(0.05)
+        try:
+            return await client.power_state()
+        finally:
+            blocked.set()
+            await asyncio.gather(*busy)
+
+    async def scenario() -> None:
+        pool = bmc_thread_pool(len(settings.hosts))
+        try:
+            own = build_bmc_clients(settings, pool)[spec.host]
+            assert await read_while_the_default_executor_is_busy(own) is PowerState.ON
+        finally:
+            pool.shutdown(wait=False)
+        shared = build_bmc_clients(settings)[spec.host]
+        with pytest.raises(BmcUnreachable, match="no answer within 1 s"):
+            await read_while_the_default_executor_is_busy(shared)
+
+    asyncio.run(scenario())

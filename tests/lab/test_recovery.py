@@ -102,7 +102,7 @@ def test_host_crash_is_fenced_then_its_ha_servers_evacuated(
     with TwoHostWatch(rlab.client) as watch:
         rlab.client.inject("host-crash", host)
         rec = wait_recovery(ctl, host, t0)
-    assert rec["state"] == "COMPLETED", rec
+    assert rec["state"] == "COMPLETED", json.dumps(rec["detail"], indent=1)
     assert rec["detail"]["fencing"]["confirmed"]
     assert rlab.host(host)["bmc"]["power"] == "off"  # fenced through its BMC
     assert_recovered(rlab, host, ha)
@@ -160,7 +160,7 @@ def test_partitioned_host_is_fenced_before_anything_runs_elsewhere(
     with TwoHostWatch(rlab.client) as watch:
         rlab.client.inject("mgmt-partition", host)  # alive, guests running, unreachable
         rec = wait_recovery(ctl, host, t0)
-    assert rec["state"] == "COMPLETED", rec
+    assert rec["state"] == "COMPLETED", json.dumps(rec["detail"], indent=1)
     assert watch.twice == [], f"servers ran on two hosts: {watch.twice[:3]}"
     fenced_at = rec["detail"]["fencing"]
     assert fenced_at["confirmed"]
@@ -238,7 +238,7 @@ def test_sigkill_at_every_point_of_recoveries_recovers_each_server_exactly_once(
                 kills.append((host, name))
                 ctl.restart()
             rec = wait_recovery(ctl, host, t0)
-        assert rec["state"] == "COMPLETED", rec
+        assert rec["state"] == "COMPLETED", json.dumps(rec["detail"], indent=1)
         assert_recovered(rlab, host, ha)
         rows = evacuation_rows(ctl, host)
         assert sorted(r["server_id"] for r in rows) == sorted(s["id"] for s in ha), rows
@@ -304,7 +304,7 @@ def test_a_dead_server_is_restarted_where_it_is(rlab: RunningLab, ctl: Controlle
             return None
 
         rec = wait_for("the restart", restarted, 60, 0.2)
-        assert rec["state"] == "COMPLETED", rec
+        assert rec["state"] == "COMPLETED", json.dumps(rec["detail"], indent=1)
         now = next(s for s in rlab.status()["servers"] if s["id"] == server["id"])
         assert now["host"] == host and now["status"] == "ACTIVE", now
     finally:
@@ -393,7 +393,7 @@ def test_a_redfish_bmc_fences_and_servers_go_in_priority_order(
     with TwoHostWatch(rlab.client) as watch:
         rlab.client.inject("mgmt-partition", host)  # alive: only fencing makes it safe
         rec = wait_recovery(ctl, host, t0)
-    assert rec["state"] == "COMPLETED", rec
+    assert rec["state"] == "COMPLETED", json.dumps(rec["detail"], indent=1)
     assert rec["detail"]["fencing"]["confirmed"]
     assert rlab.host(host)["bmc"]["power"] == "off"  # ForceOff through Redfish
     evacuations = sorted(rec["evacuations"], key=lambda e: e["started_at"])

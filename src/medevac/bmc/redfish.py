@@ -11,6 +11,7 @@ BMC and the reason, never the credentials.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +33,20 @@ class RedfishTarget:
 
 
 class RedfishClient:
-    def __init__(self, target: RedfishTarget, timeout: float = 3.0) -> None:
+    """``executor`` runs the blocking sushy calls; by default asyncio's default executor."""
+
+    def __init__(
+        self,
+        target: RedfishTarget,
+        timeout: float = 3.0,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._target = target
         self._timeout = timeout
+        self._executor = executor
         self._conn: Any = None
         self._system_path: str | None = None
         self._thread_lock = threading.Lock()
@@ -127,7 +137,10 @@ class RedfishClient:
                     raise BmcError(f"{where}: {type(exc).__name__}") from None
 
         async with self._lock:
+            loop = asyncio.get_running_loop()
             try:
-                return await asyncio.wait_for(asyncio.to_thread(run), self._timeout)
+                return await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, run), self._timeout
+                )
             except TimeoutError:
                 raise BmcUnreachable(f"{where}: no answer within {self._timeout:g} s") from None
