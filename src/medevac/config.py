@@ -152,7 +152,9 @@ class MonitorConfig(_Section):
     bmc_refresh: float = Field(
         default=10.0, ge=0, description="read each BMC this often anyway (s); 0: only on suspicion"
     )
-    bmc_timeout: float = Field(default=1.0, gt=0, description="one BMC read (s)")
+    bmc_timeout: float = Field(
+        default=1.0, gt=0, description="one BMC call, read or power off, login included (s)"
+    )
     bmc_verdict_wait: float = Field(
         default=0.06,
         gt=0,
