@@ -310,6 +310,7 @@ class Controller:
                         kind, subject, "recovery", detail, trace
                     ),
                     settled=self.inspector.settled,
+                    restore_ports=self.inspector.restore_server_ports,
                     task_ends=self.task_ends,
                     ended=self.fault_over if self.spans is not None else None,
                     restart_compute=self._restart_compute if r.restart_compute else None,

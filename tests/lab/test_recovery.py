@@ -85,10 +85,14 @@ def ha_servers(lab: RunningLab, host: str) -> list[dict[str, Any]]:
 
 
 def assert_recovered(lab: RunningLab, host: str, before: list[dict[str, Any]]) -> None:
-    now = {s["id"]: s for s in lab.status()["servers"]}
+    status = lab.status()
+    now = {s["id"]: s for s in status["servers"]}
     for s in before:
         moved = now[s["id"]]
         assert moved["host"] != host and moved["status"] == "ACTIVE", moved
+    # Set DOWN when the host was lost, back up once each server runs elsewhere.
+    moved_ports = [p for p in status["ports"] if p["device_id"] in {s["id"] for s in before}]
+    assert moved_ports and all(p["data_plane_status"] == "ACTIVE" for p in moved_ports), moved_ports
 
 
 def test_host_crash_is_fenced_then_its_ha_servers_evacuated(

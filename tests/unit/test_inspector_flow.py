@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from medevac.cloud.errors import CloudUnavailable, Forbidden
+import pytest
+
+from medevac.cloud.errors import CloudError, CloudUnavailable, Forbidden
 from medevac.cloud.models import DataPlaneStatus
 from medevac.inspector.actions import Action, ActionKind
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
@@ -237,6 +239,30 @@ async def test_host_up_restores_ports_after_the_correction_finished() -> None:
     assert "compute.host.up" in events.types()
     # Force-down stays: releasing a host is the recovery's decision, not the inspector's.
     assert not [c for c in cloud.calls if c[0] == "force-down" and c[2] is False]
+
+
+@sync
+async def test_an_evacuated_servers_ports_go_back_once_and_only_its_own() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    assert await inspector.restore_server_ports("h1", "s0") is None  # no incident: ask Neutron
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    await inspector.drain()
+    cloud.calls.clear()
+    # s0's port was unset before the fault: back as ACTIVE (Neutron cannot unset it)
+    assert await inspector.restore_server_ports("h1", "s0") == 1
+    assert cloud.calls == [("port", "a", DataPlaneStatus.ACTIVE)]
+    assert await inspector.restore_server_ports("h1", "s2") == 0  # s2 has no port
+    # A port that cannot be put back is an error for the caller and an event.
+    cloud.failures["b"] = [Forbidden("policy")]
+    with pytest.raises(CloudError, match="ports of s1 not put back: b"):
+        await inspector.restore_server_ports("h1", "s1")
+    assert "medevac.action.failed" in events.types()
+    # The host's return puts back only what is still DOWN: s1's port, not s0's again.
+    cloud.calls.clear()
+    inspector.publish(verdict(VerdictKind.HOST_UP))
+    await inspector.drain()
+    assert cloud.calls == [("port", "b", DataPlaneStatus.ACTIVE)]
 
 
 @sync

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from medevac.cloud.errors import CloudError
 from medevac.cloud.models import DataPlaneStatus
 from medevac.inspector.actions import (
     Action,
@@ -383,20 +384,48 @@ class Inspector:
         }
         if not before:
             return
-        ports = [self.topology.ports[pid] for pid in before if pid in self.topology.ports]
         pending = self._work.get(inc.host)
 
         async def restore() -> None:
             if pending is not None:  # never race the correction still setting them DOWN
                 await asyncio.gather(pending, return_exceptions=True)
-            plan = plan_ports_restore(inc.host, ports, before)
-            results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
-            for r in results:
-                if r.ok:
-                    inc.ports_down.pop(r.action.target, None)
-            self.saver.save(inc)
+            await self._put_ports_back(inc, before)
 
         self._spawn_for(inc, restore())
+
+    async def restore_server_ports(self, host: str, server_id: str) -> int | None:
+        """A server of a lost host runs elsewhere now: the ports this incident set DOWN
+        on it go back to what they were. Returns how many, or None when no open incident
+        of the host knows (the caller then asks Neutron). The recovery calls it once the
+        server's own corrections have landed (``settled``), so nothing races them.
+        CloudError when a port could not be put back (an event says so too)."""
+        inc = self.open.get(host)
+        if inc is None:
+            return None
+        ports = self.topology.ports
+        before = {
+            pid: status
+            for pid, status in inc.ports_down.items()
+            if pid in ports and ports[pid].device_id == server_id
+        }
+        failed = await self._put_ports_back(inc, before)
+        if failed:
+            raise CloudError(f"ports of {server_id} not put back: {', '.join(failed)}")
+        return len(before)
+
+    async def _put_ports_back(self, inc: Incident, before: dict[str, str | None]) -> list[str]:
+        """Set the ports back to their status before this incident; returns the ports that
+        failed (each also an event), and forgets the others."""
+        if not before:
+            return []
+        ports = [self.topology.ports[pid] for pid in before if pid in self.topology.ports]
+        plan = plan_ports_restore(inc.host, ports, before)
+        results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
+        for r in results:
+            if r.ok:
+                inc.ports_down.pop(r.action.target, None)
+        self.saver.save(inc)
+        return [r.action.target for r in results if not r.ok]
 
     def _physnet(self, port_id: str) -> str | None:
         port = self.topology.ports.get(port_id)

@@ -123,6 +123,9 @@ class RecoveryRuntime:
     compute_alive: Callable[[str], bool | None] | None = None
     # Nova's notifications of tasks ending (wired to the listener when there is one).
     task_ends: TaskEnds = field(default_factory=TaskEnds)
+    # Puts back the ports the inspector set DOWN on a server of a failed host (how
+    # many; None: it knows nothing of that host).
+    restore_ports: Callable[[str, str], Awaitable[int | None]] | None = None
     # Evacuation slots per host group, shared by the group's recoveries (in-process:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -284,9 +287,16 @@ async def evacuate_step(
 
 
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
-async def ports_up_step(server_id: str) -> int:
-    """The server runs on a healthy host again: its ports' data plane is back."""
-    cloud = rt().cloud
+async def ports_up_step(server_id: str, failed_host: str) -> int:
+    """The server runs on a healthy host again: its ports' data plane is back. The
+    inspector knows which ports it set DOWN and what they were; without it (no open
+    incident), every port of the server that is DOWN goes ACTIVE."""
+    r = rt()
+    if r.restore_ports is not None:
+        restored = await r.restore_ports(failed_host, server_id)
+        if restored is not None:
+            return restored
+    cloud = r.cloud
     ports = await cloud.list_server_ports(server_id)
     down = [p for p in ports if p.data_plane_status is DataPlaneStatus.DOWN]
     await asyncio.gather(*(cloud.set_data_plane_status(p.id, DataPlaneStatus.ACTIVE) for p in down))
@@ -369,7 +379,7 @@ async def evacuate_server(
         "recovery_id": recovery_id,
     }
     if ok:
-        await ports_up_step(sid)
+        await ports_up_step(sid, failed_host)
         traits["to_host"] = moved["to"]
         outcome = {"to": moved["to"], "result": moved["result"]}
     else:
