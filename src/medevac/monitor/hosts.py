@@ -397,7 +397,11 @@ class HostMonitor(asyncio.DatagramProtocol):
     async def _keep_reading_power(self, watch: HostWatch) -> None:
         """After HOST_UNREACHABLE, keep asking the BMC (bounded): power off upgrades it."""
         for attempt in range(self.settings.bmc_retries):
-            if attempt:  # the first answer may be the read still in flight
+            # The first answer may be the read still in flight. One the verdict already
+            # has is not asked again at once: that read would compete for the CPU with
+            # the alarms going out in these milliseconds, for an answer just given.
+            in_flight = watch.power_read is not None and not watch.power_read.done()
+            if attempt or not in_flight:
                 await asyncio.sleep(self.settings.bmc_retry_interval)
             if watch.state is not HostState.LOST:
                 return
