@@ -266,6 +266,18 @@ async def test_an_evacuated_servers_ports_go_back_once_and_only_its_own() -> Non
 
 
 @sync
+async def test_ports_of_unknown_owner_are_left_to_neutron() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    await inspector.drain()
+    inspector.topology.ports.pop("b")  # e.g. a restarted controller still loading it
+    cloud.calls.clear()
+    assert await inspector.restore_server_ports("h1", "s0") is None
+    assert cloud.calls == []
+
+
+@sync
 async def test_observe_mode_changes_nothing() -> None:
     cloud = RecordingCloud()
     inspector, events = build(cloud)

@@ -395,14 +395,16 @@ class Inspector:
 
     async def restore_server_ports(self, host: str, server_id: str) -> int | None:
         """A server of a lost host runs elsewhere now: the ports this incident set DOWN
-        on it go back to what they were. Returns how many, or None when no open incident
-        of the host knows (the caller then asks Neutron). The recovery calls it once the
-        server's own corrections have landed (``settled``), so nothing races them.
-        CloudError when a port could not be put back (an event says so too)."""
+        on it go back to what they were. Returns how many, or None when this cannot tell
+        (no open incident of the host, or a port it set DOWN missing from the topology,
+        as while a restarted controller loads it): the caller then asks Neutron. The
+        recovery calls it once the server's own corrections have landed (``settled``),
+        so nothing races them. CloudError when a port could not be put back (an event
+        says so too)."""
         inc = self.open.get(host)
-        if inc is None:
-            return None
         ports = self.topology.ports
+        if inc is None or any(pid not in ports for pid in inc.ports_down):
+            return None
         before = {
             pid: status
             for pid, status in inc.ports_down.items()
