@@ -9,6 +9,7 @@ persists them before it sends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,6 +19,8 @@ from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
 from medevac.notifier.delivery import Outbox
 from medevac.notifier.events import Event
 from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
+
+log = logging.getLogger(__name__)
 
 
 class AlarmNotFound(LookupError):
@@ -112,37 +115,10 @@ class Notifier:
         changes: list[HistoryRow] = []
         deliveries: list[DeliveryRow] = []
         for event in events:
-            self.evaluated += 1
-            aodh_event: dict[str, Any] | None = None
-            for alarm in self.index.matching(event):
-                fire = alarm.fires_on()
-                previous = alarm.state
-                reason = _reason(alarm, event)
-                if previous != "alarm":
-                    alarm.state, alarm.state_timestamp, alarm.state_reason = "alarm", now, reason
-                    states.append((alarm.alarm_id, "alarm", reason, now))
-                    changes.append(
-                        HistoryRow(
-                            str(uuid.uuid4()),
-                            alarm.alarm_id,
-                            alarm.project_id,
-                            "state transition",
-                            {"state": "alarm", "previous": previous, "reason": reason},
-                            now,
-                        )
-                    )
-                if not fire:
-                    continue
-                self.fired += 1
-                if aodh_event is None:
-                    aodh_event = event.as_aodh()  # once per event, whatever fires on it
-                payload = aodh_payload(alarm, previous, aodh_event, reason)
-                deliveries.extend(
-                    DeliveryRow(
-                        str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id
-                    )
-                    for url in alarm.spec.alarm_actions
-                )
+            try:
+                self._evaluate(event, now, states, changes, deliveries)
+            except Exception:  # one bad event must not stop the others' alarms
+                log.exception("cannot evaluate event %s %s", event.event_type, event.message_id)
         if self.outbox.on_checkpoint is not None:
             evaluated = self.clock()
             for trace_id in {e.trace_id for e in events if e.trace_id}:
@@ -152,6 +128,44 @@ class Notifier:
         for channel in self.channels:
             channel.publish(events)
         return len(deliveries)
+
+    def _evaluate(
+        self,
+        event: Event,
+        now: float,
+        states: list[tuple[str, str, str, float]],
+        changes: list[HistoryRow],
+        deliveries: list[DeliveryRow],
+    ) -> None:
+        self.evaluated += 1
+        aodh_event: dict[str, Any] | None = None
+        for alarm in self.index.matching(event):
+            fire = alarm.fires_on()
+            previous = alarm.state
+            reason = _reason(alarm, event)
+            if previous != "alarm":
+                alarm.state, alarm.state_timestamp, alarm.state_reason = "alarm", now, reason
+                states.append((alarm.alarm_id, "alarm", reason, now))
+                changes.append(
+                    HistoryRow(
+                        str(uuid.uuid4()),
+                        alarm.alarm_id,
+                        alarm.project_id,
+                        "state transition",
+                        {"state": "alarm", "previous": previous, "reason": reason},
+                        now,
+                    )
+                )
+            if not fire:
+                continue
+            self.fired += 1
+            if aodh_event is None:
+                aodh_event = event.as_aodh()  # once per event, whatever fires on it
+            payload = aodh_payload(alarm, previous, aodh_event, reason)
+            deliveries.extend(
+                DeliveryRow(str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id)
+                for url in alarm.spec.alarm_actions
+            )
 
     async def sent(self, within: float) -> bool:
         """Wait (at most ``within`` s) until the alarms queued so far were each tried once."""
