@@ -408,7 +408,7 @@ class Inspector:
         before = {
             pid: status
             for pid, status in inc.ports_down.items()
-            if pid in ports and ports[pid].device_id == server_id
+            if ports[pid].device_id == server_id
         }
         failed = await self._put_ports_back(inc, before)
         if failed:
