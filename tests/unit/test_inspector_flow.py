@@ -78,7 +78,7 @@ class Events:
         self.events: list[Event] = []
         self.calls_before_first_event: int | None = None
 
-    def emit(self, events: Iterable[Event]) -> int:
+    def emit(self, events: Iterable[Event], **_: Any) -> int:
         if self.calls_before_first_event is None:
             self.calls_before_first_event = len(self.cloud.calls)
         self.events.extend(events)

@@ -1,7 +1,9 @@
-"""The notifier's evaluation: a bad event costs only its own alarms."""
+"""The notifier's evaluation: a bad event costs only its own alarms; a fault's burst
+goes out first alarms first, and no batch is lost or reordered on the way."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from medevac.notifier.alarms import Alarm, AlarmSpec
@@ -17,8 +19,22 @@ class Outbox:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []  # the alarm (named after its server) of each delivery
 
+        self.tried = asyncio.Event()  # set: the first webhooks were tried
+        self.waited: list[float] = []
+
     def submit(self, states: Any, changes: Any, deliveries: list[Any]) -> None:
         self.batches.append([d.payload["alarm_name"] for d in deliveries])
+
+    async def first_attempts(self, within: float) -> bool:
+        self.waited.append(within)
+        try:
+            await asyncio.wait_for(self.tried.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        pass
 
 
 class Channel:
@@ -28,15 +44,19 @@ class Channel:
     def publish(self, events: list[Event]) -> None:
         self.events.extend(e.traits["instance_id"] for e in events)
 
+    def close(self) -> None:
+        pass
+
 
 def failure(server: str, at: float = 0.0) -> Event:
     return Event(INSTANCE_UPDATE, at, {"instance_id": server, "project_id": "p1"})
 
 
-def test_one_bad_event_does_not_stop_the_others() -> None:
+def notifier(servers: list[str], **kwargs: Any) -> tuple[Notifier, Outbox, Channel]:
+    """A notifier with one alarm per server (named after it)."""
     outbox, channel = Outbox(), Channel()
-    n = Notifier(store=None, outbox=outbox, channels=[channel])  # type: ignore[arg-type]
-    for s in ("s1", "s2", "s3"):
+    n = Notifier(store=None, outbox=outbox, channels=[channel], **kwargs)  # type: ignore[arg-type]
+    for s in servers:
         spec = AlarmSpec.model_validate(
             {
                 "name": s,
@@ -48,8 +68,82 @@ def test_one_bad_event_does_not_stop_the_others() -> None:
             }
         )
         n.index.put(Alarm.new(spec, "p1", 0.0))
+    return n, outbox, channel
+
+
+def test_one_bad_event_does_not_stop_the_others() -> None:
+    n, outbox, channel = notifier(["s1", "s2", "s3"])
     # Its time cannot be written as Aodh's timestamp: building its payload raises.
     bad = failure("s2", at=float("nan"))
     assert n.emit([failure("s1"), bad, failure("s3")]) == 2
     assert outbox.batches == [["s1", "s3"]]
     assert channel.events == ["s1", "s2", "s3"]  # the other channels still get every event
+
+
+SERVERS = [f"s{i}" for i in range(10)]
+
+
+def test_a_burst_queues_its_first_alarms_alone_then_the_rest_once_they_were_tried() -> None:
+    async def go() -> None:
+        n, outbox, channel = notifier(SERVERS, first_alarms_wait=60)
+        totals: list[int] = []
+        queued = n.emit(
+            [failure(s) for s in SERVERS], first_alarms_first=True, on_queued=totals.append
+        )
+        assert queued == 2
+        assert outbox.batches == [["s0", "s1"]]  # in the order emitted, nothing else yet
+        assert channel.events == ["s0", "s1"]
+        assert totals == []
+        await asyncio.sleep(0.001)
+        assert len(outbox.batches) == 1  # the rest waits while the first are being tried
+        outbox.tried.set()
+        await n.sent(1.0)
+        assert outbox.batches == [["s0", "s1"], SERVERS[2:]]
+        assert channel.events == SERVERS
+        assert totals == [10]
+
+    asyncio.run(go())
+
+
+def test_the_rest_of_a_burst_goes_when_its_first_alarms_are_slow() -> None:
+    async def go() -> None:
+        n, outbox, _ = notifier(SERVERS, first_alarms_wait=0.01)
+        n.emit([failure(s) for s in SERVERS], first_alarms_first=True)
+        assert await n.sent(1.0) is False  # never tried: the fake consumer is stuck
+        assert outbox.waited[0] == 0.01
+        assert [len(b) for b in outbox.batches] == [2, 8]
+
+    asyncio.run(go())
+
+
+def test_batches_emitted_during_a_burst_are_evaluated_after_it_in_order() -> None:
+    async def go() -> None:
+        n, outbox, channel = notifier([*SERVERS, "later"], first_alarms_wait=60)
+        totals: list[int] = []
+        n.emit([failure(s) for s in SERVERS], first_alarms_first=True, on_queued=totals.append)
+        # Emitted while the burst's rest waits: it must not overtake it.
+        assert n.emit([failure("later")], on_queued=totals.append) == 0
+        outbox.tried.set()
+        assert await n.sent(1.0) is True
+        assert outbox.batches == [["s0", "s1"], SERVERS[2:], ["later"]]
+        assert channel.events == [*SERVERS, "later"]
+        assert totals == [10, 1]
+
+    asyncio.run(go())
+
+
+def test_close_evaluates_what_is_still_waiting() -> None:
+    async def go() -> None:
+        n, outbox, _ = notifier(SERVERS, first_alarms_wait=60)
+        n.emit([failure(s) for s in SERVERS], first_alarms_first=True)
+        await n.close()
+        assert [len(b) for b in outbox.batches] == [2, 8]
+
+    asyncio.run(go())
+
+
+def test_a_burst_with_no_alarms_is_evaluated_at_once() -> None:
+    n, outbox, channel = notifier([])
+    assert n.emit([failure(s) for s in SERVERS], first_alarms_first=True) == 0
+    assert outbox.batches == []
+    assert channel.events == SERVERS

@@ -43,12 +43,20 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    def emit(self, events: Iterable[Event]) -> int:
-        """Evaluate and deliver events without blocking; returns deliveries queued."""
+    def emit(
+        self,
+        events: Iterable[Event],
+        *,
+        first_alarms_first: bool = False,
+        on_queued: Callable[[int], None] | None = None,
+    ) -> int:
+        """Evaluate and deliver events without blocking; returns deliveries queued
+        now, ``on_queued`` gets the total once the whole batch is evaluated."""
         ...
 
     async def sent(self, within: float) -> bool:
-        """Wait (bounded) until the alarms queued so far were each tried once."""
+        """Wait (bounded) until the events so far are evaluated and the alarms they
+        fired were each tried once."""
         ...
 
 
@@ -240,7 +248,7 @@ class Inspector:
         inc.stamp("T02", self.clock())
         plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
         # The servers' events first: they are what the consumers' alarms wait on.
-        self._emit(inc, self._server_events(inc, servers), "T06")
+        self._emit(inc, self._server_events(inc, servers), "T06", first_alarms_first=True)
         host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
         self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
         for p in ports:
@@ -569,20 +577,34 @@ class Inspector:
 
     # -- events -------------------------------------------------------------------
 
-    def _emit(self, inc: Incident, events: list[Event], checkpoint: str | None) -> None:
+    def _emit(
+        self,
+        inc: Incident,
+        events: list[Event],
+        checkpoint: str | None,
+        *,
+        first_alarms_first: bool = False,
+    ) -> None:
         if not events:
             return
         now = self.clock()
         if checkpoint:
             inc.stamp(checkpoint, now)
-        queued = self.notifier.emit(events)
-        inc.events.append(
-            {
-                "at": now,
-                "types": sorted({e.event_type for e in events}),
-                "count": len(events),
-                "deliveries": queued,
-            }
+        record = {
+            "at": now,
+            "types": sorted({e.event_type for e in events}),
+            "count": len(events),
+            "deliveries": 0,
+        }
+        inc.events.append(record)
+
+        def queued(n: int) -> None:  # may come a few ms later: part of a burst waits
+            if record["deliveries"] != n:
+                record["deliveries"] = n
+                self.saver.save(inc)
+
+        record["deliveries"] = self.notifier.emit(
+            events, first_alarms_first=first_alarms_first, on_queued=queued
         )
 
     def _host_event(self, event_type: str, inc: Incident, verdict: Verdict | None) -> Event:

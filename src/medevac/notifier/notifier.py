@@ -4,6 +4,13 @@ Alarms live in memory in an ``AlarmIndex`` (loaded from the database at start) a
 in the database (the truth). ``emit`` evaluates events synchronously on the event
 loop, moves matched alarms to ``alarm`` and hands the webhooks to the outbox, which
 persists them before it sends.
+
+A fault's burst (one event per server of a failed host) is evaluated first alarms
+first: evaluation stops at the first webhooks found, which go to the outbox at once,
+and the rest of the burst is evaluated once those have been tried (a bounded wait).
+The event loop is then idle while the outbox thread writes the first webhooks, which
+it cannot be while evaluating: a thread waits for the interpreter's lock as long as
+the loop computes.
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
-from medevac.notifier.delivery import Outbox
+from medevac.notifier.delivery import FIRST_CHUNK, Outbox
 from medevac.notifier.events import Event
 from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
 
@@ -47,6 +55,18 @@ def _reason(alarm: Alarm, event: Event) -> str:
     )
 
 
+class _Batch:
+    """Events emitted together, evaluated in order, possibly over two turns."""
+
+    __slots__ = ("done", "events", "on_queued", "queued")
+
+    def __init__(self, events: list[Event], on_queued: Callable[[int], None] | None) -> None:
+        self.events = events
+        self.done = 0  # events evaluated so far
+        self.queued = 0  # deliveries queued so far
+        self.on_queued = on_queued
+
+
 class Channel(Protocol):
     """Another way out for every event (SNMP traps, a message bus); must not block."""
 
@@ -67,14 +87,21 @@ class Notifier:
         *,
         channels: Iterable[Channel] = (),
         clock: Callable[[], float] = time.time,
+        first_alarms_wait: float = 0.005,
     ) -> None:
         self.store = store
         self.outbox = outbox
         self.channels = list(channels)
         self.clock = clock
+        # How long the rest of a burst waits for its first webhooks to be tried.
+        self.first_alarms_wait = first_alarms_wait
         self.index = AlarmIndex()
         self.evaluated = 0
         self.fired = 0
+        self._pending: deque[_Batch] = deque()  # batches (or their rest) not yet evaluated
+        self._resume: asyncio.Task[None] | None = None
+        self._all_evaluated = asyncio.Event()
+        self._all_evaluated.set()
 
     async def load(self) -> int:
         rows = await asyncio.to_thread(self.store.all)
@@ -100,34 +127,93 @@ class Notifier:
         return resumed
 
     async def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            await asyncio.gather(self._resume, return_exceptions=True)
+        self._evaluate_pending()  # nothing emitted is dropped at shutdown
         await self.outbox.close()
         for channel in self.channels:
             channel.close()
 
     # -- evaluation (the hot path) ------------------------------------------------
 
-    def emit(self, events: Iterable[Event]) -> int:
-        """Evaluate events against the alarms and queue what fires; returns deliveries.
-        The other channels get every event after the alarms' webhooks are queued."""
-        events = list(events)
+    def emit(
+        self,
+        events: Iterable[Event],
+        *,
+        first_alarms_first: bool = False,
+        on_queued: Callable[[int], None] | None = None,
+    ) -> int:
+        """Evaluate events against the alarms and queue what fires; returns the
+        deliveries this call queued. Batches are evaluated in the order emitted.
+
+        ``first_alarms_first`` (a fault's burst): evaluation stops once the first
+        webhooks are found, which are queued at once; the rest is evaluated on the
+        loop once they have been tried, and so is any batch emitted meanwhile.
+        ``on_queued`` gets a batch's total once all of it is evaluated.
+        """
+        batch = _Batch(list(events), on_queued)
+        if not self._pending:
+            self._evaluate_batch(batch, FIRST_CHUNK if first_alarms_first else None)
+            if batch.done == len(batch.events):
+                self._finished(batch)
+                return batch.queued
+        self._pending.append(batch)
+        self._all_evaluated.clear()
+        if self._resume is None:
+            self._resume = asyncio.get_running_loop().create_task(self._resume_pending())
+        return batch.queued
+
+    async def _resume_pending(self) -> None:
+        try:
+            # The first webhooks' write and POSTs have the loop to themselves.
+            await self.outbox.first_attempts(self.first_alarms_wait)
+        finally:
+            self._resume = None
+        self._evaluate_pending()
+
+    def _evaluate_pending(self) -> None:
+        while self._pending:
+            batch = self._pending[0]
+            self._evaluate_batch(batch, None)
+            self._pending.popleft()
+            self._finished(batch)
+        self._all_evaluated.set()
+
+    def _finished(self, batch: _Batch) -> None:
+        if batch.on_queued is not None:
+            try:
+                batch.on_queued(batch.queued)
+            except Exception:  # a caller's bookkeeping must not cost the next batch
+                log.exception("on_queued callback failed")
+
+    def _evaluate_batch(self, batch: _Batch, stop_after: int | None) -> None:
+        """Evaluate ``batch`` from where it stopped: all of it, or until ``stop_after``
+        deliveries are found. What fires goes to the outbox; the other channels get
+        the events evaluated."""
         now = self.clock()
         states: list[tuple[str, str, str, float]] = []
         changes: list[HistoryRow] = []
         deliveries: list[DeliveryRow] = []
-        for event in events:
+        start = batch.done
+        for event in batch.events[start:]:
+            batch.done += 1
             try:
                 self._evaluate(event, now, states, changes, deliveries)
             except Exception:  # one bad event must not stop the others' alarms
                 log.exception("cannot evaluate event %s %s", event.event_type, event.message_id)
+            if stop_after is not None and len(deliveries) >= stop_after:
+                break
+        evaluated = batch.events[start : batch.done]
         if self.outbox.on_checkpoint is not None:
-            evaluated = self.clock()
-            for trace_id in {e.trace_id for e in events if e.trace_id}:
-                self.outbox.on_checkpoint(trace_id, "T07", evaluated)
+            at = self.clock()
+            for trace_id in {e.trace_id for e in evaluated if e.trace_id}:
+                self.outbox.on_checkpoint(trace_id, "T07", at)
         if states or deliveries:
             self.outbox.submit(states, changes, deliveries)
+        batch.queued += len(deliveries)
         for channel in self.channels:
-            channel.publish(events)
-        return len(deliveries)
+            channel.publish(evaluated)
 
     def _evaluate(
         self,
@@ -168,8 +254,14 @@ class Notifier:
             )
 
     async def sent(self, within: float) -> bool:
-        """Wait (at most ``within`` s) until the alarms queued so far were each tried once."""
-        return await self.outbox.first_attempts(within)
+        """Wait (at most ``within`` s) until the events emitted so far are evaluated and
+        the alarms they fired were each tried once."""
+        deadline = time.monotonic() + within
+        try:
+            await asyncio.wait_for(self._all_evaluated.wait(), within)
+        except TimeoutError:
+            return False
+        return await self.outbox.first_attempts(max(0.0, deadline - time.monotonic()))
 
     # -- the alarm API's operations -----------------------------------------------
 
