@@ -58,6 +58,7 @@ async def floor(driver: CloudDriver, host: str, concurrency: int) -> tuple[float
             await driver.evacuate(server_id)
             await arrived(server_id)
             each.append(time.monotonic() - t0)
+            spans.append((t0 - start, time.monotonic() - start))
 
     async def arrived(server_id: str) -> None:
         while True:
@@ -68,8 +69,14 @@ async def floor(driver: CloudDriver, host: str, concurrency: int) -> tuple[float
                 raise RuntimeError(f"{server_id} ended in ERROR")
             await asyncio.sleep(POLL)
 
+    spans: list[tuple[float, float]] = []
     start = time.monotonic()
     await asyncio.gather(*(one(s.id) for s in servers))
+    print(
+        "floor: each server's start and end, s after the first: "
+        + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in sorted(spans)),
+        flush=True,
+    )
     return time.monotonic() - start, each
 
 
@@ -223,6 +230,13 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     # Each server's slot, from its "running" record to its outcome (arrival, then its
     # ports ACTIVE again): beside the floor's evacuate-to-arrival, what each one costs.
     each = [e["ended_at"] - e["started_at"] for e in moved]
+    first = min(e["started_at"] for e in moved)
+    spans = sorted((e["started_at"] - first, e["ended_at"] - first) for e in moved)
+    print(
+        f"level {level}, {n} servers: each server's start and end, s after the first: "
+        + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in spans),
+        flush=True,
+    )
     print(
         f"level {level}, {n} servers: each server, running to recovered: median "
         f"{statistics.median(each):.2f} s, p90 {percentile(each, 0.9):.2f} s; "

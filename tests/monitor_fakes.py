@@ -11,6 +11,7 @@ from medevac.monitor.verdicts import Verdict
 class Sink:
     def __init__(self) -> None:
         self.verdicts: list[Verdict] = []
+        self.suspected: list[tuple[str, int]] = []  # (host, verdicts published before)
 
     def publish(self, verdict: Verdict) -> None:
         self.verdicts.append(verdict)

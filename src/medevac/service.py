@@ -330,6 +330,7 @@ class Controller:
                 self.power,
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
+                on_suspect=self.inspector.prepare,
             )
 
     def _restart_compute(self, host: str) -> bool:

@@ -19,7 +19,7 @@ from medevac.notifier.events import INSTANCE_UPDATE, Event
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
-from tests.conftest import ConsumerProcess, wait_for
+from tests.conftest import ConsumerProcess, free_port, wait_for
 
 FAST_RETRY = DeliverySettings(retry_initial=0.05, retry_max_interval=0.2, timeout=2.0)
 
@@ -195,3 +195,82 @@ def test_alarm_fires_once_without_repeat_actions(db: Database, consumer: Consume
 
     asyncio.run(scenario())
     assert [r["current"] for r in consumer.received()] == ["alarm"]
+
+
+class Counting:
+    """A bare HTTP/1.1 server on loopback that answers 200 and records, per
+    connection, when it was accepted and the request lines that came on it."""
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[float, list[str]]] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests: list[str] = []
+        self.connections.append((time.monotonic(), requests))
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode().split("\r\n")
+                length = next(
+                    (
+                        int(v)
+                        for k, _, v in (x.partition(": ") for x in lines)
+                        if k.lower() == "content-length"
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                requests.append(lines[0])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_suspected_hosts_consumers_are_connected_before_the_alarm(db: Database) -> None:
+    """``prepare`` opens the connections the host's alarms would use; the webhook then
+    goes over one of them, and consumers of other hosts are not touched."""
+
+    async def scenario() -> None:
+        near, far = Counting(), Counting()
+        servers = [await asyncio.start_server(c.serve, "127.0.0.1", 0) for c in (near, far)]
+        ports = [s.sockets[0].getsockname()[1] for s in servers]
+        n = notifier_for(db)
+        await n.outbox.start()
+        try:
+            await n.create(spec("s1", f"http://127.0.0.1:{ports[0]}/failure"), "p1")
+            await n.create(spec("elsewhere", f"http://127.0.0.1:{ports[1]}/failure"), "p1")
+            n.prepare([("instance_id", "s1"), ("host", "h1")])
+            await until("connections opened", lambda: n.outbox.counters["warmed"] == 2, 5)
+            assert [r for _, r in near.connections] == [[], []]  # open, nothing sent yet
+            assert far.connections == []
+            n.emit([failure("s1")])
+            await until("delivered", lambda: n.outbox.counters["delivered"] == 1, 5)
+            assert len(near.connections) == 2  # no third: the POST took a warm one
+            assert sorted(len(r) for _, r in near.connections) == [0, 1]
+            # Getting ready again reuses the idle connections instead of adding more.
+            n.prepare([("instance_id", "s1")])
+            await until("reused", lambda: n.outbox.counters["warmed"] == 4, 5)
+            assert len(near.connections) == 2
+        finally:
+            await n.close()
+            for s in servers:
+                s.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_consumer_that_cannot_be_reached_costs_only_a_count(db: Database) -> None:
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        try:
+            dead = f"http://127.0.0.1:{free_port()}/failure"  # nothing listens there
+            await n.create(spec("s1", dead), "p1")
+            n.prepare([("instance_id", "s1")])
+            await until("counted", lambda: n.outbox.counters["warm_failed"] == 2, 5)
+        finally:
+            await n.close()
+
+    asyncio.run(scenario())

@@ -77,12 +77,16 @@ class Events:
         self.cloud = cloud
         self.events: list[Event] = []
         self.calls_before_first_event: int | None = None
+        self.prepared: list[tuple[str, str]] = []
 
     def emit(self, events: Iterable[Event], **_: Any) -> int:
         if self.calls_before_first_event is None:
             self.calls_before_first_event = len(self.cloud.calls)
         self.events.extend(events)
         return 0
+
+    def prepare(self, resources: Iterable[tuple[str, str]]) -> None:
+        self.prepared.extend(resources)
 
     async def sent(self, within: float) -> bool:
         return True
@@ -161,6 +165,20 @@ async def test_host_down_tells_consumers_before_any_cloud_call() -> None:
     assert inc.state is IncidentState.CORRECTED
     assert {"T01", "T02", "T03", "T04", "T05", "T06"} <= set(inc.stamps)
     assert events.types().count("compute.instance.update") == 4
+
+
+def test_a_suspected_host_readies_the_webhooks_of_its_servers_ports_and_itself() -> None:
+    inspector, events = build(RecordingCloud())
+    inspector.prepare("h1")
+    assert sorted(events.prepared) == [
+        ("host", "h1"),
+        ("instance_id", "gone"),
+        ("instance_id", "s0"),
+        ("instance_id", "s1"),
+        ("instance_id", "s2"),
+        ("port_id", "a"),
+        ("port_id", "b"),
+    ]
 
 
 @sync

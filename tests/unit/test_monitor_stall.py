@@ -1,6 +1,6 @@
 """The controller's own stall is not the hosts' silence: a monitor whose event loop
 is blocked for longer than the hosts' deadlines suspects nobody, while a host that
-really stops is still caught."""
+really stops is still caught (and announced as suspect before its verdict)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ HOSTS = [f"h{i}" for i in range(5)]
 
 async def scenario(stall: float, stop: str | None) -> tuple[HostMonitor, Sink]:
     sink = Sink()
-    monitor = HostMonitor({h: "z" for h in HOSTS}, KEY, sink, PowerOn(), NoNova())
+
+    def suspected(host: str) -> None:
+        sink.suspected.append((host, len(sink.verdicts)))  # and the verdicts so far
+
+    monitor = HostMonitor(
+        {h: "z" for h in HOSTS}, KEY, sink, PowerOn(), NoNova(), on_suspect=suspected
+    )
     boots = {h: os.urandom(16) for h in HOSTS}
     seq = 0
     addr = ("127.0.0.1", 9)
@@ -48,6 +54,7 @@ async def scenario(stall: float, stop: str | None) -> tuple[HostMonitor, Sink]:
 def test_a_stall_of_the_controller_suspects_nobody() -> None:
     monitor, sink = asyncio.run(scenario(0.4, None))
     assert sink.verdicts == []
+    assert sink.suspected == []
     assert monitor.stalls >= 1
     assert all(w.state is HostState.UP for w in monitor.hosts.values())
 
@@ -55,3 +62,4 @@ def test_a_stall_of_the_controller_suspects_nobody() -> None:
 def test_a_host_that_stops_is_still_caught_after_a_stall() -> None:
     _, sink = asyncio.run(scenario(0.4, "h3"))
     assert [(v.kind.value, v.host) for v in sink.verdicts] == [("HOST_UNREACHABLE", "h3")]
+    assert sink.suspected == [("h3", 0)]  # told before its verdict, once

@@ -54,6 +54,11 @@ class EventSink(Protocol):
         now, ``on_queued`` gets the total once the whole batch is evaluated."""
         ...
 
+    def prepare(self, resources: Iterable[tuple[str, str]]) -> None:
+        """Events about these resources (trait, value) may come: open what their
+        webhooks would need now."""
+        ...
+
     async def sent(self, within: float) -> bool:
         """Wait (bounded) until the events so far are evaluated and the alarms they
         fired were each tried once."""
@@ -176,6 +181,14 @@ class Inspector:
 
     # -- VerdictSink --------------------------------------------------------------
 
+    def prepare(self, host: str) -> None:
+        """The monitor suspects ``host``: the consumers its verdict would alert get
+        their connections opened during the confirmation, not on the first alarm."""
+        resources = [("host", host)]
+        resources += [("instance_id", s.id) for s in self.topology.servers_on(host)]
+        resources += [("port_id", p.id) for p in self.topology.ports_on(host)]
+        self.notifier.prepare(resources)
+
     def publish(self, verdict: Verdict) -> None:
         try:
             self._handle(verdict)
@@ -246,9 +259,9 @@ class Inspector:
             servers = self.recovery.order(inc.host, servers)
         ports = self.topology.ports_on(inc.host)
         inc.stamp("T02", self.clock())
-        plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
         # The servers' events first: they are what the consumers' alarms wait on.
         self._emit(inc, self._server_events(inc, servers), "T06", first_alarms_first=True)
+        plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
         host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
         self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
         for p in ports:

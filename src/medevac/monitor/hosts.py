@@ -125,8 +125,12 @@ class HostMonitor(asyncio.DatagramProtocol):
         settings: MonitorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        on_suspect: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
+        # Told when a host turns suspect, before the confirmation: what a verdict on
+        # it would need can be made ready meanwhile (the consumers' connections).
+        self.on_suspect = on_suspect
         self.key = key
         self._boot_id = os.urandom(16)  # names this process in requests to agents
         self._request_seq = 0
@@ -296,6 +300,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         watch.observed_at = observed_at
         watch.probe_answered.clear()
         self._spawn(self._confirm(watch, reason=reason))
+        if self.on_suspect is not None:
+            try:
+                self.on_suspect(watch.name)
+            except Exception:  # getting ready is an optimisation, never a failure
+                log.exception("preparing for a verdict on %s failed", watch.name)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

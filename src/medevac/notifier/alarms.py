@@ -322,5 +322,18 @@ class AlarmIndex:
                 found.extend(a for a in bucket.candidates(event) if a.matches(event))
         return found
 
+    def action_urls(self, resources: Iterable[tuple[str, str]]) -> set[str]:
+        """Where events about these resources (trait, value) could send webhooks: the
+        actions of the alarms pinned to them and of the alarms pinned to none."""
+        keys = list(resources)
+        urls: set[str] = set()
+        for bucket in [*self._exact.values(), *self._patterns.values()]:
+            alarms = list(bucket.unpinned.values())
+            for key in keys:
+                alarms.extend(bucket.by_resource.get(key, {}).values())
+            for alarm in alarms:
+                urls.update(alarm.spec.alarm_actions)
+        return urls
+
     def __len__(self) -> int:
         return len(self.alarms)

@@ -20,13 +20,15 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.client_reqrep import ClientRequest
+from yarl import URL
 
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
@@ -162,6 +164,31 @@ class Outbox:
             self._spawn(self._deliver(row, counted=True))
 
     # -- sending ------------------------------------------------------------------
+
+    def warm(self, urls: Iterable[str]) -> None:
+        """Open connections to these consumers now, without waiting: the first alarms
+        to them then skip the TCP (and TLS) handshakes. An idle pooled connection is
+        reused, not doubled; a consumer that cannot be reached is only counted."""
+        one_each = {urlsplit(url).netloc: url for url in urls}
+        for url in one_each.values():
+            for _ in range(FIRST_CHUNK):  # as many as the first chunk's webhooks
+                self._spawn(self._connect(url))
+
+    async def _connect(self, url: str) -> None:
+        client = self._client(url)
+        connector = client.connector
+        if connector is None:  # closed
+            return
+        # The key a POST's connection is pooled under: the session's default ssl=True.
+        req = ClientRequest("POST", URL(url), loop=asyncio.get_running_loop(), ssl=True)
+        try:
+            conn = await connector.connect(req, [], client.timeout)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.counters["warm_failed"] += 1
+            log.debug("cannot open a connection to %s: %s", urlsplit(url).netloc, exc)
+            return
+        conn.release()
+        self.counters["warmed"] += 1
 
     def _client(self, url: str) -> aiohttp.ClientSession:
         """One session (its own connection pool) per consumer: a slow one cannot take

@@ -253,6 +253,10 @@ class Notifier:
                 for url in alarm.spec.alarm_actions
             )
 
+    def prepare(self, resources: Iterable[tuple[str, str]]) -> None:
+        """Events about these resources may come soon: connect to their consumers."""
+        self.outbox.warm(self.index.action_urls(resources))
+
     async def sent(self, within: float) -> bool:
         """Wait (at most ``within`` s) until the events emitted so far are evaluated and
         the alarms they fired were each tried once."""
