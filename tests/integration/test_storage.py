@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -68,3 +69,17 @@ def test_bad_url_and_unreachable_database_are_clear_errors() -> None:
     with pytest.raises(StorageError, match="cannot reach") as info:
         db.migrate()
     assert "secretpw" not in str(info.value)
+
+
+def test_a_reader_does_not_wait_for_a_writer_in_its_transaction(fresh_db: Database) -> None:
+    """API listings read beside the outbox's writes instead of queueing behind them."""
+    fresh_db.migrate()
+    fresh_db.record_audit("host.state", "host1", "inspector")
+    with ThreadPoolExecutor(1) as pool:
+        with fresh_db.session() as writing:  # the writers' turn is held until this ends
+            writing.execute(text("UPDATE audit_events SET actor = 'someone'"))
+            read = pool.submit(fresh_db.audit_events)
+            done, _ = wait([read], timeout=5)
+        assert done, "the reader waited for the writer's transaction"
+    assert [e.actor for e in read.result()] == ["inspector"]  # the last committed state
+    assert [e.actor for e in fresh_db.audit_events()] == ["someone"]

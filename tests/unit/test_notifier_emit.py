@@ -18,12 +18,16 @@ class Outbox:
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []  # the alarm (named after its server) of each delivery
+        self.chunked: list[bool] = []
 
         self.tried = asyncio.Event()  # set: the first webhooks were tried
         self.waited: list[float] = []
 
-    def submit(self, states: Any, changes: Any, deliveries: list[Any]) -> None:
+    def submit(
+        self, states: Any, changes: Any, deliveries: list[Any], *, chunked: bool = True
+    ) -> None:
         self.batches.append([d.payload["alarm_name"] for d in deliveries])
+        self.chunked.append(chunked)
 
     async def first_attempts(self, within: float) -> bool:
         self.waited.append(within)
@@ -99,6 +103,7 @@ def test_a_burst_queues_its_first_alarms_alone_then_the_rest_once_they_were_trie
         outbox.tried.set()
         await n.sent(1.0)
         assert outbox.batches == [["s0", "s1"], SERVERS[2:]]
+        assert outbox.chunked == [True, False]  # the rest in one write: the first are out
         assert channel.events == SERVERS
         assert totals == [10]
 

@@ -118,18 +118,22 @@ class Outbox:
         states: list[tuple[str, str, str, float]],
         changes: list[HistoryRow],
         deliveries: list[DeliveryRow],
+        *,
+        chunked: bool = True,
     ) -> None:
         """Persist what a batch of events did, then send its deliveries (non-blocking).
 
         Large batches go to the database in growing chunks (2, 8, 32, ...), each sent
         as soon as it is committed: the first consumers hear within a small write
-        while the rest are still being written.
+        while the rest are still being written. ``chunked=False``: one write, for
+        the rest of a burst whose first alarms are already out (one write on an idle
+        loop beats chunks written while the loop sends the previous ones).
         """
         if deliveries:
             self._first_pending += len(deliveries)
             self._first_done.clear()
         chunks: list[list[DeliveryRow]] = []
-        start, size = 0, FIRST_CHUNK
+        start, size = 0, FIRST_CHUNK if chunked else max(1, len(deliveries))
         while start < len(deliveries):
             chunks.append(deliveries[start : start + size])
             start, size = start + size, size * 4

@@ -175,7 +175,7 @@ class Notifier:
     def _evaluate_pending(self) -> None:
         while self._pending:
             batch = self._pending[0]
-            self._evaluate_batch(batch, None)
+            self._evaluate_batch(batch, None, chunked=False)
             self._pending.popleft()
             self._finished(batch)
         self._all_evaluated.set()
@@ -187,7 +187,9 @@ class Notifier:
             except Exception:  # a caller's bookkeeping must not cost the next batch
                 log.exception("on_queued callback failed")
 
-    def _evaluate_batch(self, batch: _Batch, stop_after: int | None) -> None:
+    def _evaluate_batch(
+        self, batch: _Batch, stop_after: int | None, *, chunked: bool = True
+    ) -> None:
         """Evaluate ``batch`` from where it stopped: all of it, or until ``stop_after``
         deliveries are found. What fires goes to the outbox; the other channels get
         the events evaluated."""
@@ -210,7 +212,7 @@ class Notifier:
             for trace_id in {e.trace_id for e in evaluated if e.trace_id}:
                 self.outbox.on_checkpoint(trace_id, "T07", at)
         if states or deliveries:
-            self.outbox.submit(states, changes, deliveries)
+            self.outbox.submit(states, changes, deliveries, chunked=chunked)
         batch.queued += len(deliveries)
         for channel in self.channels:
             channel.publish(evaluated)

@@ -90,6 +90,13 @@ class Database:
         with self._turn, self._sessions.begin() as s:
             yield s
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only unit of work. It does not take the writers' turn: in WAL mode a
+        reader never blocks a writer, and an API listing must not hold up the outbox."""
+        with self._sessions() as s:  # closing ends the transaction; nothing is written
+            yield s
+
     def record_audit(
         self,
         kind: str,
@@ -113,7 +120,7 @@ class Database:
             return ev.id
 
     def audit_events(self, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
-        with self.session() as s:
+        with self.reading() as s:
             q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
             if subject is not None:
                 q = q.where(AuditEvent.subject == subject)

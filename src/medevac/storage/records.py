@@ -81,12 +81,12 @@ class IncidentStore:
                     setattr(row, k, v)
 
     def open_incidents(self) -> list[dict[str, Any]]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = select(IncidentRecord).where(IncidentRecord.open_host.is_not(None))
             return [r.body for r in s.scalars(q)]
 
     def get(self, incident_id: str) -> dict[str, Any] | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             row = s.get(IncidentRecord, incident_id)
             return row.body if row is not None else None
 
@@ -94,7 +94,7 @@ class IncidentStore:
         self, *, host: str | None = None, state: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         where = {IncidentRecord.host: host, IncidentRecord.state: state}
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = newest(IncidentRecord, IncidentRecord.opened_at, limit, where)
             return [r.body for r in s.scalars(q)]
 
@@ -168,7 +168,7 @@ class AlarmStore:
         self.db = db
 
     def all(self) -> list[AlarmRow]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return [_alarm_row(r) for r in s.scalars(select(AlarmRecord))]
 
     def put(self, row: AlarmRow, change: HistoryRow) -> None:
@@ -195,7 +195,7 @@ class AlarmStore:
             s.add(_change(change))
 
     def history(self, alarm_id: str, limit: int = 100) -> list[HistoryRow]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = newest(AlarmChange, AlarmChange.timestamp, limit, {AlarmChange.alarm_id: alarm_id})
             return [
                 HistoryRow(
@@ -280,7 +280,7 @@ class OutboxStore:
         self.db = db
 
     def pending(self) -> list[DeliveryRow]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = select(Delivery).where(Delivery.status == "pending").order_by(Delivery.created_at)
             return [_delivery_row(r) for r in s.scalars(q)]
 
@@ -301,12 +301,12 @@ class OutboxStore:
             bulk_update(conn, Delivery, retried, **common, next_attempt_at="at", last_error="error")
 
     def recent(self, *, alarm_id: str | None = None, limit: int = 100) -> list[DeliveryRow]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = newest(Delivery, Delivery.created_at, limit, {Delivery.alarm_id: alarm_id})
             return [_delivery_row(r) for r in s.scalars(q)]
 
     def counts(self) -> dict[str, int]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
             return {status: int(n) for status, n in rows}
 
@@ -414,7 +414,7 @@ class RecoveryStore:
                 row.ended_at = dt(at)
 
     def get(self, recovery_id: str) -> dict[str, Any] | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             row = s.get(RecoveryRecord, recovery_id)
             if row is None:
                 return None
@@ -428,7 +428,7 @@ class RecoveryStore:
             return body
 
     def recent(self, *, host: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = newest(
                 RecoveryRecord, RecoveryRecord.started_at, limit, {RecoveryRecord.host: host}
             )
@@ -438,6 +438,6 @@ class RecoveryStore:
         self, *, server_id: str | None = None, host: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         where = {EvacuationRecord.server_id: server_id, EvacuationRecord.from_host: host}
-        with self.db.session() as s:
+        with self.db.reading() as s:
             q = newest(EvacuationRecord, EvacuationRecord.started_at, limit, where)
             return [_evacuation_dict(e) for e in s.scalars(q)]
