@@ -246,7 +246,7 @@ def report(
     biggest, fb = max(rows)
     path = (
         f"The first alarm's path with {biggest} servers, from the verdict (median / p99): "
-        f"first events out {ms(fb['events_out'])}, the servers' events evaluated (T07) "
+        f"first events out {ms(fb['events_out'])}, the first alarms evaluated (T07) "
         f"{ms(fb['evaluated'])}, the first outbox chunk written and its POST started (T08) "
         f"{ms(fb['first_attempt'])}, then the POST until the consumer has it "
         f"{ms(fb['first_post'])}."

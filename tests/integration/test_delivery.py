@@ -274,3 +274,30 @@ def test_a_consumer_that_cannot_be_reached_costs_only_a_count(db: Database) -> N
             await n.close()
 
     asyncio.run(scenario())
+
+
+def test_alarms_wait_for_a_busy_database_then_go_out_persisted(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    """The first alarms are written on the event loop only when no other writer has
+    the database; otherwise the outbox's thread waits its turn: nothing leaves unwritten."""
+
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        try:
+            await n.create(spec("s1", consumer.url + "/failure"), "p1")
+            hold = db.session()
+            hold.__enter__()  # another writer of this process, mid-transaction
+            try:
+                n.emit([failure("s1")])
+                await asyncio.sleep(0.3)
+                assert consumer.received() == []  # not sent before it is written
+            finally:
+                hold.__exit__(None, None, None)
+            await until("delivered", lambda: len(consumer.received()) == 1, 5)
+            assert sum(OutboxStore(db).counts().values()) == 1  # it was in the outbox
+        finally:
+            await n.close()
+
+    asyncio.run(scenario())

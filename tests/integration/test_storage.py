@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from medevac.storage import Base, Database, StorageError
+from medevac.storage import Base, Database, StorageError, WriterBusy
 from tests.conftest import POSTGRES_URL, postgres_available
 
 
@@ -83,3 +83,25 @@ def test_a_reader_does_not_wait_for_a_writer_in_its_transaction(fresh_db: Databa
         assert done, "the reader waited for the writer's transaction"
     assert [e.actor for e in read.result()] == ["inspector"]  # the last committed state
     assert [e.actor for e in fresh_db.audit_events()] == ["someone"]
+
+
+def test_a_writer_that_must_not_wait_hears_that_the_database_is_busy(
+    fresh_db: Database,
+) -> None:
+    """SQLite's writers take turns in the process; one that asks not to wait is told
+    instead (the outbox then writes from its thread). Other databases have no turn."""
+    fresh_db.migrate()
+    with ThreadPoolExecutor(1) as pool, fresh_db.session():
+
+        def write_now() -> str:
+            try:
+                with fresh_db.session(wait=False) as s:
+                    s.execute(text("UPDATE audit_events SET actor = 'x'"))
+            except WriterBusy:
+                return "busy"
+            return "written"
+
+        outcome = pool.submit(write_now).result(timeout=10)
+    assert outcome == ("busy" if fresh_db.local else "written")
+    with fresh_db.session(wait=False):  # free again
+        pass

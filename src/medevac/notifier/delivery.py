@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp.client_reqrep import ClientRequest
 from yarl import URL
 
+from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,12 @@ class Outbox:
             last = i == len(chunks) - 1
             # The alarms' states and history travel with the last chunk.
             self._spawn(
-                self._persist_then_send(states if last else [], changes if last else [], chunk)
+                self._persist_then_send(
+                    states if last else [],
+                    changes if last else [],
+                    chunk,
+                    on_loop=chunked and i == 0,
+                )
             )
 
     async def _persist_then_send(
@@ -152,7 +158,22 @@ class Outbox:
         states: list[tuple[str, str, str, float]],
         changes: list[HistoryRow],
         deliveries: list[DeliveryRow],
+        *,
+        on_loop: bool = False,
     ) -> None:
+        """``on_loop``: a first chunk, written right here when the database is a local
+        file nobody else is writing: on a busy machine, handing a write to a thread
+        and back costs two wake-ups that can take milliseconds each to be scheduled."""
+        if on_loop and self.alarms.db.local and not self._writes.locked():
+            try:
+                self.alarms.record_firing(states, changes, deliveries, wait=False)
+            except WriterBusy:
+                pass  # another writer has it: the thread waits for its turn
+            except Exception:
+                log.exception("outbox write on the loop failed; trying again in its thread")
+            else:
+                self._send(deliveries)
+                return
         try:
             async with self._writes:  # chunks reach the database in the order they came
                 await asyncio.get_running_loop().run_in_executor(
@@ -163,6 +184,9 @@ class Outbox:
             # outbox's guarantee across a restart, and say so.
             self.counters["unpersisted"] += len(deliveries)
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
+        self._send(deliveries)
+
+    def _send(self, deliveries: list[DeliveryRow]) -> None:
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             self._spawn(self._deliver(row, counted=True))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from medevac.storage.models import AuditEvent
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class WriterBusy(Exception):
+    """Another writer of this process has the database (``session(wait=False)``)."""
 
 
 class StorageError(Exception):
@@ -53,11 +56,11 @@ class Database:
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # A local file: a short write costs no round trip, it may run on the event loop.
+        self.local = parsed.get_backend_name() == "sqlite"
         # SQLite has one writer: taking turns here is faster than colliding and letting
         # its busy handler sleep (up to tens of ms) on the notification path.
-        self._turn: threading.Lock | contextlib.nullcontext[None] = (
-            threading.Lock() if parsed.get_backend_name() == "sqlite" else contextlib.nullcontext()
-        )
+        self._turn: threading.Lock | None = threading.Lock() if self.local else None
 
     @property
     def display_url(self) -> str:
@@ -85,10 +88,21 @@ class Database:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed when the block ends, rolled back on error."""
-        with self._turn, self._sessions.begin() as s:
-            yield s
+    def session(self, *, wait: bool = True) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on error.
+        ``wait=False``: raise ``WriterBusy`` rather than wait for this process's other
+        writers (SQLite's turn; other databases have none to wait for)."""
+        if self._turn is None:
+            with self._sessions.begin() as s:
+                yield s
+            return
+        if not self._turn.acquire(blocking=wait):
+            raise WriterBusy
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        finally:
+            self._turn.release()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -209,10 +209,13 @@ class AlarmStore:
         states: Iterable[tuple[str, str, str, float]],
         changes: Iterable[HistoryRow],
         deliveries: Iterable[DeliveryRow],
+        *,
+        wait: bool = True,
     ) -> None:
         """One transaction for what one batch of events did: alarm states (id, state,
         reason, at), their history, and the deliveries it owes (the outbox).
-        Bulk statements throughout: this is on the notification path."""
+        Bulk statements throughout: this is on the notification path. ``wait=False``:
+        raise ``WriterBusy`` rather than wait for another writer of this process."""
         state_rows = [
             {
                 "key": alarm_id,
@@ -237,7 +240,7 @@ class AlarmStore:
             }
             for d in deliveries
         ]
-        with self.db.session() as s:
+        with self.db.session(wait=wait) as s:
             conn = s.connection()
             bulk_update(
                 conn,
