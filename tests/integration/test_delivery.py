@@ -301,3 +301,24 @@ def test_alarms_wait_for_a_busy_database_then_go_out_persisted(
             await n.close()
 
     asyncio.run(scenario())
+
+
+def test_a_controller_stopping_right_after_a_burst_keeps_every_alarm(db: Database) -> None:
+    """Stopped the moment a burst was emitted (its rest not yet evaluated, nothing
+    written): every webhook is in the outbox, for the next start to send."""
+
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        url = f"http://127.0.0.1:{free_port()}/failure"  # nobody listens: nothing is sent
+        servers = [f"s{i}" for i in range(10)]
+        for s in servers:
+            await n.create(spec(s, url), "p1")
+        n.emit([failure(s) for s in servers], first_alarms_first=True)
+        await n.close()
+
+    asyncio.run(scenario())
+    pending = OutboxStore(db).pending()
+    assert sorted(r.payload["alarm_name"] for r in pending) == sorted(
+        f"s{i}-failure" for i in range(10)
+    )

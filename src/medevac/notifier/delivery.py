@@ -70,7 +70,8 @@ class Outbox:
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
         self._clients: dict[str, aiohttp.ClientSession] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # deliveries, connections
+        self._writing: set[asyncio.Task[Any]] = set()  # submitted, not yet in the database
         self._settled: list[tuple[str, str, int, float, str | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writes = asyncio.Lock()
@@ -95,6 +96,9 @@ class Outbox:
         return len(pending)
 
     async def close(self) -> None:
+        # What was submitted reaches the database first: a webhook not yet written
+        # would be lost, one written but unsent is sent by the next start.
+        await asyncio.gather(*self._writing, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -111,6 +115,11 @@ class Outbox:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _write(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
     # -- intake -------------------------------------------------------------------
 
@@ -139,12 +148,12 @@ class Outbox:
             chunks.append(deliveries[start : start + size])
             start, size = start + size, size * 4
         if not chunks:
-            self._spawn(self._persist_then_send(states, changes, []))
+            self._write(self._persist_then_send(states, changes, []))
             return
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
             # The alarms' states and history travel with the last chunk.
-            self._spawn(
+            self._write(
                 self._persist_then_send(
                     states if last else [],
                     changes if last else [],
@@ -338,6 +347,6 @@ class Outbox:
             "delivered": self.counters["delivered"],
             "retried": self.counters["retried"],
             "failed": self.counters["failed"],
-            "in_flight": len(self._tasks),
+            "in_flight": len(self._tasks) + len(self._writing),
             "failing_consumers": dict(self.failing),
         }

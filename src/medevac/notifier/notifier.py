@@ -8,9 +8,9 @@ persists them before it sends.
 A fault's burst (one event per server of a failed host) is evaluated first alarms
 first: evaluation stops at the first webhooks found, which go to the outbox at once,
 and the rest of the burst is evaluated once those have been tried (a bounded wait).
-The event loop is then idle while the outbox thread writes the first webhooks, which
-it cannot be while evaluating: a thread waits for the interpreter's lock as long as
-the loop computes.
+Nothing else then runs on the event loop while the first webhooks are written (on
+the loop, or by the outbox thread when another writer has the database): a thread
+waits for the interpreter's lock as long as the loop computes.
 """
 
 from __future__ import annotations
