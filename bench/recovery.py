@@ -231,10 +231,16 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     # ports ACTIVE again): beside the floor's evacuate-to-arrival, what each one costs.
     each = [e["ended_at"] - e["started_at"] for e in moved]
     first = min(e["started_at"] for e in moved)
-    spans = sorted((e["started_at"] - first, e["ended_at"] - first) for e in moved)
+
+    def seen(e: dict[str, Any]) -> str:  # reads of its arrival; w: the last was woken by Nova
+        d = e.get("detail") or {}
+        return f" r{d.get('reads')}{'w' if d.get('woken_by_nova') else ''}"
+
+    spans = sorted((e["started_at"] - first, e["ended_at"] - first, seen(e)) for e in moved)
     print(
-        f"level {level}, {n} servers: each server's start and end, s after the first: "
-        + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in spans),
+        f"level {level}, {n} servers: each server's start and end, s after the first "
+        "(rN: its arrival read N times, w: the last read woken by Nova's notification): "
+        + ", ".join(f"{a:.1f}-{b:.1f}{how}" for a, b, how in spans),
         flush=True,
     )
     print(

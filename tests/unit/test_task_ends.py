@@ -25,7 +25,7 @@ def test_a_task_ending_wakes_the_wait_on_that_server_only() -> None:
             await asyncio.sleep(0.01)
             assert not waiting.done()  # a task still running, or not an instance event
             ends.on_instance_notification("instance.rebuild.end", rebuilt("s1"))
-            await asyncio.wait_for(waiting, 1)
+            assert await asyncio.wait_for(waiting, 1) is True  # Nova said
             assert not other.done() and ends.wakes == 1
             other.cancel()
         assert ends._watchers == {}  # nothing left behind once the waits are over
@@ -51,8 +51,9 @@ def test_the_wait_polls_fast_unless_notifications_are_heard() -> None:
         heard = False
         ends = TaskEnds(lambda: heard)
         with ends.watching("s1") as told:
-            await asyncio.wait_for(ends.next_read(told, 0.01, LONG), 1)  # not heard: poll
+            # not heard: the poll; heard: the safety net. Neither was Nova's word.
+            assert await asyncio.wait_for(ends.next_read(told, 0.01, LONG), 1) is False
             heard = True
-            await asyncio.wait_for(ends.next_read(told, LONG, 0.01), 1)  # heard: the net
+            assert await asyncio.wait_for(ends.next_read(told, LONG, 0.01), 1) is False
 
     asyncio.run(go())

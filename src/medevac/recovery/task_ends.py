@@ -43,9 +43,12 @@ class TaskEnds:
             if not watchers:
                 self._watchers.pop(server_id, None)
 
-    async def next_read(self, told: asyncio.Event, poll: float, notified_poll: float) -> None:
+    async def next_read(self, told: asyncio.Event, poll: float, notified_poll: float) -> bool:
         """Until Nova says the task ended, or the interval passes: ``poll`` when Nova's
-        notifications are not heard, ``notified_poll`` when they are."""
+        notifications are not heard, ``notified_poll`` when they are. True: Nova said."""
+        woken = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(told.wait(), notified_poll if self.heard() else poll)
+            woken = True
         told.clear()
+        return woken

@@ -130,9 +130,9 @@ class RecoveryRuntime:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
-    async def next_read(self, told: asyncio.Event) -> None:
+    async def next_read(self, told: asyncio.Event) -> bool:
         s = self.settings
-        await self.task_ends.next_read(told, s.poll_interval, s.notified_poll_interval)
+        return await self.task_ends.next_read(told, s.poll_interval, s.notified_poll_interval)
 
     def slots(self, group: HostGroup) -> asyncio.Semaphore:
         if group.name not in self._slots:
@@ -309,9 +309,13 @@ async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[
     r = rt()
     deadline = time.monotonic() + r.settings.evacuate_timeout
     stopped_it = False
+    # How the arrival was seen: reads made, and whether the last one followed Nova's
+    # word that the task ended (else the safety-net interval, or the first read).
     last: dict[str, Any] = {}
+    reads, woken = 0, False
     with r.task_ends.watching(server_id) as told:
         while time.monotonic() < deadline:
+            reads += 1
             try:
                 s = await r.cloud.get_server(server_id)
             except NotFound:
@@ -323,13 +327,13 @@ async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[
             last = {"host": s.host, "status": s.status, "task_state": s.task_state}
             moved = s.host not in (None, failed_host) and s.task_state is None
             if moved and s.status == expected:
-                return {"ok": True, **last}
+                return {"ok": True, **last, "reads": reads, "woken_by_nova": woken}
             if moved and expected == "SHUTOFF" and s.status == "ACTIVE" and not stopped_it:
                 await r.cloud.stop_server(server_id)  # it was stopped before the fault
                 stopped_it = True
             elif moved and s.status == "ERROR":
                 return {"ok": False, "why": "rebuilt in ERROR", **last}
-            await r.next_read(told)
+            woken = await r.next_read(told)
     return {"ok": False, "why": f"not {expected} elsewhere in time", **last}
 
 
@@ -418,7 +422,12 @@ async def _move(
                     "result": "already-moved" if outcome == "moved" else "recovered",
                     "to": arrived["host"],
                     "attempts": attempts,
-                    "detail": {"destination": dest or "scheduler"},
+                    "detail": {
+                        "destination": dest or "scheduler",
+                        # .get: a recording from before these keys still replays
+                        "reads": arrived.get("reads"),
+                        "woken_by_nova": arrived.get("woken_by_nova"),
+                    },
                 }
             why = arrived.get("why", "unknown")
     return {"result": "failed", "to": None, "attempts": attempts, "detail": {"why": why}}
