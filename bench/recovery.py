@@ -222,6 +222,8 @@ def one_recovery(stack: Stack, lab: LabClient, host: str, level: int, n: int) ->
     print(f"level {level}, {n} servers: the controller's cloud calls: {calls}", flush=True)
     heard = counted_since(heard0, stack.get("/v1/hosts")["counters"]["nova_notifications"])
     print(f"level {level}, {n} servers: Nova's notifications heard: {heard}", flush=True)
+    lag = stack.get("/v1/hosts")["counters"]["nova_notification_lag_ms"]
+    print(f"level {level}, {n} servers: Nova's notifications, sent to heard: {lag} ms", flush=True)
     prof = stack.get(f"/v1/incidents/{done['incident']}/profile?fault_at={t00}")
     at = {c["name"]: c["at"] for c in prof["checkpoints"]}
     moved = [e for e in rec["evacuations"] if e["result"] in ("recovered", "already-moved")]

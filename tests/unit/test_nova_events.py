@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from medevac.monitor.nova_events import amqp_url, parse_notification
 
@@ -39,3 +40,13 @@ def test_garbage_is_none_not_an_error() -> None:
 def test_rabbit_urls_become_amqp() -> None:
     assert amqp_url("rabbit://guest:guest@127.0.0.1:5672/") == "amqp://guest:guest@127.0.0.1:5672/"
     assert amqp_url("amqp://h//") == "amqp://h//"
+
+
+def test_nova_s_send_time_is_read_as_utc() -> None:
+    event = parse_notification(envelope("service.update", {"host": "host1"}))
+    assert event is not None
+    assert event.sent_at() == datetime(2026, 11, 22, 1, 0, tzinfo=UTC).timestamp()
+    bad = parse_notification(
+        {"oslo.message": json.dumps({"event_type": "x", "payload": {}, "timestamp": "soon"})}
+    )
+    assert bad is not None and bad.sent_at() is None

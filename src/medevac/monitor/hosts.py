@@ -149,6 +149,9 @@ class HostMonitor(asyncio.DatagramProtocol):
         self.suspicions_cleared = 0
         self.nova_error: str | None = None
         self.nova_events: Counter[str] = Counter()
+        # Nova's timestamp to our receipt: a recovery waiting on a task's end hears of
+        # it this late (a busy Nova's publisher, the broker).
+        self.nova_event_lag = Delays()
         self.isolated_zones: set[str] = set()
         self.recent_verdicts: deque[Verdict] = deque(maxlen=500)
         self._seen_keys: OrderedDict[str, None] = OrderedDict()
@@ -575,6 +578,9 @@ class HostMonitor(asyncio.DatagramProtocol):
     def on_nova_event(self, event: NovaEvent) -> None:
         """A versioned notification from Nova: keeps Nova's view current between polls."""
         self.nova_events[event.event_type] += 1
+        sent = event.sent_at()
+        if sent is not None:
+            self.nova_event_lag.add(max(0.0, self.wall() - sent))
         data = event.payload
         if event.event_type != "service.update" or data.get("binary") != "nova-compute":
             return
@@ -634,6 +640,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             "suspicions_cleared": self.suspicions_cleared,
             "nova_error": self.nova_error,
             "nova_notifications": dict(self.nova_events),
+            "nova_notification_lag_ms": self.nova_event_lag.summary(),
             "loop_lag_ms": self.loop_lag.summary(),
             "loop_stalls": self.stalls,
         }
@@ -649,22 +656,14 @@ def _checks_dict(c: Checks | None) -> dict[str, Any] | None:
     }
 
 
-class LoopLag:
-    """How late the monitor's tick wakes up: the event loop's lag, exposed in the API."""
+class Delays:
+    """The last ``keep`` delays (s), summarised in ms for the API."""
 
-    def __init__(self, tick: float, keep: int = 1000) -> None:
-        self._expected: float | None = None
+    def __init__(self, keep: int = 1000) -> None:
         self._lags: deque[float] = deque(maxlen=keep)
-        self.tick = tick
 
-    def observe(self, now: float) -> float:
-        """Record one wake-up; returns how late it was."""
-        lag = 0.0
-        if self._expected is not None:
-            lag = max(0.0, now - self._expected)
-            self._lags.append(lag)
-        self._expected = now + self.tick
-        return lag
+    def add(self, delay: float) -> None:
+        self._lags.append(delay)
 
     def summary(self) -> dict[str, float]:
         if not self._lags:
@@ -675,3 +674,21 @@ class LoopLag:
             return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
 
         return {"p50": pick(0.5), "p99": pick(0.99), "max": round(values[-1] * 1000, 2)}
+
+
+class LoopLag(Delays):
+    """How late the monitor's tick wakes up: the event loop's lag, exposed in the API."""
+
+    def __init__(self, tick: float, keep: int = 1000) -> None:
+        super().__init__(keep)
+        self._expected: float | None = None
+        self.tick = tick
+
+    def observe(self, now: float) -> float:
+        """Record one wake-up; returns how late it was."""
+        lag = 0.0
+        if self._expected is not None:
+            lag = max(0.0, now - self._expected)
+            self.add(lag)
+        self._expected = now + self.tick
+        return lag

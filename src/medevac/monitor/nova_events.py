@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kombu.connection import Connection
@@ -32,6 +33,13 @@ class NovaEvent:
     publisher_id: str
     timestamp: str
     payload: dict[str, Any]  # the versioned object's data
+
+    def sent_at(self) -> float | None:
+        """Nova's time of the notification (oslo.messaging's UTC timestamp), or None."""
+        try:
+            return datetime.fromisoformat(self.timestamp).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            return None
 
 
 def parse_notification(body: Any) -> NovaEvent | None:
