@@ -130,9 +130,11 @@ class RecoveryRuntime:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
-    async def next_read(self, told: asyncio.Event) -> bool:
+    async def next_read(self, told: asyncio.Event, *, ending: bool = False) -> bool:
+        """``ending``: Nova already said the task ended, the rest follows within moments."""
         s = self.settings
-        return await self.task_ends.next_read(told, s.poll_interval, s.notified_poll_interval)
+        patient = s.poll_interval if ending else s.notified_poll_interval
+        return await self.task_ends.next_read(told, s.poll_interval, patient)
 
     def slots(self, group: HostGroup) -> asyncio.Semaphore:
         if group.name not in self._slots:
@@ -312,7 +314,7 @@ async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[
     # How the arrival was seen: reads made, and whether the last one followed Nova's
     # word that the task ended (else the safety-net interval, or the first read).
     last: dict[str, Any] = {}
-    reads, woken = 0, False
+    reads, woken, ending = 0, False, False
     with r.task_ends.watching(server_id) as told:
         while time.monotonic() < deadline:
             reads += 1
@@ -333,7 +335,11 @@ async def arrival_step(server_id: str, failed_host: str, expected: str) -> dict[
                 stopped_it = True
             elif moved and s.status == "ERROR":
                 return {"ok": False, "why": "rebuilt in ERROR", **last}
-            woken = await r.next_read(told)
+            # Nova says the rebuild ended before its compute moves the server to its
+            # new host (the resource tracker's finish_evacuation): after that word,
+            # read at the short interval, not the 5 s safety net's.
+            woken = await r.next_read(told, ending=ending)
+            ending = ending or woken
     return {"ok": False, "why": f"not {expected} elsewhere in time", **last}
 
 
