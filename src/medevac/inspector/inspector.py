@@ -51,7 +51,7 @@ class EventSink(Protocol):
         on_queued: Callable[[int], None] | None = None,
     ) -> int:
         """Evaluate and deliver events without blocking; returns deliveries queued
-        now, ``on_queued`` gets the total once the whole batch is evaluated."""
+        now; ``on_queued`` gets the total when part of the batch was evaluated later."""
         ...
 
     def prepare(self, resources: Iterable[tuple[str, str]]) -> None:
@@ -611,10 +611,9 @@ class Inspector:
         }
         inc.events.append(record)
 
-        def queued(n: int) -> None:  # may come a few ms later: part of a burst waits
-            if record["deliveries"] != n:
-                record["deliveries"] = n
-                self.saver.save(inc)
+        def queued(n: int) -> None:  # part of the batch was evaluated a few ms later
+            record["deliveries"] = n
+            self.saver.save(inc)
 
         record["deliveries"] = self.notifier.emit(
             events, first_alarms_first=first_alarms_first, on_queued=queued

@@ -150,13 +150,13 @@ class Notifier:
         ``first_alarms_first`` (a fault's burst): evaluation stops once the first
         webhooks are found, which are queued at once; the rest is evaluated on the
         loop once they have been tried, and so is any batch emitted meanwhile.
-        ``on_queued`` gets a batch's total once all of it is evaluated.
+        ``on_queued`` gets the batch's total when part of it was evaluated later (the
+        return value is then only what was queued at once).
         """
         batch = _Batch(list(events), on_queued)
         if not self._pending:
             self._evaluate_batch(batch, FIRST_CHUNK if first_alarms_first else None)
             if batch.done == len(batch.events):
-                self._finished(batch)
                 return batch.queued
         self._pending.append(batch)
         self._all_evaluated.clear()

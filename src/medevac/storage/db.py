@@ -92,17 +92,14 @@ class Database:
         """A transaction: committed when the block ends, rolled back on error.
         ``wait=False``: raise ``WriterBusy`` rather than wait for this process's other
         writers (SQLite's turn; other databases have none to wait for)."""
-        if self._turn is None:
-            with self._sessions.begin() as s:
-                yield s
-            return
-        if not self._turn.acquire(blocking=wait):
+        if self._turn is not None and not self._turn.acquire(blocking=wait):
             raise WriterBusy
         try:
             with self._sessions.begin() as s:
                 yield s
         finally:
-            self._turn.release()
+            if self._turn is not None:
+                self._turn.release()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
