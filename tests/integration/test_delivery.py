@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from medevac.notifier.alarms import AlarmSpec
 from medevac.notifier.delivery import DeliverySettings, Outbox
@@ -162,15 +165,19 @@ def test_alarms_pending_at_a_sigkill_are_delivered_after_restart(
     assert OutboxStore(db).counts() == {"delivered": 5}
 
 
-def test_a_delivery_gives_up_after_its_bound(db: Database, consumer: ConsumerProcess) -> None:
+def test_a_delivery_gives_up_after_its_bound(
+    db: Database, consumer: ConsumerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     consumer.down()
+    caplog.set_level(logging.DEBUG, logger="medevac")
+    url = consumer.url.replace("http://", "http://vnfm:hunter2@") + "/failure"
 
     async def scenario() -> dict[str, object]:
         n = notifier_for(
             db, DeliverySettings(retry_initial=0.05, retry_max_interval=0.1, retry_for=0.5)
         )
         await n.outbox.start()
-        await n.create(spec("s1", consumer.url + "/failure"), "p1")
+        await n.create(spec("s1", url), "p1")
         n.emit([failure("s1")])
         await until("giving up", lambda: n.outbox.counters["failed"] == 1, 10)
         stats = n.outbox.stats()
@@ -179,7 +186,9 @@ def test_a_delivery_gives_up_after_its_bound(db: Database, consumer: ConsumerPro
 
     stats = asyncio.run(scenario())
     assert stats["failed"] == 1
-    assert stats["failing_consumers"]  # the consumer is named in the counters
+    # The consumer is named in the counters, by host and port: never its credentials.
+    assert list(stats["failing_consumers"]) == [consumer.url.removeprefix("http://")]  # type: ignore[call-overload]
+    assert "hunter2" not in caplog.text and "abandoned" in caplog.text
     assert OutboxStore(db).counts() == {"failed": 1}
 
 

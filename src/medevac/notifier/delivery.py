@@ -1,14 +1,12 @@
 """At-least-once webhook delivery from a durable outbox.
 
-aiohttp sends the webhooks: on two cores it POSTs 100 of them over loopback in about
-10 ms where httpx needs 130 to 300 ms (``bench/notify_path.py`` measures the path).
-
 A batch of deliveries is written to the database first (in growing chunks), then each
 is POSTed on its own task, so a slow or dead consumer never delays another. Failures
 are retried with exponential backoff up to a time bound; every delivery keeps one id
 for its life (``X-Medevac-Delivery-Id`` and ``x-openstack-request-id``), so a
 consumer can drop the duplicates at-least-once implies. On start, whatever is still
-pending in the outbox is sent again: a restart loses nothing.
+pending in the outbox is sent again: a restart loses nothing. The POSTs themselves
+are ``webhooks.WebhookClient``'s.
 """
 
 from __future__ import annotations
@@ -26,10 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.client_reqrep import ClientRequest
-from yarl import URL
-
+from medevac.notifier.webhooks import SendError, WebhookClient
 from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
@@ -69,7 +64,7 @@ class Outbox:
         self.on_checkpoint: CheckpointHook | None = None
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
-        self._clients: dict[str, aiohttp.ClientSession] = {}
+        self._http: WebhookClient | None = None  # made in start, with the CA store
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries, connections
         self._writing: set[asyncio.Task[Any]] = set()  # submitted, not yet in the database
         self._settled: list[tuple[str, str, int, float, str | None]] = []
@@ -78,7 +73,6 @@ class Outbox:
         # Its own thread for outbox writes: never queued behind BMC reads or other
         # work in the loop's default executor.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
-        self._tls: ssl.SSLContext | None = None
         self._first_pending = 0  # deliveries not yet through their first attempt
         self._first_done = asyncio.Event()
         self._first_done.set()
@@ -88,7 +82,12 @@ class Outbox:
     async def start(self) -> int:
         """Resume every delivery still pending in the outbox; returns how many."""
         # Loading the CA store costs tens of ms: once here, not on the first alarm.
-        self._tls = await asyncio.to_thread(ssl.create_default_context)
+        tls = await asyncio.to_thread(ssl.create_default_context)
+        self._http = WebhookClient(
+            connections_per_origin=self.settings.connections_per_consumer,
+            timeout=self.settings.timeout,
+            tls=tls,
+        )
         pending = await asyncio.to_thread(self.store.pending)
         for row in pending:
             self._spawn(self._deliver(row, counted=False))
@@ -107,8 +106,8 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self._flush()
-        for client in self._clients.values():
-            await client.close()
+        if self._http is not None:
+            await self._http.close()
         self._db_thread.shutdown(wait=True)
 
     def _spawn(self, coro: Any) -> None:
@@ -206,41 +205,25 @@ class Outbox:
         """Open connections to these consumers now, without waiting: the first alarms
         to them then skip the TCP (and TLS) handshakes. An idle pooled connection is
         reused, not doubled; a consumer that cannot be reached is only counted."""
-        one_each = {urlsplit(url).netloc: url for url in urls}
+        one_each = {consumer(url): url for url in urls}
         for url in one_each.values():
             for _ in range(FIRST_CHUNK):  # as many as the first chunk's webhooks
                 self._spawn(self._connect(url))
 
     async def _connect(self, url: str) -> None:
-        client = self._client(url)
-        connector = client.connector
-        if connector is None:  # closed
-            return
-        # The key a POST's connection is pooled under: the session's default ssl=True.
-        req = ClientRequest("POST", URL(url), loop=asyncio.get_running_loop(), ssl=True)
         try:
-            conn = await connector.connect(req, [], client.timeout)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self.http.connect(url)
+        except (SendError, TimeoutError) as exc:
             self.counters["warm_failed"] += 1
-            log.debug("cannot open a connection to %s: %s", urlsplit(url).netloc, exc)
+            log.debug("cannot open a connection to %s: %s", consumer(url), exc)
             return
-        conn.release()
         self.counters["warmed"] += 1
 
-    def _client(self, url: str) -> aiohttp.ClientSession:
-        """One session (its own connection pool) per consumer: a slow one cannot take
-        the connections another needs."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        client = self._clients.get(origin)
-        if client is None:
-            n = self.settings.connections_per_consumer
-            client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=n, limit_per_host=n, ssl=self._tls or True),
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            )
-            self._clients[origin] = client
-        return client
+    @property
+    def http(self) -> WebhookClient:
+        if self._http is None:
+            raise RuntimeError("the outbox is not started")
+        return self._http
 
     async def first_attempts(self, within: float) -> bool:
         """Wait (bounded) until every queued delivery has been tried once: the moment
@@ -268,15 +251,15 @@ class Outbox:
 
     async def _attempts(self, row: DeliveryRow, owed: list[bool]) -> None:
         attempts = row.attempts
-        origin = urlsplit(row.url).netloc
+        origin = consumer(row.url)
         if row.next_attempt_at is not None:
             wait = row.next_attempt_at - self.clock()
             if wait > 0:
                 await asyncio.sleep(min(wait, self.settings.retry_max_interval))
         headers = {
-            "content-type": "application/json",
-            "x-openstack-request-id": f"req-{row.id}",
-            "x-medevac-delivery-id": row.id,
+            "Content-Type": "application/json",
+            "X-Openstack-Request-Id": f"req-{row.id}",
+            "X-Medevac-Delivery-Id": row.id,
         }
         body = json.dumps(row.payload).encode()
         while True:
@@ -285,11 +268,7 @@ class Outbox:
             if attempts == 1 and self.on_checkpoint is not None:
                 self.on_checkpoint(row.trace_id, "T08", self.clock())
             try:
-                async with self._client(row.url).post(
-                    row.url, data=body, headers=headers, allow_redirects=False
-                ) as resp:
-                    await resp.read()
-                    status = resp.status
+                status = await self.http.post(row.url, body, headers)
                 if status < 300:
                     now = self.clock()
                     self.counters["delivered"] += 1
@@ -300,8 +279,10 @@ class Outbox:
                         self.on_checkpoint(row.trace_id, "T09", now)
                     return
                 error = f"HTTP {status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except SendError as exc:
+                error = str(exc)
+            except TimeoutError:
+                error = f"no answer within {self.settings.timeout:g} s"
             finally:
                 if owed[0]:
                     owed[0] = False
@@ -350,3 +331,15 @@ class Outbox:
             "in_flight": len(self._tasks) + len(self._writing),
             "failing_consumers": dict(self.failing),
         }
+
+
+def consumer(url: str) -> str:
+    """A consumer's name in counters and logs: host and port, never the URL's
+    credentials or path."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    return f"{host}:{port}" if port else host

@@ -1,0 +1,268 @@
+"""The webhook client against real sockets on loopback: servers that keep connections,
+close them, answer late, answer garbage, or speak TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from medevac.notifier.webhooks import SendError, WebhookClient
+from tests.conftest import free_port
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+Answer = Callable[[int, dict[str, str], bytes], Awaitable[bytes | None]]
+
+
+class Server:
+    """A bare HTTP/1.1 server: ``answer(n, headers, body)`` gives the bytes sent back
+    for the n-th request (None: close without answering). Records each connection's
+    requests (request line, headers, body)."""
+
+    def __init__(self, answer: Answer | None = None) -> None:
+        self.answer = answer
+        self.connections: list[list[tuple[str, dict[str, str], bytes]]] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def requests(self) -> list[tuple[str, dict[str, str], bytes]]:
+        return [r for conn in self.connections for r in conn]
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> int:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0, ssl=tls)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        mine: list[tuple[str, dict[str, str], bytes]] = []
+        self.connections.append(mine)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                line, *rest = head.split("\r\n")
+                headers = {k.lower(): v for k, _, v in (h.partition(": ") for h in rest if h)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                mine.append((line, headers, body))
+                n = len(self.requests)
+                out = OK if self.answer is None else await self.answer(n, headers, body)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+                if out.startswith(b"HTTP/1.0"):
+                    break  # its answer ends with the connection
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def client(**kw: object) -> WebhookClient:
+    settings: dict[str, object] = {"connections_per_origin": 4, "timeout": 2.0}
+    settings.update(kw)
+    return WebhookClient(**settings)  # type: ignore[arg-type]
+
+
+def test_a_post_carries_the_body_auth_and_headers_and_reuses_its_connection() -> None:
+    async def scenario() -> None:
+        srv = Server()
+        port = await srv.start()
+        c = client()
+        try:
+            url = f"http://alice:s%40cret@127.0.0.1:{port}/hook/é?x=1&y=a b"
+            for i in range(3):
+                sent = {"X-Medevac-Delivery-Id": f"d{i}"}
+                assert await c.post(url, b'{"n": %d}' % i, sent) == 200
+            assert len(srv.connections) == 1  # kept alive
+            line, headers, body = srv.requests[2]
+            assert line == "POST /hook/%C3%A9?x=1&y=a%20b HTTP/1.1"
+            assert headers["host"] == f"127.0.0.1:{port}"
+            assert headers["authorization"] == "Basic " + base64.b64encode(b"alice:s@cret").decode()
+            assert headers["x-medevac-delivery-id"] == "d2"
+            assert body == b'{"n": 2}'
+            # The pool is keyed without the credentials.
+            assert c.target(url).origin == f"http://127.0.0.1:{port}"
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
+
+
+def test_connection_close_and_an_idle_close_by_the_consumer_cost_nothing() -> None:
+    async def scenario() -> None:
+        async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            if n == 1:
+                return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+            if n == 3:
+                return None  # read the request, then closed: the race with an idle close
+            return OK
+
+        srv = Server(answer)
+        port = await srv.start()
+        c = client()
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            assert await c.post(url, b"1", {}) == 204
+            assert c.idle_connections(url) == 0  # the consumer said close
+            assert await c.post(url, b"2", {}) == 200
+            assert c.idle_connections(url) == 1
+            # Request 3 goes over the idle connection and is dropped unanswered; the
+            # client sends it once more on a new connection (request 4).
+            assert await c.post(url, b"3", {}) == 200
+            assert [b for _, _, b in srv.requests] == [b"1", b"2", b"3", b"3"]
+            assert len(srv.connections) == 3
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
+
+
+def test_answers_ended_by_close_and_interim_answers_are_read() -> None:
+    async def scenario() -> None:
+        async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            if n == 1:
+                interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+                return interim + b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+            if n == 2:
+                chunked = b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                return b"HTTP/1.1 500 Oops\r\n" + chunked
+            return b"HTTP/1.0 201 Created\r\n\r\nbody until the close"
+
+        srv = Server(answer)
+        port = await srv.start()
+        c = client()
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            assert await c.post(url, b"", {}) == 202
+            assert await c.post(url, b"", {}) == 500
+            assert len(srv.connections) == 1
+            # HTTP/1.0 without a length: the answer ends when the server closes.
+            assert await c.post(url, b"", {}) == 201
+            assert c.idle_connections(url) == 0
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
+
+
+def test_garbage_refusal_and_silence_are_errors_and_never_reused() -> None:
+    async def scenario() -> None:
+        async def garbage(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            return b"SMTP ready\r\n\r\n"
+
+        async def silent(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            await asyncio.sleep(5)
+            return OK
+
+        bad, slow = Server(garbage), Server(silent)
+        bad_port, slow_port = await bad.start(), await slow.start()
+        c = client(timeout=0.3)
+        try:
+            with pytest.raises(SendError, match="malformed answer"):
+                await c.post(f"http://127.0.0.1:{bad_port}/", b"", {})
+            with pytest.raises(SendError):
+                await c.post(f"http://127.0.0.1:{free_port()}/", b"", {})
+            with pytest.raises(TimeoutError):
+                await c.post(f"http://127.0.0.1:{slow_port}/", b"", {})
+            assert c.idle_connections(f"http://127.0.0.1:{bad_port}/") == 0
+            assert c.idle_connections(f"http://127.0.0.1:{slow_port}/") == 0
+        finally:
+            await c.close()
+            await bad.stop()
+            await slow.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_consumer_gets_at_most_its_connections() -> None:
+    async def scenario() -> None:
+        async def slow(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            await asyncio.sleep(0.2)
+            return OK
+
+        srv = Server(slow)
+        port = await srv.start()
+        c = client(connections_per_origin=3)
+        try:
+            statuses = await asyncio.gather(
+                *(c.post(f"http://127.0.0.1:{port}/", b"", {}) for _ in range(9))
+            )
+            assert statuses == [200] * 9
+            assert len(srv.connections) == 3
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_https_consumers_are_verified(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+
+    async def scenario() -> None:
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert, key)
+        srv = Server()
+        port = await srv.start(server_tls)
+        url = f"https://127.0.0.1:{port}/hook"
+        trusting = ssl.create_default_context(cafile=str(cert))
+        c, stranger = client(tls=trusting), client(tls=ssl.create_default_context())
+        try:
+            assert await c.post(url, b"{}", {}) == 200
+            assert await c.post(url, b"{}", {}) == 200
+            assert len(srv.connections) == 1
+            with pytest.raises(SendError, match="TLS"):
+                await stranger.post(url, b"{}", {})
+        finally:
+            await c.close()
+            await stranger.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
