@@ -331,3 +331,34 @@ def test_a_controller_stopping_right_after_a_burst_keeps_every_alarm(db: Databas
     assert sorted(r.payload["alarm_name"] for r in pending) == sorted(
         f"s{i}-failure" for i in range(10)
     )
+
+
+def test_a_bursts_first_alarms_are_on_the_wire_before_the_emitter_goes_on(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    """With the consumer's connections warm and the database free, the first chunk is
+    written and its requests sent inside ``emit``: the consumer (its own process) has
+    them while this loop is still busy with whatever follows the emit."""
+
+    async def scenario() -> tuple[float, float]:
+        n = notifier_for(db)
+        await n.outbox.start()
+        try:
+            servers = [str(uuid.uuid4()) for _ in range(10)]
+            for s in servers:
+                await n.create(spec(s, consumer.url + "/failure"), "p1")
+            n.prepare([("instance_id", s) for s in servers])
+            await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+            n.emit([failure(s) for s in servers], first_alarms_first=True)
+            time.sleep(0.5)  # noqa: ASYNC251 - the emitter's further work, holding the loop
+            busy_until = time.time()
+            await until("delivered", lambda: n.outbox.counters["delivered"] == 10, 10)
+            return busy_until, time.time()
+        finally:
+            await n.close()
+
+    busy_until, _ = asyncio.run(scenario())
+    times = sorted(r["at"] for r in consumer.received())
+    assert len(times) == 10
+    assert times[1] < busy_until - 0.3  # the first two, during the emitter's work
+    assert times[2] >= busy_until  # the rest once the loop was free again

@@ -266,3 +266,54 @@ def test_https_consumers_are_verified(tmp_path: Path) -> None:
             await srv.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_begun_post_is_written_at_once_and_its_slot_comes_back() -> None:
+    async def scenario() -> None:
+        srv = Server()
+        port = await srv.start()
+        c = client(connections_per_origin=2)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            assert c.begin(url, b"x", {}) is None  # no connection ready: the caller waits
+            await c.connect(url)
+            begun = c.begin(url, b"early", {})
+            assert begun is not None and c.begin(url, b"y", {}) is None  # one idle only
+            assert await c.post(url, b"", {}, begun=begun) == 200
+            assert [b for _, _, b in srv.requests] == [b"early"]
+            assert await asyncio.gather(*(c.post(url, b"z", {}) for _ in range(3))) == [200] * 3
+            assert len(srv.connections) <= 2
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_wait_for_a_connection_loses_no_slot() -> None:
+    async def scenario() -> None:
+        async def slow(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            await asyncio.sleep(0.2)
+            return OK
+
+        srv = Server(slow)
+        port = await srv.start()
+        c = client(connections_per_origin=2)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            holders = [asyncio.create_task(c.post(url, b"h", {})) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            waiters = [asyncio.create_task(c.post(url, b"w", {})) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            waiters[0].cancel()  # waiting for a slot
+            assert await asyncio.gather(*holders, waiters[1]) == [200] * 3
+            # Both slots still there: two more at once take 0.2 s, not 0.4 s.
+            t0 = asyncio.get_running_loop().time()
+            assert await asyncio.gather(*(c.post(url, b"a", {}) for _ in range(2))) == [200] * 2
+            assert asyncio.get_running_loop().time() - t0 < 0.35
+            assert [b for _, _, b in srv.requests].count(b"w") == 1
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())

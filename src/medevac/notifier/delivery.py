@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from medevac.notifier.webhooks import SendError, WebhookClient
+from medevac.notifier.webhooks import Begun, SendError, WebhookClient
 from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK = 2
+Request = tuple[bytes, dict[str, str]]  # a webhook's body and headers
 CheckpointHook = Callable[[str | None, str, float], None]
 
 
@@ -152,36 +153,41 @@ class Outbox:
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
             # The alarms' states and history travel with the last chunk.
-            self._write(
-                self._persist_then_send(
-                    states if last else [],
-                    changes if last else [],
-                    chunk,
-                    on_loop=chunked and i == 0,
-                )
-            )
+            batch = (states if last else [], changes if last else [], chunk)
+            if i == 0 and chunked and self._write_now(*batch):
+                continue
+            self._write(self._persist_then_send(*batch))
+
+    def _write_now(
+        self,
+        states: list[tuple[str, str, str, float]],
+        changes: list[HistoryRow],
+        deliveries: list[DeliveryRow],
+    ) -> bool:
+        """A batch's first chunk, written right here in the emitter's stack when the
+        database is a local file nobody else is writing, and its POSTs written to
+        their connections at once: whatever the emitter does next (the inspector
+        goes on with the ports and the plan) runs while the consumers read. Handing
+        the write to a thread and back would cost two wake-ups, milliseconds each on a
+        busy machine. False: the thread writes it, as any other chunk."""
+        if self._http is None or not self.alarms.db.local or self._writes.locked():
+            return False
+        try:
+            self.alarms.record_firing(states, changes, deliveries, wait=False)
+        except WriterBusy:
+            return False  # another writer has it: the thread waits for its turn
+        except Exception:
+            log.exception("outbox write in place failed; trying again in its thread")
+            return False
+        self._send(deliveries, eager=True)
+        return True
 
     async def _persist_then_send(
         self,
         states: list[tuple[str, str, str, float]],
         changes: list[HistoryRow],
         deliveries: list[DeliveryRow],
-        *,
-        on_loop: bool = False,
     ) -> None:
-        """``on_loop``: a first chunk, written right here when the database is a local
-        file nobody else is writing: on a busy machine, handing a write to a thread
-        and back costs two wake-ups that can take milliseconds each to be scheduled."""
-        if on_loop and self.alarms.db.local and not self._writes.locked():
-            try:
-                self.alarms.record_firing(states, changes, deliveries, wait=False)
-            except WriterBusy:
-                pass  # another writer has it: the thread waits for its turn
-            except Exception:
-                log.exception("outbox write on the loop failed; trying again in its thread")
-            else:
-                self._send(deliveries)
-                return
         try:
             async with self._writes:  # chunks reach the database in the order they came
                 await asyncio.get_running_loop().run_in_executor(
@@ -194,10 +200,32 @@ class Outbox:
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
         self._send(deliveries)
 
-    def _send(self, deliveries: list[DeliveryRow]) -> None:
+    def _send(self, deliveries: list[DeliveryRow], *, eager: bool = False) -> None:
+        """``eager``: each request is written now over an idle kept-alive connection
+        when there is one; its task only reads the answer."""
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
-            self._spawn(self._deliver(row, counted=True))
+            begun, request = None, None
+            if eager:
+                request = self._request(row)
+                with contextlib.suppress(SendError):  # its task tries, fails, retries
+                    begun = self.http.begin(row.url, *request)
+                if begun is not None:
+                    self._fired(row)
+            self._spawn(self._deliver(row, counted=True, begun=begun, request=request))
+
+    @staticmethod
+    def _request(row: DeliveryRow) -> Request:
+        headers = {
+            "Content-Type": "application/json",
+            "X-Openstack-Request-Id": f"req-{row.id}",
+            "X-Medevac-Delivery-Id": row.id,
+        }
+        return json.dumps(row.payload).encode(), headers
+
+    def _fired(self, row: DeliveryRow) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(row.trace_id, "T08", self.clock())
 
     # -- sending ------------------------------------------------------------------
 
@@ -239,36 +267,44 @@ class Outbox:
         if not self._first_pending:
             self._first_done.set()
 
-    async def _deliver(self, row: DeliveryRow, *, counted: bool) -> None:
+    async def _deliver(
+        self,
+        row: DeliveryRow,
+        *,
+        counted: bool,
+        begun: Begun | None = None,
+        request: Request | None = None,
+    ) -> None:
         """Send until delivered or given up; ``counted``: a fresh delivery whose first
-        attempt ``first_attempts`` waits for."""
+        attempt ``first_attempts`` waits for; ``begun``: its first request, written."""
         owed = [counted]  # still owes ``first_attempts`` its first try
         try:
-            await self._attempts(row, owed)
+            await self._attempts(row, owed, begun, request)
         finally:
             if owed[0]:
                 self._tried()  # cancelled before its first attempt ended
 
-    async def _attempts(self, row: DeliveryRow, owed: list[bool]) -> None:
+    async def _attempts(
+        self, row: DeliveryRow, owed: list[bool], begun: Begun | None, request: Request | None
+    ) -> None:
         attempts = row.attempts
         origin = consumer(row.url)
         if row.next_attempt_at is not None:
             wait = row.next_attempt_at - self.clock()
             if wait > 0:
                 await asyncio.sleep(min(wait, self.settings.retry_max_interval))
-        headers = {
-            "Content-Type": "application/json",
-            "X-Openstack-Request-Id": f"req-{row.id}",
-            "X-Medevac-Delivery-Id": row.id,
-        }
-        body = json.dumps(row.payload).encode()
         while True:
             attempts += 1
             error: str | None = None
-            if attempts == 1 and self.on_checkpoint is not None:
-                self.on_checkpoint(row.trace_id, "T08", self.clock())
+            if attempts == 1 and begun is None:
+                self._fired(row)
             try:
-                status = await self.http.post(row.url, body, headers)
+                if begun is not None:
+                    first, begun = begun, None
+                    status = await self.http.post(row.url, b"", {}, begun=first)
+                else:
+                    request = request or self._request(row)
+                    status = await self.http.post(row.url, *request)
                 if status < 300:
                     now = self.clock()
                     self.counters["delivered"] += 1

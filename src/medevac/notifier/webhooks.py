@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
@@ -134,16 +136,54 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class _Slots:
+    """A semaphore whose slot can also be taken without waiting, so that a POST can
+    start in its caller's stack (``WebhookClient.begin``)."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut  # ``give`` hands its slot over directly
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give()  # handed over, then cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            raise
+
+    def give(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
 @dataclass
 class _Pool:
     """The connections to one consumer origin, at most ``limit`` of them."""
 
     limit: int
     idle: list[_Connection] = field(default_factory=list)
-    slots: asyncio.Semaphore = field(init=False)
+    slots: _Slots = field(init=False)
 
     def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(self.limit)
+        self.slots = _Slots(self.limit)
 
     def take_idle(self) -> _Connection | None:
         while self.idle:
@@ -151,6 +191,17 @@ class _Pool:
             if not conn.closed:
                 return conn
         return None
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A POST whose request is already written; ``WebhookClient.post`` awaits it."""
+
+    target: Target
+    pool: _Pool
+    conn: _Connection
+    data: bytes
+    answer: asyncio.Future[int]
 
 
 class WebhookClient:
@@ -205,37 +256,72 @@ class WebhookClient:
         reused, else one is opened. Raises SendError or TimeoutError."""
         target = self.target(url)
         pool = self._pool(target)
-        async with pool.slots:
-            conn = pool.take_idle()
-            if conn is None:
-                async with asyncio.timeout(self.timeout):
-                    conn = await self._open(target)
-            pool.idle.append(conn)
+        async with asyncio.timeout(self.timeout):
+            await pool.slots.take()
+            try:
+                conn = pool.take_idle() or await self._open(target)
+                pool.idle.append(conn)
+            finally:
+                pool.slots.give()
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
-        """POST ``body``; returns the answer's status. Raises SendError, or TimeoutError
-        after ``timeout`` (waiting for a free connection included)."""
+    @staticmethod
+    def _request(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        length = f"{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
+        return b"".join((target.head, length, body))
+
+    def begin(self, url: str, body: bytes, headers: Mapping[str, str]) -> Begun | None:
+        """Write the request now, in the caller's stack, if a kept-alive connection is
+        idle and a slot free; else None (``post`` then waits for them). A Begun must
+        be passed to ``post``, which reads its answer and frees its slot."""
         target = self.target(url)
         pool = self._pool(target)
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        data = b"".join(
-            (target.head, f"{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1"), body)
-        )
-        async with asyncio.timeout(self.timeout), pool.slots:
-            conn = pool.take_idle()
-            if conn is not None:
-                try:
-                    return await self._exchange(pool, conn, data)
-                except SendError:
-                    # The consumer may have closed it while idle (its FIN crossing our
-                    # request): once more on a new connection.
-                    if conn.heard:
-                        raise
-            return await self._exchange(pool, await self._open(target), data)
+        if not any(not c.closed for c in pool.idle) or not pool.slots.try_take():
+            return None
+        conn = pool.take_idle()
+        assert conn is not None
+        data = self._request(target, body, headers)
+        return Begun(target, pool, conn, data, conn.request(data))
 
-    async def _exchange(self, pool: _Pool, conn: _Connection, data: bytes) -> int:
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, begun: Begun | None = None
+    ) -> int:
+        """POST ``body`` (or finish ``begun``); returns the answer's status. Raises
+        SendError, or TimeoutError after ``timeout`` (waiting for a connection
+        included)."""
+        if begun is not None:
+            target, pool, data = begun.target, begun.pool, begun.data
+        else:
+            target = self.target(url)
+            pool = self._pool(target)
+            data = self._request(target, body, headers)
+        async with asyncio.timeout(self.timeout):
+            if begun is None:
+                await pool.slots.take()
+            try:
+                if begun is not None:
+                    conn: _Connection | None = begun.conn
+                    answer: asyncio.Future[int] | None = begun.answer
+                else:
+                    conn = pool.take_idle()
+                    answer = conn.request(data) if conn is not None else None
+                if conn is not None and answer is not None:
+                    try:
+                        return await self._settle(pool, conn, answer)
+                    except SendError:
+                        # The consumer may have closed it while idle (its FIN crossing
+                        # our request): once more on a new connection.
+                        if conn.heard:
+                            raise
+                conn = await self._open(target)
+                return await self._settle(pool, conn, conn.request(data))
+            finally:
+                pool.slots.give()
+
+    @staticmethod
+    async def _settle(pool: _Pool, conn: _Connection, answer: asyncio.Future[int]) -> int:
         try:
-            status = await conn.request(data)
+            status = await answer
         except BaseException:
             conn.close()  # its answer is unread or partial: never reused
             raise
