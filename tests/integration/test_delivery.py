@@ -12,6 +12,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -238,30 +239,40 @@ class Counting:
 
 
 def test_a_suspected_hosts_consumers_are_connected_before_the_alarm(db: Database) -> None:
-    """``prepare`` opens the connections the host's alarms would use; the webhook then
-    goes over one of them, and consumers of other hosts are not touched."""
+    """``prepare`` opens as many connections as the host's alarms would use at once
+    (within the pool's size); the webhooks then go over them, and consumers of other
+    hosts are not touched."""
 
     async def scenario() -> None:
         near, far = Counting(), Counting()
         servers = [await asyncio.start_server(c.serve, "127.0.0.1", 0) for c in (near, far)]
         ports = [s.sockets[0].getsockname()[1] for s in servers]
-        n = notifier_for(db)
+        n = notifier_for(db, replace(FAST_RETRY, connections_per_consumer=4))
         await n.outbox.start()
         try:
-            await n.create(spec("s1", f"http://127.0.0.1:{ports[0]}/failure"), "p1")
+            for i in range(3):
+                await n.create(spec(f"s{i}", f"http://127.0.0.1:{ports[0]}/failure"), "p1")
             await n.create(spec("elsewhere", f"http://127.0.0.1:{ports[1]}/failure"), "p1")
-            n.prepare([("instance_id", "s1"), ("host", "h1")])
-            await until("connections opened", lambda: n.outbox.counters["warmed"] == 2, 5)
-            assert [r for _, r in near.connections] == [[], []]  # open, nothing sent yet
+            n.prepare([("instance_id", f"s{i}") for i in range(3)] + [("host", "h1")])
+            n.prepare([("instance_id", "s0")])  # again, meanwhile: nothing more opened
+            await until("connections opened", lambda: n.outbox.counters["warmed"] == 3, 5)
+            assert [r for _, r in near.connections] == [[], [], []]  # open, nothing sent
             assert far.connections == []
-            n.emit([failure("s1")])
-            await until("delivered", lambda: n.outbox.counters["delivered"] == 1, 5)
-            assert len(near.connections) == 2  # no third: the POST took a warm one
-            assert sorted(len(r) for _, r in near.connections) == [0, 1]
-            # Getting ready again reuses the idle connections instead of adding more.
-            n.prepare([("instance_id", "s1")])
-            await until("reused", lambda: n.outbox.counters["warmed"] == 4, 5)
-            assert len(near.connections) == 2
+            n.emit([failure(f"s{i}") for i in range(3)])
+            await until("delivered", lambda: n.outbox.counters["delivered"] == 3, 5)
+            assert len(near.connections) == 3  # no fourth: they went over the warm ones
+            assert sum(len(r) for _, r in near.connections) == 3
+            # Getting ready again counts the idle connections instead of adding more.
+            n.prepare([("instance_id", f"s{i}") for i in range(3)])
+            await asyncio.sleep(0.2)
+            assert n.outbox.counters["warmed"] == 3 and len(near.connections) == 3
+            # Never more than the pool's size, however many alarms.
+            for i in range(3, 10):
+                await n.create(spec(f"s{i}", f"http://127.0.0.1:{ports[0]}/failure"), "p1")
+            n.prepare([("instance_id", f"s{i}") for i in range(10)])
+            await until("pool filled", lambda: n.outbox.counters["warmed"] == 4, 5)
+            await asyncio.sleep(0.2)
+            assert len(near.connections) == 4
         finally:
             await n.close()
             for s in servers:
@@ -277,7 +288,8 @@ def test_a_consumer_that_cannot_be_reached_costs_only_a_count(db: Database) -> N
         try:
             dead = f"http://127.0.0.1:{free_port()}/failure"  # nothing listens there
             await n.create(spec("s1", dead), "p1")
-            n.prepare([("instance_id", "s1")])
+            await n.create(spec("s2", dead), "p1")
+            n.prepare([("instance_id", "s1"), ("instance_id", "s2")])
             await until("counted", lambda: n.outbox.counters["warm_failed"] == 2, 5)
         finally:
             await n.close()
@@ -348,7 +360,7 @@ def test_a_bursts_first_alarms_are_on_the_wire_before_the_emitter_goes_on(
             for s in servers:
                 await n.create(spec(s, consumer.url + "/failure"), "p1")
             n.prepare([("instance_id", s) for s in servers])
-            await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+            await until("warm", lambda: n.outbox.counters["warmed"] == 10, 5)
             n.emit([failure(s) for s in servers], first_alarms_first=True)
             time.sleep(0.5)  # noqa: ASYNC251 - the emitter's further work, holding the loop
             busy_until = time.time()

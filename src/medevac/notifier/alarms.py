@@ -11,6 +11,7 @@ import ipaddress
 import json
 import operator
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -322,18 +323,17 @@ class AlarmIndex:
                 found.extend(a for a in bucket.candidates(event) if a.matches(event))
         return found
 
-    def action_urls(self, resources: Iterable[tuple[str, str]]) -> set[str]:
-        """Where events about these resources (trait, value) could send webhooks: the
-        actions of the alarms pinned to them and of the alarms pinned to none."""
+    def action_urls(self, resources: Iterable[tuple[str, str]]) -> Counter[str]:
+        """Where events about these resources (trait, value) could send webhooks, and
+        how many alarms could send to each: the actions of the alarms pinned to them
+        and of the alarms pinned to none."""
         keys = list(resources)
-        urls: set[str] = set()
+        alarms: dict[str, Alarm] = {}
         for bucket in [*self._exact.values(), *self._patterns.values()]:
-            alarms = list(bucket.unpinned.values())
+            alarms.update(bucket.unpinned)
             for key in keys:
-                alarms.extend(bucket.by_resource.get(key, {}).values())
-            for alarm in alarms:
-                urls.update(alarm.spec.alarm_actions)
-        return urls
+                alarms.update(bucket.by_resource.get(key, {}))
+        return Counter(url for alarm in alarms.values() for url in alarm.spec.alarm_actions)
 
     def __len__(self) -> int:
         return len(self.alarms)

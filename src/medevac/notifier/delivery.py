@@ -18,7 +18,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -229,13 +229,22 @@ class Outbox:
 
     # -- sending ------------------------------------------------------------------
 
-    def warm(self, urls: Iterable[str]) -> None:
-        """Open connections to these consumers now, without waiting: the first alarms
-        to them then skip the TCP (and TLS) handshakes. An idle pooled connection is
-        reused, not doubled; a consumer that cannot be reached is only counted."""
-        one_each = {consumer(url): url for url in urls}
-        for url in one_each.values():
-            for _ in range(FIRST_CHUNK):  # as many as the first chunk's webhooks
+    def warm(self, urls: Mapping[str, int]) -> None:
+        """Open connections now, without waiting, to these consumers (URL -> how many
+        alarms could send there), as many as a burst to each would use at once: the
+        alarms then skip the TCP (and TLS) handshakes. Idle pooled connections count;
+        a consumer that cannot be reached is only counted."""
+        if self._http is None:
+            return  # not started: nothing to keep warm yet
+        per_origin: dict[str, tuple[str, int]] = {}
+        for url, n in urls.items():
+            try:
+                origin = self._http.target(url).origin
+            except SendError:
+                continue
+            per_origin[origin] = (url, per_origin.get(origin, (url, 0))[1] + n)
+        for url, n in per_origin.values():
+            for _ in range(self._http.reserve(url, n)):
                 self._spawn(self._connect(url))
 
     async def _connect(self, url: str) -> None:

@@ -180,6 +180,7 @@ class _Pool:
 
     limit: int
     idle: list[_Connection] = field(default_factory=list)
+    opening: int = 0  # connections being opened ahead of need (``connect``)
     slots: _Slots = field(init=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +192,15 @@ class _Pool:
             if not conn.closed:
                 return conn
         return None
+
+    def ready(self) -> int:
+        return sum(not c.closed for c in self.idle)
+
+    def keep(self, conn: _Connection) -> None:
+        if len(self.idle) < self.limit:
+            self.idle.append(conn)
+        else:  # opened ahead of a burst that used fewer: not kept past the pool's size
+            conn.close()
 
 
 @dataclass(frozen=True)
@@ -251,18 +261,26 @@ class WebhookClient:
             raise SendError(exc.strerror or type(exc).__name__) from None
         return conn
 
+    def reserve(self, url: str, posts: int) -> int:
+        """How many connections to open so that ``posts`` POSTs at once to ``url``'s
+        consumer need no handshake (within the pool's size; those idle or already
+        reserved count). The caller then owes one ``connect`` for each."""
+        pool = self._pool(self.target(url))
+        n = max(0, min(posts, pool.limit) - pool.ready() - pool.opening)
+        pool.opening += n
+        return n
+
     async def connect(self, url: str) -> None:
-        """Have one connection to ``url``'s consumer ready in the pool: an idle one is
-        reused, else one is opened. Raises SendError or TimeoutError."""
+        """Open one reserved connection to ``url``'s consumer and leave it idle in the
+        pool. Raises SendError or TimeoutError."""
         target = self.target(url)
         pool = self._pool(target)
-        async with asyncio.timeout(self.timeout):
-            await pool.slots.take()
-            try:
-                conn = pool.take_idle() or await self._open(target)
-                pool.idle.append(conn)
-            finally:
-                pool.slots.give()
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await self._open(target)
+        finally:
+            pool.opening -= 1
+        pool.keep(conn)
 
     @staticmethod
     def _request(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -276,7 +294,7 @@ class WebhookClient:
         be passed to ``post``, which reads its answer and frees its slot."""
         target = self.target(url)
         pool = self._pool(target)
-        if not any(not c.closed for c in pool.idle) or not pool.slots.try_take():
+        if not pool.ready() or not pool.slots.try_take():
             return None
         conn = pool.take_idle()
         assert conn is not None
@@ -326,14 +344,14 @@ class WebhookClient:
             conn.close()  # its answer is unread or partial: never reused
             raise
         if conn.reusable and not conn.closed:
-            pool.idle.append(conn)
+            pool.keep(conn)
         else:
             conn.close()
         return status
 
     def idle_connections(self, url: str) -> int:
         pool = self._pools.get(self.target(url).origin)
-        return 0 if pool is None else sum(not c.closed for c in pool.idle)
+        return 0 if pool is None else pool.ready()
 
     async def close(self) -> None:
         for pool in self._pools.values():
