@@ -98,6 +98,12 @@ class StorageConfig(_Section):
         default="sqlite:///medevac.db",
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://...",
     )
+    checkpoint_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="SQLite: copy the write-ahead log into the file this often (s)",
+    )
 
 
 class BmcDriver(enum.StrEnum):

@@ -391,6 +391,9 @@ class Controller:
                     self.monitor.presume_lost(inc.host)
         self.journal.start()
         sync_task = asyncio.create_task(self.sync.run())
+        checkpoints = asyncio.create_task(
+            self.db.run_checkpoints(self.settings.storage.checkpoint_interval)
+        )
 
         async def resume_corrections() -> None:
             await self.sync.ready.wait()
@@ -458,6 +461,7 @@ class Controller:
                 await asyncio.to_thread(self.listener.stop)
             sync_task.cancel()
             resume_task.cancel()
+            checkpoints.cancel()
             await self.inspector.drain()
             await self.notifier.close()
             if self.recovery is not None:

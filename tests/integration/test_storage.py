@@ -105,3 +105,19 @@ def test_a_writer_that_must_not_wait_hears_that_the_database_is_busy(
     assert outcome == ("busy" if fresh_db.local else "written")
     with fresh_db.session(wait=False):  # free again
         pass
+
+
+def test_commits_never_checkpoint_and_the_checkpoint_catches_up(fresh_db: Database) -> None:
+    """SQLite's WAL is copied back by ``checkpoint`` alone (off the commits on the
+    notification path); elsewhere it is a no-op."""
+    fresh_db.migrate()
+    for i in range(80):  # over 1,500 WAL pages: SQLite alone checkpoints at 1,000
+        fresh_db.record_audit("bulk", f"s{i}", "test", {"pad": "x" * 80_000})
+    frames, copied = fresh_db.checkpoint()
+    if not fresh_db.local:
+        assert (frames, copied) == (0, 0)
+        return
+    assert frames > 1000  # every commit appended, none checkpointed
+    assert copied == frames
+    with fresh_db.reading() as s:
+        assert s.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 80

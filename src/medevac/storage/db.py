@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from medevac.storage.models import AuditEvent
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -39,6 +43,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # With WAL, NORMAL is safe against a killed process (only an OS crash can lose the
     # last commits) and saves an fsync per commit on the notification path.
     cur.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoints (the WAL copied back into the file, with the fsyncs commits skip) run
+    # apart, in ``Database.checkpoint``: left to SQLite, one in every six 100-alarm
+    # outbox writes ran one inside its commit and took 8 ms more.
+    cur.execute("PRAGMA wal_autocheckpoint=0")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -100,6 +108,25 @@ class Database:
         finally:
             if self._turn is not None:
                 self._turn.release()
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy SQLite's WAL back into the database file, without waiting for readers
+        or writers; returns (frames in the WAL, frames copied). Other databases: (0, 0).
+        Blocking: run it in a thread, every ``checkpoint_interval``."""
+        if not self.local:
+            return (0, 0)
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        return (int(row[1]), int(row[2]))
+
+    async def run_checkpoints(self, interval: float = 1.0) -> None:
+        """Checkpoint every ``interval`` s until cancelled (a no-op but for SQLite)."""
+        while self.local:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.checkpoint)
+            except Exception:  # a locked or busy file: the next round catches up
+                log.exception("SQLite checkpoint failed; retrying in %.1f s", interval)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
