@@ -60,6 +60,7 @@ async def run(
         with tempfile.TemporaryDirectory() as d:
             db = Database(f"sqlite:///{Path(d) / 'bench.db'}")
             db.migrate()
+            checkpoints = asyncio.create_task(db.run_checkpoints())  # as `medevac serve`
             store = AlarmStore(db)
             outbox = Outbox(store, OutboxStore(db))
             notifier = Notifier(store, outbox)
@@ -83,6 +84,7 @@ async def run(
                     lasts = results[(mode, size)]["last"]
                     print(size, mode, "last per run (ms):", " ".join(f"{x:.0f}" for x in lasts))
             await outbox.close()
+            checkpoints.cancel()
             db.dispose()
     return results
 
