@@ -161,6 +161,30 @@ def test_answers_ended_by_close_and_interim_answers_are_read() -> None:
     asyncio.run(scenario())
 
 
+def test_an_answer_nobody_asked_for_retires_the_connection() -> None:
+    async def scenario() -> None:
+        async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+            if n == 1:  # and, unasked, what a server sends before closing an idle one
+                return OK + b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+            return OK
+
+        srv = Server(answer)
+        port = await srv.start()
+        c = client()
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            assert await c.post(url, b"1", {}) == 200
+            await asyncio.sleep(0.05)
+            assert c.idle_connections(url) == 0
+            assert await c.post(url, b"2", {}) == 200  # not the 408
+            assert len(srv.connections) == 2
+        finally:
+            await c.close()
+            await srv.stop()
+
+    asyncio.run(scenario())
+
+
 def test_garbage_refusal_and_silence_are_errors_and_never_reused() -> None:
     async def scenario() -> None:
         async def garbage(n: int, headers: dict[str, str], body: bytes) -> bytes | None:

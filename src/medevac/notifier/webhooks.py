@@ -94,6 +94,9 @@ class _Connection(asyncio.Protocol):
         self._fail(SendError(f"connection closed: {exc}" if exc else "connection closed"))
 
     def data_received(self, data: bytes) -> None:
+        if self.answer is None or self.answer.done():
+            self.close()  # bytes nobody asked for (a 408 before a close, say): unusable
+            return
         self.heard = True
         try:
             self.parser.feed_data(data)
@@ -112,9 +115,11 @@ class _Connection(asyncio.Protocol):
         if self.status < 200:  # 1xx: an interim answer, the real one follows
             self.status = 0
             return
-        if self.answer is not None and not self.answer.done():
-            self.reusable = self.parser.should_keep_alive()
-            self.answer.set_result(self.parser.get_status_code())
+        if self.answer is None or self.answer.done():
+            self.close()  # a second answer to one request: the connection is unusable
+            return
+        self.reusable = self.parser.should_keep_alive()
+        self.answer.set_result(self.status)
 
     def _fail(self, exc: Exception) -> None:
         if self.answer is not None and not self.answer.done():
