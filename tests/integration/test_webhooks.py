@@ -76,164 +76,143 @@ def client(**kw: object) -> WebhookClient:
     return WebhookClient(**settings)  # type: ignore[arg-type]
 
 
-def test_a_post_carries_the_body_auth_and_headers_and_reuses_its_connection() -> None:
-    async def scenario() -> None:
-        srv = Server()
-        port = await srv.start()
-        c = client()
+Scenario = Callable[[Server, WebhookClient, str], Awaitable[None]]
+
+
+def run_against(
+    scenario: Scenario,
+    answer: Answer | None = None,
+    server_tls: ssl.SSLContext | None = None,
+    **client_settings: object,
+) -> None:
+    """Run ``scenario(server, client, url)`` against a fresh server and client."""
+
+    async def main() -> None:
+        srv = Server(answer)
+        port = await srv.start(server_tls)
+        c = client(**client_settings)
         try:
-            url = f"http://alice:s%40cret@127.0.0.1:{port}/hook/é?x=1&y=a b"
-            for i in range(3):
-                sent = {"X-Medevac-Delivery-Id": f"d{i}"}
-                assert await c.post(url, b'{"n": %d}' % i, sent) == 200
-            assert len(srv.connections) == 1  # kept alive
-            line, headers, body = srv.requests[2]
-            assert line == "POST /hook/%C3%A9?x=1&y=a%20b HTTP/1.1"
-            assert headers["host"] == f"127.0.0.1:{port}"
-            assert headers["authorization"] == "Basic " + base64.b64encode(b"alice:s@cret").decode()
-            assert headers["x-medevac-delivery-id"] == "d2"
-            assert body == b'{"n": 2}'
-            # The pool is keyed without the credentials.
-            assert c.target(url).origin == f"http://127.0.0.1:{port}"
+            scheme = "https" if server_tls else "http"
+            await scenario(srv, c, f"{scheme}://127.0.0.1:{port}/")
         finally:
             await c.close()
             await srv.stop()
 
-    asyncio.run(scenario())
+    asyncio.run(main())
+
+
+async def slow(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+    await asyncio.sleep(0.2)
+    return OK
+
+
+def test_a_post_carries_the_body_auth_and_headers_and_reuses_its_connection() -> None:
+    async def scenario(srv: Server, c: WebhookClient, base: str) -> None:
+        url = base.replace("http://", "http://alice:s%40cret@") + "hook/é?x=1&y=a b"
+        for i in range(3):
+            sent = {"X-Medevac-Delivery-Id": f"d{i}"}
+            assert await c.post(url, b'{"n": %d}' % i, sent) == 200
+        assert len(srv.connections) == 1  # kept alive
+        line, headers, body = srv.requests[2]
+        assert line == "POST /hook/%C3%A9?x=1&y=a%20b HTTP/1.1"
+        assert headers["host"] == base.removeprefix("http://").rstrip("/")
+        assert headers["authorization"] == "Basic " + base64.b64encode(b"alice:s@cret").decode()
+        assert headers["x-medevac-delivery-id"] == "d2"
+        assert body == b'{"n": 2}'
+        # The pool is keyed without the credentials.
+        assert c.target(url).origin == base.rstrip("/")
+
+    run_against(scenario)
 
 
 def test_connection_close_and_an_idle_close_by_the_consumer_cost_nothing() -> None:
-    async def scenario() -> None:
-        async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            if n == 1:
-                return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
-            if n == 3:
-                return None  # read the request, then closed: the race with an idle close
-            return OK
+    async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+        if n == 1:
+            return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        if n == 3:
+            return None  # read the request, then closed: the race with an idle close
+        return OK
 
-        srv = Server(answer)
-        port = await srv.start()
-        c = client()
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            assert await c.post(url, b"1", {}) == 204
-            assert c.idle_connections(url) == 0  # the consumer said close
-            assert await c.post(url, b"2", {}) == 200
-            assert c.idle_connections(url) == 1
-            # Request 3 goes over the idle connection and is dropped unanswered; the
-            # client sends it once more on a new connection (request 4).
-            assert await c.post(url, b"3", {}) == 200
-            assert [b for _, _, b in srv.requests] == [b"1", b"2", b"3", b"3"]
-            assert len(srv.connections) == 3
-        finally:
-            await c.close()
-            await srv.stop()
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        assert await c.post(url, b"1", {}) == 204
+        assert c.idle_connections(url) == 0  # the consumer said close
+        assert await c.post(url, b"2", {}) == 200
+        assert c.idle_connections(url) == 1
+        # Request 3 goes over the idle connection and is dropped unanswered; the
+        # client sends it once more on a new connection (request 4).
+        assert await c.post(url, b"3", {}) == 200
+        assert [b for _, _, b in srv.requests] == [b"1", b"2", b"3", b"3"]
+        assert len(srv.connections) == 3
 
-    asyncio.run(scenario())
+    run_against(scenario, answer)
 
 
 def test_answers_ended_by_close_and_interim_answers_are_read() -> None:
-    async def scenario() -> None:
-        async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            if n == 1:
-                interim = b"HTTP/1.1 100 Continue\r\n\r\n"
-                return interim + b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
-            if n == 2:
-                chunked = b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-                return b"HTTP/1.1 500 Oops\r\n" + chunked
-            return b"HTTP/1.0 201 Created\r\n\r\nbody until the close"
+    async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+        if n == 1:
+            interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+            return interim + b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+        if n == 2:
+            chunked = b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            return b"HTTP/1.1 500 Oops\r\n" + chunked
+        return b"HTTP/1.0 201 Created\r\n\r\nbody until the close"
 
-        srv = Server(answer)
-        port = await srv.start()
-        c = client()
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            assert await c.post(url, b"", {}) == 202
-            assert await c.post(url, b"", {}) == 500
-            assert len(srv.connections) == 1
-            # HTTP/1.0 without a length: the answer ends when the server closes.
-            assert await c.post(url, b"", {}) == 201
-            assert c.idle_connections(url) == 0
-        finally:
-            await c.close()
-            await srv.stop()
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        assert await c.post(url, b"", {}) == 202
+        assert await c.post(url, b"", {}) == 500
+        assert len(srv.connections) == 1
+        # HTTP/1.0 without a length: the answer ends when the server closes.
+        assert await c.post(url, b"", {}) == 201
+        assert c.idle_connections(url) == 0
 
-    asyncio.run(scenario())
+    run_against(scenario, answer)
 
 
 def test_an_answer_nobody_asked_for_retires_the_connection() -> None:
-    async def scenario() -> None:
-        async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            if n == 1:  # and, unasked, what a server sends before closing an idle one
-                return OK + b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
-            return OK
+    async def answer(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+        if n == 1:  # and, unasked, what a server sends before closing an idle one
+            return OK + b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+        return OK
 
-        srv = Server(answer)
-        port = await srv.start()
-        c = client()
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            assert await c.post(url, b"1", {}) == 200
-            await asyncio.sleep(0.05)
-            assert c.idle_connections(url) == 0
-            assert await c.post(url, b"2", {}) == 200  # not the 408
-            assert len(srv.connections) == 2
-        finally:
-            await c.close()
-            await srv.stop()
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        assert await c.post(url, b"1", {}) == 200
+        await asyncio.sleep(0.05)
+        assert c.idle_connections(url) == 0
+        assert await c.post(url, b"2", {}) == 200  # not the 408
+        assert len(srv.connections) == 2
 
-    asyncio.run(scenario())
+    run_against(scenario, answer)
 
 
 def test_garbage_refusal_and_silence_are_errors_and_never_reused() -> None:
-    async def scenario() -> None:
-        async def garbage(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            return b"SMTP ready\r\n\r\n"
+    async def garbage(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
+        return b"SMTP ready\r\n\r\n"
 
-        async def silent(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            await asyncio.sleep(5)
-            return OK
-
-        bad, slow = Server(garbage), Server(silent)
-        bad_port, slow_port = await bad.start(), await slow.start()
-        c = client(timeout=0.3)
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        with pytest.raises(SendError, match="malformed answer"):
+            await c.post(url, b"", {})
+        assert c.idle_connections(url) == 0
+        with pytest.raises(SendError):
+            await c.post(f"http://127.0.0.1:{free_port()}/", b"", {})
+        silent = Server(lambda *_: asyncio.sleep(5, OK))
+        silent_url = f"http://127.0.0.1:{await silent.start()}/"
         try:
-            with pytest.raises(SendError, match="malformed answer"):
-                await c.post(f"http://127.0.0.1:{bad_port}/", b"", {})
-            with pytest.raises(SendError):
-                await c.post(f"http://127.0.0.1:{free_port()}/", b"", {})
             with pytest.raises(TimeoutError):
-                await c.post(f"http://127.0.0.1:{slow_port}/", b"", {})
-            assert c.idle_connections(f"http://127.0.0.1:{bad_port}/") == 0
-            assert c.idle_connections(f"http://127.0.0.1:{slow_port}/") == 0
+                await c.post(silent_url, b"", {})
+            assert c.idle_connections(silent_url) == 0
         finally:
-            await c.close()
-            await bad.stop()
-            await slow.stop()
+            await silent.stop()
 
-    asyncio.run(scenario())
+    run_against(scenario, garbage, timeout=0.3)
 
 
 def test_a_slow_consumer_gets_at_most_its_connections() -> None:
-    async def scenario() -> None:
-        async def slow(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            await asyncio.sleep(0.2)
-            return OK
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        statuses = await asyncio.gather(*(c.post(url, b"", {}) for _ in range(9)))
+        assert statuses == [200] * 9
+        assert len(srv.connections) == 3
 
-        srv = Server(slow)
-        port = await srv.start()
-        c = client(connections_per_origin=3)
-        try:
-            statuses = await asyncio.gather(
-                *(c.post(f"http://127.0.0.1:{port}/", b"", {}) for _ in range(9))
-            )
-            assert statuses == [200] * 9
-            assert len(srv.connections) == 3
-        finally:
-            await c.close()
-            await srv.stop()
-
-    asyncio.run(scenario())
+    run_against(scenario, slow, connections_per_origin=3)
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -269,75 +248,51 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 
 def test_https_consumers_are_verified(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
 
-    async def scenario() -> None:
-        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_tls.load_cert_chain(cert, key)
-        srv = Server()
-        port = await srv.start(server_tls)
-        url = f"https://127.0.0.1:{port}/hook"
-        trusting = ssl.create_default_context(cafile=str(cert))
-        c, stranger = client(tls=trusting), client(tls=ssl.create_default_context())
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        assert await c.post(url, b"{}", {}) == 200
+        assert await c.post(url, b"{}", {}) == 200
+        assert len(srv.connections) == 1
+        stranger = client(tls=ssl.create_default_context())
         try:
-            assert await c.post(url, b"{}", {}) == 200
-            assert await c.post(url, b"{}", {}) == 200
-            assert len(srv.connections) == 1
             with pytest.raises(SendError, match="TLS"):
                 await stranger.post(url, b"{}", {})
         finally:
-            await c.close()
             await stranger.close()
-            await srv.stop()
 
-    asyncio.run(scenario())
+    trusting = ssl.create_default_context(cafile=str(cert))
+    run_against(scenario, server_tls=server_tls, tls=trusting)
 
 
 def test_a_begun_post_is_written_at_once_and_its_slot_comes_back() -> None:
-    async def scenario() -> None:
-        srv = Server()
-        port = await srv.start()
-        c = client(connections_per_origin=2)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            assert c.begin(url, b"x", {}) is None  # no connection ready: the caller waits
-            await c.connect(url)
-            begun = c.begin(url, b"early", {})
-            assert begun is not None and c.begin(url, b"y", {}) is None  # one idle only
-            assert await c.post(url, b"", {}, begun=begun) == 200
-            assert [b for _, _, b in srv.requests] == [b"early"]
-            assert await asyncio.gather(*(c.post(url, b"z", {}) for _ in range(3))) == [200] * 3
-            assert len(srv.connections) <= 2
-        finally:
-            await c.close()
-            await srv.stop()
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        assert c.begin(url, b"x", {}) is None  # no connection ready: the caller waits
+        assert c.reserve(url, 1) == 1
+        await c.connect(url)
+        begun = c.begin(url, b"early", {})
+        assert begun is not None and c.begin(url, b"y", {}) is None  # one idle only
+        assert await c.post(url, b"", {}, begun=begun) == 200
+        assert [b for _, _, b in srv.requests] == [b"early"]
+        assert await asyncio.gather(*(c.post(url, b"z", {}) for _ in range(3))) == [200] * 3
+        assert len(srv.connections) <= 2
 
-    asyncio.run(scenario())
+    run_against(scenario, connections_per_origin=2)
 
 
 def test_a_cancelled_wait_for_a_connection_loses_no_slot() -> None:
-    async def scenario() -> None:
-        async def slow(n: int, headers: dict[str, str], body: bytes) -> bytes | None:
-            await asyncio.sleep(0.2)
-            return OK
+    async def scenario(srv: Server, c: WebhookClient, url: str) -> None:
+        holders = [asyncio.create_task(c.post(url, b"h", {})) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        waiters = [asyncio.create_task(c.post(url, b"w", {})) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        waiters[0].cancel()  # waiting for a slot
+        assert await asyncio.gather(*holders, waiters[1]) == [200] * 3
+        # Both slots still there: two more at once take 0.2 s, not 0.4 s.
+        t0 = asyncio.get_running_loop().time()
+        assert await asyncio.gather(*(c.post(url, b"a", {}) for _ in range(2))) == [200] * 2
+        assert asyncio.get_running_loop().time() - t0 < 0.35
+        assert [b for _, _, b in srv.requests].count(b"w") == 1
 
-        srv = Server(slow)
-        port = await srv.start()
-        c = client(connections_per_origin=2)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            holders = [asyncio.create_task(c.post(url, b"h", {})) for _ in range(2)]
-            await asyncio.sleep(0.05)
-            waiters = [asyncio.create_task(c.post(url, b"w", {})) for _ in range(2)]
-            await asyncio.sleep(0.05)
-            waiters[0].cancel()  # waiting for a slot
-            assert await asyncio.gather(*holders, waiters[1]) == [200] * 3
-            # Both slots still there: two more at once take 0.2 s, not 0.4 s.
-            t0 = asyncio.get_running_loop().time()
-            assert await asyncio.gather(*(c.post(url, b"a", {}) for _ in range(2))) == [200] * 2
-            assert asyncio.get_running_loop().time() - t0 < 0.35
-            assert [b for _, _, b in srv.requests].count(b"w") == 1
-        finally:
-            await c.close()
-            await srv.stop()
-
-    asyncio.run(scenario())
+    run_against(scenario, slow, connections_per_origin=2)
