@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,8 @@ from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.events import INSTANCE_UPDATE, Event
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
-from medevac.storage.records import AlarmStore, OutboxStore
+from medevac.storage.db import WriterBusy
+from medevac.storage.records import AlarmStore, DeliveryRow, OutboxStore
 from tests.conftest import ConsumerProcess, free_port, wait_for
 
 FAST_RETRY = DeliverySettings(retry_initial=0.05, retry_max_interval=0.2, timeout=2.0)
@@ -374,3 +376,33 @@ def test_a_bursts_first_alarms_are_on_the_wire_before_the_emitter_goes_on(
     assert len(times) == 10
     assert times[1] < busy_until - 0.3  # the first two, during the emitter's work
     assert times[2] >= busy_until  # the rest once the loop was free again
+
+
+def test_the_cheapest_insert_reads_back_as_the_orm_wrote_it(db: Database) -> None:
+    """``record_deliveries_now`` (SQLite's fast path) stores exactly what the Session
+    path stores; a failed insert commits nothing and leaves the path usable."""
+    store = AlarmStore(db)
+    n = Notifier(store, Outbox(store, OutboxStore(db)))
+    alarm = asyncio.run(n.create(spec("s1", "http://127.0.0.1:9/x"), "p1"))
+    payload = {"alarm_id": alarm.alarm_id, "reason_data": {"traits": [["state", 1, "error"]]}}
+    at = 1_796_000_000.123456
+    fast = [
+        DeliveryRow(f"fast-{i}", alarm.alarm_id, "http://c/x", payload, at, "t1") for i in range(2)
+    ]
+    slow = [DeliveryRow("orm-0", alarm.alarm_id, "http://c/x", payload, at, "t1")]
+    store.record_deliveries_now(fast)
+    store.record_firing([], [], slow)
+    got = {r.id: r for r in OutboxStore(db).pending()}
+    assert set(got) == {"fast-0", "fast-1", "orm-0"}
+    for key in ("fast-0", "fast-1"):
+        assert replace(got[key], id="orm-0") == got["orm-0"]
+    assert got["fast-0"].created_at == pytest.approx(at, abs=1e-6)
+    # A duplicate id in the batch: nothing of it is committed.
+    dup = [DeliveryRow("new", alarm.alarm_id, "http://c/x", payload, at), fast[0]]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_deliveries_now(dup)
+    store.record_deliveries_now([replace(dup[0], id="after")])
+    assert {r.id for r in OutboxStore(db).pending()} == {"fast-0", "fast-1", "orm-0", "after"}
+    # Another writer of this process has the turn: say so, never wait.
+    with db.session(), pytest.raises(WriterBusy):
+        store.record_deliveries_now([replace(dup[0], id="busy")])

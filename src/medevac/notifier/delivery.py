@@ -169,17 +169,22 @@ class Outbox:
         their connections at once: whatever the emitter does next (the inspector
         goes on with the ports and the plan) runs while the consumers read. Handing
         the write to a thread and back would cost two wake-ups, milliseconds each on a
-        busy machine. False: the thread writes it, as any other chunk."""
+        busy machine. Only the deliveries are written here, in the cheapest insert
+        there is; the alarms' states and history (when this chunk is the batch's
+        last) follow through the thread. False: the thread writes it all, as any
+        other chunk."""
         if self._http is None or not self.alarms.db.local or self._writes.locked():
             return False
         try:
-            self.alarms.record_firing(states, changes, deliveries, wait=False)
+            self.alarms.record_deliveries_now(deliveries)
         except WriterBusy:
             return False  # another writer has it: the thread waits for its turn
         except Exception:
             log.exception("outbox write in place failed; trying again in its thread")
             return False
         self._send(deliveries, eager=True)
+        if states or changes:
+            self._write(self._persist_then_send(states, changes, []))
         return True
 
     async def _persist_then_send(

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, update
 
 from medevac.storage.db import Database
 from medevac.storage.models import (
@@ -226,20 +226,7 @@ class AlarmStore:
             for alarm_id, state, reason, at in states
         ]
         change_rows = [_change_row(c) for c in changes]
-        delivery_rows = [
-            {
-                "id": d.id,
-                "alarm_id": d.alarm_id,
-                "url": d.url,
-                "payload": d.payload,
-                "status": "pending",
-                "attempts": 0,
-                "created_at": dt(d.created_at),
-                "next_attempt_at": dt(d.created_at),
-                "trace_id": d.trace_id,
-            }
-            for d in deliveries
-        ]
+        delivery_rows = _delivery_rows(deliveries)
         with self.db.session(wait=wait) as s:
             conn = s.connection()
             bulk_update(
@@ -254,6 +241,29 @@ class AlarmStore:
                 conn.execute(insert(AlarmChange), change_rows)
             if delivery_rows:
                 conn.execute(insert(Delivery), delivery_rows)
+
+    def record_deliveries_now(self, deliveries: Iterable[DeliveryRow]) -> None:
+        """Only deliveries, in the cheapest write there is (``Database.insert_now``):
+        a burst's first webhooks, whose alarms' states follow in a later write.
+        SQLite only; raises ``WriterBusy`` rather than wait for another writer."""
+        self.db.insert_now(cast(Table, Delivery.__table__), _delivery_rows(deliveries))
+
+
+def _delivery_rows(deliveries: Iterable[DeliveryRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": d.id,
+            "alarm_id": d.alarm_id,
+            "url": d.url,
+            "payload": d.payload,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": dt(d.created_at),
+            "next_attempt_at": dt(d.created_at),
+            "trace_id": d.trace_id,
+        }
+        for d in deliveries
+    ]
 
 
 def _change_row(c: HistoryRow) -> dict[str, Any]:
