@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -152,7 +153,10 @@ class Database:
                 self._own.cursor().executemany(sql, params)
                 self._own.commit()
             except BaseException:
-                self._own.rollback()
+                own, self._own = self._own, None  # the next call starts on a fresh one
+                with contextlib.suppress(Exception):
+                    own.rollback()
+                    own.close()
                 raise
         finally:
             self._turn.release()
