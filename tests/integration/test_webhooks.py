@@ -273,7 +273,7 @@ def test_a_begun_post_is_written_at_once_and_its_slot_comes_back() -> None:
         await c.connect(url)
         begun = c.begin(url, b"early", {})
         assert begun is not None and c.begin(url, b"y", {}) is None  # one idle only
-        assert await c.post(url, b"", {}, begun=begun) == 200
+        assert await c.finish(begun) == 200
         assert [b for _, _, b in srv.requests] == [b"early"]
         assert await asyncio.gather(*(c.post(url, b"z", {}) for _ in range(3))) == [200] * 3
         assert len(srv.connections) <= 2

@@ -244,14 +244,17 @@ class Outbox:
         later.)"""
         if self._http is None:
             return  # not started: nothing to keep warm yet
-        per_origin: dict[str, tuple[str, int]] = {}
+        alarms: Counter[str] = Counter()  # per consumer origin
+        any_url: dict[str, str] = {}
         for url, n in urls.items():
             try:
                 origin = self._http.target(url).origin
             except SendError:
                 continue
-            per_origin[origin] = (url, per_origin.get(origin, (url, 0))[1] + n)
-        for url, n in per_origin.values():
+            alarms[origin] += n
+            any_url[origin] = url
+        for origin, n in alarms.items():
+            url = any_url[origin]
             for _ in range(self._http.reserve(url, min(n, FIRST_CHUNK))):
                 self._spawn(self._connect(url))
 
@@ -318,7 +321,7 @@ class Outbox:
             try:
                 if begun is not None:
                     first, begun = begun, None
-                    status = await self.http.post(row.url, b"", {}, begun=first)
+                    status = await self.http.finish(first)
                 else:
                     request = request or self._request(row)
                     status = await self.http.post(row.url, *request)

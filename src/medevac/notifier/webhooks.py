@@ -210,7 +210,7 @@ class _Pool:
 
 @dataclass(frozen=True)
 class Begun:
-    """A POST whose request is already written; ``WebhookClient.post`` awaits it."""
+    """A POST whose request is already written; ``WebhookClient.finish`` awaits it."""
 
     target: Target
     pool: _Pool
@@ -296,50 +296,63 @@ class WebhookClient:
     def begin(self, url: str, body: bytes, headers: Mapping[str, str]) -> Begun | None:
         """Write the request now, in the caller's stack, if a kept-alive connection is
         idle and a slot free; else None (``post`` then waits for them). A Begun must
-        be passed to ``post``, which reads its answer and frees its slot."""
+        be passed to ``finish``, which reads its answer and frees its slot."""
         target = self.target(url)
         pool = self._pool(target)
-        if not pool.ready() or not pool.slots.try_take():
+        if not pool.slots.try_take():
             return None
         conn = pool.take_idle()
-        assert conn is not None
+        if conn is None:
+            pool.slots.give()
+            return None
         data = self._request(target, body, headers)
         return Begun(target, pool, conn, data, conn.request(data))
 
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, begun: Begun | None = None
-    ) -> int:
-        """POST ``body`` (or finish ``begun``); returns the answer's status. Raises
-        SendError, or TimeoutError after ``timeout`` (waiting for a connection
-        included)."""
-        if begun is not None:
-            target, pool, data = begun.target, begun.pool, begun.data
-        else:
-            target = self.target(url)
-            pool = self._pool(target)
-            data = self._request(target, body, headers)
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """POST ``body``; returns the answer's status. Raises SendError, or TimeoutError
+        after ``timeout`` (waiting for a connection included)."""
+        target = self.target(url)
+        pool = self._pool(target)
+        data = self._request(target, body, headers)
         async with asyncio.timeout(self.timeout):
-            if begun is None:
-                await pool.slots.take()
+            await pool.slots.take()
             try:
-                if begun is not None:
-                    conn: _Connection | None = begun.conn
-                    answer: asyncio.Future[int] | None = begun.answer
-                else:
-                    conn = pool.take_idle()
-                    answer = conn.request(data) if conn is not None else None
-                if conn is not None and answer is not None:
-                    try:
-                        return await self._settle(pool, conn, answer)
-                    except SendError:
-                        # The consumer may have closed it while idle (its FIN crossing
-                        # our request): once more on a new connection.
-                        if conn.heard:
-                            raise
-                conn = await self._open(target)
-                return await self._settle(pool, conn, conn.request(data))
+                conn = pool.take_idle()
+                answer = conn.request(data) if conn is not None else None
+                return await self._exchange(target, pool, data, conn, answer)
             finally:
                 pool.slots.give()
+
+    async def finish(self, begun: Begun) -> int:
+        """``post`` for a request ``begin`` already wrote."""
+        async with asyncio.timeout(self.timeout):
+            try:
+                return await self._exchange(
+                    begun.target, begun.pool, begun.data, begun.conn, begun.answer
+                )
+            finally:
+                begun.pool.slots.give()
+
+    async def _exchange(
+        self,
+        target: Target,
+        pool: _Pool,
+        data: bytes,
+        conn: _Connection | None,
+        answer: asyncio.Future[int] | None,
+    ) -> int:
+        """The answer to ``data``, written over the kept-alive ``conn`` (if any); once
+        more over a new connection when the kept one turned out closed."""
+        if conn is not None and answer is not None:
+            try:
+                return await self._settle(pool, conn, answer)
+            except SendError:
+                # The consumer may have closed it while idle (its FIN crossing our
+                # request): once more on a new connection.
+                if conn.heard:
+                    raise
+        conn = await self._open(target)
+        return await self._settle(pool, conn, conn.request(data))
 
     @staticmethod
     async def _settle(pool: _Pool, conn: _Connection, answer: asyncio.Future[int]) -> int:

@@ -103,11 +103,16 @@ class Database:
         """A transaction: committed when the block ends, rolled back on error.
         ``wait=False``: raise ``WriterBusy`` rather than wait for this process's other
         writers (SQLite's turn; other databases have none to wait for)."""
+        with self._writer_turn(wait), self._sessions.begin() as s:
+            yield s
+
+    @contextmanager
+    def _writer_turn(self, wait: bool) -> Iterator[None]:
+        """SQLite's one writer, by turns in this process (other databases: no turn)."""
         if self._turn is not None and not self._turn.acquire(blocking=wait):
             raise WriterBusy
         try:
-            with self._sessions.begin() as s:
-                yield s
+            yield
         finally:
             if self._turn is not None:
                 self._turn.release()
@@ -142,11 +147,9 @@ class Database:
             raise TypeError("insert_now is for SQLite; use session() elsewhere")
         if not rows:
             return
-        if not self._turn.acquire(blocking=False):
-            raise WriterBusy
-        try:
-            sql, processors = self._prepared(table, tuple(rows[0]))
-            params = [tuple(p(row[k]) if p else row[k] for k, p in processors) for row in rows]
+        sql, processors = self._prepared(table, tuple(rows[0]))
+        params = [tuple(p(row[k]) if p else row[k] for k, p in processors) for row in rows]
+        with self._writer_turn(wait=False):
             if self._own is None:
                 self._own = self.engine.raw_connection()
             try:
@@ -158,8 +161,6 @@ class Database:
                     own.rollback()
                     own.close()
                 raise
-        finally:
-            self._turn.release()
 
     def _prepared(self, table: Table, keys: tuple[str, ...]) -> tuple[str, list[tuple[str, Any]]]:
         cached = self._inserts.get((table.name, keys))
