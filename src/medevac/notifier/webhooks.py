@@ -317,9 +317,7 @@ class WebhookClient:
         async with asyncio.timeout(self.timeout):
             await pool.slots.take()
             try:
-                conn = pool.take_idle()
-                answer = conn.request(data) if conn is not None else None
-                return await self._exchange(target, pool, data, conn, answer)
+                return await self._exchange(target, pool, data, pool.take_idle())
             finally:
                 pool.slots.give()
 
@@ -339,11 +337,14 @@ class WebhookClient:
         pool: _Pool,
         data: bytes,
         conn: _Connection | None,
-        answer: asyncio.Future[int] | None,
+        answer: asyncio.Future[int] | None = None,
     ) -> int:
-        """The answer to ``data``, written over the kept-alive ``conn`` (if any); once
-        more over a new connection when the kept one turned out closed."""
-        if conn is not None and answer is not None:
+        """The answer to ``data``, written over the kept-alive ``conn`` (if any; its
+        ``answer`` when ``begin`` already wrote it); once more over a new connection
+        when the kept one turned out closed."""
+        if conn is not None:
+            if answer is None:
+                answer = conn.request(data)
             try:
                 return await self._settle(pool, conn, answer)
             except SendError:

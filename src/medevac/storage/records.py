@@ -209,13 +209,10 @@ class AlarmStore:
         states: Iterable[tuple[str, str, str, float]],
         changes: Iterable[HistoryRow],
         deliveries: Iterable[DeliveryRow],
-        *,
-        wait: bool = True,
     ) -> None:
         """One transaction for what one batch of events did: alarm states (id, state,
         reason, at), their history, and the deliveries it owes (the outbox).
-        Bulk statements throughout: this is on the notification path. ``wait=False``:
-        raise ``WriterBusy`` rather than wait for another writer of this process."""
+        Bulk statements throughout: this is on the notification path."""
         state_rows = [
             {
                 "key": alarm_id,
@@ -227,7 +224,7 @@ class AlarmStore:
         ]
         change_rows = [_change_row(c) for c in changes]
         delivery_rows = _delivery_rows(deliveries)
-        with self.db.session(wait=wait) as s:
+        with self.db.session() as s:
             conn = s.connection()
             bulk_update(
                 conn,
