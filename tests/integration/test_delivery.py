@@ -403,3 +403,41 @@ def test_the_cheapest_insert_reads_back_as_the_orm_wrote_it(db: Database) -> Non
     # Another writer of this process has the turn: say so, never wait.
     with db.session(), pytest.raises(WriterBusy):
         store.record_deliveries_now([replace(dup[0], id="busy")])
+
+
+def test_the_alarms_books_follow_their_webhooks_and_never_undo_a_newer_state(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    """An alarm's new state and history are written once its webhook was tried, not
+    before; a state the API sets meanwhile is the one the database keeps; a controller
+    stopping before the webhooks were tried still writes them."""
+    consumer.slow(0.6)
+    store = AlarmStore(db)
+
+    def stored(alarm_id: str) -> tuple[str, list[str]]:
+        state = next(r.state for r in store.all() if r.alarm_id == alarm_id)
+        return state, [h.type for h in store.history(alarm_id)]
+
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        try:
+            a1 = await n.create(spec("s1", consumer.url + "/failure"), "p1")
+            a2 = await n.create(spec("s2", consumer.url + "/failure"), "p1")
+            n.emit([failure("s1"), failure("s2")])
+            assert n.get(a1.alarm_id).state == "alarm"  # in memory at once
+            await asyncio.sleep(0.3)  # the webhooks are at the slow consumer
+            assert stored(a1.alarm_id) == ("insufficient data", ["creation"])
+            await n.set_state(a2.alarm_id, "ok", "operator")  # newer than the firing
+            await until("delivered", lambda: n.outbox.counters["delivered"] == 2, 5)
+            await until("books written", lambda: len(stored(a1.alarm_id)[1]) == 2, 5)
+            assert stored(a1.alarm_id) == ("alarm", ["state transition", "creation"])
+            assert stored(a2.alarm_id)[0] == "ok"
+            # Stopping while a webhook is still at the consumer: its books are written.
+            await n.set_state(a1.alarm_id, "ok", "operator")
+            n.emit([failure("s1")])
+        finally:
+            await n.close()
+        assert stored(a1.alarm_id)[0] == "alarm"
+
+    asyncio.run(scenario())

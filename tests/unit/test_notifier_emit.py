@@ -4,6 +4,7 @@ goes out first alarms first, and no batch is lost or reordered on the way."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 from medevac.notifier.alarms import Alarm, AlarmSpec
@@ -152,3 +153,62 @@ def test_a_burst_with_no_alarms_is_evaluated_at_once() -> None:
     assert n.emit([failure(s) for s in SERVERS], first_alarms_first=True) == 0
     assert outbox.batches == []
     assert channel.events == SERVERS
+
+
+def test_a_bursts_events_are_built_only_as_they_are_evaluated() -> None:
+    """An iterator's events are drawn as evaluated: the first webhooks wait for two
+    events, not for the whole burst to be built; one that cannot be built ends its
+    batch (logged) and never blocks the batches after it."""
+
+    async def go() -> None:
+        n, outbox, channel = notifier([*SERVERS, "later"], first_alarms_wait=60)
+        built: list[str] = []
+
+        def burst(fail_at: str | None = None) -> Iterator[Event]:
+            for s in SERVERS:
+                if s == fail_at:
+                    raise RuntimeError("a bug while building an event")
+                built.append(s)
+                yield failure(s)
+
+        n.emit(burst(), first_alarms_first=True)
+        assert built == ["s0", "s1"]
+        outbox.tried.set()
+        assert await n.sent(1.0) is True
+        assert built == SERVERS and outbox.batches == [["s0", "s1"], SERVERS[2:]]
+
+        for a in n.index.alarms.values():
+            a.state = "ok"
+        outbox.batches.clear()
+        n.emit(burst(fail_at="s5"), first_alarms_first=True)
+        n.emit([failure("later")])
+        assert await n.sent(1.0) is True
+        assert outbox.batches == [["s0", "s1"], ["s2", "s3", "s4"], ["later"]]
+        assert channel.events[-6:] == ["s0", "s1", "s2", "s3", "s4", "later"]
+
+    asyncio.run(go())
+
+
+def test_the_next_batch_waits_for_the_previous_ones_write_to_start() -> None:
+    """Once a burst's rest has queued its webhooks, the loop turns before the next
+    batch is evaluated: that write is under way while the loop evaluates."""
+
+    async def go() -> None:
+        n, outbox, _ = notifier([*SERVERS, "later"], first_alarms_wait=60)
+        turns: list[int] = []
+        n.emit([failure(s) for s in SERVERS], first_alarms_first=True)
+        n.emit([failure("later")])
+        outbox.tried.set()
+
+        async def count_turns() -> None:
+            while True:
+                turns.append(len(outbox.batches))
+                await asyncio.sleep(0)
+
+        counter = asyncio.ensure_future(count_turns())
+        assert await n.sent(1.0) is True
+        counter.cancel()
+        assert outbox.batches == [["s0", "s1"], SERVERS[2:], ["later"]]
+        assert 2 in turns  # a turn ran between the rest's submit and the next batch
+
+    asyncio.run(go())

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -259,8 +259,15 @@ class Inspector:
             servers = self.recovery.order(inc.host, servers)
         ports = self.topology.ports_on(inc.host)
         inc.stamp("T02", self.clock())
-        # The servers' events first: they are what the consumers' alarms wait on.
-        self._emit(inc, self._server_events(inc, servers), "T06", first_alarms_first=True)
+        # The servers' events first: they are what the consumers' alarms wait on. Built
+        # as they are evaluated, so the first webhooks wait for only a few of them.
+        self._emit(
+            inc,
+            self._server_events(inc, servers),
+            "T06",
+            first_alarms_first=True,
+            described=(len(servers), [ev.INSTANCE_UPDATE]),
+        )
         plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
         host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
         self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
@@ -593,22 +600,24 @@ class Inspector:
     def _emit(
         self,
         inc: Incident,
-        events: list[Event],
+        events: Sequence[Event] | Iterator[Event],
         checkpoint: str | None,
         *,
         first_alarms_first: bool = False,
+        described: tuple[int, list[str]] | None = None,
     ) -> None:
-        if not events:
+        """Hand events to the notifier and record them on the incident; ``described``
+        (how many, of which types) when ``events`` is an iterator built lazily."""
+        if described is None:
+            assert isinstance(events, Sequence)
+            described = (len(events), sorted({e.event_type for e in events}))
+        count, types = described
+        if not count:
             return
         now = self.clock()
         if checkpoint:
             inc.stamp(checkpoint, now)
-        record = {
-            "at": now,
-            "types": sorted({e.event_type for e in events}),
-            "count": len(events),
-            "deliveries": 0,
-        }
+        record = {"at": now, "types": types, "count": count, "deliveries": 0}
         inc.events.append(record)
 
         def queued(n: int) -> None:  # part of the batch was evaluated a few ms later
@@ -625,10 +634,10 @@ class Inspector:
             traits["verdict"] = verdict.kind.value
         return Event(event_type, self.clock(), traits, trace_id=inc.trace_id)
 
-    def _server_events(self, inc: Incident, servers: list[ServerInfo]) -> list[Event]:
+    def _server_events(self, inc: Incident, servers: list[ServerInfo]) -> Iterator[Event]:
         now = self.clock()
         reset = self.settings.reset_servers is ResetPolicy.ERROR
-        return [
+        return (
             Event(
                 ev.INSTANCE_UPDATE,
                 now,
@@ -645,7 +654,7 @@ class Inspector:
                 trace_id=inc.trace_id,
             )
             for s in servers
-        ]
+        )
 
     def _port_events(
         self, inc: Incident, ports: list[PortInfo], status: DataPlaneStatus

@@ -1,7 +1,9 @@
 """At-least-once webhook delivery from a durable outbox.
 
 A batch of deliveries is written to the database first (in growing chunks), then each
-is POSTed on its own task, so a slow or dead consumer never delays another. Failures
+is POSTed on its own task, so a slow or dead consumer never delays another. The
+alarms' states and history that go with them (their books) are written once those
+POSTs have been tried: the consumers' CPU comes before the bookkeeping. Failures
 are retried with exponential backoff up to a time bound; every delivery keeps one id
 for its life (``X-Medevac-Delivery-Id`` and ``x-openstack-request-id``), so a
 consumer can drop the duplicates at-least-once implies. On start, whatever is still
@@ -18,10 +20,10 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from medevac.notifier.webhooks import Begun, SendError, WebhookClient
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 FIRST_CHUNK = 2
 Request = tuple[bytes, dict[str, str]]  # a webhook's body and headers
 CheckpointHook = Callable[[str | None, str, float], None]
+AlarmState = tuple[str, str, float]  # state, reason, since
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class DeliverySettings:
     retry_for: float = 3600.0  # then the delivery is marked failed
     connections_per_consumer: int = 32
     settle_interval: float = 0.05  # outcomes are written in batches
+    books_wait: float = 1.0  # the alarms' books wait at most this for the POSTs' first tries
 
 
 class Outbox:
@@ -63,6 +68,9 @@ class Outbox:
         # The profiler's marks by trace id: T07 evaluated (the notifier's), T08 fired,
         # T09 received (the consumer's 2xx).
         self.on_checkpoint: CheckpointHook | None = None
+        # An alarm's current state by id, read when its books are written (the notifier's
+        # index): a state the API set meanwhile is never overwritten by an older one.
+        self.alarm_state: Callable[[str], AlarmState | None] | None = None
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
         self._http: WebhookClient | None = None  # made in start, with the CA store
@@ -71,9 +79,12 @@ class Outbox:
         self._settled: list[tuple[str, str, int, float, str | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writes = asyncio.Lock()
-        # Its own thread for outbox writes: never queued behind BMC reads or other
-        # work in the loop's default executor.
+        # Its own thread for the notifier's writes: never queued behind BMC reads or
+        # other work in the loop's default executor.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self._books_states: dict[str, AlarmState] = {}  # by alarm id, the latest
+        self._books_changes: list[HistoryRow] = []
+        self._books: asyncio.Task[None] | None = None  # their write, once due
         self._first_pending = 0  # deliveries not yet through their first attempt
         self._first_done = asyncio.Event()
         self._first_done.set()
@@ -98,7 +109,10 @@ class Outbox:
     async def close(self) -> None:
         # What was submitted reaches the database first: a webhook not yet written
         # would be lost, one written but unsent is sent by the next start.
+        if self._books is not None:
+            self._books.cancel()  # written below without waiting for the POSTs
         await asyncio.gather(*self._writing, return_exceptions=True)
+        await self._write_books()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -116,10 +130,17 @@ class Outbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _write(self, coro: Any) -> None:
+    def _write(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
+        return task
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)``, a database write, on the outbox's thread after every write
+        asked before it: the notifier's writes reach the database in the loop's order."""
+        async with self._writes:
+            return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     # -- intake -------------------------------------------------------------------
 
@@ -138,41 +159,34 @@ class Outbox:
         while the rest are still being written. ``chunked=False``: one write, for
         the rest of a burst whose first alarms are already out (one write on an idle
         loop beats chunks written while the loop sends the previous ones).
-        """
-        if deliveries:
-            self._first_pending += len(deliveries)
-            self._first_done.clear()
-        chunks: list[list[DeliveryRow]] = []
-        start, size = 0, FIRST_CHUNK if chunked else max(1, len(deliveries))
-        while start < len(deliveries):
-            chunks.append(deliveries[start : start + size])
-            start, size = start + size, size * 4
-        if not chunks:
-            self._write(self._persist_then_send(states, changes, []))
-            return
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            # The alarms' states and history travel with the last chunk.
-            batch = (states if last else [], changes if last else [], chunk)
-            if i == 0 and chunked and self._write_now(*batch):
-                continue
-            self._write(self._persist_then_send(*batch))
 
-    def _write_now(
-        self,
-        states: list[tuple[str, str, str, float]],
-        changes: list[HistoryRow],
-        deliveries: list[DeliveryRow],
-    ) -> bool:
+        The alarms' states (id, state, reason, at) and history follow once the
+        deliveries queued so far have been tried (``books_wait`` at most): on a
+        two-core controller their write would take a core from the consumers just
+        when they read the webhooks. A controller killed in between sends the
+        deliveries again on its next start; those alarms then keep their previous
+        state until their next change.
+        """
+        if states or changes:
+            self._keep_books(states, changes)
+        if not deliveries:
+            return
+        self._first_pending += len(deliveries)
+        self._first_done.clear()
+        start, size = 0, FIRST_CHUNK if chunked else len(deliveries)
+        while start < len(deliveries):
+            chunk = deliveries[start : start + size]
+            if not (start == 0 and chunked and self._write_now(chunk)):
+                self._write(self._persist_then_send(chunk))
+            start, size = start + size, size * 4
+
+    def _write_now(self, deliveries: list[DeliveryRow]) -> bool:
         """A batch's first chunk, written right here in the emitter's stack when the
         database is a local file nobody else is writing, and its POSTs written to
         their connections at once: whatever the emitter does next (the inspector
         goes on with the ports and the plan) runs while the consumers read. Handing
         the write to a thread and back would cost two wake-ups, milliseconds each on a
-        busy machine. Only the deliveries are written here, in the cheapest insert
-        there is; the alarms' states and history (when this chunk is the batch's
-        last) follow through the thread. False: the thread writes it all, as any
-        other chunk."""
+        busy machine. False: the thread writes it, as any other chunk."""
         if self._http is None or not self.alarms.db.local or self._writes.locked():
             return False
         try:
@@ -183,27 +197,58 @@ class Outbox:
             log.exception("outbox write in place failed; trying again in its thread")
             return False
         self._send(deliveries, eager=True)
-        if states or changes:
-            self._write(self._persist_then_send(states, changes, []))
         return True
 
-    async def _persist_then_send(
-        self,
-        states: list[tuple[str, str, str, float]],
-        changes: list[HistoryRow],
-        deliveries: list[DeliveryRow],
-    ) -> None:
+    async def _persist_then_send(self, deliveries: list[DeliveryRow]) -> None:
         try:
-            async with self._writes:  # chunks reach the database in the order they came
-                await asyncio.get_running_loop().run_in_executor(
-                    self._db_thread, self.alarms.record_firing, states, changes, deliveries
-                )
+            # Chunks reach the database in the order they came.
+            await self.write(self.alarms.record_firing, (), (), deliveries)
         except Exception:
             # The database is away: send anyway (better than silence), without the
             # outbox's guarantee across a restart, and say so.
             self.counters["unpersisted"] += len(deliveries)
             log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
         self._send(deliveries)
+
+    # -- the alarms' books --------------------------------------------------------
+
+    def _keep_books(
+        self, states: list[tuple[str, str, str, float]], changes: list[HistoryRow]
+    ) -> None:
+        for alarm_id, state, reason, at in states:
+            self._books_states[alarm_id] = (state, reason, at)
+        self._books_changes.extend(changes)
+        if self._books is None:
+            self._books = self._write(self._books_due())
+
+    async def _books_due(self) -> None:
+        try:
+            await self.first_attempts(self.settings.books_wait)
+        finally:
+            self._books = None  # what comes from now on waits for its own POSTs
+        await self._write_books()
+
+    async def _write_books(self) -> None:
+        states, changes = self._books_states, self._books_changes
+        if not states and not changes:
+            return
+        self._books_states, self._books_changes = {}, []
+        try:
+            await self.write(self._record_books, states, changes)
+        except Exception:  # the database is away: kept for the next flush, newer first
+            log.exception("cannot record %d alarm states; will retry", len(states))
+            for alarm_id, state in states.items():
+                self._books_states.setdefault(alarm_id, state)
+            self._books_changes[:0] = changes
+
+    def _record_books(self, states: dict[str, AlarmState], changes: list[HistoryRow]) -> None:
+        """On the outbox's thread: each alarm's state as it is now, unless deleted."""
+        rows = []
+        for alarm_id, submitted in states.items():
+            now = self.alarm_state(alarm_id) if self.alarm_state is not None else submitted
+            if now is not None:
+                rows.append((alarm_id, *now))
+        self.alarms.record_firing(rows, changes, ())
 
     def _send(self, deliveries: list[DeliveryRow], *, eager: bool = False) -> None:
         """``eager``: each request is written now over an idle kept-alive connection
@@ -366,14 +411,13 @@ class Outbox:
             await self._flush()
 
     async def _flush(self) -> None:
+        if self._books is None:
+            await self._write_books()  # books a failed write kept (else: none)
         if not self._settled:
             return
         batch, self._settled = self._settled, []
         try:
-            async with self._writes:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._db_thread, self.store.settle, batch
-                )
+            await self.write(self.store.settle, batch)
         except Exception:  # the database is away: keep the outcomes for the next flush
             log.exception("cannot record %d delivery outcomes; will retry", len(batch))
             self._settled[:0] = batch

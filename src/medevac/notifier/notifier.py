@@ -56,15 +56,29 @@ def _reason(alarm: Alarm, event: Event) -> str:
 
 
 class _Batch:
-    """Events emitted together, evaluated in order, possibly over two turns."""
+    """Events emitted together, evaluated in order, possibly over two turns. They are
+    drawn from their iterable as they are evaluated: a burst's rest is only built once
+    its first alarms are out."""
 
-    __slots__ = ("done", "events", "on_queued", "queued")
+    __slots__ = ("events", "exhausted", "on_queued", "queued")
 
-    def __init__(self, events: list[Event], on_queued: Callable[[int], None] | None) -> None:
-        self.events = events
-        self.done = 0  # events evaluated so far
+    def __init__(self, events: Iterable[Event], on_queued: Callable[[int], None] | None) -> None:
+        self.events = iter(events)
+        self.exhausted = False  # every event drawn and evaluated
         self.queued = 0  # deliveries queued so far
         self.on_queued = on_queued
+
+    def draw(self) -> Event | None:
+        """The next event, or None at the end (or when building it failed: the
+        iterable cannot go on after that)."""
+        try:
+            return next(self.events)
+        except StopIteration:
+            pass
+        except Exception:
+            log.exception("cannot build the next event of a batch; its rest is dropped")
+        self.exhausted = True
+        return None
 
 
 class Channel(Protocol):
@@ -96,6 +110,7 @@ class Notifier:
         # How long the rest of a burst waits for its first webhooks to be tried.
         self.first_alarms_wait = first_alarms_wait
         self.index = AlarmIndex()
+        outbox.alarm_state = self._alarm_state
         self.evaluated = 0
         self.fired = 0
         self._pending: deque[_Batch] = deque()  # batches (or their rest) not yet evaluated
@@ -153,10 +168,10 @@ class Notifier:
         ``on_queued`` gets the batch's total when part of it was evaluated later (the
         return value is then only what was queued at once).
         """
-        batch = _Batch(list(events), on_queued)
+        batch = _Batch(events, on_queued)
         if not self._pending:
             self._evaluate_batch(batch, FIRST_CHUNK if first_alarms_first else None)
-            if batch.done == len(batch.events):
+            if batch.exhausted:
                 return batch.queued
         self._pending.append(batch)
         self._all_evaluated.clear()
@@ -168,16 +183,25 @@ class Notifier:
         try:
             # The first webhooks' write and POSTs have the loop to themselves.
             await self.outbox.first_attempts(self.first_alarms_wait)
+            while self._pending:
+                if self._evaluate_next() and self._pending:
+                    await asyncio.sleep(0)  # its outbox write starts before the next batch
+            self._all_evaluated.set()
         finally:
             self._resume = None
-        self._evaluate_pending()
+
+    def _evaluate_next(self) -> int:
+        """Evaluate the rest of the oldest pending batch; returns the deliveries queued."""
+        batch = self._pending[0]
+        before = batch.queued
+        self._evaluate_batch(batch, None, chunked=False)
+        self._pending.popleft()
+        self._finished(batch)
+        return batch.queued - before
 
     def _evaluate_pending(self) -> None:
         while self._pending:
-            batch = self._pending[0]
-            self._evaluate_batch(batch, None, chunked=False)
-            self._pending.popleft()
-            self._finished(batch)
+            self._evaluate_next()
         self._all_evaluated.set()
 
     def _finished(self, batch: _Batch) -> None:
@@ -197,16 +221,15 @@ class Notifier:
         states: list[tuple[str, str, str, float]] = []
         changes: list[HistoryRow] = []
         deliveries: list[DeliveryRow] = []
-        start = batch.done
-        for event in batch.events[start:]:
-            batch.done += 1
+        evaluated: list[Event] = []
+        while (event := batch.draw()) is not None:
+            evaluated.append(event)
             try:
                 self._evaluate(event, now, states, changes, deliveries)
             except Exception:  # one bad event must not stop the others' alarms
                 log.exception("cannot evaluate event %s %s", event.event_type, event.message_id)
             if stop_after is not None and len(deliveries) >= stop_after:
                 break
-        evaluated = batch.events[start : batch.done]
         if self.outbox.on_checkpoint is not None:
             at = self.clock()
             for trace_id in {e.trace_id for e in evaluated if e.trace_id}:
@@ -255,6 +278,12 @@ class Notifier:
                 for url in alarm.spec.alarm_actions
             )
 
+    def _alarm_state(self, alarm_id: str) -> tuple[str, str, float] | None:
+        alarm = self.index.alarms.get(alarm_id)
+        if alarm is None:
+            return None
+        return alarm.state, alarm.state_reason, alarm.state_timestamp
+
     def prepare(self, resources: Iterable[tuple[str, str]]) -> None:
         """Events about these resources may come soon: connect to their consumers."""
         self.outbox.warm(self.index.action_urls(resources))
@@ -295,7 +324,7 @@ class Notifier:
         change = HistoryRow(
             str(uuid.uuid4()), alarm.alarm_id, alarm.project_id, change_type, detail, self.clock()
         )
-        await asyncio.to_thread(self.store.put, row, change)
+        await self.outbox.write(self.store.put, row, change)
 
     async def create(self, spec: AlarmSpec, project_id: str | None) -> Alarm:
         alarm = Alarm.new(spec, project_id, self.clock())
@@ -331,7 +360,7 @@ class Notifier:
             alarm.as_api(),
             self.clock(),
         )
-        await asyncio.to_thread(self.store.delete, alarm_id, change)
+        await self.outbox.write(self.store.delete, alarm_id, change)
         self.index.remove(alarm_id)
 
     async def history(self, alarm_id: str) -> list[HistoryRow]:
