@@ -248,9 +248,13 @@ def main() -> None:
                         into.setdefault(key, []).append(value)
                     time.sleep(1.0)  # the host's detector relearns its heartbeats
                 rows.append((count, figures))
-                print(count, {k: ms(v) for k, v in figures.items()}, flush=True)
-                if other:
-                    print(count, args.ab, {k: ms(v) for k, v in other.items()}, flush=True)
+                for arm, got in (("", figures), (args.ab or "", other)):
+                    if not got:
+                        continue
+                    print(count, arm, {k: ms(v) for k, v in got.items()}, flush=True)
+                    for key in ("first", "last"):  # the runs behind each p99
+                        runs = " ".join(f"{v * 1000:.0f}" for v in got[key])
+                        print(f"  {key} alarm per run (ms): {runs}", flush=True)
         finally:
             serve.terminate()
             serve.wait(30)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -441,3 +442,36 @@ def test_the_alarms_books_follow_their_webhooks_and_never_undo_a_newer_state(
         assert stored(a1.alarm_id)[0] == "alarm"
 
     asyncio.run(scenario())
+
+
+def test_a_bursts_books_are_written_once_after_all_its_webhooks(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    """The first chunk's books wait for the rest of the burst too: every delivery is
+    committed and tried before the one write of the burst's states and history."""
+    writes: list[tuple[int, int]] = []  # (states, deliveries) of each write, in order
+
+    async def scenario() -> None:
+        n = notifier_for(db)
+        record = n.store.record_firing
+
+        def spy(states: Any, changes: Any, deliveries: Any) -> None:
+            writes.append((len(list(states)), len(list(deliveries))))
+            record(states, changes, deliveries)
+
+        n.store.record_firing = spy  # type: ignore[method-assign]
+        await n.outbox.start()
+        try:
+            servers = [str(uuid.uuid4()) for _ in range(20)]
+            for s in servers:
+                await n.create(spec(s, consumer.url + "/failure"), "p1")
+            n.prepare([("instance_id", s) for s in servers])
+            await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+            n.emit([failure(s) for s in servers], first_alarms_first=True)
+            await until("delivered", lambda: n.outbox.counters["delivered"] == 20, 10)
+            await until("books", lambda: any(w[0] for w in writes), 5)
+        finally:
+            await n.close()
+
+    asyncio.run(scenario())
+    assert writes == [(0, 18), (20, 0)]  # the first 2 went in place, without their books
