@@ -210,9 +210,10 @@ class AlarmStore:
         changes: Iterable[HistoryRow],
         deliveries: Iterable[DeliveryRow],
     ) -> None:
-        """One transaction for what one batch of events did: alarm states (id, state,
-        reason, at), their history, and the deliveries it owes (the outbox).
-        Bulk statements throughout: this is on the notification path."""
+        """One transaction of what batches of events did: alarm states (id, state,
+        reason, at), their history, and the deliveries they owe (the outbox, which
+        writes a batch's deliveries first and its alarms' states after; either part
+        may be empty). Bulk statements throughout: this is on the notification path."""
         state_rows = [
             {
                 "key": alarm_id,
