@@ -297,6 +297,17 @@ def test_a_consumer_that_cannot_be_reached_costs_only_a_count(db: Database) -> N
     asyncio.run(scenario())
 
 
+async def warm_alarms(n: Notifier, url: str, count: int) -> list[str]:
+    """``count`` servers with an alarm each sending to ``url``, and that consumer's
+    connections opened as a suspected host's would be; returns the servers."""
+    servers = [str(uuid.uuid4()) for _ in range(count)]
+    for s in servers:
+        await n.create(spec(s, url), "p1")
+    n.prepare([("instance_id", s) for s in servers])
+    await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+    return servers
+
+
 def test_alarms_wait_for_a_busy_database_then_go_out_persisted(
     db: Database, consumer: ConsumerProcess
 ) -> None:
@@ -356,11 +367,7 @@ def test_a_bursts_first_alarms_are_on_the_wire_before_the_emitter_goes_on(
         n = notifier_for(db)
         await n.outbox.start()
         try:
-            servers = [str(uuid.uuid4()) for _ in range(10)]
-            for s in servers:
-                await n.create(spec(s, consumer.url + "/failure"), "p1")
-            n.prepare([("instance_id", s) for s in servers])
-            await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+            servers = await warm_alarms(n, consumer.url + "/failure", 10)
             n.emit([failure(s) for s in servers], first_alarms_first=True)
             time.sleep(0.5)  # noqa: ASYNC251 - the emitter's further work, holding the loop
             busy_until = time.time()
@@ -456,17 +463,14 @@ def test_a_bursts_books_are_written_once_after_all_its_webhooks(
         record = n.store.record_firing
 
         def spy(states: Any, changes: Any, deliveries: Any) -> None:
-            writes.append((len(list(states)), len(list(deliveries))))
+            states, deliveries = list(states), list(deliveries)
+            writes.append((len(states), len(deliveries)))
             record(states, changes, deliveries)
 
         n.store.record_firing = spy  # type: ignore[method-assign]
         await n.outbox.start()
         try:
-            servers = [str(uuid.uuid4()) for _ in range(20)]
-            for s in servers:
-                await n.create(spec(s, consumer.url + "/failure"), "p1")
-            n.prepare([("instance_id", s) for s in servers])
-            await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+            servers = await warm_alarms(n, consumer.url + "/failure", 20)
             n.emit([failure(s) for s in servers], first_alarms_first=True)
             await until("delivered", lambda: n.outbox.counters["delivered"] == 20, 10)
             await until("books", lambda: any(w[0] for w in writes), 5)

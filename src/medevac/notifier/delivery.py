@@ -109,10 +109,10 @@ class Outbox:
     async def close(self) -> None:
         # What was submitted reaches the database first: a webhook not yet written
         # would be lost, one written but unsent is sent by the next start.
-        if self._books is not None:
-            self._books.cancel()  # written below without waiting for the POSTs
+        if self._books is not None:  # (perhaps not started: its finally would not run)
+            self._books.cancel()
+            self._books = None  # the last flush below writes them, not waiting for POSTs
         await asyncio.gather(*self._writing, return_exceptions=True)
-        await self._write_books()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

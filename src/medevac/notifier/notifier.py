@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
-from medevac.notifier.delivery import FIRST_CHUNK, Outbox
+from medevac.notifier.delivery import FIRST_CHUNK, AlarmState, Outbox
 from medevac.notifier.events import Event
 from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
 
@@ -278,7 +278,7 @@ class Notifier:
                 for url in alarm.spec.alarm_actions
             )
 
-    def _alarm_state(self, alarm_id: str) -> tuple[str, str, float] | None:
+    def _alarm_state(self, alarm_id: str) -> AlarmState | None:
         alarm = self.index.alarms.get(alarm_id)
         if alarm is None:
             return None
