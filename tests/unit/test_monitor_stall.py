@@ -5,14 +5,11 @@ really stops is still caught (and announced as suspect before its verdict)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from medevac.monitor.hosts import HostMonitor, HostState
-from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode
-from tests.monitor_fakes import NoNova, PowerOn, Sink
+from tests.monitor_fakes import KEY, Agents, NoNova, PowerOn, Sink
 
-KEY = b"k" * 32
 HOSTS = [f"h{i}" for i in range(5)]
 
 
@@ -25,28 +22,18 @@ async def scenario(stall: float, stop: str | None) -> tuple[HostMonitor, Sink]:
     monitor = HostMonitor(
         {h: "z" for h in HOSTS}, KEY, sink, PowerOn(), NoNova(), on_suspect=suspected
     )
-    boots = {h: os.urandom(16) for h in HOSTS}
-    seq = 0
-    addr = ("127.0.0.1", 9)
+    agents = Agents(monitor, HOSTS)
     runner = asyncio.ensure_future(monitor.run())
-
-    async def beat(hosts: list[str]) -> None:
-        nonlocal seq
-        seq += 1
-        for h in hosts:
-            d = Datagram(DatagramKind.HEARTBEAT, h, seq, boots[h], time.time(), Checks())
-            monitor.datagram_received(encode(d, KEY), addr)
-
     for _ in range(20):  # two seconds of regular heartbeats
-        await beat(HOSTS)
+        agents.beat(HOSTS)
         await asyncio.sleep(0.1)
     # The loop blocks (a long callback, a starved CPU): heartbeats keep being sent,
     # and reach the monitor only once it runs again.
     time.sleep(stall)  # noqa: ASYNC251 - blocking the loop is the point
-    asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(beat(HOSTS)))
+    asyncio.get_running_loop().call_soon(agents.beat, HOSTS)
     for _ in range(10):
         await asyncio.sleep(0.1)
-        await beat([h for h in HOSTS if h != stop])
+        agents.beat([h for h in HOSTS if h != stop])
     runner.cancel()
     return monitor, sink
 

@@ -153,6 +153,9 @@ class HostMonitor(asyncio.DatagramProtocol):
         # it this late (a busy Nova's publisher, the broker).
         self.nova_event_lag = Delays()
         self.isolated_zones: set[str] = set()
+        # When each zone's first host came back: its other hosts are judged alone only
+        # an isolation window later, since a partition heals host by host too.
+        self._zone_back_at: dict[str, float] = {}
         self.recent_verdicts: deque[Verdict] = deque(maxlen=500)
         self._seen_keys: OrderedDict[str, None] = OrderedDict()
         self._transport: asyncio.DatagramTransport | None = None
@@ -223,8 +226,9 @@ class HostMonitor(asyncio.DatagramProtocol):
                     "heartbeat_sent_at": d.sent_at,
                 },
             )
-        if watch.state is HostState.ISOLATED:
+        if watch.state is HostState.ISOLATED and watch.zone in self.isolated_zones:
             self.isolated_zones.discard(watch.zone)
+            self._zone_back_at[watch.zone] = arrival
         if watch.state is not HostState.SUSPECT:
             watch.state = HostState.UP
         if d.checks != watch.checks:
@@ -274,17 +278,20 @@ class HostMonitor(asyncio.DatagramProtocol):
             watch.deadline = None
             if watch.state is HostState.UP:
                 self._suspect(watch, now, "heartbeats stopped")
-        for zone_host in self._isolated_hosts():
-            # The zone came back but this host did not: judge it on its own now.
+        for zone_host in self._isolated_hosts(now):
+            # The zone came back a window ago but this host did not: judge it alone.
             self._suspect(zone_host, now, "still silent after the zone came back")
 
-    def _isolated_hosts(self) -> list[HostWatch]:
+    def _isolated_hosts(self, now: float) -> list[HostWatch]:
         if not self._any_isolated:
             return []
+        grace = self.settings.isolation_window
         stuck = [
             h
             for h in self.hosts.values()
-            if h.state is HostState.ISOLATED and h.zone not in self.isolated_zones
+            if h.state is HostState.ISOLATED
+            and h.zone not in self.isolated_zones
+            and now - self._zone_back_at.get(h.zone, -grace) >= grace
         ]
         self._any_isolated = any(h.state is HostState.ISOLATED for h in self.hosts.values())
         return stuck
