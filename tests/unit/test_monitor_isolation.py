@@ -5,6 +5,7 @@ silent a whole isolation window after its zone came back still gets its verdict.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from medevac.monitor.hosts import HostMonitor, HostState, MonitorSettings
 from medevac.monitor.verdicts import VerdictKind
@@ -25,14 +26,14 @@ async def partition_then_heal(returns: dict[str, float]) -> tuple[HostMonitor, S
     runner = asyncio.ensure_future(monitor.run())
     loop = asyncio.get_running_loop()
 
-    async def beats(seconds: float, hosts: object) -> None:
+    async def beats(seconds: float, hosts: Callable[[], list[str]]) -> None:
         until = loop.time() + seconds
         while loop.time() < until:
-            agents.beat(hosts() if callable(hosts) else hosts)
+            agents.beat(hosts())
             await asyncio.sleep(0.1)
 
-    await beats(2.0, HOSTS)
-    await beats(WINDOW * 1.5, HOSTS[3:])
+    await beats(2.0, lambda: HOSTS)
+    await beats(WINDOW * 1.5, lambda: HOSTS[3:])
     assert all(monitor.hosts[h].state is HostState.ISOLATED for h in CUT)
     healed_at = loop.time()
     await beats(
