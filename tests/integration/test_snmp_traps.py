@@ -43,6 +43,13 @@ def receive(sock: socket.socket, expected: int) -> list[dict[str, Any]]:
     return traps
 
 
+def udp_bound(port: int) -> bool:
+    """Whether some process has a UDP socket bound to 127.0.0.1:port (read from the kernel)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as table:
+        return any(line.split()[1] == local for line in list(table)[1:])
+
+
 def send(events: list[Event], manager: TrapManager) -> None:
     async def go() -> None:
         traps = SnmpTraps([manager], BASE)
@@ -127,7 +134,8 @@ def test_net_snmp_trap_daemon_reads_our_traps(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for("snmptrapd to start", lambda: log.exists(), 10)
+        # Its log file opens before its socket binds; a trap sent in between would be lost.
+        wait_for("snmptrapd to bind its UDP port", lambda: udp_bound(port), 10)
         down = Event("compute.host.down", time.time(), {"host": "compute9"})
         send([down], TrapManager("127.0.0.1", port, "public", ("compute.host.*",)))
 
