@@ -14,6 +14,7 @@ import functools
 import logging
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +115,30 @@ def _raise_for(status: int, body: Any, operation: str) -> None:
     raise CloudError(msg, status=status, operation=operation)
 
 
+class _Claim:
+    """A call's hold on a worker thread: taken by a worker, or given up by its caller
+    before any worker took it, never both."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._abandoned = False
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._abandoned:
+                raise CloudUnavailable("abandoned before a worker took it")
+            self._started = time.monotonic()
+        return fn()
+
+    def started_at(self) -> float | None:
+        """When a worker took it; None (and it never will) if none has yet."""
+        with self._lock:
+            if self._started is None:
+                self._abandoned = True
+            return self._started
+
+
 class CloudDriver:
     """Nova and Neutron operations medevac needs, as async methods with typed errors."""
 
@@ -164,18 +189,38 @@ class CloudDriver:
             adapter = TCPKeepAliveAdapter(pool_maxsize=self._max_workers)
             for scheme in ("http://", "https://"):
                 conn.session.mount(scheme, adapter)
+            # The socket timeout of calls made outside ``_request`` (version discovery,
+            # authentication): the SDK's default is none.
+            conn.session.timeout = self._timeout
             self._conn = conn
         return self._conn
 
     async def _run(self, operation: str, fn: Callable[[], T], within: float | None = None) -> T:
+        """``fn`` in a worker thread. Its deadline counts from when a worker takes it:
+        a call queued behind others was not slow, the cloud never saw it. The wait for
+        a worker has the same bound, and a call that got none is never sent later."""
         loop = asyncio.get_running_loop()
         deadline = within or self._timeout
+        claim = _Claim()
+        future = loop.run_in_executor(self._pool, claim.run, fn)
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn), timeout=deadline)
-        except TimeoutError:
-            raise CloudUnavailable(
-                f"no answer within {deadline:g} s", operation=operation
-            ) from None
+            remaining = deadline
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
+                except TimeoutError:
+                    started = claim.started_at()
+                    if started is None:
+                        raise CloudUnavailable(
+                            f"not sent: all {self._max_workers} cloud workers busy for "
+                            f"{deadline:g} s",
+                            operation=operation,
+                        ) from None
+                    remaining = started + deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise CloudUnavailable(
+                            f"no answer within {deadline:g} s", operation=operation
+                        ) from None
         except ksa_exc.ConnectFailure as exc:
             raise CloudUnavailable(f"cannot connect: {exc}", operation=operation) from None
         except (ksa_exc.ConnectTimeout, ksa_exc.EndpointNotFound) as exc:
@@ -185,6 +230,9 @@ class CloudDriver:
             raise CloudUnavailable(
                 f"endpoint discovery failed: {exc}", operation=operation
             ) from None
+        finally:
+            if not future.done():
+                future.cancel()  # an abandoned call is not waited for
 
     def _request(
         self,
@@ -196,6 +244,7 @@ class CloudDriver:
         json: Any = None,
         params: dict[str, Any] | None = None,
         microversion: Microversion | None = None,
+        timeout: float | None = None,
     ) -> Any:
         adapter = getattr(self._connect(), service)
         with self._calls_lock:
@@ -207,7 +256,9 @@ class CloudDriver:
             kwargs["params"] = params
         if microversion is not None:
             kwargs["microversion"] = _mv(microversion)
-        resp = adapter.request(url, method, **kwargs)
+        # The socket's own timeout frees this worker from a cloud that went silent
+        # (the SDK sets none): otherwise every worker could hang on one such cloud.
+        resp = adapter.request(url, method, timeout=timeout, **kwargs)
         body: Any = None
         if resp.content:
             try:
@@ -228,9 +279,12 @@ class CloudDriver:
         **kw: Any,
     ) -> Any:
         """One REST call in a worker thread; ``within`` overrides the call deadline."""
+        deadline = within or self._timeout
         return await self._run(
             operation,
-            functools.partial(self._request, service, method, url, operation, **kw),
+            functools.partial(
+                self._request, service, method, url, operation, timeout=deadline, **kw
+            ),
             within,
         )
 
