@@ -228,7 +228,7 @@ def test_sigkill_at_every_point_of_recoveries_recovers_each_server_exactly_once(
     rlab: RunningLab, ctl: Controller
 ) -> None:
     kills: list[tuple[str, str]] = []
-    for host in ("host4", "host5", "host6", "host7", "host8"):
+    for host in ("host4", "host5", "host6"):  # each kill point three times
         ha = ha_servers(rlab, host)
         t0 = time.time()
         with TwoHostWatch(rlab.client) as watch:
@@ -249,7 +249,7 @@ def test_sigkill_at_every_point_of_recoveries_recovers_each_server_exactly_once(
         assert all(r["result"] in ("recovered", "already-moved") for r in rows)
         assert watch.twice == [], f"{host}: servers ran on two hosts: {watch.twice[:3]}"
         assert len(ctl.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1
-    assert len(kills) >= 20, f"only {len(kills)} kill points reached: {kills}"
+    assert len(kills) >= 12, f"only {len(kills)} kill points reached: {kills}"
 
 
 def test_three_sources_reporting_ten_times_give_one_incident_and_one_recovery(
