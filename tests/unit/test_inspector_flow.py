@@ -289,7 +289,7 @@ async def test_ports_of_unknown_owner_are_left_to_neutron() -> None:
     inspector, _ = build(cloud)
     inspector.publish(verdict(VerdictKind.HOST_DOWN))
     await inspector.drain()
-    inspector.topology.ports.pop("b")  # e.g. a restarted controller still loading it
+    inspector.topology.remove_port("b")  # e.g. a restarted controller still loading it
     cloud.calls.clear()
     assert await inspector.restore_server_ports("h1", "s0") is None
     assert cloud.calls == []

@@ -317,7 +317,7 @@ class Inspector:
         self._run(inc, plan)
 
     def _server_down(self, inc: Incident, verdict: Verdict) -> None:
-        server = self.topology.servers.get(verdict.subject or "")
+        server = self.topology.server(verdict.subject or "")
         traits: dict[str, Any] = {
             "instance_id": verdict.subject or "",
             "host": inc.host,
@@ -371,10 +371,10 @@ class Inspector:
         await cloud.set_enabled(host, True)
         inc = self.open.get(host)
         before: dict[str, str | None] = dict(inc.ports_down) if inc is not None else {}
-        for p in self.topology.ports_on(host):
-            if p.data_plane_status is DataPlaneStatus.DOWN:
-                before.setdefault(p.id, None)
-        ports = [self.topology.ports[pid] for pid in before if pid in self.topology.ports]
+        for on_host in self.topology.ports_on(host):
+            if on_host.data_plane_status is DataPlaneStatus.DOWN:
+                before.setdefault(on_host.id, None)
+        ports = [p for pid in before if (p := self.topology.port(pid)) is not None]
         plan = plan_ports_restore(host, ports, before)
         target = inc if inc is not None else Incident(host, self.zones.get(host, "nova"), 0, "")
         results = await self.executor.run(plan, lambda r: self._on_result(target, r))
@@ -430,13 +430,15 @@ class Inspector:
         so nothing races them. CloudError when a port could not be put back (an event
         says so too)."""
         inc = self.open.get(host)
-        ports = self.topology.ports
-        if inc is None or any(pid not in ports for pid in inc.ports_down):
+        if inc is None:
+            return None
+        ports = {pid: self.topology.port(pid) for pid in inc.ports_down}
+        if any(p is None for p in ports.values()):
             return None
         before = {
             pid: status
             for pid, status in inc.ports_down.items()
-            if ports[pid].device_id == server_id
+            if (port := ports[pid]) is not None and port.device_id == server_id
         }
         failed = await self._put_ports_back(inc, before)
         if failed:
@@ -448,7 +450,7 @@ class Inspector:
         failed (each also an event), and forgets the others."""
         if not before:
             return []
-        ports = [self.topology.ports[pid] for pid in before if pid in self.topology.ports]
+        ports = [p for pid in before if (p := self.topology.port(pid)) is not None]
         plan = plan_ports_restore(inc.host, ports, before)
         results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
         for r in results:
@@ -458,7 +460,7 @@ class Inspector:
         return [r.action.target for r in results if not r.ok]
 
     def _physnet(self, port_id: str) -> str | None:
-        port = self.topology.ports.get(port_id)
+        port = self.topology.port(port_id)
         return port.physnet if port else None
 
     # -- running actions ----------------------------------------------------------
@@ -500,7 +502,7 @@ class Inspector:
     def _subject(self, action: Action) -> str:
         """The server an action is about: a port's is the server it belongs to."""
         if action.kind is ActionKind.PORT_STATUS:
-            port = self.topology.ports.get(action.target)
+            port = self.topology.port(action.target)
             if port is not None and port.device_id:
                 return port.device_id
         return action.target

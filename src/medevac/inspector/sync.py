@@ -29,7 +29,7 @@ async def resync(cloud: CloudListing, topology: Topology) -> None:
     servers, ports, physnets = await asyncio.gather(
         cloud.list_servers(), cloud.list_ports(), cloud.network_physnets()
     )
-    topology.replace(
+    await topology.rebuild(
         (ServerInfo.of(s) for s in servers),
         (PortInfo.of(p, physnets) for p in ports if p.device_id),
         started,

@@ -2,12 +2,15 @@
 
 Kept current from Nova's versioned notifications and a periodic full resync (Doctor's
 guideline), so on the fault path a host's servers and ports are a dictionary lookup,
-never an API listing. Also updated by the inspector's own actions.
+never an API listing. It holds what the cloud listed or notified, never what the
+inspector set: someone may undo that before the next listing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,18 +55,34 @@ class PortInfo:
         )
 
 
+def _chain(
+    servers: Iterable[ServerInfo], ports: Iterable[PortInfo]
+) -> Iterator[ServerInfo | PortInfo]:
+    yield from servers
+    yield from ports
+
+
 class Topology:
     """host -> servers and host -> ports, with O(1) lookups and moves."""
 
     def __init__(self) -> None:
-        self.servers: dict[str, ServerInfo] = {}
-        self.ports: dict[str, PortInfo] = {}
+        self._servers: dict[str, ServerInfo] = {}
+        self._ports: dict[str, PortInfo] = {}
         self._servers_by_host: dict[str, dict[str, ServerInfo]] = {}
         self._ports_by_host: dict[str, dict[str, PortInfo]] = {}
         self.synced_at: float | None = None
         self.updates = 0  # incremental changes applied since start
+        # Nova's notifications applied while a resync builds the new cache: applied
+        # again on it before it takes over, so none is lost to the swap.
+        self._journal: list[tuple[str, Mapping[str, Any]]] | None = None
 
     # -- lookups ------------------------------------------------------------------
+
+    def server(self, server_id: str) -> ServerInfo | None:
+        return self._servers.get(server_id)
+
+    def port(self, port_id: str) -> PortInfo | None:
+        return self._ports.get(port_id)
 
     def servers_on(self, host: str) -> list[ServerInfo]:
         return list(self._servers_by_host.get(host, {}).values())
@@ -75,50 +94,98 @@ class Topology:
     # -- changes ------------------------------------------------------------------
 
     def replace(self, servers: Iterable[ServerInfo], ports: Iterable[PortInfo], at: float) -> None:
-        """A full resync: the cloud's listing replaces the cache."""
-        self.servers, self.ports = {}, {}
-        self._servers_by_host, self._ports_by_host = {}, {}
-        for s in servers:
-            self.put_server(s)
-        for p in ports:
-            self.put_port(p)
+        """A full resync in one go: the cloud's listing replaces the cache."""
+        fresh = Topology()
+        for _ in fresh._fill(servers, ports, float("inf")):
+            pass
+        self._adopt(fresh, at)
+
+    async def rebuild(
+        self,
+        servers: Iterable[ServerInfo],
+        ports: Iterable[PortInfo],
+        at: float,
+        *,
+        slice_s: float = 0.002,
+    ) -> None:
+        """``replace`` without holding the event loop: the new cache is built in
+        slices of about ``slice_s``, yielding between them, while this one goes on
+        answering lookups (at 500,000 servers, one go held the loop, and with it the
+        heartbeats, for seconds). Then it takes over at once."""
+        if self._journal is not None:
+            raise RuntimeError("a topology rebuild is already running")
+        fresh = Topology()
+        self._journal = []
+        try:
+            for _ in fresh._fill(servers, ports, slice_s):
+                await asyncio.sleep(0)
+            for event_type, payload in self._journal:  # newer than the listing, maybe
+                fresh.on_instance_notification(event_type, payload)
+        finally:
+            self._journal = None
+        self._adopt(fresh, at)
+
+    def _fill(
+        self, servers: Iterable[ServerInfo], ports: Iterable[PortInfo], slice_s: float
+    ) -> Iterator[None]:
+        """Put everything; yields each time about ``slice_s`` has passed."""
+        until = time.perf_counter() + slice_s
+        for n, item in enumerate(_chain(servers, ports), 1):
+            if isinstance(item, ServerInfo):
+                self.put_server(item)
+            else:
+                self.put_port(item)
+            if not n % 256 and time.perf_counter() >= until:
+                yield
+                until = time.perf_counter() + slice_s
+
+    def _adopt(self, fresh: Topology, at: float) -> None:
+        self._servers, self._ports = fresh._servers, fresh._ports
+        self._servers_by_host, self._ports_by_host = fresh._servers_by_host, fresh._ports_by_host
         self.synced_at = at
 
     def put_server(self, info: ServerInfo) -> None:
-        old = self.servers.get(info.id)
+        old = self._servers.get(info.id)
         if old is not None and old.host != info.host and old.host is not None:
             self._servers_by_host.get(old.host, {}).pop(info.id, None)
-        self.servers[info.id] = info
+        self._servers[info.id] = info
         if info.host is not None:
             self._servers_by_host.setdefault(info.host, {})[info.id] = info
 
     def remove_server(self, server_id: str) -> None:
-        old = self.servers.pop(server_id, None)
+        old = self._servers.pop(server_id, None)
         if old is not None and old.host is not None:
             self._servers_by_host.get(old.host, {}).pop(server_id, None)
 
     def put_port(self, info: PortInfo) -> None:
-        old = self.ports.get(info.id)
+        old = self._ports.get(info.id)
         if old is not None and old.host != info.host and old.host is not None:
             self._ports_by_host.get(old.host, {}).pop(info.id, None)
-        self.ports[info.id] = info
+        self._ports[info.id] = info
         if info.host is not None:
             self._ports_by_host.setdefault(info.host, {})[info.id] = info
+
+    def remove_port(self, port_id: str) -> None:
+        old = self._ports.pop(port_id, None)
+        if old is not None and old.host is not None:
+            self._ports_by_host.get(old.host, {}).pop(port_id, None)
 
     def on_instance_notification(self, event_type: str, payload: Mapping[str, Any]) -> bool:
         """Apply one of Nova's versioned ``instance.*`` notifications; True if it changed."""
         server_id = payload.get("uuid")
         if not isinstance(server_id, str):
             return False
+        if self._journal is not None:
+            self._journal.append((event_type, payload))
         if event_type == "instance.delete.end" or payload.get("state") == "deleted":
-            if server_id in self.servers:
+            if server_id in self._servers:
                 self.remove_server(server_id)
                 self.updates += 1
                 return True
             return False
         if not event_type.startswith("instance."):
             return False
-        old = self.servers.get(server_id)
+        old = self.server(server_id)
         metadata = payload.get("metadata")
         info = ServerInfo(
             id=server_id,
@@ -139,8 +206,8 @@ class Topology:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "servers": len(self.servers),
-            "ports": len(self.ports),
+            "servers": len(self._servers),
+            "ports": len(self._ports),
             "hosts": len(self._servers_by_host),
             "synced_at": self.synced_at,
             "updates": self.updates,
