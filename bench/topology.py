@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import percentile
 from docs_section import write_section
 
 from medevac.cloud.models import DataPlaneStatus
@@ -148,11 +149,8 @@ def stall_rows(
 
 
 def ms(seconds: float) -> str:
+    """One duration in milliseconds (``common.ms`` gives median / p99 of a list)."""
     return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:
