@@ -22,6 +22,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from common import percentile
@@ -64,16 +65,15 @@ def fresh(
     servers: list[ServerInfo], ports: list[PortInfo]
 ) -> tuple[Iterator[ServerInfo], Iterator[PortInfo]]:
     """New objects, as a resync makes them from the cloud's listing."""
-    return (
-        (ServerInfo(s.id, s.name, s.project_id, s.host, s.vm_state, s.task_state, s.metadata)
-         for s in servers),
-        (PortInfo(p.id, p.project_id, p.device_id, p.host, p.network_id, p.physnet,
-                  p.data_plane_status) for p in ports),
-    )  # fmt: skip
+    return (replace(s) for s in servers), (replace(p) for p in ports)
 
 
 async def stalls(
-    topo: Topology, servers: list[ServerInfo], ports: list[PortInfo], sliced: bool
+    topo: Topology,
+    servers: list[ServerInfo],
+    ports: list[PortInfo],
+    sliced: bool,
+    collector: Collector,
 ) -> tuple[float, list[float]]:
     """One resync with a 1 ms ticker beside it: (its wall time, the ticker's waits)."""
     waits: list[float] = []
@@ -119,9 +119,6 @@ class Collector:
             self.passes.append(time.perf_counter() - self.started)
 
 
-collector = Collector()
-
-
 def stall_rows(
     topo: Topology, servers: list[ServerInfo], ports: list[PortInfo], runs: int
 ) -> list[str]:
@@ -131,8 +128,8 @@ def stall_rows(
     for _ in range(runs):
         for sliced in (False, True):
             gc.collect()
-            collector.passes = []
-            results[sliced].append(asyncio.run(stalls(topo, servers, ports, sliced)))
+            collector = Collector()
+            results[sliced].append(asyncio.run(stalls(topo, servers, ports, sliced, collector)))
             full_passes[sliced] += collector.passes
     rows = []
     for sliced, label in ((False, "in one go (`replace`)"), (True, "in slices (`rebuild`)")):

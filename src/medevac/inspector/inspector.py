@@ -432,13 +432,11 @@ class Inspector:
         inc = self.open.get(host)
         if inc is None:
             return None
-        ports = {pid: self.topology.port(pid) for pid in inc.ports_down}
-        if any(p is None for p in ports.values()):
+        ports = [(pid, status, self.topology.port(pid)) for pid, status in inc.ports_down.items()]
+        if any(port is None for _, _, port in ports):
             return None
         before = {
-            pid: status
-            for pid, status in inc.ports_down.items()
-            if (port := ports[pid]) is not None and port.device_id == server_id
+            pid: status for pid, status, port in ports if port and port.device_id == server_id
         }
         failed = await self._put_ports_back(inc, before)
         if failed:

@@ -55,11 +55,18 @@ class PortInfo:
         )
 
 
-def _chain(
-    servers: Iterable[ServerInfo], ports: Iterable[PortInfo]
-) -> Iterator[ServerInfo | PortInfo]:
-    yield from servers
-    yield from ports
+def _slices(slice_s: float) -> Iterator[bool]:
+    """One answer per item put: True once about ``slice_s`` has passed since the last
+    True (the clock is read every 256 items)."""
+    until = time.perf_counter() + slice_s
+    while True:
+        for _ in range(255):
+            yield False
+        if time.perf_counter() >= until:
+            until = time.perf_counter() + slice_s
+            yield True
+        else:
+            yield False
 
 
 class Topology:
@@ -129,15 +136,15 @@ class Topology:
         self, servers: Iterable[ServerInfo], ports: Iterable[PortInfo], slice_s: float
     ) -> Iterator[None]:
         """Put everything; yields each time about ``slice_s`` has passed."""
-        until = time.perf_counter() + slice_s
-        for n, item in enumerate(_chain(servers, ports), 1):
-            if isinstance(item, ServerInfo):
-                self.put_server(item)
-            else:
-                self.put_port(item)
-            if not n % 256 and time.perf_counter() >= until:
+        due = _slices(slice_s)
+        for s in servers:
+            self.put_server(s)
+            if next(due):
                 yield
-                until = time.perf_counter() + slice_s
+        for p in ports:
+            self.put_port(p)
+            if next(due):
+                yield
 
     def _adopt(self, fresh: Topology, at: float) -> None:
         self._servers, self._ports = fresh._servers, fresh._ports
