@@ -47,7 +47,7 @@ MODES = {"whole batch": False, "first alarms first": True}
 
 
 async def run(
-    base: str, sizes: list[int], runs: int, background: int
+    base: str, sizes: list[int], runs: int, background: int, cold: bool = False
 ) -> dict[tuple[str, int], dict[str, list[float]]]:
     results: dict[tuple[str, int], dict[str, list[float]]] = {}
     async with httpx.AsyncClient(base_url=base) as ctl:
@@ -75,7 +75,7 @@ async def run(
                 for _ in range(runs):
                     for mode, first_alarms_first in MODES.items():
                         first, last = await one_run(
-                            ctl, notifier, outbox, mine, servers[:size], first_alarms_first
+                            ctl, notifier, outbox, mine, servers[:size], first_alarms_first, cold
                         )
                         got = results.setdefault((mode, size), {"first": [], "last": []})
                         got["first"].append(first)
@@ -96,11 +96,19 @@ async def one_run(
     mine: list[Any],
     servers: list[str],
     first_alarms_first: bool,
+    cold: bool,
 ) -> tuple[float, float]:
     """One burst: (first, last) webhook received, ms after the emit."""
     await ctl.post("/_consumer/reset")
     for a in mine:
         a.state = "ok"
+    if cold:
+        # As between two faults on the lab: the consumer's keep-alive timeout closed
+        # every connection; the monitor's suspicion opens the first ones, a
+        # confirmation (about 40 ms) before the verdict.
+        await outbox.http.close()
+        notifier.prepare([("instance_id", s) for s in servers])
+        await asyncio.sleep(0.04)
     now = time.time()
     events = [
         Event(INSTANCE_UPDATE, now, {"instance_id": s, "project_id": "p", "state": "error"})
@@ -130,6 +138,12 @@ def main() -> None:
     p.add_argument("--sizes", default="1,10,50,100")
     p.add_argument("--background", type=int, default=10_000)
     p.add_argument("--load", type=int, default=0, help="other processes spinning meanwhile")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="each burst starts with no kept-alive connection but those opened 40 ms "
+        "before (the monitor's suspicion), as on the lab",
+    )
     p.add_argument("--write-docs", type=Path)
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -138,7 +152,9 @@ def main() -> None:
     spin = "while True: pass"
     load = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(args.load)]
     try:
-        results = asyncio.run(run(f"http://127.0.0.1:{port}", sizes, args.runs, args.background))
+        results = asyncio.run(
+            run(f"http://127.0.0.1:{port}", sizes, args.runs, args.background, args.cold)
+        )
     finally:
         for proc in [consumer, *load]:
             proc.terminate()
@@ -180,6 +196,7 @@ def main() -> None:
             f"`bench/notify_path.py`: event emitted to webhook received, {args.background:,} "
             "other alarms loaded, outbox on SQLite, consumer in its own process"
             + (f", {args.load} other processes spinning" if args.load else "")
+            + (", connections cold (warmed 40 ms before)" if args.cold else "")
             + "; the two ways of handing a batch over interleaved, run by run.",
         )
 

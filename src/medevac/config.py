@@ -235,7 +235,12 @@ class NotifierConfig(_Section):
     retry_for: float = Field(
         default=3600.0, gt=0, description="give a delivery up (failed) after this long (s)"
     )
-    connections_per_consumer: int = Field(default=32, ge=1, le=1000)
+    connections_per_consumer: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="kept-alive connections per consumer; a suspected host's are opened early",
+    )
     snmp_oid_base: str = Field(
         default="1.3.6.1.3.7446",
         pattern=r"^\d+(\.\d+)+$",

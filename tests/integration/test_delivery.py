@@ -242,15 +242,15 @@ class Counting:
 
 
 def test_a_suspected_hosts_consumers_are_connected_before_the_alarm(db: Database) -> None:
-    """``prepare`` opens the connections the first alarms would use (one per alarm, two
-    at most per consumer); the webhooks then go over them, and consumers of other
-    hosts are not touched."""
+    """``prepare`` opens the connections the alarms would use (one per alarm, the
+    pool's size at most per consumer); the webhooks then go over them, and consumers
+    of other hosts are not touched."""
 
     async def scenario() -> None:
         near, far = Counting(), Counting()
         servers = [await asyncio.start_server(c.serve, "127.0.0.1", 0) for c in (near, far)]
         ports = [s.sockets[0].getsockname()[1] for s in servers]
-        n = notifier_for(db)
+        n = notifier_for(db, replace(FAST_RETRY, connections_per_consumer=3))
         await n.outbox.start()
         try:
             for i in range(2):
@@ -266,13 +266,14 @@ def test_a_suspected_hosts_consumers_are_connected_before_the_alarm(db: Database
             n.emit([failure(f"s{i}") for i in range(2)])
             await until("delivered", lambda: n.outbox.counters["delivered"] == 2, 5)
             assert sorted(len(r) for _, r in near.connections) == [1, 1]  # no third
-            # Getting ready again counts the idle connections instead of adding more,
-            # however many alarms the host has.
+            # Getting ready again counts the idle connections and opens only what
+            # more alarms could use, up to the pool's size, however many there are.
             for i in range(2, 10):
                 await n.create(spec(f"s{i}", f"http://127.0.0.1:{ports[0]}/failure"), "p1")
             n.prepare([("instance_id", f"s{i}") for i in range(10)])
+            await until("the pool filled", lambda: n.outbox.counters["warmed"] == 3, 5)
             await asyncio.sleep(0.2)
-            assert n.outbox.counters["warmed"] == 2 and len(near.connections) == 2
+            assert n.outbox.counters["warmed"] == 3 and len(near.connections) == 3
         finally:
             await n.close()
             for s in servers:
@@ -304,7 +305,8 @@ async def warm_alarms(n: Notifier, url: str, count: int) -> list[str]:
     for s in servers:
         await n.create(spec(s, url), "p1")
     n.prepare([("instance_id", s) for s in servers])
-    await until("warm", lambda: n.outbox.counters["warmed"] == 2, 5)
+    opened = min(count, n.outbox.settings.connections_per_consumer)
+    await until("warm", lambda: n.outbox.counters["warmed"] == opened, 5)
     return servers
 
 
