@@ -160,9 +160,9 @@ class Bench:
 
 
 async def bounded(calls: Iterable[Awaitable[Any]], limit: int = 8) -> None:
-    """Undo calls a few at a time: the driver's deadline counts a call's wait for a
-    worker, and a hundred ports at once through the lab's Neutron (~200 ms each)
-    outlast it."""
+    """Undo calls a few at a time: the driver gives up a call that waits for a worker
+    longer than its deadline, and a hundred ports at once through the lab's Neutron
+    (~200 ms each) would outlast it."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Awaitable[Any]) -> None:
