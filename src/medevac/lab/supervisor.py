@@ -655,6 +655,10 @@ class Lab:
             change = self.hosts[host].power_on != on
         if change:
             self.apply_fault(FaultKind.POWER_LOSS, host, inject=not on, wait=False)
+        if not on:
+            # Nova catches up in the background, but the servers stop now: a BMC that
+            # says "off" while they still run would let an evacuated server run twice.
+            self._control("POST", f"/hosts/{host}/power-cut")
 
     def power_off(self, host: str) -> None:
         self._set_power(host, False)

@@ -34,6 +34,8 @@ Control API (``control_url``, JSON)
                                           "domains_alive": bool}}}
     POST /hosts/<h>/stop   {"domains": "destroy"|"keep"}  (default destroy)
     POST /hosts/<h>/start  {"domains_alive": bool}        (default: unchanged)
+    POST /hosts/<h>/power-cut            every domain of the host powered off at
+                                          once; nova-compute is left as it is
     POST /servers/<uuid>/crash
     POST /servers/<uuid>/heal
     GET  /domains                       {h: [uuid of each RUNNING domain]}
@@ -421,6 +423,8 @@ def make_control_handler(lab):
          lambda m, b: lab.stop_host(m.group(1), b)),
         ('POST', re.compile(r'^/hosts/([^/]+)/start$'),
          lambda m, b: lab.start_host(m.group(1), b)),
+        ('POST', re.compile(r'^/hosts/([^/]+)/power-cut$'),
+         lambda m, b: lab.power_cut(m.group(1))),
         ('POST', re.compile(r'^/servers/([^/]+)/crash$'),
          lambda m, b: lab.crash_server(m.group(1))),
         ('POST', re.compile(r'^/servers/([^/]+)/heal$'),
@@ -766,6 +770,16 @@ class Lab:
             inst.state = state
 
     # -- host faults -------------------------------------------------------------
+    def power_cut(self, host):
+        """A BMC's power off: the domains die at that instant, before its answer.
+        Without the lock: a host stop holding it takes a second or more, and the
+        BMC must answer at once (stopping nova-compute follows in the background)."""
+        from nova.compute import power_state
+        st = self._host(host)
+        self._set_domains(st, power_state.SHUTDOWN)
+        st['alive'] = False
+        return {'host': host, 'domains_alive': False}
+
     def stop_host(self, host, body):
         from nova.compute import power_state
         mode = body.get('domains', 'destroy')
@@ -773,6 +787,9 @@ class Lab:
             raise HttpError(400, 'domains must be "destroy" or "keep"')
         with self.lock:
             st = self._host(host)
+            if mode == 'destroy':  # a power loss: the domains die first, not after
+                self._set_domains(st, power_state.SHUTDOWN)
+                st['alive'] = False
             if st['running']:
                 svc = st['service']
                 self._hb_unregister(svc)
@@ -781,9 +798,6 @@ class Lab:
                 svc.stop()
                 LOG.info('compute %s stopped in %.2fs', host,
                          time.monotonic() - t0)
-            if mode == 'destroy':
-                self._set_domains(st, power_state.SHUTDOWN)
-                st['alive'] = False
             return {'host': host, 'compute_running': st['running'],
                     'domains_alive': st['alive']}
 
