@@ -781,15 +781,13 @@ class Lab:
         return {'host': host, 'domains_alive': False}
 
     def stop_host(self, host, body):
-        from nova.compute import power_state
         mode = body.get('domains', 'destroy')
         if mode not in ('destroy', 'keep'):
             raise HttpError(400, 'domains must be "destroy" or "keep"')
         with self.lock:
             st = self._host(host)
             if mode == 'destroy':  # a power loss: the domains die first, not after
-                self._set_domains(st, power_state.SHUTDOWN)
-                st['alive'] = False
+                self.power_cut(host)
             if st['running']:
                 svc = st['service']
                 self._hb_unregister(svc)
