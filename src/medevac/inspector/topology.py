@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from medevac.cloud.models import DataPlaneStatus, Port, Server
 
@@ -67,6 +67,25 @@ def _slices(slice_s: float) -> Iterator[bool]:
             yield True
         else:
             yield False
+
+
+Item = TypeVar("Item", ServerInfo, PortInfo)
+
+
+def _place(table: dict[str, Item], by_host: dict[str, dict[str, Item]], info: Item) -> None:
+    """Put ``info`` in ``table`` and under its host, off the host it was on."""
+    old = table.get(info.id)
+    if old is not None and old.host != info.host and old.host is not None:
+        by_host.get(old.host, {}).pop(info.id, None)
+    table[info.id] = info
+    if info.host is not None:
+        by_host.setdefault(info.host, {})[info.id] = info
+
+
+def _drop(table: dict[str, Item], by_host: dict[str, dict[str, Item]], item_id: str) -> None:
+    old = table.pop(item_id, None)
+    if old is not None and old.host is not None:
+        by_host.get(old.host, {}).pop(item_id, None)
 
 
 class Topology:
@@ -152,30 +171,16 @@ class Topology:
         self.synced_at = at
 
     def put_server(self, info: ServerInfo) -> None:
-        old = self._servers.get(info.id)
-        if old is not None and old.host != info.host and old.host is not None:
-            self._servers_by_host.get(old.host, {}).pop(info.id, None)
-        self._servers[info.id] = info
-        if info.host is not None:
-            self._servers_by_host.setdefault(info.host, {})[info.id] = info
+        _place(self._servers, self._servers_by_host, info)
 
     def remove_server(self, server_id: str) -> None:
-        old = self._servers.pop(server_id, None)
-        if old is not None and old.host is not None:
-            self._servers_by_host.get(old.host, {}).pop(server_id, None)
+        _drop(self._servers, self._servers_by_host, server_id)
 
     def put_port(self, info: PortInfo) -> None:
-        old = self._ports.get(info.id)
-        if old is not None and old.host != info.host and old.host is not None:
-            self._ports_by_host.get(old.host, {}).pop(info.id, None)
-        self._ports[info.id] = info
-        if info.host is not None:
-            self._ports_by_host.setdefault(info.host, {})[info.id] = info
+        _place(self._ports, self._ports_by_host, info)
 
     def remove_port(self, port_id: str) -> None:
-        old = self._ports.pop(port_id, None)
-        if old is not None and old.host is not None:
-            self._ports_by_host.get(old.host, {}).pop(port_id, None)
+        _drop(self._ports, self._ports_by_host, port_id)
 
     def on_instance_notification(self, event_type: str, payload: Mapping[str, Any]) -> bool:
         """Apply one of Nova's versioned ``instance.*`` notifications; True if it changed."""
