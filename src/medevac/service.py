@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,6 +30,7 @@ from medevac.config import (
 from medevac.inspector.actions import ResetPolicy
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.incidents import ServiceView
 from medevac.inspector.inspector import Inspector, InspectorSettings
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
@@ -146,31 +148,42 @@ class CloudNovaView:
         }
 
 
-class AuditedVerdicts:
-    """Every verdict goes to the audit log, off the event loop, a moment later: the
-    milliseconds after a verdict belong to the alarms' outbox."""
+class AuditLog:
+    """Audit entries written off the event loop, a moment later: the milliseconds
+    after a verdict belong to the alarms' outbox."""
 
     DELAY = 0.05
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[int]] = set()
 
-    def publish(self, verdict: Verdict) -> None:
-        asyncio.get_running_loop().call_later(self.DELAY, self._start, verdict)
+    def record(
+        self, kind: str, subject: str, actor: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        entry = (kind, subject, actor, detail, trace_id)
+        asyncio.get_running_loop().call_later(self.DELAY, self._start, entry)
 
-    def _start(self, verdict: Verdict) -> None:
-        task = asyncio.ensure_future(asyncio.to_thread(self._write, verdict))
+    def _start(self, entry: tuple[str, str, str, dict[str, Any], str | None]) -> None:
+        task = asyncio.ensure_future(asyncio.to_thread(self._db.record_audit, *entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _write(self, verdict: Verdict) -> None:
-        self._db.record_audit(
-            f"verdict.{verdict.kind.value}",
-            verdict.host,
-            "monitor",
-            {"subject": verdict.subject, "at": verdict.at, "evidence": verdict.evidence},
-            verdict.trace_id,
+    async def drain(self) -> None:
+        await asyncio.sleep(self.DELAY)  # entries still waiting for their moment
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class AuditedVerdicts:
+    """Every verdict goes to the audit log."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    def publish(self, verdict: Verdict) -> None:
+        detail = {"subject": verdict.subject, "at": verdict.at, "evidence": verdict.evidence}
+        self._audit.record(
+            f"verdict.{verdict.kind.value}", verdict.host, "monitor", detail, verdict.trace_id
         )
 
 
@@ -235,6 +248,7 @@ def build_inspector(
     cloud: CloudDriver,
     notifier: Notifier,
     journal: IncidentJournal,
+    audit: AuditLog,
     recovery: Recovery | None = None,
 ) -> Inspector:
     i = settings.inspector
@@ -257,6 +271,7 @@ def build_inspector(
             restart_compute=settings.recovery.restart_compute,
         ),
         recovery=recovery,
+        audit=audit,
         auto_release=lambda host: group_of(host, groups).auto_release,
     )
 
@@ -266,6 +281,7 @@ class Controller:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once running
         self.db = Database(settings.storage.url)
         self.cloud = build_cloud_driver(settings.cloud)
         self.power: BmcPowerReader | None = None
@@ -275,12 +291,13 @@ class Controller:
         self.task_ends = TaskEnds(lambda: self.listener is not None and self.listener.connected)
         self.notifier = build_notifier(settings, self.db)
         self.journal = IncidentJournal(IncidentStore(self.db))
+        self.audit = AuditLog(self.db)
         self.bmc_threads = bmc_thread_pool(len(settings.hosts))
         bmcs = build_bmc_clients(settings, self.bmc_threads)
         r = settings.recovery
         self.recovery = Recovery() if r.enabled else None
         self.inspector = build_inspector(
-            settings, self.cloud, self.notifier, self.journal, self.recovery
+            settings, self.cloud, self.notifier, self.journal, self.audit, self.recovery
         )
         self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
         p = settings.profiler
@@ -312,7 +329,7 @@ class Controller:
                     settled=self.inspector.settled,
                     restore_ports=self.inspector.restore_server_ports,
                     task_ends=self.task_ends,
-                    ended=self.fault_over if self.spans is not None else None,
+                    ended=self._recovery_ended,
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
                 )
@@ -326,12 +343,25 @@ class Controller:
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),
-                Verdicts(self.inspector, AuditedVerdicts(self.db)),
+                Verdicts(self.inspector, AuditedVerdicts(self.audit)),
                 self.power,
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
                 on_suspect=self.inspector.prepare,
+                on_nova_view=self._nova_view,
             )
+
+    def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:
+        self.inspector.on_service_view(host, ServiceView.of(view, as_of))
+
+    def _recovery_ended(self, incident_id: str, recovery_id: str, at: float) -> None:
+        """A recovery ended: its incident follows the cloud now; its profile is exported.
+        Thread-safe: a workflow step may run off the controller's loop."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self.inspector.recovery_ended, incident_id, recovery_id, at)
+        if self.spans is not None:
+            self._loop.call_soon_threadsafe(self.fault_over, incident_id)
 
     def _restart_compute(self, host: str) -> bool:
         return self.monitor is not None and self.monitor.request_compute_restart(host)
@@ -369,6 +399,31 @@ class Controller:
         except Exception:  # tracing is an aid: never a reason to fail anything
             log.exception("could not export the profile of incident %s", incident_id)
 
+    async def _follow_cloud_at_start(self) -> None:
+        """Before any new verdict, each open incident learns whether its recovery ended
+        and how Nova shows its host: one released by hand while no controller ran
+        closes now, and a new loss of its host is a new incident."""
+        incidents = list(self.inspector.open.values())
+        store = RecoveryStore(self.db)
+        for inc in incidents:
+            if inc.recovery_id is None or inc.recovery_ended_at is not None:
+                continue
+            rec = await asyncio.to_thread(store.get, inc.recovery_id)
+            if rec is not None and rec["ended_at"] is not None:
+                self.inspector.recovery_ended(inc.id, inc.recovery_id, rec["ended_at"])
+        if not incidents:
+            return
+        asked = time.time()
+        try:
+            services = await CloudNovaView(self.cloud).compute_services()
+        except Exception as exc:  # the monitor's poll catches up once Nova answers
+            log.warning(
+                "Nova's compute services not read at start (%s: %s)", type(exc).__name__, exc
+            )
+            return
+        for host, view in services.items():
+            self.inspector.on_service_view(host, ServiceView.of(view, asked))
+
     def on_nova_event(self, event: NovaEvent) -> None:
         if self.monitor is not None:
             self.monitor.on_nova_event(event)
@@ -378,13 +433,14 @@ class Controller:
     async def run(self) -> None:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
         await asyncio.to_thread(self.db.migrate)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         # Before anything can fire: the alarms, the outbox, the incidents still open,
         # and the recoveries a dead predecessor left running (DBOS resumes them).
         resumed = await self.notifier.start()
         if self.recovery is not None:
             DBOS.launch()
         self.inspector.adopt(await self.journal.load_open())
+        await self._follow_cloud_at_start()
         if self.monitor is not None:
             for inc in self.inspector.open.values():
                 if inc.host_lost:
@@ -466,6 +522,7 @@ class Controller:
             await self.notifier.close()
             if self.recovery is not None:
                 DBOS.destroy(workflow_completion_timeout_sec=0)
+            await self.audit.drain()
             await self.journal.close()
             if self.spans is not None:
                 await asyncio.gather(*self._exports, return_exceptions=True)

@@ -16,7 +16,7 @@ from medevac.cloud.models import DataPlaneStatus
 from medevac.inspector.actions import Action, ActionKind
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
-from medevac.inspector.incidents import Incident, IncidentState
+from medevac.inspector.incidents import Incident, IncidentState, ServiceView
 from medevac.inspector.inspector import Inspector
 from medevac.inspector.topology import PortInfo, ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
@@ -407,3 +407,119 @@ async def test_a_cancelled_correction_leaves_no_server_waiting() -> None:
     for task in list(inspector._tasks):
         task.cancel()
     await asyncio.wait_for(waiting, 5)
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(
+        self, kind: str, subject: str, actor: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        self.entries.append((kind, subject, detail))
+
+    def kinds(self) -> list[str]:
+        return [k for k, _, _ in self.entries]
+
+
+async def recovered_and_back(cloud: RecordingCloud) -> tuple[Inspector, Events, Starter, Audit]:
+    """h1 lost, its recovery started and ended, then h1 heard from again."""
+    inspector, events = build(cloud)
+    inspector.recovery = starter = Starter()
+    inspector.audit = audit = Audit()
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    await inspector.drain()
+    inc = inspector.open["h1"]
+    assert inc.recovery_id is not None
+    inspector.recovery_ended(inc.id, inc.recovery_id, time.time())
+    inspector.publish(verdict(VerdictKind.HOST_UP))
+    await inspector.drain()
+    assert inspector.open["h1"].awaiting_release
+    return inspector, events, starter, audit
+
+
+@sync
+async def test_a_host_put_back_by_hand_closes_its_incident_then_a_new_loss_is_recovered() -> None:
+    cloud = RecordingCloud()
+    inspector, events, starter, audit = await recovered_and_back(cloud)
+    first = inspector.open["h1"]
+    now = time.time()
+    inspector.on_service_view("h1", ServiceView(False, True, now + 1))  # still as we left it
+    inspector.on_service_view("h1", ServiceView(True, False, now - 60))  # older than the end
+    assert inspector.open["h1"] is first and audit.kinds() == []
+    calls = len(cloud.calls)
+    # `openstack compute service set --enable --up h1`, as the next poll shows it.
+    inspector.on_service_view("h1", ServiceView(True, False, now + 2))
+    assert "h1" not in inspector.open
+    assert first.state is IncidentState.CLOSED and not first.awaiting_release
+    assert first.closed_by == "released by the cloud (nova-compute enabled and not forced down)"
+    assert audit.kinds() == ["host.released_in_cloud"]
+    await inspector.drain()
+    # Its ports go back as on a release through medevac; Nova is left as the operator set it.
+    restored = cloud.calls[calls:]
+    assert sorted(t for k, t, _ in restored) == ["a", "b"] and {k for k, _, _ in restored} == {
+        "port"
+    }
+    assert not first.ports_down
+    assert events.events[-1].event_type == "compute.host.up"
+    assert events.events[-1].traits["released_by"].startswith("the cloud")
+    inspector.publish(verdict(VerdictKind.HOST_DOWN))  # servers ran on it again; it fails
+    await inspector.drain()
+    second = inspector.open["h1"]
+    assert second.id != first.id and second.recovery_id == f"recover-{second.id}"
+    assert [v for _, v, _ in starter.started] == ["HOST_UNREACHABLE", "HOST_DOWN"]
+
+
+@sync
+async def test_a_loss_after_an_ended_recovery_is_a_new_incident_even_unreleased() -> None:
+    cloud = RecordingCloud()
+    inspector, _, starter, audit = await recovered_and_back(cloud)
+    saved = inspector.saver
+    assert isinstance(saved, Saved)
+    first = inspector.open["h1"]
+    left_down = dict(first.ports_down)
+    assert left_down  # its ports stayed DOWN: nobody released the host
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    await inspector.drain()
+    second = inspector.open["h1"]
+    assert second.id != first.id and len(starter.started) == 2
+    assert first.state is IncidentState.CLOSED
+    assert first.closed_by is not None and first.closed_by.startswith(
+        f"superseded by incident {second.id}"
+    )
+    assert second.ports_down == left_down and not first.ports_down  # restored on release
+    assert audit.kinds() == ["incident.superseded"]
+    # The store never holds two open incidents of h1: the old one is closed first.
+    order = [(b["id"], b["state"]) for b in saved.saved]
+    closed_at = order.index((first.id, "CLOSED"))
+    assert all(i != second.id for i, _ in order[:closed_at])
+
+
+@sync
+async def test_a_loss_while_the_recovery_runs_joins_its_incident() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.recovery = starter = Starter()
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.publish(verdict(VerdictKind.HOST_UP))
+    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    await inspector.drain()
+    assert len(starter.started) == 1 and len(inspector.open) == 1
+    inspector.on_service_view("h1", ServiceView(True, False, time.time() + 5))
+    assert "h1" in inspector.open  # no release while its recovery has not ended
+
+
+@sync
+async def test_a_release_through_medevac_is_not_taken_for_one_by_the_cloud() -> None:
+    cloud = RecordingCloud()
+    inspector, _, _, audit = await recovered_and_back(cloud)
+    enable = cloud.set_enabled
+
+    async def enabled_then_seen(host: str, enabled: bool, reason: str | None = None) -> None:
+        await enable(host, enabled, reason)
+        inspector.on_service_view(host, ServiceView(True, False, time.time()))
+
+    cloud.set_enabled = enabled_then_seen  # type: ignore[method-assign]
+    result = await inspector.release("h1", "ops")
+    assert result["ports_restored"] == 2 and audit.kinds() == []
+    await inspector.drain()

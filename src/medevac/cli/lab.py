@@ -57,6 +57,14 @@ def up(
     redfish: Annotated[
         str, typer.Option(help="Hosts whose BMC speaks Redfish, e.g. host2,host3 (else IPMI).")
     ] = "",
+    keep_store: Annotated[
+        bool,
+        typer.Option(
+            "--keep-store",
+            help="Keep the previous lab's controller store (incidents, alarms, audit, "
+            "workflows) instead of starting the controller on an empty one.",
+        ),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
@@ -75,6 +83,7 @@ def up(
             transport_url=transport_url,
             layout=counts,
             redfish=[h for h in redfish.split(",") if h],
+            keep_store=keep_store,
         )
     except LabError as exc:
         raise fail(exc) from None
@@ -82,6 +91,13 @@ def up(
         f"lab ready in {time.monotonic() - t0:.1f} s: {len(info['hosts'])} hosts, "
         f"{info['servers']} servers (state dir {_paths(state_dir).root})"
     )
+    if info["store"] == "kept":
+        out.print(
+            "[yellow]kept the previous controller store (--keep-store): its open incidents "
+            "are checked against this lab's Nova when `medevac serve` starts[/]"
+        )
+    elif info["store"] == "removed":
+        out.print("the controller starts on an empty store (--keep-store keeps the previous one)")
     out.print("use it: eval $(medevac lab env)")
 
 

@@ -13,6 +13,11 @@ States::
 An incident tracks its open faults: ("host", ""), ("link", physnet), ("process", ""),
 ("server", id). A recovery verdict removes one; when none is left the incident closes.
 Issue-level recovery (fencing, evacuation) extends the machine from CORRECTED/PARTIAL.
+
+An incident whose host was recovered follows the cloud: it closes when Nova shows the
+host put back in service (an operator's ``openstack compute service set --enable
+--up``), and a host that fails again once its recovery has ended gets a new incident,
+so a new recovery; never nothing.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ class Incident:
     held_reason: str | None = None
     recovery_id: str | None = None
     awaiting_release: bool = False  # the host is back but stays down until released
+    recovery_ended_at: float | None = None  # when the host's recovery ended, any outcome
+    closed_by: str | None = None  # why it closed: healed, released by whom, superseded
     stamps: dict[str, float] = field(default_factory=dict)  # profiler checkpoints
 
     @property
@@ -157,6 +164,8 @@ class Incident:
             "held_reason": self.held_reason,
             "recovery_id": self.recovery_id,
             "awaiting_release": self.awaiting_release,
+            "recovery_ended_at": self.recovery_ended_at,
+            "closed_by": self.closed_by,
             "verdicts": list(self.verdicts),
             "actions": list(self.actions),
             "events": list(self.events),
@@ -183,5 +192,42 @@ class Incident:
             held_reason=d.get("held_reason"),
             recovery_id=d.get("recovery_id"),
             awaiting_release=bool(d.get("awaiting_release", False)),
+            recovery_ended_at=d.get("recovery_ended_at"),
+            closed_by=d.get("closed_by"),
             stamps=dict(d.get("stamps", {})),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """Nova's compute service of one host, as it stood at ``as_of`` (wall clock: when
+    the listing was asked for, or when Nova sent the notification)."""
+
+    enabled: bool
+    forced_down: bool
+    as_of: float
+
+    @classmethod
+    def of(cls, view: dict[str, Any], as_of: float) -> ServiceView:
+        """From the monitor's view of a service (``status``, ``forced_down``)."""
+        return cls(view.get("status") == "enabled", bool(view.get("forced_down")), as_of)
+
+
+def released_in_cloud(inc: Incident, view: ServiceView | None) -> str | None:
+    """What shows that ``inc``'s host was put back in service outside medevac, or None.
+
+    Only a host that is back (awaiting release) after a recovery that has ended, and
+    only a view taken after that end: the recovery itself leaves the service forced
+    down and disabled, so an older view that shows it up says nothing of a release.
+    """
+    if view is None or not inc.awaiting_release or inc.recovery_ended_at is None:
+        return None
+    if view.as_of <= inc.recovery_ended_at or not view.enabled or view.forced_down:
+        return None
+    return "nova-compute enabled and not forced down"
+
+
+def fails_again(inc: Incident, verdict: Verdict) -> bool:
+    """A loss verdict about a host whose recovery has ended and that was heard from
+    since: the host failed anew, and needs an incident (and a recovery) of its own."""
+    return verdict.kind.host_lost and inc.recovery_ended_at is not None and not inc.host_lost

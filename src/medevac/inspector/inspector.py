@@ -33,7 +33,13 @@ from medevac.inspector.actions import (
 )
 from medevac.inspector.executor import ActionExecutor, ActionResult
 from medevac.inspector.guard import ZoneGuard
-from medevac.inspector.incidents import Incident, IncidentState
+from medevac.inspector.incidents import (
+    Incident,
+    IncidentState,
+    ServiceView,
+    fails_again,
+    released_in_cloud,
+)
 from medevac.inspector.topology import PortInfo, ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
 from medevac.notifier import events as ev
@@ -91,6 +97,14 @@ class IncidentSaver(Protocol):
         ...
 
 
+class AuditSink(Protocol):
+    def record(
+        self, kind: str, subject: str, actor: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        """Append an audit entry (without blocking the caller)."""
+        ...
+
+
 @dataclass(frozen=True)
 class InspectorSettings:
     reset_servers: ResetPolicy = ResetPolicy.ERROR
@@ -118,12 +132,14 @@ class Inspector:
         settings: InspectorSettings | None = None,
         *,
         recovery: RecoveryStarter | None = None,
+        audit: AuditSink | None = None,
         auto_release: Callable[[str], bool] = lambda host: False,
         release_retry: float = 5.0,
         release_for: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.recovery = recovery
+        self.audit = audit
         self.auto_release = auto_release
         self.release_retry = release_retry
         self.release_for = release_for
@@ -148,6 +164,9 @@ class Inspector:
         self.corrections_resumed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._releases: set[asyncio.Task[Any]] = set()  # auto-release loops (long)
+        # Nova's compute service of each host as last seen: incidents follow it.
+        self._services: dict[str, ServiceView] = {}
+        self._releasing: set[str] = set()  # hosts medevac itself is releasing now
 
     def adopt(self, incidents: Iterable[Incident]) -> None:
         """Open incidents from the database after a restart: new verdicts merge in."""
@@ -200,24 +219,16 @@ class Inspector:
             self._isolated(verdict)
             return
         inc = self.open.get(verdict.host)
-        if inc is None:
+        if inc is not None and fails_again(inc, verdict):
+            inc = self._supersede(inc, verdict)
+        elif inc is None:
             if verdict.kind in (
                 VerdictKind.HOST_UP,
                 VerdictKind.LINK_UP,
                 VerdictKind.COMPUTE_PROCESS_UP,
             ):
                 return  # nothing of ours to heal
-            received = verdict.evidence.get("raw_received_at") or verdict.at
-            inc = Incident(
-                verdict.host, self.zones.get(verdict.host, "nova"), verdict.at, verdict.trace_id
-            )
-            inc.stamp("T01", float(received))
-            inc.stamp("V", verdict.at)
-            estimate = verdict.evidence.get("fault_estimated_at")
-            if estimate is not None:
-                inc.stamp("T00~", float(estimate))
-            self.open[verdict.host] = inc
-            self._by_trace[inc.trace_id] = inc
+            inc = self._open_incident(verdict)
         opened, healed = inc.add_verdict(verdict)
         kind = verdict.kind
         if kind.host_lost and opened:
@@ -234,9 +245,37 @@ class Inspector:
             self._process(inc, down=True)
         elif kind is VerdictKind.COMPUTE_PROCESS_UP and not inc.host_lost:
             self._process(inc, down=False)
-        if healed and not inc.awaiting_release:
-            self._close_when_idle(inc)
+        if healed and not inc.awaiting_release and inc.is_open:
+            self._close_when_idle(inc, "healed")
         self.saver.save(inc)
+
+    def _open_incident(self, verdict: Verdict) -> Incident:
+        received = verdict.evidence.get("raw_received_at") or verdict.at
+        inc = Incident(
+            verdict.host, self.zones.get(verdict.host, "nova"), verdict.at, verdict.trace_id
+        )
+        inc.stamp("T01", float(received))
+        inc.stamp("V", verdict.at)
+        estimate = verdict.evidence.get("fault_estimated_at")
+        if estimate is not None:
+            inc.stamp("T00~", float(estimate))
+        self.open[verdict.host] = inc
+        self._by_trace[inc.trace_id] = inc
+        return inc
+
+    def _supersede(self, old: Incident, verdict: Verdict) -> Incident:
+        """The host failed again after its recovery ended: the old incident closes and
+        a new one, with a recovery of its own, takes over the ports the old one left
+        DOWN (they go back when this host is released)."""
+        new = self._open_incident(verdict)
+        new.ports_down.update(old.ports_down)
+        old.ports_down.clear()
+        why = f"superseded by incident {new.id}: the host failed again after its recovery"
+        self._close_when_idle(old, why)
+        self.saver.save(old)  # first: one open incident per host, in the store too
+        log.warning("%s failed again after its recovery ended: new incident %s", old.host, new.id)
+        self._audit("incident.superseded", old, {"incident_id": old.id, "by": new.id})
+        return new
 
     # -- host lost ----------------------------------------------------------------
 
@@ -354,6 +393,8 @@ class Inspector:
             # Fenced and evacuated: it stays forced down and disabled until its
             # nova-compute has cleaned up and an operator or policy releases it.
             inc.awaiting_release = True
+            if self._follow_cloud(inc):
+                return
             if self.auto_release(inc.host):
                 task = asyncio.ensure_future(self._auto_release(inc.host))
                 self._releases.add(task)
@@ -367,9 +408,70 @@ class Inspector:
         ports restored, ``compute.host.up`` sent. Raises CloudError when Nova refuses
         (it does while evacuations away from the host are not cleaned up)."""
         cloud = self.executor.cloud
-        await cloud.set_forced_down(host, False)
-        await cloud.set_enabled(host, True)
+        self._releasing.add(host)  # our own calls are no release by the cloud
+        try:
+            await cloud.set_forced_down(host, False)
+            await cloud.set_enabled(host, True)
+            restored = await self._back_in_service(host, actor)
+        finally:
+            self._releasing.discard(host)
+        return {"host": host, "released_by": actor, "ports_restored": restored}
+
+    # -- following the cloud ------------------------------------------------------
+
+    def on_service_view(self, host: str, view: ServiceView) -> None:
+        """Nova's compute service of ``host`` as just seen (polled or notified): an
+        incident awaiting release closes once Nova shows its host put back."""
+        last = self._services.get(host)
+        if last is not None and last.as_of > view.as_of:
+            return  # an older view arriving late
+        self._services[host] = view
         inc = self.open.get(host)
+        if inc is not None:
+            self._follow_cloud(inc)
+
+    def recovery_ended(self, incident_id: str, recovery_id: str, at: float) -> None:
+        """A recovery ended (any outcome): a host recovery's incident then follows the
+        cloud, and a new loss of its host is a new incident."""
+        inc = next((i for i in self.open.values() if i.id == incident_id), None)
+        if inc is None or inc.recovery_id != recovery_id or inc.recovery_ended_at is not None:
+            return
+        inc.recovery_ended_at = at
+        self.saver.save(inc)
+        self._follow_cloud(inc)
+
+    def _follow_cloud(self, inc: Incident) -> bool:
+        """Close ``inc`` as released when the cloud shows its host back in service."""
+        view = self._services.get(inc.host)
+        seen = None if inc.host in self._releasing else released_in_cloud(inc, view)
+        if seen is None or view is None:
+            return False
+        actor = f"the cloud ({seen})"
+        log.warning("%s was put back in service outside medevac: %s", inc.host, seen)
+        self._audit(
+            "host.released_in_cloud",
+            inc,
+            {"incident_id": inc.id, "seen": seen, "as_of": view.as_of},
+        )
+        inc.awaiting_release = False
+        self._close_when_idle(inc, f"released by {actor}")
+        self.saver.save(inc)
+        self._releasing.add(inc.host)
+
+        async def put_back() -> None:
+            try:
+                await self.corrections_resumed.wait()  # the ports' topology is loaded
+                await self._back_in_service(inc.host, actor, inc)
+            finally:
+                self._releasing.discard(inc.host)
+
+        self._spawn_for(inc, put_back())
+        return True
+
+    async def _back_in_service(self, host: str, actor: str, inc: Incident | None = None) -> int:
+        """Nova has the host back: the ports its incident set DOWN are restored,
+        ``compute.host.up`` is sent, the incident closes; returns the ports restored."""
+        inc = inc or self.open.get(host)
         before: dict[str, str | None] = dict(inc.ports_down) if inc is not None else {}
         for on_host in self.topology.ports_on(host):
             if on_host.data_plane_status is DataPlaneStatus.DOWN:
@@ -386,10 +488,10 @@ class Inspector:
                 if r.ok:
                     inc.ports_down.pop(r.action.target, None)
             inc.awaiting_release = False
-            if not inc.faults:
-                self._close_when_idle(inc)
+            if not inc.faults and inc.is_open:
+                self._close_when_idle(inc, f"released by {actor}")
             self.saver.save(inc)
-        return {"host": host, "released_by": actor, "ports_restored": sum(r.ok for r in results)}
+        return sum(r.ok for r in results)
 
     async def _auto_release(self, host: str) -> None:
         deadline = self.clock() + self.release_for
@@ -579,13 +681,18 @@ class Inspector:
             None,
         )
 
-    def _close_when_idle(self, inc: Incident) -> None:
+    def _close_when_idle(self, inc: Incident, why: str) -> None:
         inc.move(IncidentState.CLOSED, self.clock())
+        inc.closed_by = why
         if self.open.get(inc.host) is inc:
             del self.open[inc.host]
         self._by_trace.pop(inc.trace_id, None)
         if self.on_closed is not None:
             self.on_closed(inc)
+
+    def _audit(self, kind: str, inc: Incident, detail: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.record(kind, inc.host, "inspector", detail, inc.trace_id)
 
     def checkpoint(self, trace_id: str | None, name: str, at: float) -> None:
         """The notifier's marks (T07 evaluated, T08 fired, T09 received) on the incident

@@ -102,8 +102,13 @@ def lab_up(
     layout: list[int] | None = None,
     ready_within: float = UP_TIMEOUT,
     redfish: list[str] | None = None,
+    keep_store: bool = False,
 ) -> dict[str, Any]:
     """Start a lab supervisor in the background and wait until it is ready.
+
+    The controller's store starts empty: a previous lab's incidents name servers and
+    ports this lab's Nova never had. ``keep_store`` keeps it (``store`` in the answer
+    says which: "fresh", "kept", or "removed" when a previous one was dropped).
 
     ``layout`` gives each host's number of servers (``hosts`` and
     ``servers_per_host`` are then ignored).
@@ -135,6 +140,11 @@ def lab_up(
     paths.root.mkdir(parents=True, exist_ok=True)
     for stale in (paths.info, paths.root / "failed.json", paths.faults_log):
         stale.unlink(missing_ok=True)
+    previous = [f for f in paths.controller_store if f.exists()]
+    store = "kept" if previous and keep_store else "removed" if previous else "fresh"
+    if store == "removed":
+        for f in previous:
+            f.unlink()
     cmd = [
         sys.executable,
         "-m",
@@ -170,7 +180,7 @@ def lab_up(
     while time.monotonic() < deadline:
         info = paths.read_info()
         if info is not None:
-            return info
+            return {**info, "store": store}
         if proc.poll() is not None:
             failed = paths.root / "failed.json"
             reason = json.loads(failed.read_text())["error"] if failed.exists() else "see log"

@@ -77,6 +77,22 @@ class LabPaths:
         return self.root / "medevac.toml"
 
     @property
+    def controller_db(self) -> Path:
+        """The lab controller's store (its workflows' database lies beside it)."""
+        return self.root / "medevac.db"
+
+    @property
+    def controller_store(self) -> list[Path]:
+        """Every file of the lab controller's store: the store, its workflows'
+        database, and SQLite's journals of both."""
+        stems = (self.controller_db, self.root / "medevac-workflows.db")
+        return [
+            stem.with_name(stem.name + suffix)
+            for stem in stems
+            for suffix in ("", "-wal", "-shm", "-journal")
+        ]
+
+    @property
     def bmc_secrets(self) -> Path:
         return self.root / "bmc-secrets.toml"
 

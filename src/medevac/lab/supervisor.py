@@ -455,7 +455,7 @@ class Lab:
             ),
             "",
             "[storage]",
-            "url = " + json.dumps(f"sqlite:///{self.paths.root / 'medevac.db'}"),
+            "url = " + json.dumps(f"sqlite:///{self.paths.controller_db}"),
             "",
             "[[api.tokens]]",
             'name = "lab-admin"',

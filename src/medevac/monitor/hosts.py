@@ -126,8 +126,12 @@ class HostMonitor(asyncio.DatagramProtocol):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_suspect: Callable[[str], None] | None = None,
+        on_nova_view: Callable[[str, dict[str, Any], float], None] | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
+        # Told each host's Nova view as it is refreshed, with the wall-clock time it
+        # stood at: what medevac believes of a host follows what Nova shows of it.
+        self.on_nova_view = on_nova_view
         # Told when a host turns suspect, before the confirmation: what a verdict on
         # it would need can be made ready meanwhile (the consumers' connections).
         self.on_suspect = on_suspect
@@ -474,6 +478,7 @@ class HostMonitor(asyncio.DatagramProtocol):
     async def _refresh_nova(self) -> None:
         """Keep Nova's view of every compute service fresh (one listing per period)."""
         while True:
+            asked = self.wall()  # the listing shows Nova as of this moment, or later
             try:
                 services = await asyncio.wait_for(
                     self.nova.compute_services(), self.settings.nova_refresh * 5
@@ -486,8 +491,16 @@ class HostMonitor(asyncio.DatagramProtocol):
                 for name, view in services.items():
                     watch = self.hosts.get(name)
                     if watch is not None:
-                        watch.nova, watch.nova_seen_at = view, now
+                        self._nova_seen(watch, view, now, asked)
             await asyncio.sleep(self.settings.nova_refresh)
+
+    def _nova_seen(self, watch: HostWatch, view: dict[str, Any], now: float, as_of: float) -> None:
+        watch.nova, watch.nova_seen_at = view, now
+        if self.on_nova_view is not None:
+            try:
+                self.on_nova_view(watch.name, view, as_of)
+            except Exception:  # a consumer's bug must not stop the view's refresh
+                log.exception("the Nova view of %s was not taken", watch.name)
 
     def _zone(self, zone: str) -> list[HostWatch]:
         return [h for h in self.hosts.values() if h.zone == zone]
@@ -603,7 +616,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         )
         if view["forced_down"]:
             view["state"] = "down"
-        watch.nova, watch.nova_seen_at = view, self.wall()
+        now = self.wall()
+        self._nova_seen(watch, view, now, sent if sent is not None else now)
 
     # -- views --------------------------------------------------------------------
 

@@ -115,8 +115,9 @@ class RecoveryRuntime:
     audit: Callable[[str, str, dict[str, Any], str | None], Any]
     # Waits until the inspector's state actions on a server and its ports are done.
     settled: Callable[[str], Awaitable[None]]
-    # Told the incident id when a recovery ends (the profiler exports the fault then).
-    ended: Callable[[str], Any] | None = None
+    # Told (incident id, recovery id, when) as a recovery ends: its incident then
+    # follows the cloud, and the profiler exports the fault.
+    ended: Callable[[str, str, float], Any] | None = None
     # Asks a host's agent to restart nova-compute (False: the agent is not heard), and
     # what the agent last said of it; None when restarts are not configured.
     restart_compute: Callable[[str], bool] | None = None
@@ -176,7 +177,7 @@ async def record_step(
         r.store.put, recovery_id, incident_id, host, level, state, at, detail, ended
     )
     if ended and r.ended is not None:
-        r.ended(incident_id)
+        r.ended(incident_id, recovery_id, at)
     await asyncio.to_thread(
         r.audit,
         f"recovery.{state.lower()}",
