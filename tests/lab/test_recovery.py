@@ -22,7 +22,15 @@ import pytest
 
 from medevac.lab.client import TwoHostWatch
 from tests.conftest import wait_for
-from tests.lab.conftest import Controller, RunningLab, medevac, ok, openstack, start_lab
+from tests.lab.conftest import (
+    Controller,
+    RunningLab,
+    as_json,
+    medevac,
+    ok,
+    openstack,
+    start_lab,
+)
 
 ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 STATE_WITHIN = 15.0
@@ -408,3 +416,125 @@ def test_a_redfish_bmc_fences_and_servers_go_in_priority_order(
     assert all(e["ended_at"] <= n["started_at"] for e, n in itertools.pairwise(evacuations))
     assert watch.twice == [] and watch.samples > 10
     assert_recovered(rlab, host, servers)
+
+
+NOVA_MV = ("--os-compute-api-version", "2.74")  # 2.53 service ids, 2.74 boot on a host
+
+
+def put_back_by_hand(rlab: RunningLab, host: str) -> None:
+    """`openstack compute service set --up`, then `--enable`, as operators do; Nova
+    refuses the first while the returned host has not cleaned up its evacuated servers.
+    (In one command Nova enables first, while the service is still forced down, and
+    leaves its placement trait COMPUTE_STATUS_DISABLED until nova-compute's next
+    periodic update: nothing could be booted on it until then.)"""
+    service = (*NOVA_MV, "compute", "service", "set")
+
+    def up() -> bool:
+        return openstack(rlab, *service, "--up", host, "nova-compute").returncode == 0
+
+    wait_for(f"Nova to accept {host} up", up, 90, 1.0)
+    ok(openstack(rlab, *service, "--enable", host, "nova-compute"))
+
+
+def boot_ha_servers(rlab: RunningLab, host: str, names: list[str]) -> list[dict[str, Any]]:
+    """New HA servers on ``host``, booted by an owner with the real CLI. Right after a
+    release Nova's scheduler may not list the host yet (its compute reports it on its
+    next periodic update): a boot that found no valid host is deleted and tried again,
+    as the lab's own boots do."""
+    tenant = f"{rlab.info['cloud']}-tenant-a"
+    create = (*NOVA_MV, "server", "create", "--image", "lab-image", "--flavor", "1")
+    for name in names:
+
+        def booted(name: str = name) -> bool:
+            done = openstack(
+                rlab,
+                *create,
+                *("--no-network", "--host", host, "--property", "HA_Enabled=True"),
+                *("--wait", name),
+                cloud=tenant,
+            )
+            if done.returncode == 0:
+                return True
+            found = as_json(rlab, "server", "list", "--all-projects", "--name", name)
+            faults = [as_json(rlab, "server", "show", s["ID"]).get("fault") for s in found]
+            assert all("No valid host" in str(f) for f in faults), faults
+            for s in found:
+                ok(openstack(rlab, "server", "delete", "--wait", s["ID"]))
+            return False
+
+        wait_for(f"{name} booted on {host}", booted, 120, 2.0)
+    servers = [s for s in rlab.servers_on(host) if s["name"] in names]
+    assert len(servers) == len(names) and all(s["status"] == "ACTIVE" for s in servers), servers
+    return servers
+
+
+def fail_and_recover(
+    rlab: RunningLab, ctl: Controller, host: str, ha: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Crash ``host``: its recovery completes and ``ha`` run elsewhere, never twice."""
+    t0 = time.time()
+    with TwoHostWatch(rlab.client) as watch:
+        rlab.client.inject("host-crash", host)
+        rec = wait_recovery(ctl, host, t0)
+    assert rec["state"] == "COMPLETED", json.dumps(rec["detail"], indent=1)
+    now = {s["id"]: s for s in rlab.status()["servers"]}
+    for s in ha:
+        assert now[s["id"]]["host"] != host and now[s["id"]]["status"] == "ACTIVE", now[s["id"]]
+    assert watch.twice == [], f"servers ran on two hosts: {watch.twice[:3]}"
+    return rec
+
+
+def power_back(rlab: RunningLab, ctl: Controller, host: str) -> dict[str, Any]:
+    """Power a fenced host on again; returns its incident, now awaiting release."""
+    on = rlab.ipmitool(host, "chassis", "power", "on")
+    assert on.returncode == 0, on.stderr
+    wait_for(f"{host} heard from again", lambda: ctl.host(host)["state"] == "UP", 60)
+    inc = ctl.get(f"/v1/incidents?host={host}&limit=1")["incidents"][0]
+    assert inc["awaiting_release"] and inc["state"] != "CLOSED", inc
+    return dict(inc)
+
+
+def wait_released_in_cloud(ctl: Controller, host: str, incident_id: str) -> None:
+    def closed() -> bool:
+        inc = ctl.get(f"/v1/incidents/{incident_id}")
+        return bool(inc["state"] == "CLOSED")
+
+    wait_for(f"{host}'s incident to follow Nova", closed, STATE_WITHIN, 0.2)
+    inc = ctl.get(f"/v1/incidents/{incident_id}")
+    assert inc["closed_by"].startswith("released by the cloud"), inc["closed_by"]
+    audit = ctl.get(f"/v1/audit?subject={host}&limit=500")["events"]
+    seen = [e for e in audit if e["kind"] == "host.released_in_cloud"]
+    assert [e["detail"]["incident_id"] for e in seen][:1] == [incident_id], seen
+
+
+def test_a_host_put_back_by_hand_is_recovered_again_when_it_fails_again(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    host = "host7"
+    first = fail_and_recover(rlab, ctl, host, ha_servers(rlab, host))
+    inc = power_back(rlab, ctl, host)
+    put_back_by_hand(rlab, host)
+    wait_released_in_cloud(ctl, host, inc["id"])
+    booted = boot_ha_servers(rlab, host, ["vm-host7-again-1", "vm-host7-again-2"])
+    second = fail_and_recover(rlab, ctl, host, booted)
+    assert second["id"] != first["id"]
+    recoveries = ctl.get(f"/v1/recoveries?host={host}")["recoveries"]
+    assert sorted(r["id"] for r in recoveries) == sorted([first["id"], second["id"]])
+    moved = {r["server_id"] for r in evacuation_rows(ctl, host) if r["recovery_id"] == second["id"]}
+    assert moved == {s["id"] for s in booted}
+
+
+def test_a_restarted_controller_closes_a_stale_incident_and_recovers_its_host_later(
+    rlab: RunningLab, ctl: Controller
+) -> None:
+    host = "host8"
+    fail_and_recover(rlab, ctl, host, ha_servers(rlab, host))
+    inc = power_back(rlab, ctl, host)
+    ctl.stop()
+    put_back_by_hand(rlab, host)  # while no controller runs
+    ctl.restart()
+    wait_released_in_cloud(ctl, host, inc["id"])
+    wait_for(f"{host} watched again", lambda: ctl.host(host)["state"] == "UP", 30)
+    booted = boot_ha_servers(rlab, host, ["vm-host8-again-1"])
+    fail_and_recover(rlab, ctl, host, booted)
+    assert len(ctl.get(f"/v1/recoveries?host={host}")["recoveries"]) == 2
