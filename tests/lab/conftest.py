@@ -125,7 +125,7 @@ def lab_processes(state_dir: Path) -> list[str]:
 
 
 def start_lab(
-    state_dir: Path, hosts: int, servers_per_host: int, redfish: str = ""
+    state_dir: Path, hosts: int, servers_per_host: int, redfish: str = "", keep_store: bool = False
 ) -> Iterator[RunningLab]:
     try:
         find_lab_python()
@@ -141,6 +141,7 @@ def start_lab(
         "--state-dir",
         str(state_dir),
         *(["--redfish", redfish] if redfish else []),
+        *(["--keep-store"] if keep_store else []),
     )
     paths = LabPaths(state_dir)
     info = json.loads(paths.info.read_text())

@@ -4,13 +4,15 @@ full, and leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from medevac.profiler.profile import CHECKPOINTS
-from tests.lab.conftest import lab_processes, medevac
+from tests.conftest import wait_for
+from tests.lab.conftest import Controller, lab_processes, medevac, ok, openstack, start_lab
 from tests.otlp import OtlpReceiver
 
 
@@ -86,6 +88,56 @@ def test_demo_partition_fences_before_evacuating(tmp_path: Path) -> None:
     assert_complete_profile(profile)
     stamps = {c["name"]: c["at"] for c in profile["checkpoints"]}
     assert stamps["R1"] < stamps["R2"]
+    a_new_lab_in_the_same_place_recovers_host1_again(tmp_path, profile["incident_id"])
+
+
+def a_new_lab_in_the_same_place_recovers_host1_again(state_dir: Path, demo_incident: str) -> None:
+    """After the demo, a new lab in its state dir, keeping the demo's controller store
+    (the demo's incident of host1 still open there): host1 partitioned is recovered."""
+    lab_gen = start_lab(state_dir, hosts=4, servers_per_host=4, keep_store=True)
+    lab = next(lab_gen)
+    try:
+        ha = [s for s in lab.servers_on("host1")]
+        for s in ha:
+            ok(openstack(lab, "server", "set", "--property", "HA_Enabled=True", s["id"]))
+        ctl = Controller.start(lab)
+        try:
+            # The demo's incident named servers this lab never had: Nova shows host1 in
+            # service, so the controller closed it at start, before any new verdict.
+            old = ctl.get(f"/v1/incidents/{demo_incident}")
+            assert old["state"] == "CLOSED", old
+            assert old["closed_by"].startswith("released by the cloud"), old
+            t0 = time.time()
+            lab.client.inject("mgmt-partition", "host1")
+
+            def recovered() -> dict[str, Any] | None:
+                recs = ctl.get("/v1/recoveries?host=host1")["recoveries"]
+                done = [r for r in recs if r["started_at"] >= t0 and r["ended_at"]]
+                return done[0] if done else None
+
+            rec = wait_for("host1 recovered", recovered, 90, 0.2)
+            assert rec["state"] == "COMPLETED", rec
+            now = {s["id"]: s for s in lab.status()["servers"]}
+            assert all(now[s["id"]]["host"] != "host1" for s in ha), [now[s["id"]] for s in ha]
+            lab.no_server_runs_twice()
+        finally:
+            ctl.stop()
+    finally:
+        next(lab_gen, None)
+
+
+def test_a_new_lab_starts_its_controller_on_an_empty_store(tmp_path: Path) -> None:
+    (tmp_path / "medevac.db").write_text("a previous lab's store")
+    (tmp_path / "medevac-workflows.db").write_text("its workflows")
+    out = medevac(
+        "lab", "up", "--hosts", "2", "--servers-per-host", "0", "--state-dir", str(tmp_path)
+    )
+    try:
+        assert "empty store" in out.stdout
+        assert not (tmp_path / "medevac.db").exists()
+        assert not (tmp_path / "medevac-workflows.db").exists()
+    finally:
+        medevac("lab", "down", "--state-dir", str(tmp_path))
 
 
 def test_demo_refuses_an_unknown_scenario(tmp_path: Path) -> None:
