@@ -165,7 +165,18 @@ def test_doctor_event_accepted_then_duplicate(client: TestClient, sink: Recordin
     assert fault.kind is RawFaultKind.HOST_DOWN
     assert fault.host == "compute1"
     assert fault.source == "doctor"
-    assert fault.key == "doctor:monitor_sample:e1"
+    assert (
+        fault.key == "doctor:compute.host.down:compute1:2016-04-12T08:00:00.123:monitor_sample:e1"
+    )
+
+
+def test_doctor_sample_monitor_constant_event_id_for_two_hosts_is_two_faults(
+    client: TestClient, sink: RecordingSink
+) -> None:
+    r = client.put("/events", json=[doctor_event()], headers=ADMIN)
+    r = client.put("/events", json=[doctor_event(host="compute2")], headers=ADMIN)
+    assert r.json() == {"accepted": 1, "duplicates": 0}
+    assert [f.host for f in sink.faults] == ["compute1", "compute2"]
 
 
 def test_bearer_header_works_and_received_at_is_one_clock_reading_per_request(
@@ -225,10 +236,7 @@ def test_unknown_host_is_404_and_stops_there(client: TestClient, sink: Recording
     assert "1 after it not submitted" in message
     detail = r.json()["error"]["detail"]
     assert detail == {"host": "compute9", "index": 2, "accepted": 1, "duplicates": 1}
-    assert [f.key for f in sink.faults] == [
-        "doctor:monitor_sample:seen",
-        "doctor:monitor_sample:new",
-    ]
+    assert [f.key.rsplit(":", 1)[1] for f in sink.faults] == ["seen", "new"]
 
 
 def test_alertmanager_firing_resolved_and_skipped(client: TestClient, sink: RecordingSink) -> None:

@@ -111,7 +111,10 @@ def test_doctor_host_down() -> None:
     assert fault.host == "compute1"
     assert fault.observed_at == pytest.approx(T0)
     assert fault.received_at == 99.0
-    assert fault.key == "doctor:monitor_sample:monitor_sample_event1"
+    assert fault.key == (
+        "doctor:compute.host.down:compute1:2016-04-12T08:00:00.123"
+        ":monitor_sample:monitor_sample_event1"
+    )
     assert fault.details["monitor"] == "monitor_sample"
     assert fault.details["type"] == "compute.host.down"
 
@@ -142,6 +145,18 @@ def test_doctor_z_time_equals_naive_time() -> None:
         received_at=0.0,
     )
     assert naive.observed_at == zulu.observed_at == pytest.approx(T0)
+
+
+def test_doctor_reports_sharing_an_event_id_are_duplicates_only_when_the_same() -> None:
+    # Doctor's sample monitor sends one constant monitor_event_id in every report.
+    events = [
+        doctor_event(),
+        doctor_event(details={"hostname": "compute2"}),
+        doctor_event(time="2016-04-12T09:30:00.000"),
+        doctor_event(),  # the first report again: a retry
+    ]
+    keys = [f.key for f in doctor_faults(parse_doctor_events(events), received_at=0.0)]
+    assert len(set(keys[:3])) == 3 and keys[3] == keys[0]
 
 
 def test_doctor_key_without_event_id() -> None:

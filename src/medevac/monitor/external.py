@@ -137,10 +137,14 @@ class DoctorEvent(BaseModel):
 
     @property
     def key(self) -> str:
+        """The host, type and time always: Doctor's sample monitor sends the same
+        ``monitor_event_id`` in every report, so the id alone would make a report about
+        another host, or a later failure of the same one, a duplicate."""
         details = self.details
+        key = f"doctor:{self.type}:{details.hostname}:{self.time}"
         if details.monitor_event_id is not None:
-            return f"doctor:{details.monitor or ''}:{details.monitor_event_id}"
-        return f"doctor:{self.type}:{details.hostname}:{self.time}"
+            key += f":{details.monitor or ''}:{details.monitor_event_id}"
+        return key
 
 
 _DOCTOR_EVENTS: TypeAdapter[list[DoctorEvent]] = TypeAdapter(list[DoctorEvent])
