@@ -159,6 +159,13 @@ def test_doctor_reports_sharing_an_event_id_are_duplicates_only_when_the_same() 
     assert len(set(keys[:3])) == 3 and keys[3] == keys[0]
 
 
+def test_doctor_sample_and_collectd_monitors_top_level_id_is_accepted_and_kept() -> None:
+    event = doctor_event(id="monitor_sample_id1")  # as Doctor's monitors send it
+    [fault] = doctor_faults(parse_doctor_events([event]), received_at=0.0)
+    assert fault.details["id"] == "monitor_sample_id1"
+    assert "monitor_sample_id1" not in fault.key
+
+
 def test_doctor_key_without_event_id() -> None:
     event = doctor_event()
     del event["details"]["monitor_event_id"]

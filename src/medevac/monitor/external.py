@@ -115,6 +115,8 @@ class DoctorEvent(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
+    # Doctor's sample and collectd monitors send a constant one: kept, never a key.
+    id: str | None = Field(default=None, max_length=255)
     time: IsoTime
     type: Literal["compute.host.down", "compute.host.up"]
     details: DoctorDetails
@@ -163,7 +165,11 @@ def doctor_fault(event: DoctorEvent, received_at: float) -> RawFault:
         observed_at=iso_epoch(event.time),
         received_at=received_at,
         key=event.key,
-        details={"type": event.type, **event.details.model_dump(exclude={"hostname"})},
+        details={
+            "type": event.type,
+            **({"id": event.id} if event.id is not None else {}),
+            **event.details.model_dump(exclude={"hostname"}),
+        },
     )
 
 
