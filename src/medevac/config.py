@@ -127,7 +127,8 @@ class StorageConfig(_Section):
         default=1.0,
         gt=0,
         le=60,
-        description="SQLite: copy the write-ahead log into the file this often (s)",
+        description="SQLite: copy the write-ahead log into the file this often (s), apart "
+        "from the commits",
     )
 
 
@@ -211,8 +212,9 @@ class MonitorConfig(_Section):
     bmc_verdict_wait: float = Field(
         default=0.06,
         gt=0,
-        description="how long a verdict waits for the BMC (s); past it the verdict is "
-        "HOST_UNREACHABLE and a later 'power off' upgrades it to HOST_DOWN",
+        description="how long a verdict waits for the BMC (s), counted from the suspicion, "
+        "the probes' wait included; past it the verdict is HOST_UNREACHABLE and a later "
+        "'power off' upgrades it to HOST_DOWN",
     )
     isolation_fraction: float = Field(
         default=0.5,
