@@ -94,6 +94,20 @@ def test_replace_and_delete(client: TestClient) -> None:
     assert client.get(f"/v2/alarms/{alarm_id}", headers=ADMIN).status_code == 404
 
 
+def test_put_takes_back_the_alarm_it_read_but_no_unknown_field(client: TestClient) -> None:
+    alarm = client.post("/v2/alarms", json=doctor_alarm(), headers=MEMBER).json()
+    body = client.get(f"/v2/alarms/{alarm['alarm_id']}", headers=MEMBER).json()
+    body.update(severity="critical", alarm_id="ignored", state_reason="ignored")
+    body["evaluate_timestamp"] = None
+    r = client.put(f"/v2/alarms/{alarm['alarm_id']}", json=body, headers=MEMBER)
+    assert r.status_code == 200, r.text
+    assert r.json()["alarm_id"] == alarm["alarm_id"] and r.json()["severity"] == "critical"
+    assert r.json()["state_timestamp"] == alarm["state_timestamp"]
+    r = client.put(f"/v2/alarms/{alarm['alarm_id']}", json={**body, "colour": 1}, headers=MEMBER)
+    assert r.status_code == 400
+    assert r.json()["error_message"]["faultstring"].startswith("colour")
+
+
 def test_member_sees_only_its_projects_alarms(client: TestClient) -> None:
     ops = client.post("/v2/alarms", json=doctor_alarm(), headers=ADMIN).json()
     mine = client.post("/v2/alarms", json=doctor_alarm(name="mine"), headers=MEMBER).json()
