@@ -522,6 +522,9 @@ class Controller:
             await self.notifier.close()
             if self.recovery is not None:
                 DBOS.destroy(workflow_completion_timeout_sec=0)
+                # DBOS made its pool the loop's default executor and has shut it down:
+                # what is left to write (audit, incidents, exports) needs threads still.
+                loop.set_default_executor(ThreadPoolExecutor(4, thread_name_prefix="stop"))
             await self.audit.drain()
             await self.journal.close()
             if self.spans is not None:
