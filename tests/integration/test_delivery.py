@@ -481,3 +481,58 @@ def test_a_bursts_books_are_written_once_after_all_its_webhooks(
 
     asyncio.run(scenario())
     assert writes == [(0, 18), (20, 0)]  # the first 2 went in place, without their books
+
+
+class FailingWrites(AlarmStore):
+    """An alarm store whose outbox writes fail while ``broken``: a database gone away."""
+
+    broken = False
+
+    def _check(self) -> None:
+        if self.broken:
+            raise OSError("disk I/O error")
+
+    def record_firing(self, states: Any, changes: Any, deliveries: Any) -> None:
+        self._check()
+        super().record_firing(states, changes, deliveries)
+
+    def record_deliveries_now(self, deliveries: Any) -> None:
+        self._check()
+        super().record_deliveries_now(deliveries)
+
+
+def test_an_alarm_is_never_sent_before_the_outbox_has_recorded_it(
+    db: Database, consumer: ConsumerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the outbox cannot write, its alarms wait unsent (a SIGKILL would lose an
+    alarm sent unrecorded), the write is tried again, the outbox says it is unhealthy
+    and a critical log says why; once the database answers, they are written, then sent."""
+    caplog.set_level(logging.WARNING, logger="medevac")
+
+    async def scenario() -> None:
+        store = FailingWrites(db)
+        n = Notifier(store, Outbox(store, OutboxStore(db), FAST_RETRY))
+        await n.outbox.start()
+        try:
+            await n.create(spec("s1", consumer.url + "/failure"), "p1")
+            store.broken = True
+            n.emit([failure("s1")])
+            await until(
+                "the write tried again, or the alarm sent",
+                lambda: n.outbox.counters["write_failed"] >= 3 or bool(consumer.received()),
+                10,
+            )
+            assert consumer.received() == []
+            assert OutboxStore(db).counts() == {}
+            health = n.outbox.health()
+            assert health is not None and "OSError" in health
+            store.broken = False
+            await until("delivered", lambda: n.outbox.counters["delivered"] == 1, 10)
+            assert n.outbox.health() is None
+        finally:
+            await n.close()
+
+    asyncio.run(scenario())
+    assert len(consumer.received()) == 1
+    assert OutboxStore(db).counts() == {"delivered": 1}
+    assert [r.levelname for r in caplog.records if "refused a write" in r.message] == ["CRITICAL"]

@@ -48,6 +48,8 @@ class DeliverySettings:
     connections_per_consumer: int = 32
     settle_interval: float = 0.05  # outcomes are written in batches
     books_wait: float = 1.0  # the alarms' books wait at most this for the POSTs' first tries
+    write_retry_initial: float = 0.05  # an outbox write that failed is tried again after this,
+    write_retry_max_interval: float = 2.0  # doubling up to this, until the database answers
 
 
 class Outbox:
@@ -88,6 +90,10 @@ class Outbox:
         self._first_pending = 0  # deliveries not yet through their first attempt
         self._first_done = asyncio.Event()
         self._first_done.set()
+        # The database's answer to the outbox's writes: None while they succeed, else
+        # (since when, what failed) for ``health``; alarms wait unsent meanwhile.
+        self._store_failing: tuple[float, str] | None = None
+        self._closing = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -108,7 +114,9 @@ class Outbox:
 
     async def close(self) -> None:
         # What was submitted reaches the database first: a webhook not yet written
-        # would be lost, one written but unsent is sent by the next start.
+        # would be lost, one written but unsent is sent by the next start. A write
+        # still failing is tried once more, then given up (loudly).
+        self._closing.set()
         if self._books is not None:  # (perhaps not started: its finally would not run)
             self._books.cancel()
             self._books = None  # the last flush below writes them, not waiting for POSTs
@@ -200,15 +208,58 @@ class Outbox:
         return True
 
     async def _persist_then_send(self, deliveries: list[DeliveryRow]) -> None:
-        try:
-            # Chunks reach the database in the order they came.
-            await self.write(self.alarms.record_firing, (), (), deliveries)
-        except Exception:
-            # The database is away: send anyway (better than silence), without the
-            # outbox's guarantee across a restart, and say so.
-            self.counters["unpersisted"] += len(deliveries)
-            log.exception("outbox write failed; sending %d alarms without it", len(deliveries))
+        """Write the deliveries to the outbox, then send them; never send one that is
+        not recorded (a SIGKILL would lose it). A failed write is tried again with a
+        bounded backoff for as long as the database stays away, the outbox reporting
+        itself unhealthy meanwhile; at shutdown, what is still unwritten is given up."""
+        delay = self.settings.write_retry_initial
+        while True:
+            try:
+                # Chunks reach the database in the order they came.
+                await self.write(self.alarms.record_firing, (), (), deliveries)
+                break
+            except Exception as exc:
+                self.counters["write_failed"] += 1
+                self._store_failed(exc, f"{len(deliveries)} alarms wait unsent")
+                if self._closing.is_set():
+                    self.counters["lost"] += len(deliveries)
+                    log.critical(
+                        "outbox: %d alarms never recorded at shutdown; they are not sent",
+                        len(deliveries),
+                    )
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+            delay = min(delay * 2, self.settings.write_retry_max_interval)
+        self._store_answered()
         self._send(deliveries)
+
+    def _store_failed(self, exc: Exception, what: str) -> None:
+        """A write of the outbox failed: the first of a streak is logged as critical
+        (the type of error only: its text may quote the rows' values)."""
+        if self._store_failing is None:
+            self._store_failing = (self.clock(), type(exc).__name__)
+            log.critical(
+                "outbox: the database refused a write (%s); %s until it answers",
+                type(exc).__name__,
+                what,
+            )
+
+    def _store_answered(self) -> None:
+        if self._store_failing is not None:
+            since, _ = self._store_failing
+            self._store_failing = None
+            log.warning("outbox: the database answers again after %.1f s", self.clock() - since)
+
+    def health(self) -> str | None:
+        """None while the outbox's writes succeed, else why it is unhealthy (no secret)."""
+        if self._store_failing is None:
+            return None
+        since, error = self._store_failing
+        return (
+            f"outbox writes failing for {max(0.0, self.clock() - since):.0f} s ({error}); "
+            "alarms are held unsent"
+        )
 
     # -- the alarms' books --------------------------------------------------------
 
@@ -242,11 +293,17 @@ class Outbox:
         self._books_states, self._books_changes = {}, []
         try:
             await self.write(self._record_books, states, changes)
-        except Exception:  # the database is away: kept for the next flush, newer first
-            log.exception("cannot record %d alarm states; will retry", len(states))
+        except (Exception, asyncio.CancelledError) as exc:
+            # The database is away, or the outbox stops mid-write: kept for the next
+            # (or last) flush, newer first.
             for alarm_id, state in states.items():
                 self._books_states.setdefault(alarm_id, state)
             self._books_changes[:0] = changes
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._store_failed(exc, f"{len(states)} alarm states wait")
+            return
+        self._store_answered()
 
     def _record_books(self, states: dict[str, AlarmState], changes: list[HistoryRow]) -> None:
         """On the outbox's thread: each alarm's state as it is now, unless deleted."""
@@ -427,9 +484,14 @@ class Outbox:
         batch, self._settled = self._settled, []
         try:
             await self.write(self.store.settle, batch)
-        except Exception:  # the database is away: keep the outcomes for the next flush
-            log.exception("cannot record %d delivery outcomes; will retry", len(batch))
+        except asyncio.CancelledError:  # stopped mid-write: the last flush writes them
             self._settled[:0] = batch
+            raise
+        except Exception as exc:  # the database is away: keep the outcomes for the next flush
+            self._store_failed(exc, f"{len(batch)} delivery outcomes wait")
+            self._settled[:0] = batch
+            return
+        self._store_answered()
 
     def stats(self) -> dict[str, Any]:
         return {

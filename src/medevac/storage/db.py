@@ -61,7 +61,8 @@ class Database:
         except ArgumentError:
             raise StorageError(f"storage.url is not a database URL: {url!r}") from None
         self.url = parsed
-        self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
+        # Errors never quote a statement's values: they may hold a consumer's URL.
+        self.engine: Engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
