@@ -536,3 +536,42 @@ def test_an_alarm_is_never_sent_before_the_outbox_has_recorded_it(
     assert len(consumer.received()) == 1
     assert OutboxStore(db).counts() == {"delivered": 1}
     assert [r.levelname for r in caplog.records if "refused a write" in r.message] == ["CRITICAL"]
+
+
+def test_deleting_an_alarm_cancels_its_pending_deliveries(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    """A deleted alarm's deliveries stop being retried and are cancelled in the outbox
+    table: the consumer never gets them, and no restart sends them again."""
+    consumer.down()
+
+    async def scenario() -> None:
+        n = notifier_for(db)
+        await n.outbox.start()
+        try:
+            gone = await n.create(spec("s1", consumer.url + "/failure"), "p1")
+            await n.create(spec("s2", consumer.url + "/failure"), "p1")
+            n.emit([failure("s1")])
+            await until("retried", lambda: n.outbox.counters["retried"] >= 2, 10)
+            await n.delete(gone.alarm_id)
+            assert OutboxStore(db).counts() == {"cancelled": 1}
+            assert n.outbox.counters["cancelled"] == 1
+            consumer.up()
+            n.emit([failure("s2")])
+            await until("the other alarm", lambda: n.outbox.counters["delivered"] == 1, 10)
+        finally:
+            await n.close()
+
+    asyncio.run(scenario())
+    assert [r["alarm_name"] for r in consumer.received()] == ["s2-failure"]
+    assert OutboxStore(db).counts() == {"cancelled": 1, "delivered": 1}
+
+    async def restart() -> int:
+        n = notifier_for(db)
+        try:
+            await n.load()
+            return await n.outbox.start()
+        finally:
+            await n.close()
+
+    assert asyncio.run(restart()) == 0

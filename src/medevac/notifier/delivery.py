@@ -77,6 +77,7 @@ class Outbox:
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
         self._http: WebhookClient | None = None  # made in start, with the CA store
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries, connections
+        self._by_alarm: dict[str, set[asyncio.Task[Any]]] = {}  # deliveries, by alarm id
         self._writing: set[asyncio.Task[Any]] = set()  # submitted, not yet in the database
         self._settled: list[tuple[str, str, int, float, str | None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -108,7 +109,7 @@ class Outbox:
         )
         pending = await asyncio.to_thread(self.store.pending)
         for row in pending:
-            self._spawn(self._deliver(row, counted=False))
+            self._spawn(self._deliver(row, counted=False), row.alarm_id)
         self._flusher = asyncio.create_task(self._flush_loop())
         return len(pending)
 
@@ -133,10 +134,35 @@ class Outbox:
             await self._http.close()
         self._db_thread.shutdown(wait=True)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, alarm_id: str | None = None) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if alarm_id is not None:
+            tasks = self._by_alarm.setdefault(alarm_id, set())
+            tasks.add(task)
+            task.add_done_callback(lambda t: self._forget(alarm_id, t))
+
+    def _forget(self, alarm_id: str, task: asyncio.Task[Any]) -> None:
+        tasks = self._by_alarm.get(alarm_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._by_alarm[alarm_id]
+
+    def cancel_alarm(self, alarm_id: str) -> int:
+        """Stop sending a deleted alarm's deliveries (the store cancelled them in its
+        outbox table with the alarm); returns how many were under way. A delivery still
+        being written finds its alarm gone before its first attempt."""
+        tasks = self._by_alarm.pop(alarm_id, set())
+        for task in tasks:
+            task.cancel()
+        self.counters["cancelled"] += len(tasks)
+        return len(tasks)
+
+    def _gone(self, row: DeliveryRow) -> bool:
+        """Its alarm was deleted (the notifier's index says)."""
+        return self.alarm_state is not None and self.alarm_state(row.alarm_id) is None
 
     def _write(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -326,7 +352,9 @@ class Outbox:
                     begun = self.http.begin(row.url, *request)
                 if begun is not None:
                     self._fired(row)
-            self._spawn(self._deliver(row, counted=True, begun=begun, request=request))
+            self._spawn(
+                self._deliver(row, counted=True, begun=begun, request=request), row.alarm_id
+            )
 
     @staticmethod
     def _request(row: DeliveryRow) -> Request:
@@ -425,6 +453,10 @@ class Outbox:
             if wait > 0:
                 await asyncio.sleep(min(wait, self.settings.retry_max_interval))
         while True:
+            if begun is None and self._gone(row):
+                self.counters["cancelled"] += 1
+                self._settled.append((row.id, "cancelled", attempts, self.clock(), "alarm deleted"))
+                return
             attempts += 1
             error: str | None = None
             if attempts == 1 and begun is None:

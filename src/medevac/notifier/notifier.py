@@ -362,6 +362,7 @@ class Notifier:
         )
         await self.outbox.write(self.store.delete, alarm_id, change)
         self.index.remove(alarm_id)
+        self.outbox.cancel_alarm(alarm_id)
 
     async def history(self, alarm_id: str) -> list[HistoryRow]:
         self.get(alarm_id)

@@ -36,12 +36,18 @@ def newest(
     return q
 
 
-def bulk_update(conn: Any, model: Any, rows: list[dict[str, Any]], **columns: str) -> None:
+def bulk_update(
+    conn: Any, model: Any, rows: list[dict[str, Any]], *, only: Any = None, **columns: str
+) -> None:
     """One executemany UPDATE of ``model`` by primary key ``id`` (each row's ``key``),
-    setting each column to the row's value named by ``columns``."""
+    setting each column to the row's value named by ``columns``; ``only``: a further
+    condition the rows must meet."""
     if rows:
         values: dict[str, Any] = {column: bindparam(param) for column, param in columns.items()}
-        conn.execute(update(model).where(model.id == bindparam("key")).values(**values), rows)
+        q = update(model).where(model.id == bindparam("key"))
+        if only is not None:
+            q = q.where(only)
+        conn.execute(q.values(**values), rows)
 
 
 def dt(ts: float) -> datetime:
@@ -193,8 +199,14 @@ class AlarmStore:
             s.add(_change(change))
 
     def delete(self, alarm_id: str, change: HistoryRow) -> None:
+        """Delete an alarm, record the deletion, and cancel its pending deliveries."""
         with self.db.session() as s:
             s.execute(delete(AlarmRecord).where(AlarmRecord.id == alarm_id))
+            s.execute(
+                update(Delivery)
+                .where(Delivery.alarm_id == alarm_id, Delivery.status == "pending")
+                .values(status="cancelled", last_error="alarm deleted")
+            )
             s.add(_change(change))
 
     def history(
@@ -305,7 +317,8 @@ class OutboxStore:
 
     def settle(self, outcomes: Iterable[tuple[str, str, int, float, str | None]]) -> None:
         """Record attempts: (id, status, attempts, at, error); ``at`` is the delivery time
-        when delivered, else the next attempt's time. Two bulk statements at most."""
+        when delivered, else the next attempt's time. Two bulk statements at most. A
+        delivery cancelled meanwhile (its alarm deleted) stays cancelled."""
         delivered, retried = [], []
         for delivery_id, status, attempts, at, error in outcomes:
             row = {"key": delivery_id, "status": status, "attempts": attempts, "at": dt(at)}
@@ -316,8 +329,17 @@ class OutboxStore:
         with self.db.session() as s:
             conn = s.connection()
             common = {"status": "status", "attempts": "attempts"}
-            bulk_update(conn, Delivery, delivered, **common, delivered_at="at")
-            bulk_update(conn, Delivery, retried, **common, next_attempt_at="at", last_error="error")
+            live = Delivery.status != "cancelled"
+            bulk_update(conn, Delivery, delivered, only=live, **common, delivered_at="at")
+            bulk_update(
+                conn,
+                Delivery,
+                retried,
+                only=live,
+                **common,
+                next_attempt_at="at",
+                last_error="error",
+            )
 
     def recent(self, *, alarm_id: str | None = None, limit: int = 100) -> list[DeliveryRow]:
         with self.db.reading() as s:
