@@ -303,7 +303,12 @@ class NotifierConfig(_Section):
     """Webhook delivery of alarms, and SNMP traps."""
 
     delivery_timeout: float = Field(default=5.0, gt=0, description="one webhook POST (s)")
-    retry_initial: float = Field(default=0.5, gt=0, description="first retry wait (s), doubling")
+    retry_initial: float = Field(
+        default=0.5,
+        gt=0,
+        description="first retry wait (s), doubling; each wait is jittered (between half and "
+        "all of it)",
+    )
     retry_max_interval: float = Field(
         default=10.0,
         gt=0,
@@ -318,6 +323,14 @@ class NotifierConfig(_Section):
         ge=1,
         le=1000,
         description="kept-alive connections per consumer; a suspected host's are opened early",
+    )
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="a consumer's circuit opens after this many failed attempts in a row (no "
+        "answer, 5xx, 408, 429): its deliveries then wait and one probe at a time goes out, "
+        "until one succeeds",
     )
     snmp_oid_base: str = Field(
         default="1.3.6.1.3.7446",

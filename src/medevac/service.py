@@ -210,6 +210,7 @@ def build_notifier(settings: Settings, db: Database) -> Notifier:
         retry_max_interval=n.retry_max_interval,
         retry_for=n.retry_for,
         connections_per_consumer=n.connections_per_consumer,
+        breaker_failures=n.breaker_failures,
     )
     alarms = AlarmStore(db)
     traps = SnmpTraps(

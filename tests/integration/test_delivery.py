@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ import pytest
 
 from medevac.notifier.alarms import AlarmSpec
 from medevac.notifier.delivery import DeliverySettings, Outbox
-from medevac.notifier.events import INSTANCE_UPDATE, Event
+from medevac.notifier.events import DELIVERY_FAILED, INSTANCE_UPDATE, Event
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.db import WriterBusy
@@ -145,7 +146,8 @@ def test_alarms_pending_at_a_sigkill_are_delivered_after_restart(
     flag = tmp_path / "emitted"
     proc = subprocess.Popen(
         [sys.executable, "-c", EMITTER, consumer.url, str(db.url), str(flag)],
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        # The tests and the same medevac as this process's (a checkout's src first).
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])},
     )
     try:
         wait_for("the emitter to have tried every alarm", flag.exists, 30)
@@ -172,28 +174,56 @@ def test_alarms_pending_at_a_sigkill_are_delivered_after_restart(
 def test_a_delivery_gives_up_after_its_bound(
     db: Database, consumer: ConsumerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A delivery given up is marked failed, goes to the audit log and becomes a
+    critical ``medevac.delivery.failed`` event an operator's alarm fires on; the
+    consumer is named by host and port only, never with its URL's credentials."""
     consumer.down()
     caplog.set_level(logging.DEBUG, logger="medevac")
     url = consumer.url.replace("http://", "http://vnfm:hunter2@") + "/failure"
+    operator = Counting()
 
     async def scenario() -> dict[str, object]:
+        server = await asyncio.start_server(operator.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
         n = notifier_for(
             db, DeliverySettings(retry_initial=0.05, retry_max_interval=0.1, retry_for=0.5)
         )
         await n.outbox.start()
-        await n.create(spec("s1", url), "p1")
-        n.emit([failure("s1")])
-        await until("giving up", lambda: n.outbox.counters["failed"] == 1, 10)
-        stats = n.outbox.stats()
-        await n.outbox.close()
-        return stats
+        try:
+            await n.create(spec("s1", url), "p1")
+            watch = AlarmSpec.model_validate(
+                {
+                    "name": "deliveries-failing",
+                    "severity": "critical",
+                    "alarm_actions": [f"http://127.0.0.1:{port}/ops"],
+                    "event_rule": {"event_type": DELIVERY_FAILED},
+                }
+            )
+            await n.create(watch, None)  # an operator's alarm
+            n.emit([failure("s1")])
+            await until("giving up", lambda: n.outbox.counters["failed"] == 1, 10)
+            await until("the operator told", lambda: n.outbox.counters["delivered"] == 1, 10)
+            return n.outbox.stats()
+        finally:
+            await n.close()
+            server.close()
 
     stats = asyncio.run(scenario())
     assert stats["failed"] == 1
     # The consumer is named in the counters, by host and port: never its credentials.
-    assert list(stats["failing_consumers"]) == [consumer.url.removeprefix("http://")]  # type: ignore[call-overload]
+    where = consumer.url.removeprefix("http://")
+    assert list(stats["failing_consumers"]) == [where]  # type: ignore[call-overload]
     assert "hunter2" not in caplog.text and "abandoned" in caplog.text
-    assert OutboxStore(db).counts() == {"failed": 1}
+    assert OutboxStore(db).counts() == {"failed": 1, "delivered": 1}
+    told = OutboxStore(db).recent(limit=10)
+    event = next(d.payload for d in told if d.status == "delivered")["reason_data"]["event"]
+    traits = {name: value for name, _, value in event["traits"]}
+    assert event["event_type"] == DELIVERY_FAILED
+    assert traits["consumer"] == where and traits["attempts"] >= 2
+    assert "hunter2" not in json.dumps(event)
+    audit = [e for e in db.audit_events() if e.kind == "delivery.failed"]
+    assert [(e.subject, e.actor) for e in audit] == [(where, "notifier")]
+    assert "hunter2" not in json.dumps(audit[0].detail)
 
 
 def test_alarm_fires_once_without_repeat_actions(db: Database, consumer: ConsumerProcess) -> None:
@@ -575,3 +605,67 @@ def test_deleting_an_alarm_cancels_its_pending_deliveries(
             await n.close()
 
     assert asyncio.run(restart()) == 0
+
+
+class Unavailable:
+    """A bare HTTP/1.1 server on loopback answering 503 until ``up``, then 200;
+    counts the requests that arrived."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.arrived = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.arrived += 1
+                status = b"200 OK" if self.up else b"503 Service Unavailable"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_an_open_circuit_sends_one_probe_at_a_time_and_closes_on_success(db: Database) -> None:
+    """After ``breaker_failures`` failures in a row a consumer's circuit opens: its
+    deliveries stop retrying each on its own and one probe at a time goes out; the
+    first success closes it and every waiting delivery goes."""
+    consumer = Unavailable()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(consumer.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        name = f"127.0.0.1:{port}"
+        n = notifier_for(db, replace(FAST_RETRY, breaker_failures=3))
+        await n.outbox.start()
+        try:
+            servers = [f"s{i}" for i in range(20)]
+            for s in servers:
+                await n.create(spec(s, f"http://127.0.0.1:{port}/failure"), "p1")
+            n.emit([failure(s) for s in servers])
+            await until("a few probes", lambda: n.outbox.counters["probes"] >= 5, 10)
+            # The 20 first attempts, then only probes (some may be on their way yet).
+            assert consumer.arrived <= 20 + n.outbox.counters["probes"]
+            circuit = n.outbox.stats()["circuits"][name]
+            assert circuit["state"] in ("open", "half-open")
+            assert circuit["failures_in_a_row"] >= 3 + 4
+            consumer.up = True
+            await until("all delivered", lambda: n.outbox.counters["delivered"] == 20, 10)
+            assert n.outbox.stats()["circuits"][name]["state"] == "closed"
+            # Every request: a first attempt, a probe (the last one succeeded), or, once
+            # the circuit closed, one of the 19 others delivered.
+            assert consumer.arrived == 20 + n.outbox.counters["probes"] + 19
+        finally:
+            await n.close()
+            server.close()
+
+    asyncio.run(scenario())
+    assert OutboxStore(db).counts() == {"delivered": 20}

@@ -17,12 +17,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 FIRST_CHUNK = 2
 Request = tuple[bytes, dict[str, str]]  # a webhook's body and headers
 CheckpointHook = Callable[[str | None, str, float], None]
+FailedHook = Callable[["DeliveryRow", str, int, str], None]  # row, consumer, attempts, error
 AlarmState = tuple[str, str, float]  # state, reason, since
 T = TypeVar("T")
 
@@ -50,6 +52,47 @@ class DeliverySettings:
     books_wait: float = 1.0  # the alarms' books wait at most this for the POSTs' first tries
     write_retry_initial: float = 0.05  # an outbox write that failed is tried again after this,
     write_retry_max_interval: float = 2.0  # doubling up to this, until the database answers
+    breaker_failures: int = 5  # a consumer's circuit opens after this many failures in a row
+
+
+def backoff(attempt: int, initial: float, cap: float, rand: Callable[[], float]) -> float:
+    """The wait before retry number ``attempt`` (1, 2, ...): exponential from
+    ``initial``, capped at ``cap``, with equal jitter (half fixed, half random) so
+    that the deliveries a consumer's outage failed together do not retry together."""
+    ceiling: float = min(cap, initial * 2 ** min(attempt - 1, 30))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+def trips_breaker(status: int | None) -> bool:
+    """Whether a failed attempt counts against its consumer's circuit: no answer, or
+    an answer saying it cannot take requests now (5xx, 408, 429). Any other answer
+    shows the consumer is there."""
+    return status is None or status >= 500 or status in (408, 429)
+
+
+@dataclass
+class Breaker:
+    """One consumer's circuit. Closed: every delivery sends. Open, after
+    ``threshold`` failures in a row: deliveries wait and one probe at a time goes out
+    (half-open while it is out), with a growing, jittered pause between probes. A
+    success closes it, and the waiting deliveries go."""
+
+    threshold: int
+    failures: int = 0  # in a row
+    probing: bool = False
+    probes_failed: int = 0
+    next_probe: float = 0.0  # the loop's time
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def state(self) -> str:
+        if self.failures < self.threshold:
+            return "closed"
+        return "half-open" if self.probing else "open"
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
 
 
 class Outbox:
@@ -73,8 +116,14 @@ class Outbox:
         # An alarm's current state by id, read when its books are written (the notifier's
         # index): a state the API set meanwhile is never overwritten by an older one.
         self.alarm_state: Callable[[str], AlarmState | None] | None = None
+        # A delivery given up: the notifier turns it into a ``medevac.delivery.failed``
+        # event (the outbox records the audit entry).
+        self.on_failed: FailedHook | None = None
+        self.random: Callable[[], float] = random.random  # the retries' jitter
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
+        self.breakers: dict[str, Breaker] = {}  # by consumer (host:port)
+        self._not_closed = 0  # breakers open or half-open: the eager path checks
         self._http: WebhookClient | None = None  # made in start, with the CA store
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries, connections
         self._by_alarm: dict[str, set[asyncio.Task[Any]]] = {}  # deliveries, by alarm id
@@ -346,7 +395,7 @@ class Outbox:
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             begun, request = None, None
-            if eager:
+            if eager and not (self._not_closed and self._breaker(row.url).state != "closed"):
                 request = self._request(row)
                 with contextlib.suppress(SendError):  # its task tries, fails, retries
                     begun = self.http.begin(row.url, *request)
@@ -443,11 +492,20 @@ class Outbox:
             if owed[0]:
                 self._tried()  # cancelled before its first attempt ended
 
+    def _breaker(self, url: str) -> Breaker:
+        name = consumer(url)
+        b = self.breakers.get(name)
+        if b is None:
+            b = self.breakers[name] = Breaker(self.settings.breaker_failures)
+        return b
+
     async def _attempts(
         self, row: DeliveryRow, owed: list[bool], begun: Begun | None, request: Request | None
     ) -> None:
         attempts = row.attempts
         origin = consumer(row.url)
+        breaker = self._breaker(row.url)
+        give_up_at = row.created_at + self.settings.retry_for
         if row.next_attempt_at is not None:
             wait = row.next_attempt_at - self.clock()
             if wait > 0:
@@ -457,8 +515,19 @@ class Outbox:
                 self.counters["cancelled"] += 1
                 self._settled.append((row.id, "cancelled", attempts, self.clock(), "alarm deleted"))
                 return
+            probe = False
+            if breaker.state != "closed":
+                if owed[0]:  # a consumer known down: nothing to wait for
+                    owed[0] = False
+                    self._tried()
+                admitted = await self._admit(breaker, give_up_at)
+                if admitted is None:
+                    self._give_up(row, origin, attempts, "the consumer's circuit is open")
+                    return
+                probe = admitted
             attempts += 1
             error: str | None = None
+            status: int | None = None
             if attempts == 1 and begun is None:
                 self._fired(row)
             try:
@@ -470,6 +539,7 @@ class Outbox:
                     status = await self.http.post(row.url, *request)
                 if status < 300:
                     now = self.clock()
+                    self._answered(breaker, origin, ok=True, probe=probe, trips=False)
                     self.counters["delivered"] += 1
                     self._settled.append((row.id, "delivered", attempts, now, None))
                     if self.on_delivered is not None:
@@ -482,24 +552,106 @@ class Outbox:
                 error = str(exc)
             except TimeoutError:
                 error = f"no answer within {self.settings.timeout:g} s"
+            except asyncio.CancelledError:
+                if probe:  # the next delivery probes instead
+                    breaker.probing = False
+                    breaker.notify()
+                raise
             finally:
                 if owed[0]:
                     owed[0] = False
                     self._tried()
+            self._answered(breaker, origin, ok=False, probe=probe, trips=trips_breaker(status))
             self.counters["retried"] += 1
             self.failing[origin] += 1
             now = self.clock()
-            if now - row.created_at >= self.settings.retry_for:
-                self.counters["failed"] += 1
-                log.warning("delivery %s to %s abandoned: %s", row.id, origin, error)
-                self._settled.append((row.id, "failed", attempts, now, error))
+            if now >= give_up_at:
+                self._give_up(row, origin, attempts, error)
                 return
-            delay = min(
-                self.settings.retry_max_interval,
-                self.settings.retry_initial * 2 ** min(attempts - 1, 30),
+            delay = backoff(
+                attempts, self.settings.retry_initial, self.settings.retry_max_interval, self.random
             )
             self._settled.append((row.id, "pending", attempts, now + delay, error))
             await asyncio.sleep(delay)
+
+    async def _admit(self, b: Breaker, give_up_at: float) -> bool | None:
+        """Wait while ``b`` is open: True when this delivery goes as the probe, False
+        when the circuit closed, None when the delivery's time ran out first."""
+        loop = asyncio.get_running_loop()
+        while b.state != "closed":
+            now = loop.time()
+            if not b.probing and now >= b.next_probe:
+                b.probing = True
+                self.counters["probes"] += 1
+                return True
+            left = give_up_at - self.clock()
+            if left <= 0:
+                return None
+            wait = left if b.probing else min(left, b.next_probe - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(b.changed.wait(), wait)
+        return False
+
+    def _answered(self, b: Breaker, origin: str, *, ok: bool, probe: bool, trips: bool) -> None:
+        """An attempt's outcome, as its consumer's circuit counts it."""
+        was = b.state
+        if ok or not trips:
+            b.failures, b.probes_failed, b.probing = 0, 0, False
+        else:
+            b.failures += 1
+            if probe:
+                b.probing = False
+                b.probes_failed += 1
+            if probe or b.failures == b.threshold:  # a failed probe, or just opened
+                b.next_probe = asyncio.get_running_loop().time() + backoff(
+                    b.probes_failed + 1,
+                    self.settings.retry_initial,
+                    self.settings.retry_max_interval,
+                    self.random,
+                )
+        now = b.state
+        if (was == "closed") != (now == "closed"):
+            self._not_closed += 1 if was == "closed" else -1
+            if now == "closed":
+                log.info("consumer %s answers again: its circuit is closed", origin)
+            else:
+                log.warning(
+                    "consumer %s failed %d times in a row: its circuit is open", origin, b.failures
+                )
+        if now != was or probe:
+            b.notify()
+
+    def _give_up(self, row: DeliveryRow, origin: str, attempts: int, error: str | None) -> None:
+        """A delivery past ``retry_for``: marked failed, recorded in the audit log and
+        told to the notifier (an event operators can alarm on). The consumer is named
+        by host and port only."""
+        error = error or "unknown"
+        self.counters["failed"] += 1
+        log.warning("delivery %s to %s abandoned: %s", row.id, origin, error)
+        self._settled.append((row.id, "failed", attempts, self.clock(), error))
+        detail = {
+            "delivery_id": row.id,
+            "alarm_id": row.alarm_id,
+            "consumer": origin,
+            "attempts": attempts,
+            "error": error,
+        }
+        self._write(self._audit("delivery.failed", origin, detail, row.trace_id))
+        if self.on_failed is not None:
+            try:
+                self.on_failed(row, origin, attempts, error)
+            except Exception:
+                log.exception("cannot report the failed delivery %s", row.id)
+
+    async def _audit(
+        self, kind: str, subject: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        try:
+            await self.write(
+                self.alarms.db.record_audit, kind, subject, "notifier", detail, trace_id
+            )
+        except Exception as exc:
+            self._store_failed(exc, f"the audit entry {kind} of {subject} is not recorded")
 
     # -- outcomes -----------------------------------------------------------------
 
@@ -533,6 +685,11 @@ class Outbox:
             "failed": self.counters["failed"],
             "in_flight": len(self._tasks) + len(self._writing),
             "failing_consumers": dict(self.failing),
+            "probes": self.counters["probes"],
+            "circuits": {
+                name: {"state": b.state, "failures_in_a_row": b.failures}
+                for name, b in self.breakers.items()
+            },
         }
 
 

@@ -80,3 +80,5 @@ HOST_UP = "compute.host.up"
 PORT_STATUS = "port.data_plane_status"
 ACTION_FAILED = "medevac.action.failed"
 GUARD_HOLD = "medevac.guard.hold"
+# The notifier's own: a webhook given up after ``retry_for`` (critical).
+DELIVERY_FAILED = "medevac.delivery.failed"

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
 from medevac.notifier.delivery import FIRST_CHUNK, AlarmState, Outbox
-from medevac.notifier.events import Event
+from medevac.notifier.events import DELIVERY_FAILED, Event
 from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class Notifier:
         self.first_alarms_wait = first_alarms_wait
         self.index = AlarmIndex()
         outbox.alarm_state = self._alarm_state
+        outbox.on_failed = self._delivery_failed
         self.evaluated = 0
         self.fired = 0
         self._pending: deque[_Batch] = deque()  # batches (or their rest) not yet evaluated
@@ -277,6 +278,25 @@ class Notifier:
                 DeliveryRow(str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id)
                 for url in alarm.spec.alarm_actions
             )
+
+    def _delivery_failed(self, row: DeliveryRow, consumer: str, attempts: int, error: str) -> None:
+        """A webhook given up: a critical ``medevac.delivery.failed`` event, for the
+        operators' alarms (the consumer by host and port only). A failed delivery of
+        that event itself raises no other: a dead consumer cannot feed a loop."""
+        event = row.payload.get("reason_data", {}).get("event", {})
+        if isinstance(event, dict) and event.get("event_type") == DELIVERY_FAILED:
+            return
+        traits = {
+            "consumer": consumer,
+            "alarm_id": row.alarm_id,
+            "delivery_id": row.id,
+            "attempts": attempts,
+            "error": error,
+        }
+        failed = Event(
+            DELIVERY_FAILED, self.clock(), traits, trace_id=row.trace_id, severity="critical"
+        )
+        self.emit([failed])
 
     def _alarm_state(self, alarm_id: str) -> AlarmState | None:
         alarm = self.index.alarms.get(alarm_id)
