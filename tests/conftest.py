@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from medevac.config import ApiConfig, ApiToken, Role, Settings, StorageConfig
 from medevac.storage import Database
@@ -78,6 +80,29 @@ def db(settings: Settings) -> Iterator[Database]:
 
 def postgres_available() -> bool:
     return port_open(5432)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database, not migrated: a SQLite file, then a PostgreSQL database of
+    its own on 127.0.0.1:5432 (which must be running: these tests never skip)."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'm.db'}")
+        yield database
+        database.dispose()
+        return
+    if not postgres_available():
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432")
+    admin = Database(POSTGRES_URL)
+    name = f"medevac_test_{uuid.uuid4().hex[:10]}"
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
+    yield database
+    database.dispose()
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f'DROP DATABASE "{name}"'))
+    admin.dispose()
 
 
 class ConsumerProcess:

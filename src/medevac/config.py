@@ -132,6 +132,37 @@ class StorageConfig(_Section):
     )
 
 
+class RetentionConfig(_Section):
+    """How long finished records are kept (in days; 0 keeps them forever). Purged in
+    the background, in small batches with a pause between, never what is still open
+    or pending."""
+
+    deliveries_days: float = Field(
+        default=7.0, ge=0, description="webhook deliveries done (delivered, failed, cancelled)"
+    )
+    verdicts_days: float = Field(
+        default=30.0, ge=0, description="the monitor's verdicts (audit entries of kind verdict.*)"
+    )
+    incidents_days: float = Field(
+        default=90.0, ge=0, description="closed incidents, counted from their closing"
+    )
+    alarm_history_days: float = Field(
+        default=365.0, ge=0, description="alarm history (creation, changes, transitions, deletion)"
+    )
+    audit_days: float = Field(
+        default=365.0, ge=0, description="every other audit entry (actions, releases, recoveries)"
+    )
+    interval: float = Field(
+        default=3600.0, gt=0, description="how often a purge runs (s); the first one at start"
+    )
+    batch: int = Field(
+        default=500, ge=1, le=10_000, description="rows deleted per transaction at most"
+    )
+    pause: float = Field(
+        default=0.1, ge=0, le=60, description="wait between two batches (s): others write meanwhile"
+    )
+
+
 class BmcDriver(enum.StrEnum):
     IPMI = "ipmi"
     REDFISH = "redfish"
@@ -477,6 +508,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     inspector: InspectorConfig = Field(default_factory=InspectorConfig)
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)

@@ -54,6 +54,7 @@ from medevac.recovery.task_ends import TaskEnds
 from medevac.recovery.workflows import RecoveryWorkflows, configure_dbos
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore, RecoveryStore
+from medevac.storage.retention import RetentionPolicy, run_retention
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +452,11 @@ class Controller:
         checkpoints = asyncio.create_task(
             self.db.run_checkpoints(self.settings.storage.checkpoint_interval)
         )
+        keep = self.settings.retention
+        policy = RetentionPolicy(
+            **{f.name: getattr(keep, f.name) for f in dataclasses.fields(RetentionPolicy)}
+        )
+        retention = asyncio.create_task(run_retention(self.db, policy, keep.interval))
 
         async def resume_corrections() -> None:
             await self.sync.ready.wait()
@@ -519,6 +525,7 @@ class Controller:
             sync_task.cancel()
             resume_task.cancel()
             checkpoints.cancel()
+            retention.cancel()
             await self.inspector.drain()
             await self.notifier.close()
             if self.recovery is not None:

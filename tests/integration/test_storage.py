@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
@@ -13,28 +11,6 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from medevac.storage import Base, Database, StorageError, WriterBusy
-from tests.conftest import POSTGRES_URL, postgres_available
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'm.db'}")
-        yield database
-        database.dispose()
-        return
-    if not postgres_available():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    admin = Database(POSTGRES_URL)
-    name = f"medevac_test_{uuid.uuid4().hex[:10]}"
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
-    yield database
-    database.dispose()
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f'DROP DATABASE "{name}"'))
-    admin.dispose()
 
 
 def test_migrate_creates_schema_and_is_idempotent(fresh_db: Database) -> None:
