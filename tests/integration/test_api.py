@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
 from medevac.api import create_app
+from medevac.api.health import Health, LoopWatch
 from medevac.config import Settings
+from medevac.notifier.delivery import Outbox
+from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
+from medevac.storage.records import AlarmStore, OutboxStore
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
 
 
@@ -98,3 +107,63 @@ def test_oversized_chunked_body_is_413(client: TestClient) -> None:
 def test_openapi_lists_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/healthz", "/v1/whoami", "/v1/audit"} <= set(paths)
+
+
+def test_healthz_queries_the_store_and_answers_503_with_the_reason_when_it_does_not_answer(
+    client: TestClient, settings: Settings
+) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["checks"]["store"]["ok"] and r.json()["checks"]["loop"]["ok"]
+    assert r.json()["reasons"] == []
+    gone = Database("postgresql+psycopg://nobody:secretpw@127.0.0.1:1/none")
+    with TestClient(create_app(settings, gone), raise_server_exceptions=False) as down:
+        r = down.get("/healthz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "unhealthy"
+    assert r.json()["reasons"] == ["the store does not answer (OperationalError)"]
+    assert "secretpw" not in r.text and "nobody" not in r.text
+
+
+def test_readyz_says_what_the_controller_still_waits_for(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    r = client.get("/readyz")
+    assert (r.status_code, r.json()) == (200, {"status": "ready", "waiting": []})
+    fresh = Database(f"sqlite:///{tmp_path / 'fresh.db'}")  # never migrated
+    store = AlarmStore(fresh)
+    notifier = Notifier(store, Outbox(store, OutboxStore(fresh)))
+    with TestClient(create_app(settings, fresh, notifier=notifier)) as waiting:
+        r = waiting.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["waiting"] == [
+        f"the store's schema is at None, not {fresh.head_revision()}",
+        "the alarms are not loaded",
+        "the outbox is not started",
+    ]
+    fresh.dispose()
+
+
+def test_a_stalled_event_loop_is_unhealthy_for_a_while(db: Database) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        health = Health(db, loop=LoopWatch(tick=0.01, window=0.5), max_lag=0.1)
+        health.loop.start()
+        try:
+            await asyncio.sleep(0.05)  # the timer runs
+            time.sleep(0.3)  # noqa: ASYNC251 - a callback holding the loop: a stall
+            await asyncio.sleep(0.05)  # the timer wakes up late
+            stalled = await health.health()
+            for _ in range(200):  # the stall leaves the window (10 s at most)
+                after = await health.health()
+                if not after["reasons"]:
+                    break
+                await asyncio.sleep(0.05)
+            return stalled, after
+        finally:
+            health.close()
+
+    stalled, after = asyncio.run(scenario())
+    assert not stalled["checks"]["loop"]["ok"]
+    assert stalled["checks"]["loop"]["worst_lag_ms"] >= 200
+    assert stalled["reasons"][0].startswith("the event loop stalled")
+    assert after["reasons"] == [] and after["status"] == "ok"

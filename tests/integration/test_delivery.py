@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from medevac.api.health import Health
 from medevac.notifier.alarms import AlarmSpec
 from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.events import DELIVERY_FAILED, INSTANCE_UPDATE, Event
@@ -554,11 +555,15 @@ def test_an_alarm_is_never_sent_before_the_outbox_has_recorded_it(
             )
             assert consumer.received() == []
             assert OutboxStore(db).counts() == {}
-            health = n.outbox.health()
-            assert health is not None and "OSError" in health
+            health = Health(db, notifier=n)
+            unhealthy = await health.health()
+            assert not unhealthy["checks"]["outbox"]["ok"]
+            assert unhealthy["reasons"] == [n.outbox.health()]
+            assert "OSError" in unhealthy["reasons"][0]
             store.broken = False
             await until("delivered", lambda: n.outbox.counters["delivered"] == 1, 10)
-            assert n.outbox.health() is None
+            assert (await health.health())["reasons"] == []
+            health.close()
         finally:
             await n.close()
 

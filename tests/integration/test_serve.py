@@ -38,6 +38,7 @@ def test_serve_runs_migrates_and_stops_cleanly(tmp_path: Path) -> None:
         wait_for("the controller to answer /healthz", healthy, 20)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/v1/whoami").status_code == 401
+        assert httpx.get(f"{base}/readyz").json() == {"status": "ready", "waiting": []}
         me = httpx.get(f"{base}/v1/whoami", headers={"X-Auth-Token": ADMIN_TOKEN})
         assert me.json()["name"] == "ops"
         assert (tmp_path / "c.db").exists()

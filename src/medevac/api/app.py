@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
 
 from medevac import __version__
 from medevac.api.alarms import alarms_router
 from medevac.api.auth import Principal, TokenRegistry, require
 from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
+from medevac.api.health import Health
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit
 from medevac.api.recoveries import recoveries_router
@@ -46,10 +49,23 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
 
+    health = app.state.health = Health(db, notifier=notifier, monitor=monitor)
+    with contextlib.suppress(RuntimeError):  # built outside a loop: started on first use
+        health.loop.start()
+
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness: the process answers and its database is reachable (no auth)."""
-        return {"status": "ok", "version": __version__}
+    async def healthz() -> JSONResponse:
+        """Liveness (no auth): the store answers a query in time, the event loop has not
+        stalled lately, the outbox's writes succeed; 503 with the reasons if not."""
+        body = {**await health.health(), "version": __version__}
+        return JSONResponse(body, status_code=503 if body["reasons"] else 200)
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness (no auth): the schema is migrated, the alarms are loaded, the outbox
+        is started and the monitor runs; 503 with what it waits for if not."""
+        body = await health.readiness()
+        return JSONResponse(body, status_code=503 if body["waiting"] else 200)
 
     @app.get("/v1/whoami", tags=["auth"])
     async def whoami(principal: AnyRole) -> dict[str, Any]:

@@ -166,6 +166,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.loop_lag = LoopLag(self.settings.tick)
         self.stalls = 0  # ticks that came too late to judge silence on
+        self.running = False  # ``run`` is evaluating the detectors
         self._deadlines: list[tuple[float, str]] = []  # heap of (suspect-at, host)
         self._any_isolated = False
         self._zone_cache: dict[str, tuple[float, bool]] = {}
@@ -248,6 +249,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._spawn(self._refresh_nova())
         if self.settings.bmc_refresh > 0:
             self._spawn(self._refresh_bmc())
+        self.running = True
         try:
             while True:
                 await asyncio.sleep(tick)
@@ -258,6 +260,7 @@ class HostMonitor(asyncio.DatagramProtocol):
                     continue
                 self._evaluate(now)
         finally:
+            self.running = False
             for task in list(self._tasks):
                 task.cancel()
 

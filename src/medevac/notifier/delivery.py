@@ -456,6 +456,10 @@ class Outbox:
         self.counters["warmed"] += 1
 
     @property
+    def started(self) -> bool:
+        return self._http is not None
+
+    @property
     def http(self) -> WebhookClient:
         if self._http is None:
             raise RuntimeError("the outbox is not started")

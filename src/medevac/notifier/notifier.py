@@ -114,6 +114,7 @@ class Notifier:
         outbox.on_failed = self._delivery_failed
         self.evaluated = 0
         self.fired = 0
+        self.loaded = False  # the alarms are in the index (``load``)
         self._pending: deque[_Batch] = deque()  # batches (or their rest) not yet evaluated
         self._resume: asyncio.Task[None] | None = None
         self._all_evaluated = asyncio.Event()
@@ -132,6 +133,7 @@ class Notifier:
                 r.state_reason,
             )
             self.index.put(alarm)
+        self.loaded = True
         return len(rows)
 
     async def start(self) -> int:
