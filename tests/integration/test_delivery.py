@@ -248,6 +248,9 @@ class Counting:
     def __init__(self) -> None:
         self.connections: list[tuple[float, list[str]]] = []
 
+    def status(self) -> bytes:
+        return b"200 OK"
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         requests: list[str] = []
         self.connections.append((time.monotonic(), requests))
@@ -264,7 +267,7 @@ class Counting:
                 )
                 await reader.readexactly(length)
                 requests.append(lines[0])
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                writer.write(b"HTTP/1.1 " + self.status() + b"\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -612,31 +615,19 @@ def test_deleting_an_alarm_cancels_its_pending_deliveries(
     assert asyncio.run(restart()) == 0
 
 
-class Unavailable:
-    """A bare HTTP/1.1 server on loopback answering 503 until ``up``, then 200;
-    counts the requests that arrived."""
+class Unavailable(Counting):
+    """``Counting``, answering 503 until ``up``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.up = False
-        self.arrived = 0
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
-                self.arrived += 1
-                status = b"200 OK" if self.up else b"503 Service Unavailable"
-                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def status(self) -> bytes:
+        return b"200 OK" if self.up else b"503 Service Unavailable"
+
+    @property
+    def arrived(self) -> int:
+        return sum(len(requests) for _, requests in self.connections)
 
 
 def test_an_open_circuit_sends_one_probe_at_a_time_and_closes_on_success(db: Database) -> None:
