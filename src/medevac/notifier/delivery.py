@@ -395,7 +395,9 @@ class Outbox:
         self.counters["queued"] += len(deliveries)
         for row in deliveries:
             begun, request = None, None
-            if eager and not (self._not_closed and self._breaker(row.url).state != "closed"):
+            if eager and not (
+                self._not_closed and self._breaker(consumer(row.url)).state != "closed"
+            ):
                 request = self._request(row)
                 with contextlib.suppress(SendError):  # its task tries, fails, retries
                     begun = self.http.begin(row.url, *request)
@@ -496,8 +498,8 @@ class Outbox:
             if owed[0]:
                 self._tried()  # cancelled before its first attempt ended
 
-    def _breaker(self, url: str) -> Breaker:
-        name = consumer(url)
+    def _breaker(self, name: str) -> Breaker:
+        """The circuit of the consumer ``name`` (host:port)."""
         b = self.breakers.get(name)
         if b is None:
             b = self.breakers[name] = Breaker(self.settings.breaker_failures)
@@ -508,7 +510,7 @@ class Outbox:
     ) -> None:
         attempts = row.attempts
         origin = consumer(row.url)
-        breaker = self._breaker(row.url)
+        breaker = self._breaker(origin)
         give_up_at = row.created_at + self.settings.retry_for
         if row.next_attempt_at is not None:
             wait = row.next_attempt_at - self.clock()
