@@ -632,8 +632,8 @@ class Unavailable(Counting):
 
 def test_an_open_circuit_sends_one_probe_at_a_time_and_closes_on_success(db: Database) -> None:
     """After ``breaker_failures`` failures in a row a consumer's circuit opens: its
-    deliveries stop retrying each on its own and one probe at a time goes out; the
-    first success closes it and every waiting delivery goes."""
+    deliveries, new ones too, stop retrying each on its own and one probe at a time
+    goes out; the first success closes it and every waiting delivery goes."""
     consumer = Unavailable()
 
     async def scenario() -> None:
@@ -641,27 +641,30 @@ def test_an_open_circuit_sends_one_probe_at_a_time_and_closes_on_success(db: Dat
         port = server.sockets[0].getsockname()[1]
         name = f"127.0.0.1:{port}"
         n = notifier_for(db, replace(FAST_RETRY, breaker_failures=3))
-        await n.outbox.start()
+        out = n.outbox
+        await out.start()
         try:
-            servers = [f"s{i}" for i in range(20)]
+            servers = [f"s{i}" for i in range(21)]
             for s in servers:
                 await n.create(spec(s, f"http://127.0.0.1:{port}/failure"), "p1")
-            n.emit([failure(s) for s in servers])
-            await until("a few probes", lambda: n.outbox.counters["probes"] >= 5, 10)
-            # The 20 first attempts, then only probes (some may be on their way yet).
-            assert consumer.arrived <= 20 + n.outbox.counters["probes"]
-            circuit = n.outbox.stats()["circuits"][name]
-            assert circuit["state"] in ("open", "half-open")
-            assert circuit["failures_in_a_row"] >= 3 + 4
+            n.emit([failure(servers[0])])
+            await until("the circuit open", lambda: out.counters["retried"] >= 3, 10)
+            assert out.stats()["circuits"][name]["state"] in ("open", "half-open")
+            failed, probes = out.counters["retried"], out.counters["probes"]
+            n.emit([failure(s) for s in servers[1:]])
+            await until("a few probes", lambda: out.counters["probes"] >= probes + 5, 10)
+            # Every attempt since is a probe (give or take the one under way at either
+            # end), and every request the consumer saw was a first three or a probe.
+            tried = out.counters["probes"] - probes
+            assert abs(out.counters["retried"] - failed - tried) <= 1
+            assert consumer.arrived <= 3 + out.counters["probes"]
+            assert out.stats()["circuits"][name]["state"] in ("open", "half-open")
             consumer.up = True
-            await until("all delivered", lambda: n.outbox.counters["delivered"] == 20, 10)
-            assert n.outbox.stats()["circuits"][name]["state"] == "closed"
-            # Every request: a first attempt, a probe (the last one succeeded), or, once
-            # the circuit closed, one of the 19 others delivered.
-            assert consumer.arrived == 20 + n.outbox.counters["probes"] + 19
+            await until("all delivered", lambda: out.counters["delivered"] == 21, 10)
+            assert out.stats()["circuits"][name]["state"] == "closed"
         finally:
             await n.close()
             server.close()
 
     asyncio.run(scenario())
-    assert OutboxStore(db).counts() == {"delivered": 20}
+    assert OutboxStore(db).counts() == {"delivered": 21}
