@@ -14,9 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
-from tests.conftest import ADMIN_TOKEN, free_port, wait_for
+from tests.conftest import serve_config, wait_healthy
 
 MARK = "lab modules loaded: "
 # Runs `python -m medevac ARGS...` and, at exit, prints the lab modules it imported.
@@ -45,12 +43,7 @@ def lab_modules(stderr: str) -> list[str]:
 
 
 def test_serve_loads_no_lab_module(tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "medevac.toml"
-    config.write_text(
-        f'[api]\nport = {port}\n[storage]\nurl = "sqlite:///{tmp_path / "c.db"}"\n'
-        f'[[api.tokens]]\nname = "ops"\ntoken = "{ADMIN_TOKEN}"\nrole = "admin"\n'
-    )
+    config, port = serve_config(tmp_path)
     proc = subprocess.Popen(
         medevac("serve", "--config", str(config)),
         stdout=subprocess.DEVNULL,
@@ -58,14 +51,7 @@ def test_serve_loads_no_lab_module(tmp_path: Path) -> None:
         text=True,
     )
     try:
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the controller to answer /healthz", healthy, 20)
+        wait_healthy(port)
     finally:
         proc.send_signal(signal.SIGTERM)
         stderr = proc.communicate(timeout=20)[1]
