@@ -95,3 +95,9 @@ def test_the_lab_commands_are_listed_and_load_the_lab_when_run() -> None:
     assert lab_help.returncode == 0, lab_help.stderr
     assert "inject" in lab_help.stdout and "status" in lab_help.stdout
     assert "medevac.lab.client" in lab_modules(lab_help.stderr)
+
+
+def test_a_mistyped_command_is_matched_against_the_lab_commands_too() -> None:
+    typo = subprocess.run(medevac("dmeo"), capture_output=True, text=True, timeout=30)
+    assert typo.returncode == 2
+    assert "Did you mean 'demo'?" in typo.stderr

@@ -51,7 +51,9 @@ class MedevacGroup(TyperGroup):
     def resolve_command(
         self, ctx: Context, args: list[str]
     ) -> tuple[str | None, Command | None, list[str]]:
-        if args and args[0] in LAB_COMMANDS and args[0] not in self.commands:
+        # A name not loaded yet is a lab command, or a typo: for the typo, the lab's
+        # commands are among those a suggestion may name.
+        if args and args[0] not in self.commands:
             self.commands.update(_lab_commands())
         return super().resolve_command(ctx, args)
 
