@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import medevac.notifier.events as ev
+from medevac.checkpoints import Mark
 from medevac.cloud.errors import CloudError
 from medevac.cloud.models import DataPlaneStatus
 from medevac.inspector.actions import (
@@ -42,7 +44,6 @@ from medevac.inspector.incidents import (
 )
 from medevac.inspector.topology import PortInfo, ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
-from medevac.notifier import events as ev
 from medevac.notifier.events import Event
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class InspectorSettings:
 
 
 class Inspector:
-    """A ``VerdictSink``: ``publish`` does the fast part now and schedules the rest."""
+    """A ``VerdictSink``: ``on_verdict`` does the fast part now and schedules the rest."""
 
     def __init__(
         self,
@@ -208,7 +209,7 @@ class Inspector:
         resources += [("port_id", p.id) for p in self.topology.ports_on(host)]
         self.notifier.prepare(resources)
 
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         try:
             self._handle(verdict)
         except Exception:  # a bug here must never take the monitor down with it
@@ -254,11 +255,11 @@ class Inspector:
         inc = Incident(
             verdict.host, self.zones.get(verdict.host, "nova"), verdict.at, verdict.trace_id
         )
-        inc.stamp("T01", float(received))
-        inc.stamp("V", verdict.at)
+        inc.stamp(Mark.T01, float(received))
+        inc.stamp(Mark.V, verdict.at)
         estimate = verdict.evidence.get("fault_estimated_at")
         if estimate is not None:
-            inc.stamp("T00~", float(estimate))
+            inc.stamp(Mark.T00_ESTIMATE, float(estimate))
         self.open[verdict.host] = inc
         self._by_trace[inc.trace_id] = inc
         return inc
@@ -297,19 +298,21 @@ class Inspector:
             # its own server's actions only, so the first to move settle first.
             servers = self.recovery.order(inc.host, servers)
         ports = self.topology.ports_on(inc.host)
-        inc.stamp("T02", self.clock())
+        inc.stamp(Mark.T02, self.clock())
         # The servers' events first: they are what the consumers' alarms wait on. Built
         # as they are evaluated, so the first webhooks wait for only a few of them.
         self._emit(
             inc,
             self._server_events(inc, servers),
-            "T06",
+            Mark.T06,
             first_alarms_first=True,
             described=(len(servers), [ev.INSTANCE_UPDATE]),
         )
         plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
         host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
-        self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
+        self._emit(
+            inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), Mark.T06
+        )
         for p in ports:
             if p.data_plane_status is not DataPlaneStatus.DOWN:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)
@@ -345,9 +348,9 @@ class Inspector:
     def _link_down(self, inc: Incident, verdict: Verdict) -> None:
         physnet = verdict.subject or ""
         ports = self.topology.ports_on(inc.host, physnet)
-        inc.stamp("T02", self.clock())
+        inc.stamp(Mark.T02, self.clock())
         plan = plan_link_down(inc.host, physnet, ports)
-        self._emit(inc, self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
+        self._emit(inc, self._port_events(inc, ports, DataPlaneStatus.DOWN), Mark.T06)
         for p in ports:
             if p.data_plane_status is not DataPlaneStatus.DOWN:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)
@@ -367,7 +370,7 @@ class Inspector:
         if server is not None:
             traits["project_id"] = server.project_id
         self._emit(
-            inc, [Event(ev.INSTANCE_UPDATE, self.clock(), traits, trace_id=inc.trace_id)], "T06"
+            inc, [Event(ev.INSTANCE_UPDATE, self.clock(), traits, trace_id=inc.trace_id)], Mark.T06
         )
         if self.recovery is not None and self.settings.act and verdict.subject:
             self.recovery.restart(inc.id, inc.host, verdict.subject, inc.trace_id)
@@ -378,7 +381,7 @@ class Inspector:
         event_type = "compute.service.down" if down else "compute.service.up"
         traits = {"host": inc.host, "binary": "nova-compute", "incident_id": inc.id}
         event = Event(event_type, self.clock(), traits, trace_id=inc.trace_id)
-        self._emit(inc, [event], "T06" if down else None)
+        self._emit(inc, [event], Mark.T06 if down else None)
         if down and inc.state is IncidentState.OPEN:
             inc.move(IncidentState.CORRECTING, self.clock())
         self._run(inc, plan_process_down(inc.host) if down else plan_process_up(inc.host))
@@ -646,11 +649,11 @@ class Inspector:
             # someone may undo our change before the next listing, and a plan skipping
             # a server on stale knowledge would leave a false state behind.
             if a.kind is ActionKind.FORCE_DOWN:
-                inc.stamp("T03", r.ended)
+                inc.stamp(Mark.T03, r.ended)
             elif a.kind is ActionKind.RESET_STATE:
-                inc.stamps["T04"] = max(inc.stamps.get("T04", 0.0), r.ended)
+                inc.stamps[Mark.T04] = max(inc.stamps.get(Mark.T04, 0.0), r.ended)
             elif a.kind is ActionKind.PORT_STATUS and a.value == DataPlaneStatus.DOWN:
-                inc.stamps["T05"] = max(inc.stamps.get("T05", 0.0), r.ended)
+                inc.stamps[Mark.T05] = max(inc.stamps.get(Mark.T05, 0.0), r.ended)
             return
         traits: dict[str, Any] = {
             "action": a.kind.value,

@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from medevac.cloud.nova_events import NovaEvent
 from medevac.monitor.correlate import check_changes, host_loss_verdict, observer_isolated
 from medevac.monitor.detector import PhiAccrualDetector
-from medevac.monitor.nova_events import NovaEvent
 from medevac.monitor.protocol import (
     Admission,
     Checks,
@@ -69,7 +69,7 @@ class MonitorSettings:
 
 
 class PowerReader(Protocol):
-    async def power_off(self, host: str) -> bool:
+    async def is_off(self, host: str) -> bool:
         """True when the BMC says off, False when on; raises when it does not answer."""
         ...
 
@@ -453,9 +453,7 @@ class HostMonitor(asyncio.DatagramProtocol):
 
     async def _read_power_once(self, watch: HostWatch) -> bool | None:
         try:
-            off = await asyncio.wait_for(
-                self.power.power_off(watch.name), self.settings.bmc_timeout
-            )
+            off = await asyncio.wait_for(self.power.is_off(watch.name), self.settings.bmc_timeout)
         except Exception as exc:  # any BMC failure is evidence, never a crash
             watch.bmc_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return None
@@ -559,7 +557,7 @@ class HostMonitor(asyncio.DatagramProtocol):
     def _emit(self, verdict: Verdict) -> None:
         self.recent_verdicts.append(verdict)
         log.info("verdict %s %s %s", verdict.kind, verdict.host, verdict.subject or "")
-        self.sink.publish(verdict)
+        self.sink.on_verdict(verdict)
 
     def presume_lost(self, host: str) -> None:
         """A host an earlier controller process judged lost (its incident is still
