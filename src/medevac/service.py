@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import signal
@@ -71,9 +70,20 @@ def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
 
 
 def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
-    """The detector's tunables from the configuration (the keys they share, by name)."""
-    shared = {f.name for f in dataclasses.fields(MonitorSettings)} & set(type(cfg).model_fields)
-    return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
+    """The detector's tunables from the configuration; the rest keep the monitor's own."""
+    return MonitorSettings(
+        interval=cfg.interval,
+        phi_threshold=cfg.phi_threshold,
+        max_clock_skew=cfg.max_clock_skew,
+        probes=cfg.probes,
+        probe_timeout=cfg.probe_timeout,
+        bmc_timeout=cfg.bmc_timeout,
+        bmc_verdict_wait=cfg.bmc_verdict_wait,
+        bmc_refresh=cfg.bmc_refresh,
+        isolation_fraction=cfg.isolation_fraction,
+        isolation_window=cfg.isolation_window,
+        isolation_min_hosts=cfg.isolation_min_hosts,
+    )
 
 
 def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
