@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from medevac.cloud.nova_events import NovaEvent
-from medevac.monitor.correlate import check_changes, host_loss_verdict, observer_isolated
+from medevac.monitor.correlate import (
+    Sighting,
+    check_changes,
+    host_loss_verdict,
+    loss_evidence,
+    observer_isolated,
+)
 from medevac.monitor.detector import PhiAccrualDetector
 from medevac.monitor.protocol import (
     Admission,
@@ -395,23 +401,20 @@ class HostMonitor(asyncio.DatagramProtocol):
             self._any_isolated = True
             return
         kind = host_loss_verdict(power_off)
-        evidence = {
-            "reason": reason,
-            "silence_s": round(watch.detector.silence(self.clock()), 3),
-            "phi_threshold": self.settings.phi_threshold,
-            "probes_unanswered": self.settings.probes,
-            "bmc_power": watch.bmc_power if watch.bmc_error is None else None,
-            "bmc_error": watch.bmc_error,
-            "nova": watch.nova,
-            "nova_age_s": (
-                round(self.wall() - watch.nova_seen_at, 3) if watch.nova_seen_at else None
-            ),
-            "last_heartbeat_sent_at": watch.last_heartbeat_wall,
-            "confirm_s": round(self.clock() - started, 3),
-            "raw_received_at": watch.raw_received_at,
-            # The profiler's T00 estimate: the source's word, else the last sign of life.
-            "fault_estimated_at": watch.observed_at or watch.last_heartbeat_wall,
-        }
+        seen = Sighting(
+            reason=reason,
+            silence_s=watch.detector.silence(self.clock()),
+            confirm_s=self.clock() - started,
+            bmc_power=watch.bmc_power,
+            bmc_error=watch.bmc_error,
+            nova=watch.nova,
+            nova_age_s=self.wall() - watch.nova_seen_at if watch.nova_seen_at else None,
+            last_heartbeat_sent_at=watch.last_heartbeat_wall,
+            raw_received_at=watch.raw_received_at,
+            observed_at=watch.observed_at,
+        )
+        s = self.settings
+        evidence = loss_evidence(seen, phi_threshold=s.phi_threshold, probes=s.probes)
         watch.state = HostState.LOST
         self._publish(watch, kind, evidence)
         if kind is VerdictKind.HOST_UNREACHABLE:
