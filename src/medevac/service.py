@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import signal
@@ -16,9 +15,12 @@ import uvicorn
 from dbos import DBOS
 
 from medevac.api import create_app
-from medevac.bmc.ipmi import BmcError, IpmiClient, IpmiTarget, PowerState
+from medevac.bmc.ipmi import IpmiClient, IpmiTarget
+from medevac.bmc.power import BmcPowerReader, PowerControl
 from medevac.bmc.redfish import RedfishClient, RedfishTarget
 from medevac.cloud import CloudDriver
+from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
+from medevac.cloud.nova_view import CloudNovaView
 from medevac.config import (
     BmcDriver,
     CloudConfig,
@@ -36,7 +38,6 @@ from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
-from medevac.monitor.nova_events import NovaEvent, NovaNotificationListener
 from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
 from medevac.monitor.verdicts import Verdict, VerdictSink
 from medevac.notifier.bus import BusPublisher
@@ -45,7 +46,7 @@ from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
-from medevac.recovery.fence import BmcFencer, PowerControl
+from medevac.recovery.fence import BmcFencer
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
 from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
 from medevac.recovery.starter import Recovery
@@ -69,9 +70,20 @@ def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
 
 
 def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
-    """The detector's tunables from the configuration (the keys they share, by name)."""
-    shared = {f.name for f in dataclasses.fields(MonitorSettings)} & set(type(cfg).model_fields)
-    return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
+    """The detector's tunables from the configuration; the rest keep the monitor's own."""
+    return MonitorSettings(
+        interval=cfg.interval,
+        phi_threshold=cfg.phi_threshold,
+        max_clock_skew=cfg.max_clock_skew,
+        probes=cfg.probes,
+        probe_timeout=cfg.probe_timeout,
+        bmc_timeout=cfg.bmc_timeout,
+        bmc_verdict_wait=cfg.bmc_verdict_wait,
+        bmc_refresh=cfg.bmc_refresh,
+        isolation_fraction=cfg.isolation_fraction,
+        isolation_window=cfg.isolation_window,
+        isolation_min_hosts=cfg.isolation_min_hosts,
+    )
 
 
 def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
@@ -112,39 +124,6 @@ def build_bmc_clients(
     return clients
 
 
-class BmcPowerReader:
-    """The monitor's second path: each host's power state from its BMC."""
-
-    def __init__(self, clients: dict[str, PowerControl]) -> None:
-        self._clients = clients
-
-    async def power_off(self, host: str) -> bool:
-        client = self._clients.get(host)
-        if client is None:
-            raise BmcError(f"no BMC for {host}")
-        return await client.power_state() is PowerState.OFF
-
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-
-
-class CloudNovaView:
-    def __init__(self, driver: CloudDriver) -> None:
-        self._driver = driver
-
-    async def compute_services(self) -> dict[str, dict[str, Any]]:
-        return {
-            svc.host: {
-                "state": svc.state,
-                "status": svc.status,
-                "forced_down": svc.forced_down,
-                "updated_at": svc.updated_at.isoformat() if svc.updated_at else None,
-            }
-            for svc in await self._driver.list_compute_services()
-        }
-
-
 class AuditLog:
     """Audit entries written off the event loop, a moment later: the milliseconds
     after a verdict belong to the alarms' outbox."""
@@ -177,7 +156,7 @@ class AuditedVerdicts:
     def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
 
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         detail = {"subject": verdict.subject, "at": verdict.at, "evidence": verdict.evidence}
         self._audit.record(
             f"verdict.{verdict.kind.value}", verdict.host, "monitor", detail, verdict.trace_id
@@ -195,11 +174,11 @@ class Verdicts:
         self.first = first
         self.later = later
 
-    def publish(self, verdict: Verdict) -> None:
-        self.first.publish(verdict)
+    def on_verdict(self, verdict: Verdict) -> None:
+        self.first.on_verdict(verdict)
         loop = asyncio.get_running_loop()
         for sink in self.later:
-            loop.call_soon(sink.publish, verdict)
+            loop.call_soon(sink.on_verdict, verdict)
 
 
 def build_notifier(settings: Settings, db: Database) -> Notifier:
