@@ -32,6 +32,7 @@ from medevac.config import (
 from medevac.inspector.actions import ResetPolicy
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.host_states import HostStates
 from medevac.inspector.incidents import ServiceView
 from medevac.inspector.inspector import Inspector, InspectorSettings
 from medevac.inspector.journal import IncidentJournal
@@ -54,7 +55,13 @@ from medevac.recovery.steps import RecoverySteps
 from medevac.recovery.task_ends import TaskEnds
 from medevac.recovery.workflows import RecoveryWorkflows, configure_dbos
 from medevac.storage import Database
-from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore, RecoveryStore
+from medevac.storage.records import (
+    AlarmStore,
+    HostStore,
+    IncidentStore,
+    OutboxStore,
+    RecoveryStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +232,7 @@ def build_inspector(
     notifier: Notifier,
     journal: IncidentJournal,
     audit: AuditLog,
+    host_states: HostStates,
     recovery: Recovery | None = None,
 ) -> Inspector:
     i = settings.inspector
@@ -248,6 +256,7 @@ def build_inspector(
         ),
         recovery=recovery,
         audit=audit,
+        host_states=host_states,
         auto_release=lambda host: group_of(host, groups).auto_release,
     )
 
@@ -298,15 +307,22 @@ class Controller:
                     settled=lambda server_id: self.inspector.settled(server_id),
                     restore_ports=lambda host, sid: self.inspector.restore_server_ports(host, sid),
                     task_ends=self.task_ends,
-                    ended=self._recovery_ended,
+                    progress=self._recovery_progress,
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
                 )
             )
             self.recovery = Recovery(RecoveryWorkflows(steps))
             configure_dbos(r.workflows_url(settings.storage.url))
+        self.host_states = HostStates(HostStore(self.db))
         self.inspector = build_inspector(
-            settings, self.cloud, self.notifier, self.journal, self.audit, self.recovery
+            settings,
+            self.cloud,
+            self.notifier,
+            self.journal,
+            self.audit,
+            self.host_states,
+            self.recovery,
         )
         self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
         p = settings.profiler
@@ -333,13 +349,17 @@ class Controller:
     def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:
         self.inspector.on_service_view(host, ServiceView.of(view, as_of))
 
-    def _recovery_ended(self, incident_id: str, recovery_id: str, at: float) -> None:
-        """A recovery ended: its incident follows the cloud now; its profile is exported.
-        Thread-safe: a workflow step may run off the controller's loop."""
+    def _recovery_progress(
+        self, incident_id: str, recovery_id: str, state: str, at: float, ended: bool
+    ) -> None:
+        """A recovery recorded a state: the inspector follows it; once it has ended, the
+        fault's profile is exported. Thread-safe: a workflow step may run off the loop."""
         if self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self.inspector.recovery_ended, incident_id, recovery_id, at)
-        if self.spans is not None:
+        self._loop.call_soon_threadsafe(
+            self.inspector.recovery_progress, incident_id, recovery_id, state, at, ended
+        )
+        if ended and self.spans is not None:
             self._loop.call_soon_threadsafe(self.fault_over, incident_id)
 
     def _restart_compute(self, host: str) -> bool:
@@ -389,7 +409,9 @@ class Controller:
                 continue
             rec = await asyncio.to_thread(store.get, inc.recovery_id)
             if rec is not None and rec["ended_at"] is not None:
-                self.inspector.recovery_ended(inc.id, inc.recovery_id, rec["ended_at"])
+                self.inspector.recovery_progress(
+                    inc.id, inc.recovery_id, rec["state"], rec["ended_at"], True
+                )
         if not incidents:
             return
         asked = time.time()
@@ -418,6 +440,8 @@ class Controller:
         resumed = await self.notifier.start()
         if self.recovery is not None:
             DBOS.launch()
+        await self.host_states.load()
+        self.host_states.start()
         self.inspector.adopt(await self.journal.load_open())
         await self._follow_cloud_at_start()
         if self.monitor is not None:
@@ -506,6 +530,7 @@ class Controller:
                 loop.set_default_executor(ThreadPoolExecutor(4, thread_name_prefix="stop"))
             await self.audit.drain()
             await self.journal.close()
+            await self.host_states.close()
             if self.spans is not None:
                 await asyncio.gather(*self._exports, return_exceptions=True)
                 await asyncio.to_thread(self.spans.close)

@@ -431,7 +431,7 @@ async def recovered_and_back(cloud: RecordingCloud) -> tuple[Inspector, Events, 
     await inspector.drain()
     inc = inspector.open["h1"]
     assert inc.recovery_id is not None
-    inspector.recovery_ended(inc.id, inc.recovery_id, time.time())
+    inspector.recovery_progress(inc.id, inc.recovery_id, "COMPLETED", time.time(), True)
     inspector.on_verdict(verdict(VerdictKind.HOST_UP))
     await inspector.drain()
     assert inspector.open["h1"].awaiting_release
@@ -522,4 +522,36 @@ async def test_a_release_through_medevac_is_not_taken_for_one_by_the_cloud() -> 
     cloud.set_enabled = enabled_then_seen  # type: ignore[method-assign]
     result = await inspector.release("h1", "ops")
     assert result["ports_restored"] == 2 and audit.kinds() == []
+    await inspector.drain()
+
+
+@sync
+async def test_the_hosts_lifecycle_follows_its_loss_recovery_return_and_release() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.recovery = Starter()
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
+    await inspector.drain()
+    inc = inspector.open["h1"]
+    assert inc.recovery_id is not None
+    seen = [inspector.host_states.life("h1").state.value]
+    steps = ["STARTED", "FENCING", "FENCED", "EVACUATING", "COMPLETED"]
+    for state in steps:
+        ended = state == "COMPLETED"
+        inspector.recovery_progress(inc.id, inc.recovery_id, state, time.time(), ended)
+        seen.append(inspector.host_states.life("h1").state.value)
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))
+    seen.append(inspector.host_states.life("h1").state.value)
+    await inspector.release("h1", "ops")
+    seen.append(inspector.host_states.life("h1").state.value)
+    assert seen == [
+        "LOST",
+        "LOST",
+        "FENCING",
+        "FENCED",
+        "RECOVERING",
+        "RECOVERED",
+        "AWAITING_RELEASE",
+        "UP",
+    ]
     await inspector.drain()

@@ -35,6 +35,7 @@ from medevac.inspector.actions import (
 )
 from medevac.inspector.executor import ActionExecutor, ActionResult
 from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.host_states import HostStates
 from medevac.inspector.incidents import (
     Incident,
     IncidentState,
@@ -42,12 +43,22 @@ from medevac.inspector.incidents import (
     fails_again,
     released_in_cloud,
 )
+from medevac.inspector.lifecycle import Happening
 from medevac.inspector.pending import PendingCorrections
 from medevac.inspector.topology import ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
 from medevac.notifier.events import Event
 
 log = logging.getLogger(__name__)
+
+
+# A host recovery's recorded states that move its host's lifecycle.
+RECOVERY_STATES = {
+    "FENCING": Happening.FENCING,
+    "FENCED": Happening.FENCED,
+    "FENCING_FAILED": Happening.FENCING_FAILED,
+    "EVACUATING": Happening.EVACUATING,
+}
 
 
 class EventSink(Protocol):
@@ -135,6 +146,7 @@ class Inspector:
         *,
         recovery: RecoveryStarter | None = None,
         audit: AuditSink | None = None,
+        host_states: HostStates | None = None,
         auto_release: Callable[[str], bool] = lambda host: False,
         release_retry: float = 5.0,
         release_for: float = 600.0,
@@ -142,6 +154,8 @@ class Inspector:
     ) -> None:
         self.recovery = recovery
         self.audit = audit
+        # Each host's lifecycle: what was decided and done about it, persisted.
+        self.host_states = host_states or HostStates()
         self.auto_release = auto_release
         self.release_retry = release_retry
         self.release_for = release_for
@@ -278,6 +292,7 @@ class Inspector:
     # -- host lost ----------------------------------------------------------------
 
     def _host_lost(self, inc: Incident, verdict: Verdict) -> None:
+        self._happen(inc, Happening.LOST, {"verdict": verdict.kind.value})
         now = self.clock()
         zone_size = self._zone_sizes[inc.zone] or 1
         lost = {
@@ -325,6 +340,7 @@ class Inspector:
             )
 
     def _hold(self, inc: Incident, reason: str, *, first: bool) -> None:
+        self._happen(inc, Happening.HELD, {"reason": reason})
         inc.held_reason = reason
         inc.move(IncidentState.HELD, self.clock())
         log.critical("no action on %s: %s", inc.host, reason)
@@ -391,6 +407,7 @@ class Inspector:
             # Fenced and evacuated: it stays forced down and disabled until its
             # nova-compute has cleaned up and an operator or policy releases it.
             inc.awaiting_release = True
+            self._happen(inc, Happening.BACK)
             if self._follow_cloud(inc):
                 return
             if self.auto_release(inc.host):
@@ -398,6 +415,7 @@ class Inspector:
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
             return
+        self._happen(inc, Happening.HEALED)
         self._emit(inc, [announce.host_event(ev.HOST_UP, inc, None, self.clock())], None)
         self._restore_ports(inc, physnet=None)
 
@@ -410,6 +428,10 @@ class Inspector:
         try:
             await cloud.set_forced_down(host, False)
             await cloud.set_enabled(host, True)
+            zone = self.zones.get(host, "nova")
+            inc = self.open.get(host)
+            trace = inc.trace_id if inc is not None else None
+            self.host_states.happen(host, zone, Happening.RELEASED, trace, {"by": actor})
             restored = await self._back_in_service(host, actor)
         finally:
             self._releasing.discard(host)
@@ -428,12 +450,21 @@ class Inspector:
         if inc is not None:
             self._follow_cloud(inc)
 
-    def recovery_ended(self, incident_id: str, recovery_id: str, at: float) -> None:
-        """A recovery ended (any outcome): a host recovery's incident then follows the
-        cloud, and a new loss of its host is a new incident."""
+    def recovery_progress(
+        self, incident_id: str, recovery_id: str, state: str, at: float, ended: bool
+    ) -> None:
+        """A host recovery recorded a state: its host's lifecycle follows it; once it has
+        ended (any outcome) its incident follows the cloud, and a new loss of its host
+        is a new incident."""
         inc = next((i for i in self.open.values() if i.id == incident_id), None)
-        if inc is None or inc.recovery_id != recovery_id or inc.recovery_ended_at is not None:
+        if inc is None or inc.recovery_id != recovery_id:
             return
+        happening = RECOVERY_STATES.get(state)
+        if happening is not None:
+            self._happen(inc, happening, {"recovery_id": recovery_id})
+        if not ended or inc.recovery_ended_at is not None:
+            return
+        self._happen(inc, Happening.RECOVERY_ENDED, {"recovery_id": recovery_id, "state": state})
         inc.recovery_ended_at = at
         self.saver.save(inc)
         self._follow_cloud(inc)
@@ -452,6 +483,7 @@ class Inspector:
             {"incident_id": inc.id, "seen": seen, "as_of": view.as_of},
         )
         inc.awaiting_release = False
+        self._happen(inc, Happening.RELEASED, {"by": actor})
         self._close_when_idle(inc, f"released by {actor}")
         self.saver.save(inc)
         self._releasing.add(inc.host)
@@ -657,6 +689,11 @@ class Inspector:
         self._by_trace.pop(inc.trace_id, None)
         if self.on_closed is not None:
             self.on_closed(inc)
+
+    def _happen(
+        self, inc: Incident, happening: Happening, detail: dict[str, Any] | None = None
+    ) -> None:
+        self.host_states.happen(inc.host, inc.zone, happening, inc.trace_id, detail)
 
     def _audit(self, kind: str, inc: Incident, detail: dict[str, Any]) -> None:
         if self.audit is not None:
