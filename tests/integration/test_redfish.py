@@ -26,7 +26,7 @@ class Host:
     def power_state(self, host: str) -> bool:
         return self.on
 
-    def is_off(self, host: str) -> None:
+    def power_off(self, host: str) -> None:
         self.calls.append("off")
         self.on = False
 
