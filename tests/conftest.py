@@ -50,6 +50,30 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def serve_config(tmp_path: Path) -> tuple[Path, int]:
+    """A minimal `medevac serve` configuration (SQLite store, one admin token) and its
+    API port."""
+    port = free_port()
+    config = tmp_path / "medevac.toml"
+    config.write_text(
+        f'[api]\nport = {port}\n[storage]\nurl = "sqlite:///{tmp_path / "c.db"}"\n'
+        f'[[api.tokens]]\nname = "ops"\ntoken = "{ADMIN_TOKEN}"\nrole = "admin"\n'
+    )
+    return config, port
+
+
+def wait_healthy(port: int, timeout: float = 20) -> None:
+    """Wait until the controller on ``port`` answers /healthz."""
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for("the controller to answer /healthz", healthy, timeout)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(

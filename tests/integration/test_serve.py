@@ -10,16 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, free_port, wait_for
+from tests.conftest import ADMIN_TOKEN, serve_config, wait_healthy
 
 
 def test_serve_runs_migrates_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "medevac.toml"
-    config.write_text(
-        f'[api]\nport = {port}\n[storage]\nurl = "sqlite:///{tmp_path / "c.db"}"\n'
-        f'[[api.tokens]]\nname = "ops"\ntoken = "{ADMIN_TOKEN}"\nrole = "admin"\n'
-    )
+    config, port = serve_config(tmp_path)
     env = {**os.environ, "MEDEVAC_CONFIG": str(config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "medevac", "serve"],
@@ -28,14 +23,7 @@ def test_serve_runs_migrates_and_stops_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the controller to answer /healthz", healthy, 20)
+        wait_healthy(port)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/v1/whoami").status_code == 401
         assert httpx.get(f"{base}/readyz").json() == {"status": "ready", "waiting": []}

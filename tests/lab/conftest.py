@@ -22,12 +22,21 @@ import pytest
 
 from medevac.cloud import CloudDriver
 from medevac.lab.client import LabClient
-from medevac.lab.layout import LabPaths, find_lab_python
+from medevac.lab.layout import LabError, LabPaths, find_lab_python
 from tests.conftest import wait_for
 
 T = TypeVar("T")
 
-LAB_BIN = Path(__file__).resolve().parents[2] / ".venv-lab" / "bin"
+
+def _lab_bin() -> Path:
+    """The lab venv's bin directory, found as the lab finds it ($MEDEVAC_LAB_PYTHON first)."""
+    try:
+        return find_lab_python().parent
+    except LabError:
+        return Path(__file__).resolve().parents[2] / ".venv-lab" / "bin"
+
+
+LAB_BIN = _lab_bin()
 VERDICT_WITHIN = 10.0
 
 

@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.lab.conftest import LAB_BIN
+
 REPO = Path(__file__).resolve().parents[2]
-LAB_PYTHON = REPO / ".venv-lab" / "bin" / "python"
-OPENSTACK_CLI = REPO / ".venv-lab" / "bin" / "openstack"
+LAB_PYTHON = LAB_BIN / "python"
+OPENSTACK_CLI = LAB_BIN / "openstack"
 SCRIPT = REPO / "src" / "medevac" / "lab" / "services" / "neutron_service.py"
 
 pytestmark = [

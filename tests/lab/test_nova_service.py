@@ -16,11 +16,12 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
+from tests.lab.conftest import LAB_BIN
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB_PYTHON = ROOT / ".venv-lab" / "bin" / "python"
+LAB_PYTHON = LAB_BIN / "python"
 SCRIPT = ROOT / "src" / "medevac" / "lab" / "services" / "nova_service.py"
 SERVICE_DOWN_TIME = 5
 

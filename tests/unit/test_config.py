@@ -107,3 +107,34 @@ def test_monitor_tunables_reach_the_detector(tmp_path: Path) -> None:
     m = monitor_settings(load_settings(write(tmp_path, text)).monitor)
     assert (m.phi_threshold, m.probes, m.bmc_verdict_wait) == (11.0, 5, 0.3)
     assert m.isolation_min_hosts == 3 and m.interval == 0.1  # defaults pass through too
+
+
+def test_the_configuration_takes_its_defaults_from_the_blocks_and_maps_every_tunable() -> None:
+    import dataclasses
+
+    from medevac.config import HostGroupConfig, MonitorConfig
+    from medevac.monitor.hosts import MonitorSettings
+    from medevac.recovery.policy import HostGroup
+    from medevac.service import host_group, monitor_settings
+
+    assert monitor_settings(MonitorConfig()) == MonitorSettings()
+    assert host_group(HostGroupConfig(name="default")) == HostGroup()
+    shared = set(MonitorConfig.model_fields) & {f.name for f in dataclasses.fields(MonitorSettings)}
+    assert len(shared) >= 11
+    for name in shared:  # each configured value reaches the monitor, none is dropped
+        value = getattr(MonitorSettings(), name) * 2
+        changed = monitor_settings(MonitorConfig(**{name: value}))
+        assert getattr(changed, name) == value, name
+
+
+def test_retention_takes_its_defaults_from_the_purge_and_maps_every_bound() -> None:
+    import dataclasses
+
+    from medevac.config import RetentionConfig
+    from medevac.service import retention_policy
+    from medevac.storage.retention import RetentionPolicy
+
+    assert retention_policy(RetentionConfig()) == RetentionPolicy()
+    for f in dataclasses.fields(RetentionPolicy):  # each configured value reaches the purge
+        value = getattr(RetentionPolicy(), f.name) * 2
+        assert getattr(retention_policy(RetentionConfig(**{f.name: value})), f.name) == value

@@ -19,7 +19,8 @@ from medevac.lab.client import LabClient, lab_down, lab_env, lab_up
 from medevac.lab.faults import FaultKind
 from medevac.lab.layout import LabError, LabPaths, default_lab_dir
 
-lab_app = typer.Typer(help="The lab: real Nova + Neutron with fake hypervisors and BMCs.")
+# Registered, with their help lines, by medevac.cli.main when a lab command runs.
+lab_app = typer.Typer()
 # Wide enough for the status tables when the output is a file or a pipe.
 out = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -248,7 +249,6 @@ def demo(
     ] = Path("demo-output"),
     state_dir: StateDir = None,
 ) -> None:
-    """The main job: a lab, medevac on it, one host fault from detection to recovery."""
     from medevac.lab.demo import run_demo
 
     try:

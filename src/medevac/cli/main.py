@@ -9,19 +9,67 @@ import logging
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
+from typer.main import get_group
 
 from medevac import __version__
 from medevac.cli.output import fail
 from medevac.config import ConfigError, Settings, load_settings
 from medevac.storage import Database, StorageError
 
+if TYPE_CHECKING:
+    # The copy of Click that Typer's command groups are built on.
+    from typer._click import Command, Context
+
+# The lab is a development surface: its commands are imported only when one of them runs,
+# so the controller and the agent never load it. The list of commands shows these lines.
+LAB_COMMANDS = {
+    "lab": "The lab: real Nova + Neutron with fake hypervisors and BMCs.",
+    "demo": "The main job: a lab, medevac on it, one host fault from detection to recovery.",
+}
+
+
+class MedevacGroup(TyperGroup):
+    """The top-level command group; the lab's commands load on first use."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        loaded = super().list_commands(ctx)
+        return loaded + [name for name in LAB_COMMANDS if name not in loaded]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in LAB_COMMANDS:
+            # Enough to list it; resolve_command loads the real command to run it.
+            return TyperCommand(cmd_name, help=LAB_COMMANDS[cmd_name])
+        return found
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        # A name not loaded yet is a lab command, or a typo: for the typo, the lab's
+        # commands are among those a suggestion may name.
+        if args and args[0] not in self.commands:
+            self.commands.update(_lab_commands())
+        return super().resolve_command(ctx, args)
+
+
+def _lab_commands() -> dict[str, Command]:
+    from medevac.cli.lab import demo, lab_app
+
+    lab = typer.Typer()
+    lab.add_typer(lab_app, name="lab", help=LAB_COMMANDS["lab"])
+    lab.command(help=LAB_COMMANDS["demo"])(demo)
+    return dict(get_group(lab).commands)
+
+
 app = typer.Typer(
     name="medevac",
+    cls=MedevacGroup,
     help="Fault management and VM high availability for OpenStack clouds.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -508,14 +556,3 @@ def config_reference(
     except ValueError as exc:
         raise fail(f"{write}: {exc}") from None
     typer.echo(f"{write}: {'reference updated' if changed else 'reference already current'}")
-
-
-def _register_lab() -> None:
-    # The lab is a development surface; the controller itself never imports it.
-    from medevac.cli.lab import demo, lab_app
-
-    app.add_typer(lab_app, name="lab")
-    app.command()(demo)
-
-
-_register_lab()

@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 
 from medevac.lab.faults import FaultError, FaultKind
 from medevac.lab.layout import PROJECTS, LabError
+from medevac.lab.status import running as running_view
+from medevac.lab.status import status as status_view
 
 if TYPE_CHECKING:
     from medevac.lab.supervisor import Lab
@@ -46,11 +48,11 @@ def control_app(lab: Lab, shutdown: asyncio.Event) -> FastAPI:
 
     @api.get("/status")
     async def status() -> dict[str, Any]:
-        return await asyncio.to_thread(lab.status)
+        return await asyncio.to_thread(status_view, lab)
 
     @api.get("/running")
     async def running() -> dict[str, list[str]]:
-        return await asyncio.to_thread(lab.running)
+        return await asyncio.to_thread(running_view, lab)
 
     @api.get("/faults")
     async def faults() -> dict[str, Any]:
@@ -61,11 +63,15 @@ def control_app(lab: Lab, shutdown: asyncio.Event) -> FastAPI:
 
     @api.post("/inject")
     async def inject(req: FaultRequest) -> dict[str, Any]:
-        return await asyncio.to_thread(lab.apply_fault, req.kind, req.target, True, req.physnet)
+        return await asyncio.to_thread(
+            lab.faults.apply_fault, req.kind, req.target, True, req.physnet
+        )
 
     @api.post("/heal")
     async def heal(req: FaultRequest) -> dict[str, Any]:
-        return await asyncio.to_thread(lab.apply_fault, req.kind, req.target, False, req.physnet)
+        return await asyncio.to_thread(
+            lab.faults.apply_fault, req.kind, req.target, False, req.physnet
+        )
 
     # A minimal Keystone v3 stand-in: discovery and the lab's projects, so that
     # `openstack` commands that insist on an identity client work with auth "none".
@@ -112,7 +118,7 @@ def control_app(lab: Lab, shutdown: asyncio.Event) -> FastAPI:
 
     def _image() -> dict[str, Any]:
         return {
-            "id": lab.nova["image_id"],
+            "id": lab.services.nova["image_id"],
             "name": "lab-image",
             "status": "active",
             "visibility": "public",
@@ -126,7 +132,7 @@ def control_app(lab: Lab, shutdown: asyncio.Event) -> FastAPI:
 
     @api.get("/image/v2/images/{image_id}")
     async def image(image_id: str) -> Any:
-        if image_id != lab.nova["image_id"]:
+        if image_id != lab.services.nova["image_id"]:
             return JSONResponse({"error": {"code": 404, "message": "not found"}}, 404)
         return _image()
 

@@ -22,7 +22,7 @@ import httpx
 from medevac.lab.client import project_tokens
 from medevac.lab.consumer import doctor_alarm
 from medevac.lab.layout import LabError
-from medevac.lab.supervisor import free_port
+from medevac.lab.ports import free_port
 
 T = TypeVar("T")
 

@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import Any
 from wsgiref import simple_server
 
 # The unit-test base class arms a timeout from OS_TEST_TIMEOUT: never here.
@@ -52,32 +53,33 @@ LOG = logging.getLogger("lab.neutron")
 
 ADMIN_PROJECT = "admin"
 ADMIN_USER = "admin"
-TOKEN_PREFIX = "lab-project-"
+TOKEN_PREFIX = "lab-project-"  # noqa: S105 (a token's form, not a secret)
 USER_MARK = "-user-"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Serve a real Neutron API on loopback.")
-    p.add_argument("--physnets", default="physnet1",
-                   help="comma separated physical networks (flat and vlan)")
+    p.add_argument(
+        "--physnets", default="physnet1", help="comma separated physical networks (flat and vlan)"
+    )
     p.add_argument("--ready-file", required=True)
-    p.add_argument("--db", default=None,
-                   help="sqlite file (default: in-memory database)")
+    p.add_argument("--db", default=None, help="sqlite file (default: in-memory database)")
     p.add_argument("--log-file", default=None)
-    p.add_argument("--fix-data-plane-status-unset", action="store_true",
-                   help="let PUT data_plane_status=null clear the status "
-                        "(stock Neutron 29 answers 500)")
+    p.add_argument(
+        "--fix-data-plane-status-unset",
+        action="store_true",
+        help="let PUT data_plane_status=null clear the status (stock Neutron 29 answers 500)",
+    )
     return p.parse_args(argv)
 
 
 def setup_logging(log_file: str | None) -> None:
-    handler: logging.Handler
-    if log_file:
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
@@ -86,7 +88,7 @@ def setup_logging(log_file: str | None) -> None:
     LOG.setLevel(logging.INFO)
 
 
-def write_ready(path: str, payload: dict) -> None:
+def write_ready(path: str, payload: dict[str, Any]) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(payload, f)
@@ -95,21 +97,20 @@ def write_ready(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def build_case(physnets: list[str], db_path: str | None, fix_dps_unset: bool = False):
+def build_case(physnets: list[str], db_path: str | None, fix_dps_unset: bool = False) -> Any:
     """Set up Neutron's ML2 data-plane-status test case and return it."""
     # Must come first: selects oslo.service's threading backend.
     import neutron.tests.unit  # noqa: F401
+    from neutron.conf.plugins.ml2.drivers import driver_type
+    from neutron.tests.unit.plugins.ml2.drivers import mechanism_test
+    from neutron.tests.unit.plugins.ml2.extensions import test_data_plane_status
     from neutron_lib import constants as n_const
     from neutron_lib import fixture as lib_fixtures
     from neutron_lib.api.definitions import portbindings
     from oslo_config import cfg
     from oslo_db.sqlalchemy import engines
 
-    from neutron.conf.plugins.ml2.drivers import driver_type
-    from neutron.tests.unit.plugins.ml2.drivers import mechanism_test
-    from neutron.tests.unit.plugins.ml2.extensions import test_data_plane_status
-
-    class FileSqlFixture(lib_fixtures.SqlFixture):
+    class FileSqlFixture(lib_fixtures.SqlFixture):  # type: ignore[misc]
         """Neutron's schema in a sqlite file instead of memory."""
 
         def __init__(self, path: str) -> None:
@@ -120,44 +121,52 @@ def build_case(physnets: list[str], db_path: str | None, fix_dps_unset: bool = F
             self.engine = engines.create_engine("sqlite:///" + self._path)
             self._generate_schema(self.engine)
 
-        def _delete_from_schema(self, engine) -> None:
+        def _delete_from_schema(self, engine: Any) -> None:
             pass
 
     # The test mechanism driver only binds a few magic host names; bind any
     # other host as an OVS port (vif_type "ovs", port ACTIVE) like a real
     # agent-backed driver would, so ports look like those of running VMs.
-    special_hosts = {"host-ovs-no_filter", "host-bridge-filter",
-                     "host-ovs-filter-active", "host-hierarchical", "host-fail"}
+    special_hosts = {
+        "host-ovs-no_filter",
+        "host-bridge-filter",
+        "host-ovs-filter-active",
+        "host-hierarchical",
+        "host-fail",
+    }
     original_bind = mechanism_test.TestMechanismDriver.bind_port
 
-    def bind_port(self, context):
+    def bind_port(self: Any, context: Any) -> Any:
         if context.host in special_hosts:
             return original_bind(self, context)
         self._check_port_context(context, False)
         segment = context.segments_to_bind[0]
-        context.set_binding(segment["id"], portbindings.VIF_TYPE_OVS,
-                            {portbindings.CAP_PORT_FILTER: True},
-                            status=n_const.PORT_STATUS_ACTIVE)
+        context.set_binding(
+            segment["id"],
+            portbindings.VIF_TYPE_OVS,
+            {portbindings.CAP_PORT_FILTER: True},
+            status=n_const.PORT_STATUS_ACTIVE,
+        )
         self.bound_ports.add((context.current["id"], context.host))
 
     mechanism_test.TestMechanismDriver.bind_port = bind_port
     # An L2 agent-backed driver: ports without fixed IPs can be bound too.
     mechanism_test.TestMechanismDriver.connectivity = property(
-        lambda self: portbindings.CONNECTIVITY_L2)
+        lambda self: portbindings.CONNECTIVITY_L2
+    )
 
     if fix_dps_unset:
         # Neutron 29 accepts {"data_plane_status": null} in the API but its
         # PortDataPlaneStatus object field is not nullable, so the update
         # fails with a 500. Opt-in repair: null removes the status row.
-        from neutron_lib.api.definitions import data_plane_status as dps_lib
-
         from neutron.db import data_plane_status_db
         from neutron.objects.port.extensions import data_plane_status as dps_obj
+        from neutron_lib.api.definitions import data_plane_status as dps_lib
 
         mixin = data_plane_status_db.DataPlaneStatusMixin
         original_update = mixin._process_update_port_data_plane_status
 
-        def update_dps(self, context, data, res):
+        def update_dps(self: Any, context: Any, data: Any, res: Any) -> None:
             if dps_lib.DATA_PLANE_STATUS in data and data[dps_lib.DATA_PLANE_STATUS] is None:
                 obj = dps_obj.PortDataPlaneStatus.get_object(context, port_id=res["id"])
                 if obj:
@@ -168,12 +177,12 @@ def build_case(physnets: list[str], db_path: str | None, fix_dps_unset: bool = F
 
         mixin._process_update_port_data_plane_status = update_dps
 
-    class LabCase(test_data_plane_status.DataPlaneStatusSML2ExtDriverTestCase):
-        def get_additional_service_plugins(self):
+    class LabCase(test_data_plane_status.DataPlaneStatusSML2ExtDriverTestCase):  # type: ignore[misc]
+        def get_additional_service_plugins(self) -> dict[str, str]:
             # As in a default deployment: revision_number, timestamps, tags.
             return {"revisions": "revisions", "timestamp": "timestamp", "tag": "tag"}
 
-        def setup_parent(self):
+        def setup_parent(self) -> None:
             driver_type.register_ml2_drivers_flat_opts()
             driver_type.register_ml2_drivers_vlan_opts()
             cfg.CONF.set_override("type_drivers", ["local", "flat", "vlan"], group="ml2")
@@ -183,14 +192,14 @@ def build_case(physnets: list[str], db_path: str | None, fix_dps_unset: bool = F
             cfg.CONF.set_override("network_vlan_ranges", physnets, group="ml2_type_vlan")
             super().setup_parent()
 
-        def _setup_database_fixtures(self):
+        def _setup_database_fixtures(self) -> Any:
             if db_path is None:
                 return super()._setup_database_fixtures()
             fixture = FileSqlFixture(db_path)
             self.useFixture(fixture)
             self.engine = fixture.engine
 
-        def _clear_attrs(self):
+        def _clear_attrs(self) -> None:
             pass
 
     case = LabCase("test_show_port_has_data_plane_status")
@@ -198,45 +207,59 @@ def build_case(physnets: list[str], db_path: str | None, fix_dps_unset: bool = F
     return case
 
 
-def make_context(token: str | None):
+def make_context(token: str | None) -> Any:
     from neutron_lib import context as n_context
 
     if token and token.startswith(TOKEN_PREFIX):
-        rest = token[len(TOKEN_PREFIX):]
+        rest = token[len(TOKEN_PREFIX) :]
         project, sep, user = rest.partition(USER_MARK)
         if project:
-            return n_context.Context(user_id=(user if sep and user else f"user-{project}"),
-                                     project_id=project,
-                                     roles=["member", "reader"],
-                                     is_admin=False)
-    return n_context.Context(user_id=ADMIN_USER, project_id=ADMIN_PROJECT,
-                             roles=["admin", "member", "reader"], is_admin=True)
+            return n_context.Context(
+                user_id=(user if sep and user else f"user-{project}"),
+                project_id=project,
+                roles=["member", "reader"],
+                is_admin=False,
+            )
+    return n_context.Context(
+        user_id=ADMIN_USER,
+        project_id=ADMIN_PROJECT,
+        roles=["admin", "member", "reader"],
+        is_admin=True,
+    )
 
 
 class LabApp:
     """Maps / to the versions document and /v2.0 to Neutron's v2.0 app."""
 
-    def __init__(self, api, versions_app) -> None:
+    def __init__(self, api: Any, versions_app: Any) -> None:
         self.api = api
         self.versions_app = versions_app
         # One request at a time: sqlite (one shared connection when in memory).
         self.lock = threading.Lock()
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
         if path == "/v2.0" or path.startswith("/v2.0/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/v2.0"
-            environ["PATH_INFO"] = path[len("/v2.0"):] or "/"
+            environ["PATH_INFO"] = path[len("/v2.0") :] or "/"
             environ["neutron.context"] = make_context(environ.get("HTTP_X_AUTH_TOKEN"))
             app = self.api
         elif path == "/":
             app = self.versions_app
         else:
-            body = json.dumps({"NeutronError": {
-                "type": "HTTPNotFound", "message": f"Not found: {path}", "detail": ""}}
+            body = json.dumps(
+                {
+                    "NeutronError": {
+                        "type": "HTTPNotFound",
+                        "message": f"Not found: {path}",
+                        "detail": "",
+                    }
+                }
             ).encode()
-            start_response("404 Not Found", [("Content-Type", "application/json"),
-                                             ("Content-Length", str(len(body)))])
+            start_response(
+                "404 Not Found",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         with self.lock:
             result = app(environ, start_response)
@@ -249,7 +272,7 @@ class LabApp:
 
 
 class QuietHandler(simple_server.WSGIRequestHandler):
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         LOG.debug("%s " + format, self.address_string(), *args)
 
 
@@ -266,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -278,19 +301,30 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from neutron.pecan_wsgi import app as pecan_app
+
     versions_app = pecan_app.versions_factory(None)
 
-    server = simple_server.make_server("127.0.0.1", 0, LabApp(case.api, versions_app),
-                                       server_class=ThreadingWSGIServer,
-                                       handler_class=QuietHandler)
+    server = simple_server.make_server(
+        "127.0.0.1",
+        0,
+        LabApp(case.api, versions_app),
+        server_class=ThreadingWSGIServer,
+        handler_class=QuietHandler,
+    )
     port = server.server_address[1]
     url = f"http://127.0.0.1:{port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="wsgi", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="wsgi", daemon=True
+    )
     thread.start()
     write_ready(args.ready_file, {"url": url, "pid": os.getpid()})
-    LOG.info("neutron ready at %s in %.2fs (physnets %s, db %s)", url,
-             time.monotonic() - t0, ",".join(physnets), args.db or "memory")
+    LOG.info(
+        "neutron ready at %s in %.2fs (physnets %s, db %s)",
+        url,
+        time.monotonic() - t0,
+        ",".join(physnets),
+        args.db or "memory",
+    )
 
     while not stop.wait(0.5):
         pass
