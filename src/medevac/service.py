@@ -541,6 +541,7 @@ class Controller:
             resume_task.cancel()
             checkpoints.cancel()
             retention.cancel()
+            app.state.health.close()
             await self.inspector.drain()
             await self.notifier.close()
             if self.recovery is not None:

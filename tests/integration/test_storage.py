@@ -136,3 +136,23 @@ def test_a_hosts_state_moves_with_its_audit_entry_and_never_over_another_writer(
     assert (row.state, row.since, row.generation) == ("FENCING", 11.0, 2)
     kinds = [(e.kind, e.detail["on"]) for e in reversed(fresh_db.audit_events("h1"))]
     assert kinds == [("host.state", "lost"), ("host.state", "fencing")]  # none for the refused
+
+
+def test_deleting_an_alarm_cancels_its_pending_deliveries_for_good(fresh_db: Database) -> None:
+    """The alarm's deletion cancels its pending deliveries in the same transaction, and
+    an outcome recorded afterwards (an attempt that was under way) does not undo it."""
+    from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow, OutboxStore
+
+    fresh_db.migrate()
+    alarms, outbox = AlarmStore(fresh_db), OutboxStore(fresh_db)
+    for alarm_id in ("a1", "a2"):
+        row = AlarmRow(alarm_id, "p1", "ok", "", 1.0, 1.0, {})
+        alarms.put(row, HistoryRow(f"c-{alarm_id}", alarm_id, "p1", "creation", {}, 1.0))
+    rows = [DeliveryRow(f"d{i}", f"a{i % 2 + 1}", "http://c/x", {}, 2.0) for i in range(4)]
+    alarms.record_firing((), (), rows)
+    outbox.settle([("d0", "delivered", 1, 3.0, None)])  # a1's: d0 delivered, d2 pending
+    alarms.delete("a1", HistoryRow("x-a1", "a1", "p1", "deletion", {}, 4.0))
+    outbox.settle([("d2", "pending", 2, 5.0, "HTTP 503"), ("d1", "pending", 1, 5.0, "HTTP 503")])
+    got = {r.id: r.status for r in outbox.recent(limit=10)}
+    assert got == {"d0": "delivered", "d1": "pending", "d2": "cancelled", "d3": "pending"}
+    assert sorted(r.id for r in outbox.pending()) == ["d1", "d3"]
