@@ -98,3 +98,12 @@ def test_oversized_chunked_body_is_413(client: TestClient) -> None:
 def test_openapi_lists_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/healthz", "/v1/whoami", "/v1/audit"} <= set(paths)
+
+
+def test_audit_pages_with_limit_and_offset(client: TestClient, db: Database) -> None:
+    for n in range(5):
+        db.record_audit("test", f"host{n}", "tester", {"n": n})
+    r = client.get("/v1/audit?limit=2&offset=1", headers={"X-Auth-Token": READER_TOKEN})
+    assert [e["subject"] for e in r.json()["events"]] == ["host3", "host2"]
+    r = client.get("/v1/audit?limit=1001", headers={"X-Auth-Token": READER_TOKEN})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("limit:")

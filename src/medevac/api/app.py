@@ -14,11 +14,12 @@ from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit
+from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
 from medevac.cloud.errors import CloudError
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
-from medevac.monitor.hosts import HostMonitor
+from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import IncidentStore, RecoveryStore
@@ -64,12 +65,12 @@ def create_app(
     async def audit(
         request: Request,
         _: AdminOrReader,
+        page: Paged,
         subject: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """The audit log, newest first; spans every project, so admin and reader only."""
         database: Database = request.app.state.db
-        events = database.audit_events(subject=subject, limit=limit)
+        events = database.audit_events(subject=subject, limit=page.limit, offset=page.offset)
         return {
             "events": [
                 {
@@ -115,10 +116,15 @@ def create_app(
         return result
 
     @app.get("/v1/verdicts", tags=["monitor"])
-    async def verdicts(_: AdminOrReader) -> dict[str, Any]:
-        """The most recent verdicts, oldest first."""
+    async def verdicts(
+        _: AdminOrReader,
+        limit: Annotated[int, Query(ge=1, le=KEPT_VERDICTS)] = KEPT_VERDICTS,
+        offset: Annotated[int, Query(ge=0, le=KEPT_VERDICTS)] = 0,
+    ) -> dict[str, Any]:
+        """The most recent verdicts (``offset`` skips the newest), listed oldest first."""
         recent = list(monitor.recent_verdicts) if monitor is not None else []
-        return {"verdicts": [v.as_dict() for v in recent]}
+        chosen = Page(limit, offset).of(recent[::-1])[::-1]
+        return {"verdicts": [v.as_dict() for v in chosen]}
 
     app.include_router(recoveries_router(RecoveryStore(db)))
     if notifier is not None:

@@ -202,9 +202,11 @@ class Database:
             s.flush()
             return ev.id
 
-    def audit_events(self, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
+    def audit_events(
+        self, subject: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[AuditEvent]:
         with self.reading() as s:
-            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
             if subject is not None:
                 q = q.where(AuditEvent.subject == subject)
             return list(s.scalars(q))
