@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from starlette.types import ASGIApp
 
 from medevac import __version__
 from medevac.api.alarms import alarms_router
@@ -16,6 +17,7 @@ from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
+from medevac.api.request_id import RequestIds
 from medevac.cloud.errors import CloudError
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
@@ -29,6 +31,14 @@ AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
+class MedevacApi(FastAPI):
+    """FastAPI with request ids outside Starlette's error middleware, which re-raises
+    every unhandled exception for the server to log with its message."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIds(super().build_middleware_stack())
+
+
 def create_app(
     settings: Settings,
     db: Database,
@@ -37,7 +47,7 @@ def create_app(
     notifier: Notifier | None = None,
 ) -> FastAPI:
     """Build the API for one controller; the caller owns the blocks passed in."""
-    app = FastAPI(
+    app = MedevacApi(
         title="medevac",
         version=__version__,
         description="Fault management and VM high availability for OpenStack clouds.",

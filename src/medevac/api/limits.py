@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medevac.api.errors import aodh_error_body, is_aodh_path
+from medevac.api.errors import error_body, is_aodh_path
 
 
 class BodySizeLimit:
@@ -18,12 +18,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.limit} bytes"
-        if is_aodh_path(scope.get("path", "")):
-            error = aodh_error_body(413, message)
-        else:
-            error = {
-                "error": {"code": 413, "title": "Request Entity Too Large", "message": message}
-            }
+        error = error_body(413, message, aodh=is_aodh_path(scope.get("path", "")))
         body = json.dumps(error).encode()
         await send(
             {
