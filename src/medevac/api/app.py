@@ -14,7 +14,7 @@ from medevac.api.auth import Principal, TokenRegistry, require
 from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.incidents import incidents_router
-from medevac.api.limits import BodySizeLimit
+from medevac.api.limits import BodySizeLimit, TokenRateLimit
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
 from medevac.api.request_id import RequestIds
@@ -22,6 +22,7 @@ from medevac.cloud.errors import CloudError
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
+from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import IncidentStore, RecoveryStore
@@ -56,6 +57,7 @@ def create_app(
     app.state.db = db
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(TokenRateLimit, rate=settings.api.rate_limit, burst=settings.api.rate_burst)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
@@ -138,7 +140,19 @@ def create_app(
 
     app.include_router(recoveries_router(RecoveryStore(db)))
     if notifier is not None:
-        app.include_router(alarms_router(notifier, [(settings.api.host, settings.api.port)]))
+        targets = ActionTargets(
+            allow=tuple(settings.notifier.action_allow_networks),
+            deny=tuple(settings.notifier.action_deny_networks),
+        )
+        app.include_router(
+            alarms_router(
+                notifier,
+                [(settings.api.host, settings.api.port)],
+                targets=targets,
+                resolve_timeout=settings.notifier.action_resolve_timeout,
+                quota=settings.api.alarm_quota,
+            )
+        )
         if inspector is not None:
             app.include_router(
                 incidents_router(IncidentStore(db), RecoveryStore(db), inspector, notifier)

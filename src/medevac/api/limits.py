@@ -1,8 +1,13 @@
-"""Refuses request bodies above a size limit before the application reads them."""
+"""Limits on what a caller may send: body size (413) and request rate per token (429)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,3 +76,84 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class TokenRateLimit:
+    """ASGI middleware: a token bucket per API token (per client address for requests
+    without one), held in memory; an empty bucket answers 429 with Retry-After.
+
+    ``rate`` requests per second on average, ``burst`` at once; ``exempt`` paths (the
+    liveness probe) are never limited. At most ``max_buckets`` are kept, the least
+    recently used dropped first, so random tokens cannot grow memory without bound.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rate: float,
+        burst: int,
+        *,
+        exempt: tuple[str, ...] = ("/healthz",),
+        max_buckets: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.rate = rate
+        self.burst = burst
+        self.exempt = exempt
+        self.max_buckets = max_buckets
+        self.clock = clock
+        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    @staticmethod
+    def _key(scope: Scope) -> bytes:
+        headers = dict(scope.get("headers", []))
+        token = headers.get(b"x-auth-token")
+        if token is None:
+            scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() == b"bearer" and value.strip():
+                token = value.strip()
+        if token:
+            return b"t" + hashlib.sha256(token).digest()
+        client = scope.get("client") or ("?", 0)
+        return b"a" + str(client[0]).encode()
+
+    def wait(self, key: bytes) -> float:
+        """Take one request from ``key``'s bucket: 0 if there was one, else the seconds
+        until there will be."""
+        now = self.clock()
+        tokens, then = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1:
+            tokens -= 1
+            wait = 0.0
+        else:
+            wait = (1 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.max_buckets:
+            self._buckets.popitem(last=False)
+        return wait
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate <= 0 or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        wait = self.wait(self._key(scope))
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        retry_after = max(1, math.ceil(wait))
+        message = f"too many requests: retry after {retry_after} s"
+        body = json.dumps(error_body(429, message, aodh=is_aodh_path(scope["path"]))).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(retry_after).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
