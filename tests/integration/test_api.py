@@ -96,8 +96,15 @@ def test_oversized_chunked_body_is_413(client: TestClient) -> None:
 
 
 def test_openapi_lists_routes(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json", headers={"X-Auth-Token": READER_TOKEN}).json()["paths"]
     assert {"/healthz", "/v1/whoami", "/v1/audit"} <= set(paths)
+
+
+def test_openapi_and_docs_need_a_token(client: TestClient) -> None:
+    for path in ("/openapi.json", "/docs"):
+        assert client.get(path).status_code == 401
+    docs = client.get("/docs", headers={"X-Auth-Token": MEMBER_TOKEN})
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
 
 
 def test_audit_pages_with_limit_and_offset(client: TestClient, db: Database) -> None:

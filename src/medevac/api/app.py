@@ -6,6 +6,8 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp
 
 from medevac import __version__
@@ -15,6 +17,7 @@ from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit, TokenRateLimit
+from medevac.api.openapi import install_openapi
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
 from medevac.api.request_id import RequestIds
@@ -52,7 +55,12 @@ def create_app(
         title="medevac",
         version=__version__,
         description="Fault management and VM high availability for OpenStack clouds.",
+        # Served below behind a token, like every route but /healthz.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app)
     app.state.tokens = TokenRegistry(settings.api.tokens)
     app.state.db = db
     install_error_handlers(app)
@@ -63,6 +71,16 @@ def create_app(
     async def healthz() -> dict[str, Any]:
         """Liveness: the process answers and its database is reachable (no auth)."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_: AnyRole) -> JSONResponse:
+        """This API's OpenAPI document."""
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_: AnyRole) -> HTMLResponse:
+        """Swagger UI over the document (the browser must send the token, too)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
     @app.get("/v1/whoami", tags=["auth"])
     async def whoami(principal: AnyRole) -> dict[str, Any]:
