@@ -1,0 +1,91 @@
+"""The API over HTTPS when api.tls_cert_file and api.tls_key_file are set."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
+
+from medevac.api import create_app
+from medevac.api.serving import base_url, server_config
+from medevac.config import ApiConfig, Settings
+from medevac.storage import Database
+from tests.conftest import READER_TOKEN, free_port, wait_for
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "medevac test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "api.crt", directory / "api.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def https(settings: Settings, db: Database, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    cert_file, key_file = self_signed(tmp_path)
+    api = settings.api.model_copy(
+        update={"port": free_port(), "tls_cert_file": cert_file, "tls_key_file": key_file}
+    )
+    app = create_app(settings.model_copy(update={"api": api}), db)
+    server = uvicorn.Server(server_config(app, api, log_config=None, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for("the HTTPS listener", lambda: server.started, timeout=10)
+    yield base_url(api), cert_file
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_api_serves_https_with_the_configured_certificate(https: tuple[str, Path]) -> None:
+    url, cert_file = https
+    assert url.startswith("https://127.0.0.1:")
+    trusted = ssl.create_default_context(cafile=str(cert_file))
+    r = httpx.get(f"{url}/v1/whoami", headers={"X-Auth-Token": READER_TOKEN}, verify=trusted)
+    assert r.status_code == 200 and r.json()["role"] == "reader"
+    with pytest.raises(httpx.ConnectError):  # an unknown certificate is not trusted
+        httpx.get(f"{url}/healthz")
+    with pytest.raises(httpx.HTTPError):  # and plain HTTP gets no answer
+        httpx.get(url.replace("https://", "http://") + "/healthz", timeout=5)
+
+
+def test_certificate_and_key_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="tls_cert_file and tls_key_file"):
+        ApiConfig(tls_cert_file=tmp_path / "api.crt")
+    assert base_url(ApiConfig(host="::1", port=9)) == "http://[::1]:9"
