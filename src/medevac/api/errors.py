@@ -5,6 +5,7 @@ except on Aodh's routes (``/v2/...``), which answer as Aodh does:
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from http import HTTPStatus
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
+from starlette.types import Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,18 @@ def error_response(
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     body = error_body(status, message, aodh=aodh, **detail)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """Answer ``body`` as JSON straight on the ASGI channel (for middleware that answers
+    before, or instead of, the application)."""
+    content = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
 
 
 def request_id(scope: Scope) -> str:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medevac.api.errors import error_body, is_aodh_path
+from medevac.api.auth import presented_token
+from medevac.api.errors import error_body, is_aodh_path, send_json
 
 
 class BodySizeLimit:
@@ -23,19 +24,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.limit} bytes"
-        error = error_body(413, message, aodh=is_aodh_path(scope.get("path", "")))
-        body = json.dumps(error).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, error_body(413, message, aodh=is_aodh_path(scope["path"])))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +69,8 @@ class BodySizeLimit:
 
 class TokenRateLimit:
     """ASGI middleware: a token bucket per API token (per client address for requests
-    without one), held in memory; an empty bucket answers 429 with Retry-After.
+    without a token ``known`` accepts), held in memory; an empty bucket answers 429 with
+    Retry-After.
 
     ``rate`` requests per second on average, ``burst`` at once; ``exempt`` paths (the
     liveness probe) are never limited. At most ``max_buckets`` are kept, the least
@@ -93,6 +83,7 @@ class TokenRateLimit:
         rate: float,
         burst: int,
         *,
+        known: Callable[[str], bool] = lambda _: True,
         exempt: tuple[str, ...] = ("/healthz",),
         max_buckets: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
@@ -100,21 +91,16 @@ class TokenRateLimit:
         self.app = app
         self.rate = rate
         self.burst = burst
+        self.known = known
         self.exempt = exempt
         self.max_buckets = max_buckets
         self.clock = clock
         self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
 
-    @staticmethod
-    def _key(scope: Scope) -> bytes:
-        headers = dict(scope.get("headers", []))
-        token = headers.get(b"x-auth-token")
-        if token is None:
-            scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
-            if scheme.lower() == b"bearer" and value.strip():
-                token = value.strip()
-        if token:
-            return b"t" + hashlib.sha256(token).digest()
+    def _key(self, scope: Scope) -> bytes:
+        token = presented_token(Headers(scope=scope))
+        if token and self.known(token):  # unknown ones must not each get a fresh bucket
+            return b"t" + hashlib.sha256(token.encode()).digest()
         client = scope.get("client") or ("?", 0)
         return b"a" + str(client[0]).encode()
 
@@ -144,16 +130,5 @@ class TokenRateLimit:
             return
         retry_after = max(1, math.ceil(wait))
         message = f"too many requests: retry after {retry_after} s"
-        body = json.dumps(error_body(429, message, aodh=is_aodh_path(scope["path"]))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        body = error_body(429, message, aodh=is_aodh_path(scope["path"]))
+        await send_json(send, 429, body, {"retry-after": str(retry_after)})

@@ -4,12 +4,11 @@ never its message, and goes no further, so the server does not log its traceback
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medevac.api.errors import internal_error_body, log_unhandled
+from medevac.api.errors import internal_error_body, log_unhandled, send_json
 
 HEADER = b"x-request-id"
 
@@ -43,15 +42,4 @@ class RequestIds:
             log_unhandled(scope, exc)
             if started:
                 return
-            body = json.dumps(internal_error_body(scope)).encode()
-            await send_with_id(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send_with_id({"type": "http.response.body", "body": body})
+            await send_json(send_with_id, 500, internal_error_body(scope))
