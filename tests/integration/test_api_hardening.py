@@ -144,6 +144,9 @@ def test_rate_limit_per_token_is_429_with_retry_after(settings: Settings, db: Da
     assert r.status_code == 429 and "error_message" in r.json()
     assert client.get("/v1/whoami", headers=READER).is_success  # its own bucket
     assert client.get("/healthz").is_success
+    # Made-up tokens share their address's bucket: no fresh bucket per guess.
+    guesses = [{"X-Auth-Token": f"guess-{n:020d}"} for n in range(4)]
+    assert [client.get("/v1/whoami", headers=g).status_code for g in guesses] == [401] * 3 + [429]
 
 
 def test_token_bucket_refills_at_the_rate() -> None:

@@ -65,7 +65,12 @@ def create_app(
     app.state.db = db
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
-    app.add_middleware(TokenRateLimit, rate=settings.api.rate_limit, burst=settings.api.rate_burst)
+    app.add_middleware(
+        TokenRateLimit,
+        rate=settings.api.rate_limit,
+        burst=settings.api.rate_burst,
+        known=app.state.tokens.knows,
+    )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
