@@ -4,12 +4,10 @@ request id in the answer finds the log line; every answer carries X-Request-Id."
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -17,7 +15,8 @@ from medevac.api import create_app
 from medevac.api.app import AnyRole
 from medevac.config import Settings
 from medevac.storage import Database
-from tests.conftest import ADMIN_TOKEN, free_port, wait_for
+from tests.conftest import ADMIN_TOKEN, wait_for
+from tests.serving import served
 
 SECRET = "s3cret-db-password-4242"
 
@@ -37,19 +36,10 @@ def failing_app(settings: Settings, db: Database) -> FastAPI:
 
 
 @pytest.fixture
-def served(settings: Settings, db: Database) -> Iterator[str]:
+def served_app(settings: Settings, db: Database) -> Iterator[str]:
     """The app under a real uvicorn on loopback, logging through the standard loggers."""
-    port = free_port()
-    config = uvicorn.Config(
-        failing_app(settings, db), host="127.0.0.1", port=port, log_config=None, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for("the server to start", lambda: server.started, timeout=10)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(failing_app(settings, db)) as url:
+        yield url
 
 
 def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
@@ -60,10 +50,10 @@ def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
 
 @pytest.mark.parametrize("path", ["/v1/test-failure", "/v2/test-failure"])
 def test_unhandled_exception_logs_type_and_request_id_never_the_message(
-    served: str, caplog: pytest.LogCaptureFixture, path: str
+    served_app: str, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, every level
-    r = httpx.get(served + path, headers={"X-Auth-Token": ADMIN_TOKEN}, timeout=10)
+    r = httpx.get(served_app + path, headers={"X-Auth-Token": ADMIN_TOKEN}, timeout=10)
     assert r.status_code == 500
     rid = r.headers["x-request-id"]
     assert SECRET not in r.text and rid in r.text

@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,6 +21,7 @@ from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
 from tests.integration.test_alarms_api import doctor_alarm
+from tests.serving import served
 
 ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
 MEMBER = {"X-Auth-Token": MEMBER_TOKEN}  # project p1
@@ -147,6 +149,15 @@ def test_rate_limit_per_token_is_429_with_retry_after(settings: Settings, db: Da
     # Made-up tokens share their address's bucket: no fresh bucket per guess.
     guesses = [{"X-Auth-Token": f"guess-{n:020d}"} for n in range(4)]
     assert [client.get("/v1/whoami", headers=g).status_code for g in guesses] == [401] * 3 + [429]
+
+
+def test_rate_limit_holds_on_a_served_api(settings: Settings, db: Database) -> None:
+    api = settings.api.model_copy(update={"rate_limit": 0.01, "rate_burst": 5})
+    app = create_app(settings.model_copy(update={"api": api}), db)
+    with served(app) as url, httpx.Client(base_url=url, headers=MEMBER) as c:
+        statuses = [c.get("/v1/whoami").status_code for _ in range(6)]
+        assert statuses == [200] * 5 + [429]
+        assert int(c.get("/v1/whoami").headers["retry-after"]) > 1
 
 
 def test_token_bucket_refills_at_the_rate() -> None:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import ValidationError
 
 from medevac.api import create_app
-from medevac.api.serving import base_url, server_config
+from medevac.api.serving import base_url
 from medevac.config import ApiConfig, Settings
 from medevac.storage import Database
-from tests.conftest import READER_TOKEN, free_port, wait_for
+from tests.conftest import READER_TOKEN, free_port
+from tests.serving import served
 from tests.tls import self_signed
 
 
@@ -26,14 +25,8 @@ def https(settings: Settings, db: Database, tmp_path: Path) -> Iterator[tuple[st
     api = settings.api.model_copy(
         update={"port": free_port(), "tls_cert_file": cert_file, "tls_key_file": key_file}
     )
-    app = create_app(settings.model_copy(update={"api": api}), db)
-    server = uvicorn.Server(server_config(app, api, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for("the HTTPS listener", lambda: server.started, timeout=10)
-    yield base_url(api), cert_file
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(settings.model_copy(update={"api": api}), db), api) as url:
+        yield url, cert_file
 
 
 def test_api_serves_https_with_the_configured_certificate(https: tuple[str, Path]) -> None:
