@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from medevac.config import ApiConfig, ApiToken, Role, Settings, StorageConfig
+from medevac.config import ApiConfig, ApiToken, NotifierConfig, Role, Settings, StorageConfig
 from medevac.storage import Database
 
 T = TypeVar("T")
@@ -89,6 +89,9 @@ def settings(tmp_path: Path) -> Settings:
             ],
         ),
         storage=StorageConfig(url=f"sqlite:///{tmp_path / 'medevac.db'}"),
+        # The tests' consumers listen on loopback, which alarm actions may not reach
+        # unless allowed.
+        notifier=NotifierConfig(action_allow_networks=["127.0.0.0/8"]),  # type: ignore[list-item]
     )
 
 
