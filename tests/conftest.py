@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from medevac.config import ApiConfig, ApiToken, Role, Settings, StorageConfig
+from medevac.config import ApiConfig, ApiToken, NotifierConfig, Role, Settings, StorageConfig
 from medevac.storage import Database
 
 T = TypeVar("T")
@@ -91,6 +91,9 @@ def settings(tmp_path: Path) -> Settings:
             ],
         ),
         storage=StorageConfig(url=f"sqlite:///{tmp_path / 'medevac.db'}"),
+        # The tests' consumers listen on loopback, which alarm actions may not reach
+        # unless allowed.
+        notifier=NotifierConfig(action_allow_networks=["127.0.0.0/8"]),  # type: ignore[list-item]
     )
 
 

@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -85,6 +93,32 @@ class ApiConfig(_Section):
         default_factory=list,
         description="the API's tokens, one table each; none: every route but /healthz answers 401",
     )
+    alarm_quota: int = Field(
+        default=1000,
+        ge=1,
+        description="alarms one project may hold (the operators' own alarms count as one "
+        "project); past it, creating one answers 403",
+    )
+    rate_limit: float = Field(
+        default=50.0,
+        ge=0,
+        description="requests per second each token may make on average (requests without "
+        "a token: each client address); past it 429 with Retry-After; 0: no limit",
+    )
+    rate_burst: int = Field(
+        default=200, ge=1, description="requests a token may make at once before rate_limit holds"
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve the API over HTTPS; with tls_key_file",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
 
     @model_validator(mode="after")
     def _tokens_unique(self) -> ApiConfig:
@@ -370,6 +404,24 @@ class NotifierConfig(_Section):
     """Webhook delivery of alarms, and SNMP traps."""
 
     delivery_timeout: float = Field(default=5.0, gt=0, description="one webhook POST (s)")
+    action_allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs alarm actions may send to although loopback, link-local, "
+        "unspecified or multicast (refused by default), e.g. ['127.0.0.0/8'] for a "
+        "consumer on the controller's machine",
+    )
+    action_deny_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs alarm actions may never send to, allowed or not: the BMC and "
+        "management networks",
+    )
+    action_resolve_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="how long creating or replacing an alarm waits for an action's host "
+        "name to resolve (s); a name that does not resolve in time is refused",
+    )
     retry_initial: float = Field(
         default=0.5,
         gt=0,

@@ -15,6 +15,7 @@ import uvicorn
 from dbos import DBOS
 
 from medevac.api import create_app
+from medevac.api.serving import base_url, server_config
 from medevac.bmc.ipmi import IpmiClient, IpmiTarget
 from medevac.bmc.power import BmcPowerReader, PowerControl
 from medevac.bmc.redfish import RedfishClient, RedfishTarget
@@ -508,21 +509,15 @@ class Controller:
         # cyclic collector's full passes, which would otherwise pause the heartbeat loop
         # for 0.1 s or more with thousands of hosts.
         gc.freeze()
-        config = uvicorn.Config(
-            app,
-            host=self.settings.api.host,
-            port=self.settings.api.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+        config = server_config(
+            app, self.settings.api, log_level="warning", access_log=False, lifespan="off"
         )
         server = uvicorn.Server(config)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         log.info(
-            "medevac serving on http://%s:%d (storage %s, %d hosts watched)",
-            self.settings.api.host,
-            self.settings.api.port,
+            "medevac serving on %s (storage %s, %d hosts watched)",
+            base_url(self.settings.api),
             self.db.display_url,
             len(self.settings.hosts),
         )

@@ -39,6 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tokens = [("ops", ADMIN_TOKEN, "admin", None), ("auditor", READER_TOKEN, "reader", None)]
     tokens += [("t1", MEMBER_TOKEN, "member", "p1"), ("t2", OTHER_MEMBER_TOKEN, "member", "p2")]
     config = f'[api]\nport = {port}\n[storage]\nurl = "sqlite:///{tmp / "c.db"}"\n'
+    config += '[notifier]\naction_allow_networks = ["127.0.0.0/8"]\n'
     for name, token, role, project in tokens:
         config += f'[[api.tokens]]\nname = "{name}"\ntoken = "{token}"\nrole = "{role}"\n'
         if project:

@@ -105,7 +105,7 @@ def test_oversized_chunked_body_is_413(client: TestClient) -> None:
 
 
 def test_openapi_lists_routes(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json", headers={"X-Auth-Token": READER_TOKEN}).json()["paths"]
     assert {"/healthz", "/v1/whoami", "/v1/audit"} <= set(paths)
 
 
@@ -167,3 +167,19 @@ def test_a_stalled_event_loop_is_unhealthy_for_a_while(db: Database) -> None:
     assert stalled["checks"]["loop"]["worst_lag_ms"] >= 200
     assert stalled["reasons"][0].startswith("the event loop stalled")
     assert after["reasons"] == [] and after["status"] == "ok"
+
+
+def test_openapi_and_docs_need_a_token(client: TestClient) -> None:
+    for path in ("/openapi.json", "/docs"):
+        assert client.get(path).status_code == 401
+    docs = client.get("/docs", headers={"X-Auth-Token": MEMBER_TOKEN})
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+def test_audit_pages_with_limit_and_offset(client: TestClient, db: Database) -> None:
+    for n in range(5):
+        db.record_audit("test", f"host{n}", "tester", {"n": n})
+    r = client.get("/v1/audit?limit=2&offset=1", headers={"X-Auth-Token": READER_TOKEN})
+    assert [e["subject"] for e in r.json()["events"]] == ["host3", "host2"]
+    r = client.get("/v1/audit?limit=1001", headers={"X-Auth-Token": READER_TOKEN})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("limit:")

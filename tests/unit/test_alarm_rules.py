@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec, check_action_url
+from medevac.notifier.alarms import (
+    ActionTargets,
+    Alarm,
+    AlarmIndex,
+    AlarmSpec,
+    check_action_addresses,
+    check_action_url,
+    mask_url_credentials,
+)
 from medevac.notifier.events import Event
 
 
@@ -124,8 +134,55 @@ def test_action_urls_must_be_http_and_not_the_controller(url: str) -> None:
 
 
 def test_consumer_urls_pass() -> None:
-    check_action_url("http://127.0.0.1:12346/failure", [("127.0.0.1", 8780)])
+    loopback = ActionTargets(allow=(ipaddress.ip_network("127.0.0.0/8"),))
+    check_action_url("http://127.0.0.1:12346/failure", [("127.0.0.1", 8780)], loopback)
     check_action_url("https://vnfm.example:443/alarm", [("127.0.0.1", 8780)])
+    check_action_url("http://192.0.2.7/alarm", [("127.0.0.1", 8780)])
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[fe80::1]/x", "link-local"),
+        ("http://127.0.0.1:12346/failure", "loopback"),
+        ("http://[::1]:12346/failure", "loopback"),
+        ("http://[::ffff:127.0.0.1]:9/x", "loopback"),
+        ("http://0.0.0.0:9/x", "unspecified"),
+        ("http://10.0.0.9:623/x", "action_deny_networks (10.0.0.0/24)"),
+        ("http://admin:pw@10.0.0.9/x", "admin:***@"),
+    ],
+)
+def test_link_local_loopback_and_denied_networks_are_refused(url: str, why: str) -> None:
+    targets = ActionTargets(deny=(ipaddress.ip_network("10.0.0.0/24"),))
+    with pytest.raises(ValueError, match=re.escape(why)) as refused:
+        check_action_url(url, [("127.0.0.1", 8780)], targets)
+    assert "pw" not in str(refused.value)
+
+
+def test_allowed_networks_open_loopback_but_never_a_denied_one() -> None:
+    targets = ActionTargets(
+        allow=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")),
+        deny=(ipaddress.ip_network("10.0.0.0/24"),),
+    )
+    check_action_url("http://127.0.0.2:9/x", [("127.0.0.1", 8780)], targets)
+    with pytest.raises(ValueError, match="this controller"):
+        check_action_url("http://127.0.0.1:8780/x", [("127.0.0.1", 8780)], targets)
+    with pytest.raises(ValueError, match="action_deny_networks"):
+        check_action_addresses("http://bmc/x", [ipaddress.ip_address("10.0.0.1")], targets)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("http://vnfm:hunter2@h:8/p?q=1", "http://vnfm:***@h:8/p?q=1"),
+        ("http://alice:s%40cret@[::1]/x", "http://alice:***@[::1]/x"),
+        ("http://token@h/x", "http://***@h/x"),
+        ("https://h/x", "https://h/x"),
+    ],
+)
+def test_action_passwords_are_masked(url: str, masked: str) -> None:
+    assert mask_url_credentials(url) == masked
 
 
 # -- the index agrees with evaluating every alarm -----------------------------------

@@ -7,7 +7,9 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp
 
 from medevac import __version__
 from medevac.api.alarms import alarms_router
@@ -16,12 +18,16 @@ from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.health import Health
 from medevac.api.incidents import incidents_router
-from medevac.api.limits import BodySizeLimit
+from medevac.api.limits import BodySizeLimit, TokenRateLimit
+from medevac.api.openapi import install_openapi
+from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
+from medevac.api.request_id import RequestIds
 from medevac.cloud.errors import CloudError
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
-from medevac.monitor.hosts import HostMonitor
+from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
+from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import IncidentStore, RecoveryStore
@@ -29,6 +35,14 @@ from medevac.storage.records import IncidentStore, RecoveryStore
 AnyRole = Annotated[Principal, Depends(require())]
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+class MedevacApi(FastAPI):
+    """FastAPI with request ids outside Starlette's error middleware, which re-raises
+    every unhandled exception for the server to log with its message."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIds(super().build_middleware_stack())
 
 
 def create_app(
@@ -39,33 +53,62 @@ def create_app(
     notifier: Notifier | None = None,
 ) -> FastAPI:
     """Build the API for one controller; the caller owns the blocks passed in."""
-    app = FastAPI(
+    app = MedevacApi(
         title="medevac",
         version=__version__,
         description="Fault management and VM high availability for OpenStack clouds.",
+        # Served below behind a token, like every route but /healthz and /readyz.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app)
     app.state.tokens = TokenRegistry(settings.api.tokens)
     app.state.db = db
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(
+        TokenRateLimit,
+        rate=settings.api.rate_limit,
+        burst=settings.api.rate_burst,
+        known=app.state.tokens.knows,
+    )
 
     health = app.state.health = Health(db, notifier=notifier, monitor=monitor)
     with contextlib.suppress(RuntimeError):  # built outside a loop: started on first use
         health.loop.start()
 
-    @app.get("/healthz", tags=["health"])
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        responses={503: {"description": "unhealthy: the reasons are in the body"}},
+    )
     async def healthz() -> JSONResponse:
         """Liveness (no auth): the store answers a query in time, the event loop has not
         stalled lately, the outbox's writes succeed; 503 with the reasons if not."""
         body = {**await health.health(), "version": __version__}
         return JSONResponse(body, status_code=503 if body["reasons"] else 200)
 
-    @app.get("/readyz", tags=["health"])
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "not ready: what it waits for is in the body"}},
+    )
     async def readyz() -> JSONResponse:
         """Readiness (no auth): the schema is migrated, the alarms are loaded, the outbox
         is started and the monitor runs; 503 with what it waits for if not."""
         body = await health.readiness()
         return JSONResponse(body, status_code=503 if body["waiting"] else 200)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_: AnyRole) -> JSONResponse:
+        """This API's OpenAPI document."""
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_: AnyRole) -> HTMLResponse:
+        """Swagger UI over the document (the browser must send the token, too)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
     @app.get("/v1/whoami", tags=["auth"])
     async def whoami(principal: AnyRole) -> dict[str, Any]:
@@ -80,12 +123,12 @@ def create_app(
     async def audit(
         request: Request,
         _: AdminOrReader,
+        page: Paged,
         subject: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """The audit log, newest first; spans every project, so admin and reader only."""
         database: Database = request.app.state.db
-        events = database.audit_events(subject=subject, limit=limit)
+        events = database.audit_events(subject=subject, limit=page.limit, offset=page.offset)
         return {
             "events": [
                 {
@@ -137,14 +180,31 @@ def create_app(
         return result
 
     @app.get("/v1/verdicts", tags=["monitor"])
-    async def verdicts(_: AdminOrReader) -> dict[str, Any]:
-        """The most recent verdicts, oldest first."""
+    async def verdicts(
+        _: AdminOrReader,
+        limit: Annotated[int, Query(ge=1, le=KEPT_VERDICTS)] = KEPT_VERDICTS,
+        offset: Annotated[int, Query(ge=0, le=KEPT_VERDICTS)] = 0,
+    ) -> dict[str, Any]:
+        """The most recent verdicts (``offset`` skips the newest), listed oldest first."""
         recent = list(monitor.recent_verdicts) if monitor is not None else []
-        return {"verdicts": [v.as_dict() for v in recent]}
+        chosen = Page(limit, offset).of(recent[::-1])[::-1]
+        return {"verdicts": [v.as_dict() for v in chosen]}
 
     app.include_router(recoveries_router(RecoveryStore(db)))
     if notifier is not None:
-        app.include_router(alarms_router(notifier, [(settings.api.host, settings.api.port)]))
+        targets = ActionTargets(
+            allow=tuple(settings.notifier.action_allow_networks),
+            deny=tuple(settings.notifier.action_deny_networks),
+        )
+        app.include_router(
+            alarms_router(
+                notifier,
+                [(settings.api.host, settings.api.port)],
+                targets=targets,
+                resolve_timeout=settings.notifier.action_resolve_timeout,
+                quota=settings.api.alarm_quota,
+            )
+        )
         if inspector is not None:
             app.include_router(
                 incidents_router(IncidentStore(db), RecoveryStore(db), inspector, notifier)

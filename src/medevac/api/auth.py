@@ -8,7 +8,7 @@ comparison does not depend on how much of a guessed token matches.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -33,6 +33,16 @@ class Principal:
         return self.role in (Role.ADMIN, Role.READER) or self.project_id == project_id
 
 
+def presented_token(headers: Mapping[str, str]) -> str | None:
+    """The token a request carries, from ``X-Auth-Token`` or ``Authorization: Bearer``."""
+    token = headers.get("x-auth-token")
+    if token is None:
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value:
+            token = value.strip()
+    return token
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -44,12 +54,11 @@ class TokenRegistry:
             for t in tokens
         }
 
+    def knows(self, token: str) -> bool:
+        return _digest(token) in self._by_digest
+
     def authenticate(self, request: Request) -> Principal:
-        token = request.headers.get("x-auth-token")
-        if token is None:
-            scheme, _, value = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() == "bearer" and value:
-                token = value.strip()
+        token = presented_token(request.headers)
         if not token:
             raise ApiError(401, "missing credentials: send X-Auth-Token or Authorization: Bearer")
         principal = self._by_digest.get(_digest(token))

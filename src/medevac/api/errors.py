@@ -5,7 +5,9 @@ except on Aodh's routes (``/v2/...``), which answer as Aodh does:
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -13,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +47,83 @@ def is_aodh_path(path: str) -> bool:
     return path.startswith(AODH_PREFIX)
 
 
-def error_response(status: int, message: str, *, aodh: bool = False, **detail: Any) -> JSONResponse:
+def error_body(status: int, message: str, *, aodh: bool = False, **detail: Any) -> dict[str, Any]:
     """The envelope, or Aodh's error body when ``aodh`` (whose shape has no detail)."""
-    body: dict[str, Any]
     if aodh:
-        body = aodh_error_body(status, message)
-    else:
-        error: dict[str, Any] = {
-            "code": status,
-            "title": HTTPStatus(status).phrase,
-            "message": message,
-        }
-        if detail:
-            error["detail"] = detail
-        body = {"error": error}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return aodh_error_body(status, message)
+    error: dict[str, Any] = {
+        "code": status,
+        "title": HTTPStatus(status).phrase,
+        "message": message,
+    }
+    if detail:
+        error["detail"] = detail
+    return {"error": error}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    aodh: bool = False,
+    headers: dict[str, str] | None = None,
+    **detail: Any,
+) -> JSONResponse:
+    """:func:`error_body` as a response; 401 says how to authenticate."""
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    body = error_body(status, message, aodh=aodh, **detail)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """Answer ``body`` as JSON straight on the ASGI channel (for middleware that answers
+    before, or instead of, the application)."""
+    content = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
+
+
+def request_id(scope: Scope) -> str:
+    """The id the request was given (see ``medevac.api.request_id``); ``-`` if none."""
+    return str(scope.get("state", {}).get("request_id", "-"))
+
+
+def raised_at(exc: BaseException) -> str:
+    """Where ``exc`` was raised, ``file:line in function``: code, not data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"
+
+
+def log_unhandled(scope: Scope, exc: BaseException) -> None:
+    """Log an unhandled exception once, by type, place and request id, never its
+    message: exception text may carry secrets (a URL's password, a token)."""
+    state = scope.setdefault("state", {})
+    if state.get("error_logged"):
+        return
+    state["error_logged"] = True
+    log.error(
+        "unhandled %s on %s %s (request %s), raised at %s",
+        type(exc).__name__,
+        scope.get("method", "?"),
+        scope.get("path", "?"),
+        request_id(scope),
+        raised_at(exc),
+    )
+
+
+def internal_error_body(scope: Scope) -> dict[str, Any]:
+    """What a 500 answers: no exception text, the request id to find the log line."""
+    rid = request_id(scope)
+    message = f"internal error; see the controller log for request {rid}"
+    return error_body(500, message, aodh=is_aodh_path(scope.get("path", "")), request_id=rid)
 
 
 def _respond(request: Request, status: int, message: str, **detail: Any) -> JSONResponse:
@@ -91,8 +155,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The message stays generic: exception text may carry data we must not echo.
-        log.error(
-            "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
-        )
-        log.debug("unhandled error detail", exc_info=exc)
-        return _respond(request, 500, "internal error; see the controller log")
+        log_unhandled(request.scope, exc)
+        return JSONResponse(internal_error_body(request.scope), status_code=500)

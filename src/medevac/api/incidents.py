@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from medevac.api.auth import Principal, require
 from medevac.api.errors import ApiError
+from medevac.api.paging import Paged
 from medevac.config import Role
 from medevac.inspector.inspector import Inspector
 from medevac.notifier.notifier import Notifier
@@ -30,12 +31,14 @@ def incidents_router(
     @router.get("/v1/incidents")
     async def list_incidents(
         _: AdminOrReader,
+        page: Paged,
         host: str | None = None,
         state: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Incidents, newest first: host, state, verdicts, actions and results, events."""
-        rows = await asyncio.to_thread(store.recent, host=host, state=state, limit=limit)
+        # Open incidents live in the inspector: merge the first offset + limit of both.
+        wanted = page.offset + page.limit
+        rows = await asyncio.to_thread(store.recent, host=host, state=state, limit=wanted)
         known = {r["id"] for r in rows}
         live = [
             i.as_dict()
@@ -46,7 +49,7 @@ def incidents_router(
         ]
         found = live + [fresh(r) for r in rows]
         found.sort(key=lambda b: b["opened_at"], reverse=True)
-        return {"incidents": found[:limit]}
+        return {"incidents": page.of(found)}
 
     async def incident(incident_id: str) -> dict[str, Any]:
         for inc in inspector.open.values():

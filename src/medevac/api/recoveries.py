@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from medevac.api.auth import Principal, require
 from medevac.api.errors import ApiError
+from medevac.api.paging import Paged
 from medevac.config import Role
 from medevac.storage.records import RecoveryStore
 
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
-Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def recoveries_router(store: RecoveryStore) -> APIRouter:
@@ -21,10 +21,13 @@ def recoveries_router(store: RecoveryStore) -> APIRouter:
 
     @router.get("/v1/recoveries")
     async def list_recoveries(
-        _: AdminOrReader, host: str | None = None, limit: Limit = 100
+        _: AdminOrReader, page: Paged, host: str | None = None
     ) -> dict[str, Any]:
         """Host recoveries, newest first, with their state (FENCING, EVACUATING, ...)."""
-        return {"recoveries": await asyncio.to_thread(store.recent, host=host, limit=limit)}
+        rows = await asyncio.to_thread(
+            store.recent, host=host, limit=page.limit, offset=page.offset
+        )
+        return {"recoveries": rows}
 
     @router.get("/v1/recoveries/{recovery_id}")
     async def get_recovery(recovery_id: str, _: AdminOrReader) -> dict[str, Any]:
@@ -37,12 +40,14 @@ def recoveries_router(store: RecoveryStore) -> APIRouter:
     @router.get("/v1/history")
     async def history(
         _: AdminOrReader,
+        page: Paged,
         server: str | None = None,
         host: str | None = None,
-        limit: Limit = 100,
     ) -> dict[str, Any]:
         """The evacuation history: server, from, to, start, end, result; newest first."""
-        rows = await asyncio.to_thread(store.history, server_id=server, host=host, limit=limit)
+        rows = await asyncio.to_thread(
+            store.history, server_id=server, host=host, limit=page.limit, offset=page.offset
+        )
         return {"evacuations": rows}
 
     return router

@@ -523,7 +523,10 @@ def _print_incident(inc: dict[str, Any]) -> None:
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the database schema to the newest version."""
     settings = settings_or_exit(config)
-    db = Database(settings.storage.url)
+    try:
+        db = Database(settings.storage.url)
+    except StorageError as exc:
+        raise fail(str(exc)) from None
     try:
         db.migrate()
         typer.echo(f"{db.display_url}: schema at revision {db.current_revision()}")

@@ -49,6 +49,8 @@ from medevac.monitor.verdicts import Verdict, VerdictKind, VerdictSink
 
 log = logging.getLogger(__name__)
 
+KEPT_VERDICTS = 500  # the verdicts kept for the API, newest last
+
 RECEIVE_BUFFER = 8 << 20
 
 
@@ -166,7 +168,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         # When each zone's first host came back: its other hosts are judged alone only
         # an isolation window later, since a partition heals host by host too.
         self._zone_back_at: dict[str, float] = {}
-        self.recent_verdicts: deque[Verdict] = deque(maxlen=500)
+        self.recent_verdicts: deque[Verdict] = deque(maxlen=KEPT_VERDICTS)
         self._seen_keys: OrderedDict[str, None] = OrderedDict()
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -124,19 +124,88 @@ class AlarmSpec(BaseModel):
         yield from self.insufficient_data_actions
 
 
-def check_action_url(url: str, forbidden: Iterable[tuple[str, int]]) -> None:
-    """Raise ValueError unless ``url`` is an http(s) URL that is not the controller itself."""
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTargets:
+    """Where alarm actions may send: never into ``deny``; into loopback, link-local,
+    unspecified or multicast addresses only inside ``allow``."""
+
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why ``address`` is refused, or None."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        for network in self.deny:
+            if address in network:
+                return f"is in notifier.action_deny_networks ({network})"
+        if any(address in network for network in self.allow):
+            return None
+        for kind in ("loopback", "link_local", "unspecified", "multicast"):
+            if getattr(address, f"is_{kind}"):
+                kind = kind.replace("_", "-")
+                return f"is a {kind} address (not in notifier.action_allow_networks)"
+        return None
+
+
+def mask_url_credentials(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***`` (the whole user
+    part when it has no password: then it is often a token)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name, colon, _password = user.partition(":")
+    netloc = f"{name}:***@{host}" if colon else f"***@{host}"
+    return SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment).geturl()
+
+
+def action_host(url: str) -> tuple[str, int]:
+    """The host (lower case, no brackets) and port an action URL sends to."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"action {url!r} must be an http:// or https:// URL")
+        raise ValueError(f"action {mask_url_credentials(url)!r} must be an http:// or https:// URL")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise ValueError(f"action {url!r} has an invalid port") from None
-    host = parts.hostname.lower()
+        raise ValueError(f"action {mask_url_credentials(url)!r} has an invalid port") from None
+    return parts.hostname.lower(), port
+
+
+def literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_action_url(
+    url: str, forbidden: Iterable[tuple[str, int]], targets: ActionTargets | None = None
+) -> None:
+    """Raise ValueError unless ``url`` is an http(s) URL that is not the controller itself
+    and, when its host is an IP address, one ``targets`` allows (names: see
+    :func:`check_action_addresses`, once resolved)."""
+    host, port = action_host(url)
     for own_host, own_port in forbidden:
         if port == own_port and _same_host(host, own_host.lower()):
-            raise ValueError(f"action {url!r} points at this controller")
+            raise ValueError(f"action {mask_url_credentials(url)!r} points at this controller")
+    address = literal_address(host)
+    if address is not None:
+        check_action_addresses(url, [address], targets or ActionTargets())
+
+
+def check_action_addresses(
+    url: str, addresses: Iterable[IPAddress], targets: ActionTargets
+) -> None:
+    """Raise ValueError when any address ``url``'s host stands for is refused."""
+    for address in addresses:
+        why = targets.refusal(address)
+        if why is not None:
+            raise ValueError(f"action {mask_url_credentials(url)!r} is refused: {address} {why}")
 
 
 def _same_host(a: str, b: str) -> bool:

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, Table, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from medevac.storage.models import AuditEvent
@@ -52,17 +52,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password hidden, even when it is too malformed to parse: what
+    stands between the first ``:`` of the user part and the last ``@`` becomes ``***``."""
+    at = url.rfind("@")
+    if at < 0:
+        return url
+    slashes = url.find("//")
+    start = slashes + 2 if 0 <= slashes < at else url.find(":") + 1
+    user, colon, _password = url[start:at].partition(":")
+    return url[:start] + user + (":***" if colon else "") + url[at:]
+
+
 class Database:
     """One database: ``migrate()`` once at start, then ``session()`` per unit of work."""
 
     def __init__(self, url: str) -> None:
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise StorageError(f"storage.url is not a database URL: {url!r}") from None
+        except (ArgumentError, ValueError):
+            raise StorageError(f"storage.url is not a database URL: {redact_url(url)!r}") from None
         self.url = parsed
-        # Errors never quote a statement's values: they may hold a consumer's URL.
-        self.engine: Engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+        try:
+            # Errors never quote a statement's values: they may hold a consumer's URL.
+            self.engine: Engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+        except NoSuchModuleError:
+            raise StorageError(
+                f"storage.url names an unknown database driver {parsed.drivername!r}: "
+                f"{self.display_url}"
+            ) from None
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -203,9 +221,11 @@ class Database:
             s.flush()
             return ev.id
 
-    def audit_events(self, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
+    def audit_events(
+        self, subject: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[AuditEvent]:
         with self.reading() as s:
-            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
             if subject is not None:
                 q = q.where(AuditEvent.subject == subject)
             return list(s.scalars(q))

@@ -27,11 +27,15 @@ from medevac.storage.models import (
 
 
 def newest(
-    model: Any, order: Any, limit: int | None, where: dict[Any, Any] | None = None
+    model: Any,
+    order: Any,
+    limit: int | None,
+    where: dict[Any, Any] | None = None,
+    offset: int = 0,
 ) -> Select[Any]:
-    """``model`` rows, newest first by ``order`` (at most ``limit``, None: all), equal
-    to each non-None filter value."""
-    q = select(model).order_by(order.desc()).limit(limit)
+    """``model`` rows, newest first by ``order`` (at most ``limit``, None: all, after
+    skipping ``offset``), equal to each non-None filter value."""
+    q = select(model).order_by(order.desc()).limit(limit).offset(offset or None)
     for column, value in (where or {}).items():
         if value is not None:
             q = q.where(column == value)
@@ -102,11 +106,16 @@ class IncidentStore:
             return row.body if row is not None else None
 
     def recent(
-        self, *, host: str | None = None, state: str | None = None, limit: int = 100
+        self,
+        *,
+        host: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         where = {IncidentRecord.host: host, IncidentRecord.state: state}
         with self.db.reading() as s:
-            q = newest(IncidentRecord, IncidentRecord.opened_at, limit, where)
+            q = newest(IncidentRecord, IncidentRecord.opened_at, limit, where, offset)
             return [r.body for r in s.scalars(q)]
 
 
@@ -470,19 +479,25 @@ class RecoveryStore:
             body["evacuations"] = [_evacuation_dict(e) for e in evacs]
             return body
 
-    def recent(self, *, host: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def recent(
+        self, *, host: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
         with self.db.reading() as s:
-            q = newest(
-                RecoveryRecord, RecoveryRecord.started_at, limit, {RecoveryRecord.host: host}
-            )
+            where = {RecoveryRecord.host: host}
+            q = newest(RecoveryRecord, RecoveryRecord.started_at, limit, where, offset)
             return [_recovery_dict(r) for r in s.scalars(q)]
 
     def history(
-        self, *, server_id: str | None = None, host: str | None = None, limit: int = 100
+        self,
+        *,
+        server_id: str | None = None,
+        host: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         where = {EvacuationRecord.server_id: server_id, EvacuationRecord.from_host: host}
         with self.db.reading() as s:
-            q = newest(EvacuationRecord, EvacuationRecord.started_at, limit, where)
+            q = newest(EvacuationRecord, EvacuationRecord.started_at, limit, where, offset)
             return [_evacuation_dict(e) for e in s.scalars(q)]
 
 

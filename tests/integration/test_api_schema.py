@@ -1,0 +1,98 @@
+"""Generated requests (schemathesis, from the served OpenAPI document; valid and invalid
+ones) against the whole API with an admin's and a member's token: no 5xx, and every
+answer's status, content type and body as the document says."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from medevac.config import Settings
+from medevac.storage import Database
+from tests.api_world import build_world
+from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+EXAMPLES = 30  # per operation and token: about 1,200 requests over the 20 operations
+# The probes answer 503 by design when the controller is unhealthy or not ready (this
+# world's notifier is never started): documented, so only that check is left out.
+PROBES = {"/healthz", "/readyz"}
+
+
+def test_generated_requests_get_no_5xx_and_answers_match_the_document(
+    settings: Settings, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = settings.api.model_copy(update={"rate_limit": 0})
+    notifier = settings.notifier.model_copy(update={"action_resolve_timeout": 0.2})
+    world = build_world(settings.model_copy(update={"api": api, "notifier": notifier}), db)
+    admin = {"X-Auth-Token": ADMIN_TOKEN}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", world.app, headers=admin)
+    made = 0
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+
+        cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(
+            GenerationMode.NEGATIVE
+        )
+
+        @given(case=cases)
+        @hypothesis_settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: schemathesis.Case) -> None:
+            nonlocal made
+            checks = CHECKS[1:] if case.operation.path in PROBES else CHECKS
+            for token in (ADMIN_TOKEN, MEMBER_TOKEN):
+                case.call_and_validate(headers={"X-Auth-Token": token}, checks=checks)
+                made += 1
+
+        run()
+    print(f"schemathesis: {made} requests over {operations} operations, no failure")
+    assert operations >= 19 and made >= 1000
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_document_declares_400_not_422_the_token_schemes_and_typed_alarms(
+    settings: Settings, db: Database
+) -> None:
+    doc = build_world(settings, db).app.openapi()
+    operations = [(p, m, op) for p, item in doc["paths"].items() for m, op in item.items()]
+    assert not [p for p, _, op in operations if "422" in op["responses"]]
+    assert "400" in doc["paths"]["/v1/audit"]["get"]["responses"]
+    assert set(doc["components"]["securitySchemes"]) == {"AuthToken", "Bearer"}
+    assert doc["components"]["securitySchemes"]["AuthToken"]["name"] == "X-Auth-Token"
+    for path, _, op in operations:
+        assert ("security" in op) == (path not in PROBES), path
+        if path not in PROBES:
+            assert {"401", "403", "429"} <= set(op["responses"]), path
+    create = doc["paths"]["/v2/alarms"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/AlarmSpec"
+    )
+    assert {"201", "400", "403", "413"} <= set(create["responses"])
+    fault = create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert fault.endswith("/AodhError")
+    release = doc["paths"]["/v1/hosts/{host}/release"]["post"]["responses"]
+    assert {"404", "409"} <= set(release)
+    assert release["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
