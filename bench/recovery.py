@@ -36,7 +36,7 @@ from medevac.cloud import CloudDriver
 from medevac.lab.client import LabClient, lab_down
 from medevac.lab.layout import LabPaths
 from medevac.lab.stack import Stack
-from medevac.recovery.workflows import RecoverySettings
+from medevac.recovery.runtime import RecoverySettings
 
 MASAKARI_WAIT = 180.0
 # The floor reads arrivals as often as medevac does when Nova's notifications are not

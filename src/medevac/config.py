@@ -43,9 +43,17 @@ class ApiToken(_Section):
     """A bearer token and who it stands for."""
 
     name: str = Field(min_length=1, description="who holds it; shown in the audit log")
-    token: SecretStr
-    role: Role
-    project_id: str | None = Field(default=None, description="required for role member")
+    token: SecretStr = Field(
+        description="the secret, sent as X-Auth-Token or Authorization: Bearer; at least 16 "
+        "characters, each token's own, never logged or echoed"
+    )
+    role: Role = Field(
+        description="admin: everything; reader: read everything, change nothing; "
+        "member: its own project's resources"
+    )
+    project_id: str | None = Field(
+        default=None, description="the project a member stands for; required for role member"
+    )
 
     @model_validator(mode="after")
     def _member_needs_project(self) -> ApiToken:
@@ -57,10 +65,17 @@ class ApiToken(_Section):
 
 
 class ApiConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8780, ge=0, le=65535)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    tokens: list[ApiToken] = Field(default_factory=list)
+    """The HTTP API and who may call it."""
+
+    host: str = Field(default="127.0.0.1", description="the address the API listens on")
+    port: int = Field(default=8780, ge=0, le=65535, description="the API's TCP port")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="larger request bodies are refused with 413"
+    )
+    tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description="the API's tokens, one table each; none: every route but /healthz answers 401",
+    )
 
     @model_validator(mode="after")
     def _tokens_unique(self) -> ApiConfig:
@@ -74,12 +89,20 @@ class ApiConfig(_Section):
 
 
 class CloudConfig(_Section):
+    """The OpenStack cloud, reached through openstacksdk and clouds.yaml."""
+
     name: str = Field(default="openstack", description="entry of clouds.yaml")
     clouds_yaml: Path | None = Field(
         default=None, description="clouds.yaml to read; default: openstacksdk's search path"
     )
-    max_workers: int = Field(default=16, ge=1, le=256, description="threads for SDK calls")
-    call_timeout: float = Field(default=30.0, gt=0)
+    max_workers: int = Field(default=16, ge=1, le=256, description="threads for blocking SDK calls")
+    call_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="one call's deadline (s), counted from when a thread takes it, and the "
+        "socket timeout; a call that waits this long for a thread is not sent; a page of a "
+        "full listing gets at least 300 s",
+    )
     compute_microversion_cap: str | None = Field(
         default=None,
         pattern=r"^2\.\d+$",
@@ -94,15 +117,18 @@ class CloudConfig(_Section):
 
 
 class StorageConfig(_Section):
+    """The controller's own database: incidents, alarms, outbox, recoveries, audit."""
+
     url: str = Field(
         default="sqlite:///medevac.db",
-        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://...",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
     checkpoint_interval: float = Field(
         default=1.0,
         gt=0,
         le=60,
-        description="SQLite: copy the write-ahead log into the file this often (s)",
+        description="SQLite: copy the write-ahead log into the file this often (s), apart "
+        "from the commits",
     )
 
 
@@ -114,13 +140,20 @@ class BmcDriver(enum.StrEnum):
 class HostConfig(_Section):
     """A compute host medevac watches: where its BMC answers."""
 
-    bmc_driver: BmcDriver = BmcDriver.IPMI
-    bmc_address: str
+    bmc_driver: BmcDriver = Field(
+        default=BmcDriver.IPMI, description="ipmi: IPMI 2.0 lanplus; redfish: Redfish over HTTP(S)"
+    )
+    bmc_address: str = Field(description="the BMC's IP address or host name")
     bmc_port: int | None = Field(
         default=None, ge=1, le=65535, description="default: 623 for IPMI, 443 for Redfish"
     )
-    zone: str = "nova"
-    redfish_scheme: Literal["https", "http"] = "https"
+    zone: str = Field(
+        default="nova",
+        description="the zone the isolation check and the mass-failure guard count it in",
+    )
+    redfish_scheme: Literal["https", "http"] = Field(
+        default="https", description="Redfish only: the scheme of the BMC's URL"
+    )
     redfish_system: str | None = Field(
         default=None, description="the ComputerSystem id; default: the BMC's only system"
     )
@@ -143,8 +176,12 @@ class HostConfig(_Section):
 class MonitorConfig(_Section):
     """Heartbeat reception and failure detection."""
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = Field(default=8781, ge=0, le=65535, description="UDP, for agents")
+    listen_host: str = Field(
+        default="127.0.0.1", description="the address agents send heartbeats to (UDP)"
+    )
+    listen_port: int = Field(
+        default=8781, ge=0, le=65535, description="the UDP port agents send heartbeats to"
+    )
     interval: float = Field(default=0.1, gt=0, description="the agents' heartbeat interval (s)")
     phi_threshold: float = Field(
         default=8.0,
@@ -152,11 +189,22 @@ class MonitorConfig(_Section):
         description="suspect a host when phi reaches this (8: one chance in 10^8 of a "
         "live host being that late); lower detects faster, higher suspects less",
     )
-    max_clock_skew: float = Field(default=5.0, gt=0, description="drop datagrams off by more")
-    probes: int = Field(default=3, ge=1, le=10, description="direct probes before a verdict")
-    probe_timeout: float = Field(default=0.04, gt=0, description="wait for a probe answer (s)")
+    max_clock_skew: float = Field(
+        default=5.0,
+        gt=0,
+        description="drop heartbeats whose send time is further off than this (s)",
+    )
+    probes: int = Field(
+        default=3, ge=1, le=10, description="direct probes to a suspect agent; any answer clears it"
+    )
+    probe_timeout: float = Field(
+        default=0.04, gt=0, description="how long the probes wait for an answer (s)"
+    )
     bmc_refresh: float = Field(
-        default=10.0, ge=0, description="read each BMC this often anyway (s); 0: only on suspicion"
+        default=10.0,
+        ge=0,
+        description="read each BMC this often anyway (s): warm sessions, power as last "
+        "seen; 0: only on suspicion",
     )
     bmc_timeout: float = Field(
         default=1.0, gt=0, description="one BMC call, read or power off, login included (s)"
@@ -164,12 +212,27 @@ class MonitorConfig(_Section):
     bmc_verdict_wait: float = Field(
         default=0.06,
         gt=0,
-        description="how long a verdict waits for the BMC (s); past it the verdict is "
-        "HOST_UNREACHABLE and a later 'power off' upgrades it to HOST_DOWN",
+        description="how long a verdict waits for the BMC (s), counted from the suspicion, "
+        "the probes' wait included; past it the verdict is HOST_UNREACHABLE and a later "
+        "'power off' upgrades it to HOST_DOWN",
     )
-    isolation_fraction: float = Field(default=0.5, gt=0, le=1)
-    isolation_window: float = Field(default=2.0, gt=0)
-    isolation_min_hosts: int = Field(default=3, ge=2)
+    isolation_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="this share of a zone gone silent together is OBSERVER_ISOLATED, not "
+        "host verdicts",
+    )
+    isolation_window: float = Field(
+        default=2.0,
+        gt=0,
+        description="hosts silent for at most this long count as gone silent together (s); "
+        "after a zone comes back, a host still silent this long after the first one "
+        "returned is judged alone",
+    )
+    isolation_min_hosts: int = Field(
+        default=3, ge=2, description="smaller zones are never judged isolated"
+    )
     nova_notifications_url: str | None = Field(
         default=None,
         description="RabbitMQ URL (rabbit:// or amqp://) of Nova's versioned notifications",
@@ -191,7 +254,9 @@ class InspectorConfig(_Section):
         description="servers of a lost host: reset to error (Doctor), or leave as they are",
     )
     resync_interval: float = Field(
-        default=60.0, gt=0, description="full topology resync period (s); notifications between"
+        default=60.0,
+        gt=0,
+        description="full topology listing (s); Nova's notifications keep it fresh between",
     )
     notify_head_start: float = Field(
         default=0.05,
@@ -199,24 +264,34 @@ class InspectorConfig(_Section):
         description="cloud calls wait for the alarms to be out, at most this long (s)",
     )
     action_concurrency: int = Field(default=32, ge=1, le=512, description="cloud calls at once")
-    action_attempts: int = Field(default=4, ge=1, le=20, description="tries per action")
+    action_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="tries per action (5xx, 429, timeouts and 409 are retried)",
+    )
     action_backoff: float = Field(default=0.2, gt=0, description="first retry wait (s), doubling")
     guard_fraction: float = Field(
-        default=0.5, gt=0, le=1, description="share of a zone lost within the window that holds it"
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of a zone lost now (within the window) that holds the zone",
     )
-    guard_window: float = Field(default=60.0, gt=0, description="guard window (s)")
+    guard_window: float = Field(
+        default=60.0, gt=0, description="hosts lost within this (s), and still lost, count"
+    )
     guard_min_hosts: int = Field(default=3, ge=1, description="never hold for fewer hosts")
     guard_hold: float = Field(
-        default=300.0, gt=0, description="a hold lasts this after its trigger (s)"
+        default=300.0, gt=0, description="a hold lasts this after its last trigger (s)"
     )
 
 
 class SnmpManagerConfig(_Section):
     """An SNMP manager that receives a v2c trap per event."""
 
-    host: str
-    port: int = Field(default=162, ge=1, le=65535)
-    community: SecretStr
+    host: str = Field(description="the manager's address")
+    port: int = Field(default=162, ge=1, le=65535, description="the manager's UDP port")
+    community: SecretStr = Field(description="the SNMPv2c community; a secret, never logged")
     event_types: list[str] = Field(
         default_factory=lambda: ["compute.host.*", "medevac.*"],
         min_length=1,
@@ -227,10 +302,13 @@ class SnmpManagerConfig(_Section):
 class NotifierConfig(_Section):
     """Webhook delivery of alarms, and SNMP traps."""
 
-    delivery_timeout: float = Field(default=5.0, gt=0, description="one POST (s)")
+    delivery_timeout: float = Field(default=5.0, gt=0, description="one webhook POST (s)")
     retry_initial: float = Field(default=0.5, gt=0, description="first retry wait (s), doubling")
     retry_max_interval: float = Field(
-        default=10.0, gt=0, description="longest wait between retries (s)"
+        default=10.0,
+        gt=0,
+        description="longest wait between retries (s): a consumer back from an outage "
+        "waits at most this",
     )
     retry_for: float = Field(
         default=3600.0, gt=0, description="give a delivery up (failed) after this long (s)"
@@ -246,56 +324,101 @@ class NotifierConfig(_Section):
         pattern=r"^\d+(\.\d+)+$",
         description="OID arc of medevac's traps; put it under your enterprise number",
     )
-    snmp_managers: list[SnmpManagerConfig] = Field(default_factory=list)
+    snmp_managers: list[SnmpManagerConfig] = Field(
+        default_factory=list, description="where traps go, one table each; none by default"
+    )
     bus_url: str | None = Field(
         default=None,
         description="RabbitMQ URL: publish every event as an oslo.messaging notification",
     )
-    bus_exchange: str = Field(default="medevac", min_length=1)
-    bus_topic: str = Field(default="notifications", min_length=1)
+    bus_exchange: str = Field(
+        default="medevac", min_length=1, description="the topic exchange events are published to"
+    )
+    bus_topic: str = Field(
+        default="notifications",
+        min_length=1,
+        description="routing key <topic>.info, or <topic>.critical for critical events",
+    )
 
 
 class HostGroupConfig(_Section):
     """A group of hosts recovered under one policy (a Masakari segment)."""
 
-    name: str = Field(min_length=1)
-    hosts: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="wildcards")
+    name: str = Field(min_length=1, description="the group's name, in recoveries and events")
+    hosts: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="shell wildcards of host names; a host belongs to the first group "
+        "that matches it",
+    )
     level: Literal[1, 2, 3] = Field(
         default=2,
-        description="1: force down, no fencing (unsafe); 2: fence first; 3: wait for Nova",
+        description="1: force down, no fencing (unsafe); 2: fence first; 3: wait for Nova "
+        "to see the service down",
     )
-    recovery_method: Literal["auto", "reserved_host", "auto_priority", "rh_priority"] = "auto"
-    reserved_hosts: list[str] = Field(default_factory=list)
-    evacuate_all: bool = Field(default=False, description="also servers without HA_Enabled")
-    ignore_error_servers: bool = False
-    on_shared_storage: bool = False
+    recovery_method: Literal["auto", "reserved_host", "auto_priority", "rh_priority"] = Field(
+        default="auto",
+        description="where evacuations go: auto (Nova's scheduler), reserved_host (only "
+        "the reserved hosts), auto_priority (the scheduler, then the reserved hosts), "
+        "rh_priority (the reserved hosts, then the scheduler)",
+    )
+    reserved_hosts: list[str] = Field(
+        default_factory=list, description="the hosts the reserved_host methods try, in order"
+    )
+    evacuate_all: bool = Field(default=False, description="also servers without HA_Enabled=True")
+    ignore_error_servers: bool = Field(
+        default=False, description="do not evacuate servers already in error before the fault"
+    )
+    on_shared_storage: bool = Field(
+        default=False,
+        description="Nova's onSharedStorage for evacuations (sent only below microversion 2.14)",
+    )
     concurrency: int = Field(default=4, ge=1, le=64, description="evacuations at once")
-    auto_release: bool = False
+    auto_release: bool = Field(
+        default=False,
+        description="put a fenced host that came back into service without an operator "
+        "(tried every 5 s, for up to 10 minutes, until Nova accepts)",
+    )
 
 
 class RecoveryConfig(_Section):
     """Fencing and evacuation, as durable workflows."""
 
-    enabled: bool = Field(default=True, description="false: correct state and alert only")
+    enabled: bool = Field(
+        default=True, description="false: correct state and alert, never fence or evacuate"
+    )
     database_url: str | None = Field(
         default=None,
         description="the workflows' database; default: <storage file>-workflows.db "
         "beside a SQLite store, or the storage database itself on PostgreSQL",
     )
-    check_interval: float = Field(default=0.5, gt=0, description="fencing: between reads (s)")
-    check_max_count: int = Field(default=20, ge=1, description="fencing: reads before giving up")
-    evacuate_timeout: float = Field(default=120.0, gt=0, description="one server (s)")
-    evacuate_attempts: int = Field(default=2, ge=1, le=10, description="per destination")
+    check_interval: float = Field(
+        default=0.5, gt=0, description="fencing: seconds between power reads"
+    )
+    check_max_count: int = Field(
+        default=20, ge=1, description="fencing: power reads before FENCING_FAILED"
+    )
+    evacuate_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="one server: from its evacuation request to running elsewhere (s)",
+    )
+    evacuate_attempts: int = Field(default=2, ge=1, le=10, description="tries per destination")
     restart_compute: bool = Field(
         default=False,
         description="on COMPUTE_PROCESS_DOWN, have the host's agent restart nova-compute "
         "(the agent must be started with --restart-compute-command)",
     )
-    compute_restart_attempts: int = Field(default=3, ge=1, le=10)
+    compute_restart_attempts: int = Field(
+        default=3, ge=1, le=10, description="nova-compute restarts asked of the agent"
+    )
     compute_restart_wait: float = Field(
         default=30.0, gt=0, description="per attempt: until the agent says it runs (s)"
     )
-    groups: list[HostGroupConfig] = Field(default_factory=list)
+    groups: list[HostGroupConfig] = Field(
+        default_factory=list,
+        description="host groups, one table each; none: one default group of every host",
+    )
 
     def workflows_url(self, storage_url: str) -> str:
         if self.database_url:
@@ -317,12 +440,16 @@ class ProfilerConfig(_Section):
     otel_endpoint: str = Field(
         default="http://127.0.0.1:4318/v1/traces", description="the OTLP/HTTP traces URL"
     )
-    otel_service_name: str = Field(default="medevac", min_length=1)
+    otel_service_name: str = Field(
+        default="medevac", min_length=1, description="the spans' service.name"
+    )
 
 
 class BmcCredentials(_Section):
-    username: str
-    password: SecretStr
+    """One host's BMC login, in the file bmc_secrets_file names (a table per host)."""
+
+    username: str = Field(description="the BMC user")
+    password: SecretStr = Field(description="its password; a secret, never logged")
 
 
 class Settings(BaseSettings):

@@ -47,14 +47,11 @@ from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
 from medevac.recovery.fence import BmcFencer, PowerControl
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
+from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
+from medevac.recovery.starter import Recovery
+from medevac.recovery.steps import RecoverySteps
 from medevac.recovery.task_ends import TaskEnds
-from medevac.recovery.workflows import (
-    Recovery,
-    RecoveryRuntime,
-    RecoverySettings,
-    configure_dbos,
-    install,
-)
+from medevac.recovery.workflows import RecoveryWorkflows, configure_dbos
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore, RecoveryStore
 
@@ -295,18 +292,11 @@ class Controller:
         self.bmc_threads = bmc_thread_pool(len(settings.hosts))
         bmcs = build_bmc_clients(settings, self.bmc_threads)
         r = settings.recovery
-        self.recovery = Recovery() if r.enabled else None
-        self.inspector = build_inspector(
-            settings, self.cloud, self.notifier, self.journal, self.audit, self.recovery
-        )
-        self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
-        p = settings.profiler
-        self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
-        self._exports: set[asyncio.Task[None]] = set()
-        if self.spans is not None:
-            self.inspector.on_closed = lambda inc: self.fault_over(inc.id, inc.as_dict())
-        if self.recovery is not None:
-            install(
+        self.recovery: Recovery | None = None
+        if r.enabled:
+            # The recovery waits on the inspector, which starts it: the waits are looked
+            # up when a step runs, once both exist.
+            steps = RecoverySteps(
                 RecoveryRuntime(
                     cloud=self.cloud,
                     fencer=BmcFencer(
@@ -326,15 +316,25 @@ class Controller:
                     audit=lambda kind, subject, detail, trace: self.db.record_audit(
                         kind, subject, "recovery", detail, trace
                     ),
-                    settled=self.inspector.settled,
-                    restore_ports=self.inspector.restore_server_ports,
+                    settled=lambda server_id: self.inspector.settled(server_id),
+                    restore_ports=lambda host, sid: self.inspector.restore_server_ports(host, sid),
                     task_ends=self.task_ends,
                     ended=self._recovery_ended,
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
                 )
             )
+            self.recovery = Recovery(RecoveryWorkflows(steps))
             configure_dbos(r.workflows_url(settings.storage.url))
+        self.inspector = build_inspector(
+            settings, self.cloud, self.notifier, self.journal, self.audit, self.recovery
+        )
+        self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
+        p = settings.profiler
+        self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
+        self._exports: set[asyncio.Task[None]] = set()
+        if self.spans is not None:
+            self.inspector.on_closed = lambda inc: self.fault_over(inc.id, inc.as_dict())
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
         )
@@ -522,6 +522,9 @@ class Controller:
             await self.notifier.close()
             if self.recovery is not None:
                 DBOS.destroy(workflow_completion_timeout_sec=0)
+                # DBOS made its pool the loop's default executor and has shut it down:
+                # what is left to write (audit, incidents, exports) needs threads still.
+                loop.set_default_executor(ThreadPoolExecutor(4, thread_name_prefix="stop"))
             await self.audit.drain()
             await self.journal.close()
             if self.spans is not None:

@@ -81,7 +81,7 @@ def test_state_get_put_and_history(client: TestClient) -> None:
     assert client.put(f"/v2/alarms/{alarm_id}/state", json="ok", headers=ADMIN).json() == "ok"
     assert client.get(f"/v2/alarms/{alarm_id}/state", headers=ADMIN).json() == "ok"
     r = client.put(f"/v2/alarms/{alarm_id}/state", json="sleepy", headers=ADMIN)
-    assert r.status_code == 400 and "state" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "state" in r.json()["error_message"]["faultstring"]
     history = client.get(f"/v2/alarms/{alarm_id}/history", headers=ADMIN).json()
     assert [h["type"] for h in history] == ["state transition", "creation"]
 
@@ -92,6 +92,20 @@ def test_replace_and_delete(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["severity"] == "critical"
     assert client.delete(f"/v2/alarms/{alarm_id}", headers=ADMIN).status_code == 204
     assert client.get(f"/v2/alarms/{alarm_id}", headers=ADMIN).status_code == 404
+
+
+def test_put_takes_back_the_alarm_it_read_but_no_unknown_field(client: TestClient) -> None:
+    alarm = client.post("/v2/alarms", json=doctor_alarm(), headers=MEMBER).json()
+    body = client.get(f"/v2/alarms/{alarm['alarm_id']}", headers=MEMBER).json()
+    body.update(severity="critical", alarm_id="ignored", state_reason="ignored")
+    body["evaluate_timestamp"] = None
+    r = client.put(f"/v2/alarms/{alarm['alarm_id']}", json=body, headers=MEMBER)
+    assert r.status_code == 200, r.text
+    assert r.json()["alarm_id"] == alarm["alarm_id"] and r.json()["severity"] == "critical"
+    assert r.json()["state_timestamp"] == alarm["state_timestamp"]
+    r = client.put(f"/v2/alarms/{alarm['alarm_id']}", json={**body, "colour": 1}, headers=MEMBER)
+    assert r.status_code == 400
+    assert r.json()["error_message"]["faultstring"].startswith("colour")
 
 
 def test_member_sees_only_its_projects_alarms(client: TestClient) -> None:
@@ -136,10 +150,30 @@ def test_reader_cannot_change_anything(client: TestClient) -> None:
 def test_bad_alarms_get_400_naming_the_field(client: TestClient, body: Any, field: str) -> None:
     r = client.post("/v2/alarms", json=body, headers=ADMIN)
     assert r.status_code == 400, r.text
-    assert r.json()["error"]["message"].startswith(field), r.json()
+    assert r.json()["error_message"]["faultstring"].startswith(field), r.json()
+    assert r.json()["error_message"]["faultcode"] == "Client"
     assert client.get("/v2/alarms", headers=ADMIN).json() == []  # nothing half-created
 
 
 def test_oversized_alarm_is_413(client: TestClient) -> None:
     r = client.post("/v2/alarms", json=doctor_alarm(description="x" * 5000), headers=ADMIN)
     assert r.status_code == 413
+    assert "larger than" in r.json()["error_message"]["faultstring"]
+
+
+def test_aodh_routes_answer_aodh_errors_and_medevacs_keep_the_envelope(
+    client: TestClient,
+) -> None:
+    r = client.get("/v2/alarms/nope", headers=ADMIN)
+    assert r.status_code == 404
+    assert r.json() == {
+        "error_message": {
+            "faultcode": "Client",
+            "faultstring": "Alarm nope not found",
+            "debuginfo": None,
+        }
+    }
+    assert client.get("/v2/alarms").json()["error_message"]["faultstring"].startswith("missing")
+    assert client.get("/v2/nothing", headers=ADMIN).json()["error_message"]["faultcode"] == "Client"
+    r = client.get("/v1/whoami")
+    assert r.status_code == 401 and r.json()["error"]["code"] == 401

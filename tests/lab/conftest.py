@@ -280,8 +280,11 @@ class Controller:
         wait_for("the controller to answer", answers, 30)
 
     def stop(self) -> None:
+        """SIGTERM: it writes what it holds and exits 0."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=20)
+        tail = (self.lab.paths.root / "controller.log").read_text()[-3000:]
+        assert self.proc.returncode == 0, f"medevac serve did not stop cleanly:\n{tail}"
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

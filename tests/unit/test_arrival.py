@@ -8,9 +8,9 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from medevac.recovery import workflows
+from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
+from medevac.recovery.steps import RecoverySteps
 from medevac.recovery.task_ends import TaskEnds
-from medevac.recovery.workflows import RecoveryRuntime, RecoverySettings, arrival_step
 
 
 class Nova:
@@ -42,12 +42,13 @@ def test_after_nova_says_the_rebuild_ended_the_arrival_is_read_soon() -> None:
         nova = Nova(ends)
         settings = RecoverySettings(poll_interval=0.05, notified_poll_interval=5.0)
         runtime: Any = dict.fromkeys(("fencer", "store", "emit", "audit", "settled"))
-        workflows.install(
-            RecoveryRuntime(cloud=nova, groups=[], settings=settings, task_ends=ends, **runtime)  # type: ignore[arg-type]
+        steps = RecoverySteps(
+            RecoveryRuntime(cloud=nova, groups=[], settings=settings, task_ends=ends, **runtime),  # type: ignore[arg-type]
+            name="arrival-test",
         )
         finishing = asyncio.ensure_future(nova.finish())
         started = time.monotonic()
-        arrived = await arrival_step("s1", "failed", "ACTIVE")
+        arrived = await steps.arrival("s1", "failed", "ACTIVE")
         took = time.monotonic() - started
         await finishing
         assert arrived["ok"] and arrived["host"] == "other"

@@ -1,16 +1,19 @@
-"""Aodh v2 event alarms: ``/v2/alarms``, wire-compatible with Aodh's clients.
+"""Aodh v2 event alarms: ``/v2/alarms``, ``/v2/query/alarms[/history]`` and
+``/v2/capabilities``, wire-compatible with Aodh's clients (errors in Aodh's shape).
 
-Members create and see only their own project's alarms (and those only ever match
-events about their project's resources); readers see every alarm; admins do all.
+Members create and see only their own project's alarms and history (and those alarms
+only ever match events about their project's resources); readers see every alarm;
+admins do all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import ValidationError
 
 from medevac.api.auth import Principal, require
@@ -19,9 +22,38 @@ from medevac.config import Role
 from medevac.notifier.alarms import STATES, Alarm, AlarmSpec, QueryError, check_action_url
 from medevac.notifier.events import iso
 from medevac.notifier.notifier import AlarmNotFound, Notifier
+from medevac.notifier.query import (
+    ALARM,
+    HISTORY,
+    InvalidQuery,
+    NotAuthorized,
+    parse_complex_query,
+    parse_list_query,
+)
+from medevac.storage.records import HistoryRow
 
 AnyRole = Annotated[Principal, Depends(require())]
 Writer = Annotated[Principal, Depends(require(Role.ADMIN, Role.MEMBER))]
+
+# What Aodh returns about an alarm but sets itself: accepted back (a client PUTs the
+# alarm it read) and ignored, as Aodh does.
+READ_ONLY_FIELDS = (
+    "alarm_id",
+    "state_reason",
+    "state_timestamp",
+    "timestamp",
+    "evaluate_timestamp",
+)
+# Aodh's capabilities, flattened as Aodh flattens them.
+CAPABILITIES = {
+    "api": {
+        "alarms:query:simple": True,
+        "alarms:query:complex": True,
+        "alarms:history:query:simple": True,
+        "alarms:history:query:complex": True,
+    },
+    "alarm_storage": {"storage:production_ready": True},
+}
 
 
 def _scope(principal: Principal) -> str | None:
@@ -29,23 +61,42 @@ def _scope(principal: Principal) -> str | None:
     return None if principal.role in (Role.ADMIN, Role.READER) else principal.project_id
 
 
+def _change(h: HistoryRow) -> dict[str, Any]:
+    """One history entry as Aodh answers it."""
+    return {
+        "event_id": h.event_id,
+        "alarm_id": h.alarm_id,
+        "type": h.type,
+        "detail": json.dumps(h.detail),
+        "timestamp": iso(h.timestamp),
+        "project_id": h.project_id,
+        "user_id": None,
+        "on_behalf_of": h.project_id,
+    }
+
+
+def _query_error(exc: InvalidQuery | NotAuthorized) -> ApiError:
+    return ApiError(403 if isinstance(exc, NotAuthorized) else 400, str(exc))
+
+
 def alarms_router(notifier: Notifier, own_addresses: Iterable[tuple[str, int]]) -> APIRouter:
-    router = APIRouter(prefix="/v2/alarms", tags=["alarms (Aodh v2)"])
+    router = APIRouter(prefix="/v2", tags=["alarms (Aodh v2)"])
     own = list(own_addresses)
 
     def visible(alarm_id: str, principal: Principal) -> Alarm:
         try:
             alarm = notifier.get(alarm_id)
         except AlarmNotFound:
-            raise ApiError(404, f"alarm {alarm_id} not found") from None
+            raise ApiError(404, f"Alarm {alarm_id} not found") from None
         scope = _scope(principal)
         if scope is not None and alarm.project_id != scope:
-            raise ApiError(404, f"alarm {alarm_id} not found")  # never confirm it exists
+            raise ApiError(404, f"Alarm {alarm_id} not found")  # never confirm it exists
         return alarm
 
     def validate(body: dict[str, Any], principal: Principal) -> tuple[AlarmSpec, str | None]:
         if not isinstance(body, dict):
             raise ApiError(400, "(body): an alarm must be a JSON object")
+        body = {k: v for k, v in body.items() if k not in READ_ONLY_FIELDS}
         try:
             spec = AlarmSpec.model_validate(body)
         except ValidationError as exc:
@@ -73,23 +124,63 @@ def alarms_router(notifier: Notifier, own_addresses: Iterable[tuple[str, int]]) 
             project = principal.project_id
         return spec, project
 
-    @router.post("", status_code=201)
+    @router.post("/alarms", status_code=201)
     async def create(principal: Writer, body: Annotated[Any, Body()]) -> dict[str, Any]:
         """Create an event alarm."""
         spec, project = validate(body, principal)
         alarm = await notifier.create(spec, project)
         return alarm.as_api()
 
-    @router.get("")
-    async def list_alarms(principal: AnyRole) -> list[dict[str, Any]]:
-        """The alarms the caller may see."""
-        return [a.as_api() for a in notifier.visible_to(_scope(principal))]
+    @router.get("/alarms")
+    async def list_alarms(request: Request, principal: AnyRole) -> list[Any]:
+        """The alarms the caller may see, filtered by Aodh's ``q.field``/``q.op``/
+        ``q.value``/``q.type`` (eq on Aodh's fields), ``sort``, ``limit`` and ``marker``."""
+        scope = _scope(principal)
+        try:
+            query = parse_list_query(request.query_params.multi_items())
+            if scope is not None:
+                if query.all_projects:
+                    raise ApiError(403, "a member may only list its own project's alarms")
+                for project in query.projects():
+                    if project != scope:
+                        raise NotAuthorized(project)
+            return query.run([a.as_api() for a in notifier.visible_to(scope)])
+        except (InvalidQuery, NotAuthorized) as exc:
+            raise _query_error(exc) from None
 
-    @router.get("/{alarm_id}")
+    @router.post("/query/alarms")
+    async def query_alarms(principal: AnyRole, body: Annotated[Any, Body()]) -> list[Any]:
+        """Aodh's complex query over the alarms the caller may see."""
+        scope = _scope(principal)
+        try:
+            query = parse_complex_query(body, ALARM, scope)
+            return query.run([a.as_api() for a in notifier.visible_to(scope)])
+        except (InvalidQuery, NotAuthorized) as exc:
+            raise _query_error(exc) from None
+
+    @router.post("/query/alarms/history")
+    async def query_history(principal: AnyRole, body: Annotated[Any, Body()]) -> list[Any]:
+        """Aodh's complex query over the history the caller may see, deleted alarms'
+        included."""
+        scope = _scope(principal)
+        try:
+            query = parse_complex_query(body, HISTORY, scope)
+            changes = await notifier.all_history(scope)
+            return await asyncio.to_thread(query.run, [_change(h) for h in changes])
+        except (InvalidQuery, NotAuthorized) as exc:
+            raise _query_error(exc) from None
+
+    @router.get("/capabilities")
+    @router.get("/capabilities/", include_in_schema=False)  # where Aodh's client asks
+    async def capabilities(_: AnyRole) -> dict[str, Any]:
+        """What the alarm API can do, in Aodh's form."""
+        return CAPABILITIES
+
+    @router.get("/alarms/{alarm_id}")
     async def get(alarm_id: str, principal: AnyRole) -> dict[str, Any]:
         return visible(alarm_id, principal).as_api()
 
-    @router.put("/{alarm_id}")
+    @router.put("/alarms/{alarm_id}")
     async def replace(
         alarm_id: str, principal: Writer, body: Annotated[Any, Body()]
     ) -> dict[str, Any]:
@@ -100,17 +191,17 @@ def alarms_router(notifier: Notifier, own_addresses: Iterable[tuple[str, int]]) 
             raise ApiError(403, "an alarm cannot move to another project")
         return (await notifier.replace(alarm_id, spec)).as_api()
 
-    @router.delete("/{alarm_id}", status_code=204)
+    @router.delete("/alarms/{alarm_id}", status_code=204)
     async def delete(alarm_id: str, principal: Writer) -> Response:
         visible(alarm_id, principal)
         await notifier.delete(alarm_id)
         return Response(status_code=204)
 
-    @router.get("/{alarm_id}/state")
+    @router.get("/alarms/{alarm_id}/state")
     async def get_state(alarm_id: str, principal: AnyRole) -> str:
         return visible(alarm_id, principal).state
 
-    @router.put("/{alarm_id}/state")
+    @router.put("/alarms/{alarm_id}/state")
     async def set_state(alarm_id: str, principal: Writer, body: Annotated[Any, Body()]) -> str:
         """Set the state by hand: the body is a JSON string (Aodh's form)."""
         visible(alarm_id, principal)
@@ -119,21 +210,9 @@ def alarms_router(notifier: Notifier, own_addresses: Iterable[tuple[str, int]]) 
         alarm = await notifier.set_state(alarm_id, body, f"set by {principal.name}")
         return alarm.state
 
-    @router.get("/{alarm_id}/history")
+    @router.get("/alarms/{alarm_id}/history")
     async def history(alarm_id: str, principal: AnyRole) -> list[dict[str, Any]]:
         visible(alarm_id, principal)
-        return [
-            {
-                "event_id": h.event_id,
-                "alarm_id": h.alarm_id,
-                "type": h.type,
-                "detail": json.dumps(h.detail),
-                "timestamp": iso(h.timestamp),
-                "project_id": h.project_id,
-                "user_id": None,
-                "on_behalf_of": h.project_id,
-            }
-            for h in await notifier.history(alarm_id)
-        ]
+        return [_change(h) for h in await notifier.history(alarm_id)]
 
     return router

@@ -6,6 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from medevac.api.errors import aodh_error_body, is_aodh_path
+
 
 class BodySizeLimit:
     """ASGI middleware: 413 when Content-Length or the streamed body passes ``limit``."""
@@ -14,16 +16,15 @@ class BodySizeLimit:
         self.app = app
         self.limit = limit
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": 413,
-                    "title": "Request Entity Too Large",
-                    "message": f"request body larger than {self.limit} bytes",
-                }
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"request body larger than {self.limit} bytes"
+        if is_aodh_path(scope.get("path", "")):
+            error = aodh_error_body(413, message)
+        else:
+            error = {
+                "error": {"code": 413, "title": "Request Entity Too Large", "message": message}
             }
-        ).encode()
+        body = json.dumps(error).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -47,7 +48,7 @@ class BodySizeLimit:
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
         # Read the body first (bounded by the limit), then replay it to the app, so an
         # oversized chunked body is refused with 413 before any handler runs.
@@ -60,7 +61,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await self._reject(send)
+                await self._reject(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -78,6 +78,8 @@ db_app = typer.Typer(help="The controller's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 host_app = typer.Typer(help="Act on one compute host.", no_args_is_help=True)
 app.add_typer(host_app, name="host")
+config_app = typer.Typer(help="The controller's configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 
 ConfigOption = Annotated[
@@ -529,3 +531,28 @@ def db_upgrade(config: ConfigOption = None) -> None:
         raise fail(str(exc)) from None
     finally:
         db.dispose()
+
+
+@config_app.command("reference")
+def config_reference(
+    write: Annotated[
+        Path | None,
+        typer.Option(
+            help="Refresh the reference between the markers of this Markdown file "
+            "(docs/configuration.md) instead of printing it."
+        ),
+    ] = None,
+) -> None:
+    """Every configuration key: its type, default, environment variable and meaning."""
+    from medevac import config_reference as reference
+
+    if write is None:
+        typer.echo(reference.render(), nl=False)
+        return
+    try:
+        changed = reference.write(write)
+    except OSError as exc:
+        raise fail(f"{write}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise fail(f"{write}: {exc}") from None
+    typer.echo(f"{write}: {'reference updated' if changed else 'reference already current'}")

@@ -367,6 +367,11 @@ class Notifier:
         self.get(alarm_id)
         return await asyncio.to_thread(self.store.history, alarm_id)
 
+    async def all_history(self, project_id: str | None) -> list[HistoryRow]:
+        """Every change of every alarm, deleted ones too (one project's unless None),
+        newest first."""
+        return await asyncio.to_thread(self.store.history, None, None, project_id=project_id)
+
     def stats(self) -> dict[str, Any]:
         return {
             "alarms": len(self.index),

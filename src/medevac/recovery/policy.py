@@ -134,3 +134,77 @@ def destinations(group: HostGroup, failed_host: str) -> list[str | None]:
     if method is RecoveryMethod.AUTO_PRIORITY:
         return [None, *reserved]
     return [*reserved, None]
+
+
+# -- the safety gates: fencing before evacuation (DESIGN rules 1 and 2) ---------------
+
+
+def must_fence(level: Level, verdict: str) -> bool:
+    """Whether the host is fenced before anything of it runs elsewhere: at every level
+    but 1, unless level 3's verdict is HOST_DOWN (its BMC already said off)."""
+    if level is Level.FORCE_DOWN_ONLY:
+        return False
+    return level is Level.FENCE or verdict != "HOST_DOWN"
+
+
+class AfterFencing(enum.StrEnum):
+    EVACUATE = "evacuate"
+    HOLD = "hold"  # not confirmed off: left forced down for an operator, nothing moves
+
+
+def after_fencing(confirmed: bool) -> AfterFencing:
+    """An unconfirmed fencing never leads to an evacuation (rule 2)."""
+    return AfterFencing.EVACUATE if confirmed else AfterFencing.HOLD
+
+
+# -- judging a server's state as Nova reports it --------------------------------------
+
+
+def runs(status: str, power_state: int | None, task_state: str | None) -> bool:
+    """Nova shows the server running, with no task under way."""
+    return status == "ACTIVE" and power_state == 1 and task_state is None
+
+
+class Restart(enum.StrEnum):
+    RUNNING = "running"  # nothing to do
+    BUSY = "busy"  # a start or reboot is already under way
+    START = "start"  # Nova stopped it: start it
+    REBOOT = "reboot"  # its domain is dead: hard reboot
+
+
+def restart_action(status: str, power_state: int | None, task_state: str | None) -> Restart:
+    """How a server whose domain died is brought back where it is."""
+    if runs(status, power_state, task_state):
+        return Restart.RUNNING
+    if task_state is not None:
+        return Restart.BUSY
+    return Restart.START if status == "SHUTOFF" else Restart.REBOOT
+
+
+class Arrival(enum.StrEnum):
+    ARRIVED = "arrived"  # on another host, in the state it had before the fault
+    STOP_IT = "stop-it"  # rebuilt running, but it was stopped before: stop it there
+    FAILED = "failed"  # rebuilt in ERROR
+    WAIT = "wait"  # not yet
+
+
+def judge_arrival(
+    host: str | None,
+    status: str,
+    task_state: str | None,
+    failed_host: str,
+    expected: str,
+    *,
+    stop_asked: bool,
+) -> Arrival:
+    """How an evacuated server's arrival is judged from one read of it."""
+    moved = host not in (None, failed_host) and task_state is None
+    if not moved:
+        return Arrival.WAIT
+    if status == expected:
+        return Arrival.ARRIVED
+    if expected == "SHUTOFF" and status == "ACTIVE" and not stop_asked:
+        return Arrival.STOP_IT
+    if status == "ERROR":
+        return Arrival.FAILED
+    return Arrival.WAIT

@@ -24,8 +24,11 @@ from medevac.storage.models import (
 )
 
 
-def newest(model: Any, order: Any, limit: int, where: dict[Any, Any] | None = None) -> Select[Any]:
-    """``model`` rows, newest first by ``order``, equal to each non-None filter value."""
+def newest(
+    model: Any, order: Any, limit: int | None, where: dict[Any, Any] | None = None
+) -> Select[Any]:
+    """``model`` rows, newest first by ``order`` (at most ``limit``, None: all), equal
+    to each non-None filter value."""
     q = select(model).order_by(order.desc()).limit(limit)
     for column, value in (where or {}).items():
         if value is not None:
@@ -194,9 +197,14 @@ class AlarmStore:
             s.execute(delete(AlarmRecord).where(AlarmRecord.id == alarm_id))
             s.add(_change(change))
 
-    def history(self, alarm_id: str, limit: int = 100) -> list[HistoryRow]:
+    def history(
+        self, alarm_id: str | None, limit: int | None = 100, *, project_id: str | None = None
+    ) -> list[HistoryRow]:
+        """An alarm's changes (every alarm's: None), newest first, of one project's
+        alarms unless ``project_id`` is None."""
+        where = {AlarmChange.alarm_id: alarm_id, AlarmChange.project_id: project_id}
         with self.db.reading() as s:
-            q = newest(AlarmChange, AlarmChange.timestamp, limit, {AlarmChange.alarm_id: alarm_id})
+            q = newest(AlarmChange, AlarmChange.timestamp, limit, where)
             return [
                 HistoryRow(
                     c.event_id, c.alarm_id, c.project_id, c.type, c.detail, ts(c.timestamp) or 0.0

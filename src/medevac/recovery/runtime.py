@@ -1,0 +1,101 @@
+"""What a recovery's steps act through: the cloud, the fencer, the store, the event and
+audit sinks, the inspector's waits; passed to the steps explicitly, never read from
+module globals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from medevac.cloud.models import ComputeService, DataPlaneStatus, Port, Server
+from medevac.notifier.events import Event
+from medevac.recovery.fence import Fencer
+from medevac.recovery.policy import HostGroup
+from medevac.recovery.task_ends import TaskEnds
+from medevac.storage.records import RecoveryStore
+
+
+class RecoveryCloud(Protocol):
+    async def set_forced_down(self, host: str, forced_down: bool = True) -> ComputeService: ...
+
+    async def set_enabled(
+        self, host: str, enabled: bool, reason: str | None = None
+    ) -> ComputeService: ...
+
+    async def get_compute_service(self, host: str) -> ComputeService: ...
+
+    async def list_host_servers(self, host: str) -> list[Server]: ...
+
+    async def get_server(self, server_id: str) -> Server: ...
+
+    async def evacuate(
+        self, server_id: str, host: str | None = None, on_shared_storage: bool = False
+    ) -> None: ...
+
+    async def stop_server(self, server_id: str) -> None: ...
+
+    async def start_server(self, server_id: str) -> None: ...
+
+    async def reboot_server(self, server_id: str, hard: bool = True) -> None: ...
+
+    async def list_server_ports(self, server_id: str) -> list[Port]: ...
+
+    async def set_data_plane_status(self, port_id: str, status: DataPlaneStatus | None) -> Port: ...
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    evacuate_timeout: float = 120.0  # one server, request to arrival
+    evacuate_attempts: int = 2  # per destination
+    poll_interval: float = 0.5
+    # A server waited on is read this often while Nova's notifications are heard
+    # (they wake the wait when its task ends): a safety net for a lost notification.
+    notified_poll_interval: float = 5.0
+    restart_timeout: float = 60.0  # one server restart, request to running
+    restart_attempts: int = 3
+    nova_down_timeout: float = 300.0  # level 3: how long to wait for Nova to see it
+    compute_restart_attempts: int = 3  # nova-compute restarts asked of the agent
+    compute_restart_wait: float = 30.0  # per attempt: until the agent says it runs (s)
+
+
+@dataclass
+class RecoveryRuntime:
+    """What the workflows' steps use; built once per process before DBOS launches."""
+
+    cloud: RecoveryCloud
+    fencer: Fencer
+    store: RecoveryStore
+    groups: Sequence[HostGroup]
+    settings: RecoverySettings
+    emit: Callable[[list[Event]], Any]
+    audit: Callable[[str, str, dict[str, Any], str | None], Any]
+    # Waits until the inspector's state actions on a server and its ports are done.
+    settled: Callable[[str], Awaitable[None]]
+    # Told (incident id, recovery id, when) as a recovery ends: its incident then
+    # follows the cloud, and the profiler exports the fault.
+    ended: Callable[[str, str, float], Any] | None = None
+    # Asks a host's agent to restart nova-compute (False: the agent is not heard), and
+    # what the agent last said of it; None when restarts are not configured.
+    restart_compute: Callable[[str], bool] | None = None
+    compute_alive: Callable[[str], bool | None] | None = None
+    # Nova's notifications of tasks ending (wired to the listener when there is one).
+    task_ends: TaskEnds = field(default_factory=TaskEnds)
+    # Puts back the ports the inspector set DOWN on a server of a failed host (how
+    # many; None: it knows nothing of that host).
+    restore_ports: Callable[[str, str], Awaitable[int | None]] | None = None
+    # Evacuation slots per host group, shared by the group's recoveries (in-process:
+    # a resumed workflow takes a slot again, so nothing durable is needed).
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    async def next_read(self, told: asyncio.Event, *, ending: bool = False) -> bool:
+        """``ending``: Nova already said the task ended, the rest follows within moments."""
+        s = self.settings
+        patient = s.poll_interval if ending else s.notified_poll_interval
+        return await self.task_ends.next_read(told, s.poll_interval, patient)
+
+    def slots(self, group: HostGroup) -> asyncio.Semaphore:
+        if group.name not in self._slots:
+            self._slots[group.name] = asyncio.Semaphore(max(1, group.concurrency))
+        return self._slots[group.name]
