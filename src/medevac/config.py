@@ -240,6 +240,13 @@ class MonitorConfig(_Section):
     alertmanager_host_label: str = Field(
         default="instance", description="alert label naming the host (a :port is stripped)"
     )
+    accept_master_key: bool = Field(
+        default=False,
+        description="also take heartbeats signed with the master key itself, as agents "
+        "sharing one key did before per-host keys: for moving such a deployment over "
+        "only (a host holding that key can forge any host's heartbeats); each host that "
+        "uses it is logged and listed in the counters",
+    )
 
 
 class InspectorConfig(_Section):
@@ -475,7 +482,9 @@ class Settings(BaseSettings):
         description="TOML file of [host] username/password tables, kept apart from this file",
     )
     agent_key_file: Path | None = Field(
-        default=None, description="file holding the cluster key that signs agent heartbeats"
+        default=None,
+        description="file holding the master key; each host's agent signs with its own key, "
+        "derived from it ('medevac agent-key HOST' writes that host's key file)",
     )
 
     @classmethod
@@ -491,7 +500,8 @@ class Settings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
     def agent_key(self) -> bytes:
-        """The cluster key that signs heartbeats (ConfigError when unset or unreadable)."""
+        """The master key each host's heartbeat key is derived from (ConfigError when
+        unset or unreadable)."""
         if self.agent_key_file is None:
             raise ConfigError("agent_key_file is not set: heartbeats cannot be verified")
         try:

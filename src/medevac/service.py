@@ -349,6 +349,7 @@ class Controller:
                 monitor_settings(settings.monitor),
                 on_suspect=self.inspector.prepare,
                 on_nova_view=self._nova_view,
+                accept_master_key=settings.monitor.accept_master_key,
             )
 
     def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:

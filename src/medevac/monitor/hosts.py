@@ -34,8 +34,9 @@ from medevac.monitor.protocol import (
     DatagramError,
     DatagramKind,
     DropReason,
+    HostKeys,
     SequenceGuard,
-    decode,
+    decode_signed,
     encode,
 )
 from medevac.monitor.raw import RawFault, RawFaultKind, UnknownHost
@@ -110,6 +111,7 @@ class HostWatch:
     probe_answered: asyncio.Event = field(default_factory=asyncio.Event)
     power_read: asyncio.Future[bool | None] | None = None
     deadline: float | None = None  # monotonic time phi reaches the threshold
+    agent_key: bytes | None = None  # the key its agent's last heartbeat was signed with
 
 
 class HostMonitor(asyncio.DatagramProtocol):
@@ -118,7 +120,7 @@ class HostMonitor(asyncio.DatagramProtocol):
     def __init__(
         self,
         hosts: dict[str, str],  # name -> zone
-        key: bytes,
+        master_key: bytes,
         sink: VerdictSink,
         power: PowerReader,
         nova: NovaView,
@@ -127,6 +129,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         wall: Callable[[], float] = time.time,
         on_suspect: Callable[[str], None] | None = None,
         on_nova_view: Callable[[str, dict[str, Any], float], None] | None = None,
+        accept_master_key: bool = False,
     ) -> None:
         self.settings = settings or MonitorSettings()
         # Told each host's Nova view as it is refreshed, with the wall-clock time it
@@ -135,7 +138,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         # Told when a host turns suspect, before the confirmation: what a verdict on
         # it would need can be made ready meanwhile (the consumers' connections).
         self.on_suspect = on_suspect
-        self.key = key
+        self.keys = HostKeys(master_key, hosts)  # each host's own, derived from the master
+        # A datagram signed with the master key itself (one key shared by every host,
+        # as before per-host keys): taken only while this is True, logged either way.
+        self.accept_master_key = accept_master_key
+        self.master_key_hosts: set[str] = set()  # hosts heard signing with it
         self._boot_id = os.urandom(16)  # names this process in requests to agents
         self._request_seq = 0
         self.sink = sink
@@ -183,13 +190,16 @@ class HostMonitor(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         arrival = self.clock()
         try:
-            d = decode(data, self.key)
+            d, key = decode_signed(data, self.keys.candidates)
         except DatagramError as exc:
             self.drops[exc.reason] += 1
             return
         watch = self.hosts.get(d.host)
         if watch is None:
             self.drops[DropReason.UNKNOWN_HOST] += 1
+            return
+        if self.keys.is_master(key) and not self._master_signed(watch):
+            self.drops[DropReason.BAD_MAC] += 1
             return
         if abs(self.wall() - d.sent_at) > self.settings.max_clock_skew:
             self.drops[DropReason.CLOCK_SKEW] += 1
@@ -205,7 +215,31 @@ class HostMonitor(asyncio.DatagramProtocol):
             self.copies += 1
             return
         self.received += 1
+        watch.agent_key = key  # requests to the agent are signed with what it signs with
         self._on_heartbeat(watch, d, arrival, addr)
+
+    def _master_signed(self, watch: HostWatch) -> bool:
+        """A datagram from ``watch``'s host signed with the master key: taken only in
+        the transition from a shared key; said once per host either way."""
+        if watch.name not in self.master_key_hosts:
+            self.master_key_hosts.add(watch.name)
+            if self.accept_master_key:
+                log.warning(
+                    "host %s signs heartbeats with the master key (accepted while "
+                    "monitor.accept_master_key is true): give it its own key with "
+                    "'medevac agent-key %s'",
+                    watch.name,
+                    watch.name,
+                )
+            else:
+                log.error(
+                    "host %s signs heartbeats with the master key: refused as a bad MAC; "
+                    "give it its own key with 'medevac agent-key %s', or set "
+                    "monitor.accept_master_key while its agents move over",
+                    watch.name,
+                    watch.name,
+                )
+        return self.accept_master_key
 
     def _on_heartbeat(
         self, watch: HostWatch, d: Datagram, arrival: float, addr: tuple[str, int]
@@ -336,7 +370,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         request = Datagram(
             DatagramKind.RESTART_COMPUTE, host, self._request_seq, self._boot_id, self.wall()
         )
-        self._transport.sendto(encode(request, self.key), watch.agent_addr)
+        self._transport.sendto(encode(request, self._key_of(watch)), watch.agent_addr)
         return True
 
     def compute_alive(self, host: str) -> bool | None:
@@ -348,7 +382,10 @@ class HostMonitor(asyncio.DatagramProtocol):
         if self._transport is None or watch.agent_addr is None:
             return
         probe = Datagram(DatagramKind.PROBE, watch.name, 0, bytes(16), self.wall())
-        self._transport.sendto(encode(probe, self.key), watch.agent_addr)
+        self._transport.sendto(encode(probe, self._key_of(watch)), watch.agent_addr)
+
+    def _key_of(self, watch: HostWatch) -> bytes:
+        return watch.agent_key or self.keys.for_host(watch.name)
 
     async def _confirm(self, watch: HostWatch, reason: str) -> None:
         started = self.clock()
@@ -658,6 +695,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             "received": self.received,
             "copies": self.copies,
             "dropped": {reason.value: self.drops.get(reason, 0) for reason in DropReason},
+            "master_key_hosts": sorted(self.master_key_hosts),
             "suspicions_cleared": self.suspicions_cleared,
             "nova_error": self.nova_error,
             "nova_notifications": dict(self.nova_events),
