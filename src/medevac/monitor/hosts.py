@@ -39,7 +39,7 @@ from medevac.monitor.protocol import (
     decode_signed,
     encode,
 )
-from medevac.monitor.raw import RawFault, RawFaultKind, UnknownHost
+from medevac.monitor.raw import Ignored, RawFault, RawFaultKind, UnknownHost
 from medevac.monitor.verdicts import Verdict, VerdictKind, VerdictSink
 
 log = logging.getLogger(__name__)
@@ -607,8 +607,9 @@ class HostMonitor(asyncio.DatagramProtocol):
 
     # -- raw faults from other inputs (FaultSink) ---------------------------------
 
-    async def submit(self, fault: RawFault) -> bool:
-        """External monitors feed the same confirmation as silent heartbeats."""
+    async def submit(self, fault: RawFault) -> bool | Ignored:
+        """A host-down report feeds the same confirmation as a silent heartbeat; every
+        other report is ignored with its reason (see ``_not_acted_on``)."""
         watch = self.hosts.get(fault.host)
         if watch is None:
             raise UnknownHost(fault.host)
@@ -617,10 +618,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._seen_keys[fault.key] = None
         if len(self._seen_keys) > 100_000:
             self._seen_keys.popitem(last=False)
-        if fault.kind is RawFaultKind.HOST_DOWN and watch.state in (
-            HostState.UP,
-            HostState.UNKNOWN,
-        ):
+        reason = _not_acted_on(fault, watch)
+        if reason is not None:
+            log.info("%s %s on %s ignored: %s", fault.source, fault.kind, fault.host, reason)
+            return Ignored(reason)
+        if watch.state in (HostState.UP, HostState.UNKNOWN):
             self._suspect(
                 watch,
                 self.clock(),
@@ -628,7 +630,7 @@ class HostMonitor(asyncio.DatagramProtocol):
                 fault.received_at,
                 fault.observed_at,
             )
-        return True
+        return True  # or SUSPECT: the confirmation under way decides
 
     # -- Nova's notifications -----------------------------------------------------
 
@@ -703,6 +705,37 @@ class HostMonitor(asyncio.DatagramProtocol):
             "loop_lag_ms": self.loop_lag.summary(),
             "loop_stalls": self.stalls,
         }
+
+
+def _not_acted_on(fault: RawFault, watch: HostWatch) -> str | None:
+    """Why an external report changes nothing, or None when it is acted on: only a
+    host-down report on a host that is up, unknown or already suspect is."""
+    if fault.kind is RawFaultKind.HOST_DOWN:
+        if watch.state is HostState.LOST:
+            return "the host is already judged lost; its incident goes on"
+        if watch.state is HostState.ISOLATED:
+            return (
+                "the host's zone went silent together: the controller is suspected "
+                "to be cut off, and no host there is judged"
+            )
+        return None
+    if fault.kind is RawFaultKind.HOST_UP:
+        return (
+            "a host is back only when its own agent's heartbeats are, and stays "
+            "forced down until released; a report of it up changes nothing"
+        )
+    return (
+        f"{fault.kind} is judged from the host agent's own checks, sent with every "
+        f"heartbeat, not from other monitors' reports ({_agent_view(watch.checks)})"
+    )
+
+
+def _agent_view(c: Checks | None) -> str:
+    if c is None:
+        return "no heartbeat heard from its agent yet"
+    links = ", ".join(c.links_down) or "none"
+    alive = "alive" if c.compute_alive else "dead"
+    return f"its agent's last heartbeat: nova-compute {alive}, links down: {links}"
 
 
 def _checks_dict(c: Checks | None) -> dict[str, Any] | None:
