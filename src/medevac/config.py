@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -239,6 +247,14 @@ class MonitorConfig(_Section):
     )
     alertmanager_host_label: str = Field(
         default="instance", description="alert label naming the host (a :port is stripped)"
+    )
+    tokenless_fault_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="networks (CIDRs, e.g. 10.0.0.0/24) whose raw fault reports (PUT "
+        "/events, the Alertmanager webhook) are taken without a token, as Doctor's "
+        "monitors of inspector type 'sample' send them; judged on the TCP peer's "
+        "address, never X-Forwarded-For; a token sent is still checked; empty: a "
+        "token is always needed",
     )
     accept_master_key: bool = Field(
         default=False,

@@ -494,6 +494,9 @@ class Controller:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # The client address is the TCP peer's, never X-Forwarded-For: fault reports
+            # from monitor.tokenless_fault_networks are judged on it.
+            proxy_headers=False,
         )
         server = uvicorn.Server(config)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,9 +1,10 @@
-"""External monitor routes over HTTP: auth by role, idempotency, 400/404 envelopes,
-reports ignored with their reason."""
+"""External monitor routes over HTTP: auth by role or by a token-less network,
+idempotency, 400/404 envelopes, reports ignored with their reason."""
 
 from __future__ import annotations
 
 import logging
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -82,7 +83,7 @@ def build_client(sink: RecordingSink, *, address: str = "testclient", **router: 
         ]
     )
     app.include_router(external_router(sink, **router))
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, client=(address, 50000))
 
 
 @pytest.fixture
@@ -318,18 +319,51 @@ def test_host_label_is_configurable(sink: RecordingSink) -> None:
     assert sink.faults[0].host == "compute2"
 
 
+# -- token-less networks -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+def test_a_tokenless_network_reports_without_a_token_and_no_other_address_does(
+    sink: RecordingSink, method: str, path: str, body: Any
+) -> None:
+    trusted = build_client(sink, address="10.0.0.7", tokenless=[ip_network("10.0.0.0/24")])
+    r = trusted.request(method, path, json=body)
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    for address in ("10.0.1.7", "127.0.0.1", "testclient"):
+        other = build_client(sink, address=address, tokenless=[ip_network("10.0.0.0/24")])
+        assert "X-Auth-Token" in error(other.request(method, path, json=body), 401)
+    assert len(sink.faults) == 1
+
+
+def test_a_token_sent_from_a_tokenless_network_is_still_checked(sink: RecordingSink) -> None:
+    trusted = build_client(sink, address="10.0.0.7", tokenless=[ip_network("10.0.0.0/24")])
+    events = [doctor_event()]
+    assert error(trusted.put("/events", json=events, headers={"X-Auth-Token": "x" * 20}), 401)
+    reader = {"X-Auth-Token": READER_TOKEN}
+    assert "admin" in error(trusted.put("/events", json=events, headers=reader), 403)
+    assert sink.faults == []
+
+
 # -- the controller's app over its monitor ---------------------------------------------
 
 
 @pytest.fixture
 def served(settings: Settings, db: Database) -> tuple[TestClient, HostMonitor]:
-    """The controller's own app and a monitor of compute1 and compute2."""
+    """The controller's own app and a monitor of compute1 and compute2, configured to
+    take reports from 10.0.0.0/24 without a token."""
     monitor = HostMonitor({"compute1": "z", "compute2": "z"}, KEY, Sink(), PowerOn(), NoNova())
+    settings = settings.model_copy(
+        update={
+            "monitor": settings.monitor.model_copy(
+                update={"tokenless_fault_networks": [ip_network("10.0.0.0/24")]}
+            )
+        }
+    )
     app = create_app(settings, db, monitor=monitor)
-    return TestClient(app, raise_server_exceptions=False, headers=ADMIN), monitor
+    return TestClient(app, raise_server_exceptions=False, client=("10.0.0.7", 50000)), monitor
 
 
-def test_the_served_app_says_which_reports_it_ignores_and_why(
+def test_the_served_app_takes_tokenless_reports_and_says_which_it_ignores(
     served: tuple[TestClient, HostMonitor], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, monitor = served
@@ -357,3 +391,12 @@ def test_the_served_app_says_which_reports_it_ignores_and_why(
     assert "agent's own checks" in answer["reasons"][1]["reason"]
     assert all(h["state"] == "UNKNOWN" for h in monitor.snapshot())
     assert list(monitor.recent_verdicts) == []
+
+
+def test_a_tokenless_report_from_elsewhere_is_401_on_the_served_app(
+    settings: Settings, db: Database
+) -> None:
+    monitor = HostMonitor({"compute1": "z"}, KEY, Sink(), PowerOn(), NoNova())
+    app = create_app(settings, db, monitor=monitor)  # no token-less network configured
+    client = TestClient(app, raise_server_exceptions=False, client=("10.0.0.7", 50000))
+    assert "X-Auth-Token" in error(client.put("/events", json=[doctor_event()]), 401)

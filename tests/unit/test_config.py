@@ -107,3 +107,14 @@ def test_monitor_tunables_reach_the_detector(tmp_path: Path) -> None:
     m = monitor_settings(load_settings(write(tmp_path, text)).monitor)
     assert (m.phi_threshold, m.probes, m.bmc_verdict_wait) == (11.0, 5, 0.3)
     assert m.isolation_min_hosts == 3 and m.interval == 0.1  # defaults pass through too
+
+
+def test_tokenless_fault_networks(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "[monitor]\n"))
+    assert s.monitor.tokenless_fault_networks == []
+    s = load_settings(
+        write(tmp_path, '[monitor]\ntokenless_fault_networks = ["10.0.0.0/24", "fd00::/64"]\n')
+    )
+    assert [str(n) for n in s.monitor.tokenless_fault_networks] == ["10.0.0.0/24", "fd00::/64"]
+    with pytest.raises(ConfigError, match=r"monitor\.tokenless_fault_networks"):
+        load_settings(write(tmp_path, '[monitor]\ntokenless_fault_networks = ["10.0.0.1/8"]\n'))

@@ -87,7 +87,11 @@ def create_app(
 
     if monitor is not None:
         app.include_router(
-            external_router(monitor, host_label=settings.monitor.alertmanager_host_label)
+            external_router(
+                monitor,
+                host_label=settings.monitor.alertmanager_host_label,
+                tokenless=settings.monitor.tokenless_fault_networks,
+            )
         )
 
     @app.get("/v1/hosts", tags=["monitor"])
