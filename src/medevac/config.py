@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -21,6 +22,7 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -256,6 +258,11 @@ class MonitorConfig(_Section):
         "address, never X-Forwarded-For; a token sent is still checked; empty: a "
         "token is always needed",
     )
+    doctor_time_zone: str = Field(
+        default="UTC",
+        description="the zone a Doctor event's 'time' without an offset is read in "
+        "(Doctor's monitors send their local time); an IANA name, e.g. Europe/Paris",
+    )
     accept_master_key: bool = Field(
         default=False,
         description="also take heartbeats signed with the master key itself, as agents "
@@ -263,6 +270,19 @@ class MonitorConfig(_Section):
         "only (a host holding that key can forge any host's heartbeats); each host that "
         "uses it is logged and listed in the counters",
     )
+
+    @field_validator("doctor_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value[:64]!r}") from None
+        return value
+
+    @property
+    def doctor_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.doctor_time_zone)
 
 
 class InspectorConfig(_Section):

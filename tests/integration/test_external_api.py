@@ -1,11 +1,13 @@
 """External monitor routes over HTTP: auth by role or by a token-less network,
-idempotency, 400/404 envelopes, reports ignored with their reason."""
+idempotency, 400/404 envelopes, reports ignored with their reason, Doctor's zone-less
+time."""
 
 from __future__ import annotations
 
 import logging
 from ipaddress import ip_network
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi import FastAPI
@@ -350,12 +352,15 @@ def test_a_token_sent_from_a_tokenless_network_is_still_checked(sink: RecordingS
 @pytest.fixture
 def served(settings: Settings, db: Database) -> tuple[TestClient, HostMonitor]:
     """The controller's own app and a monitor of compute1 and compute2, configured to
-    take reports from 10.0.0.0/24 without a token."""
+    take reports from 10.0.0.0/24 without a token and Doctor's times in Paris."""
     monitor = HostMonitor({"compute1": "z", "compute2": "z"}, KEY, Sink(), PowerOn(), NoNova())
     settings = settings.model_copy(
         update={
             "monitor": settings.monitor.model_copy(
-                update={"tokenless_fault_networks": [ip_network("10.0.0.0/24")]}
+                update={
+                    "tokenless_fault_networks": [ip_network("10.0.0.0/24")],
+                    "doctor_time_zone": "Europe/Paris",
+                }
             )
         }
     )
@@ -400,3 +405,17 @@ def test_a_tokenless_report_from_elsewhere_is_401_on_the_served_app(
     app = create_app(settings, db, monitor=monitor)  # no token-less network configured
     client = TestClient(app, raise_server_exceptions=False, client=("10.0.0.7", 50000))
     assert "X-Auth-Token" in error(client.put("/events", json=[doctor_event()]), 401)
+
+
+# -- Doctor's time -------------------------------------------------------------------
+
+
+def test_a_zone_less_doctor_time_is_utc_unless_a_zone_is_configured(sink: RecordingSink) -> None:
+    naive = doctor_event(time="2016-04-12T08:00:00.123")
+    offset = doctor_event(time="2016-04-12T08:00:00.123+00:00", event_id="e2")
+    build_client(sink).put("/events", json=[naive, offset], headers=ADMIN)
+    paris = build_client(sink, doctor_zone=ZoneInfo("Europe/Paris"))
+    paris.put("/events", json=[doctor_event(time="2016-04-12T10:00:00.123")], headers=ADMIN)
+    paris.put("/events", json=[doctor_event(time="2016-04-12T08:00:00.123Z")], headers=ADMIN)
+    utc, with_offset, local, z = (f.observed_at for f in sink.faults)
+    assert utc == with_offset == local == z == pytest.approx(1460448000.123)

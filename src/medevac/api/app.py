@@ -91,6 +91,7 @@ def create_app(
                 monitor,
                 host_label=settings.monitor.alertmanager_host_label,
                 tokenless=settings.monitor.tokenless_fault_networks,
+                doctor_zone=settings.monitor.doctor_zone,
             )
         )
 

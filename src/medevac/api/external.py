@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -122,10 +123,12 @@ def external_router(
     *,
     host_label: str = "instance",
     tokenless: Sequence[Network] = (),
+    doctor_zone: tzinfo = UTC,
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     """Routes for external monitors, delivering to ``sink``; ``clock`` stamps arrival;
-    reports from ``tokenless`` networks need no token."""
+    reports from ``tokenless`` networks need no token; a Doctor ``time`` without an
+    offset is read in ``doctor_zone``."""
     router = APIRouter(tags=["monitor"], dependencies=[Depends(_reporter(tokenless))])
 
     def arrival() -> float:
@@ -139,7 +142,7 @@ def external_router(
         received_at: float = Depends(arrival),
     ) -> dict[str, Any]:
         """Raw faults in OPNFV Doctor's inspector format (a JSON list of events)."""
-        tally = await _submit_all(sink, doctor_faults(events, received_at))
+        tally = await _submit_all(sink, doctor_faults(events, received_at, doctor_zone))
         return tally.answer()
 
     @router.post("/v1/alertmanager")
