@@ -37,12 +37,12 @@ class Collect:
     def __init__(self) -> None:
         self.verdicts: list[Verdict] = []
 
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
 
 
 class AlwaysOn:
-    async def power_off(self, host: str) -> bool:
+    async def is_off(self, host: str) -> bool:
         return False  # every host is alive in these benchmarks
 
 

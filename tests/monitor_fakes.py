@@ -20,12 +20,12 @@ class Sink:
         self.verdicts: list[Verdict] = []
         self.suspected: list[tuple[str, int]] = []  # (host, verdicts published before)
 
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
 
 
 class PowerOn:
-    async def power_off(self, host: str) -> bool:
+    async def is_off(self, host: str) -> bool:
         return False
 
 

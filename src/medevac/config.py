@@ -32,6 +32,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from medevac.monitor.hosts import MonitorSettings
+from medevac.recovery.policy import HostGroup
+
+# The blocks own their tunables' defaults; the configuration exposes and checks them.
+_MONITOR = MonitorSettings()
+_GROUP = HostGroup()
+
 CONFIG_ENV = "MEDEVAC_CONFIG"
 
 
@@ -192,56 +199,67 @@ class MonitorConfig(_Section):
     listen_port: int = Field(
         default=8781, ge=0, le=65535, description="the UDP port agents send heartbeats to"
     )
-    interval: float = Field(default=0.1, gt=0, description="the agents' heartbeat interval (s)")
+    interval: float = Field(
+        default=_MONITOR.interval, gt=0, description="the agents' heartbeat interval (s)"
+    )
     phi_threshold: float = Field(
-        default=8.0,
+        default=_MONITOR.phi_threshold,
         gt=0,
         description="suspect a host when phi reaches this (8: one chance in 10^8 of a "
         "live host being that late); lower detects faster, higher suspects less",
     )
     max_clock_skew: float = Field(
-        default=5.0,
+        default=_MONITOR.max_clock_skew,
         gt=0,
         description="drop heartbeats whose send time is further off than this (s)",
     )
     probes: int = Field(
-        default=3, ge=1, le=10, description="direct probes to a suspect agent; any answer clears it"
+        default=_MONITOR.probes,
+        ge=1,
+        le=10,
+        description="direct probes to a suspect agent; any answer clears it",
     )
     probe_timeout: float = Field(
-        default=0.04, gt=0, description="how long the probes wait for an answer (s)"
+        default=_MONITOR.probe_timeout,
+        gt=0,
+        description="how long the probes wait for an answer (s)",
     )
     bmc_refresh: float = Field(
-        default=10.0,
+        default=_MONITOR.bmc_refresh,
         ge=0,
         description="read each BMC this often anyway (s): warm sessions, power as last "
         "seen; 0: only on suspicion",
     )
     bmc_timeout: float = Field(
-        default=1.0, gt=0, description="one BMC call, read or power off, login included (s)"
+        default=_MONITOR.bmc_timeout,
+        gt=0,
+        description="one BMC call, read or power off, login included (s)",
     )
     bmc_verdict_wait: float = Field(
-        default=0.06,
+        default=_MONITOR.bmc_verdict_wait,
         gt=0,
         description="how long a verdict waits for the BMC (s), counted from the suspicion, "
         "the probes' wait included; past it the verdict is HOST_UNREACHABLE and a later "
         "'power off' upgrades it to HOST_DOWN",
     )
     isolation_fraction: float = Field(
-        default=0.5,
+        default=_MONITOR.isolation_fraction,
         gt=0,
         le=1,
         description="this share of a zone gone silent together is OBSERVER_ISOLATED, not "
         "host verdicts",
     )
     isolation_window: float = Field(
-        default=2.0,
+        default=_MONITOR.isolation_window,
         gt=0,
         description="hosts silent for at most this long count as gone silent together (s); "
         "after a zone comes back, a host still silent this long after the first one "
         "returned is judged alone",
     )
     isolation_min_hosts: int = Field(
-        default=3, ge=2, description="smaller zones are never judged isolated"
+        default=_MONITOR.isolation_min_hosts,
+        ge=2,
+        description="smaller zones are never judged isolated",
     )
     nova_notifications_url: str | None = Field(
         default=None,
@@ -395,12 +413,12 @@ class HostGroupConfig(_Section):
         "that matches it",
     )
     level: Literal[1, 2, 3] = Field(
-        default=2,
+        default=_GROUP.level.value,
         description="1: force down, no fencing (unsafe); 2: fence first; 3: wait for Nova "
         "to see the service down",
     )
     recovery_method: Literal["auto", "reserved_host", "auto_priority", "rh_priority"] = Field(
-        default="auto",
+        default=_GROUP.recovery_method.value,
         description="where evacuations go: auto (Nova's scheduler), reserved_host (only "
         "the reserved hosts), auto_priority (the scheduler, then the reserved hosts), "
         "rh_priority (the reserved hosts, then the scheduler)",
@@ -408,17 +426,22 @@ class HostGroupConfig(_Section):
     reserved_hosts: list[str] = Field(
         default_factory=list, description="the hosts the reserved_host methods try, in order"
     )
-    evacuate_all: bool = Field(default=False, description="also servers without HA_Enabled=True")
+    evacuate_all: bool = Field(
+        default=_GROUP.evacuate_all, description="also servers without HA_Enabled=True"
+    )
     ignore_error_servers: bool = Field(
-        default=False, description="do not evacuate servers already in error before the fault"
+        default=_GROUP.ignore_error_servers,
+        description="do not evacuate servers already in error before the fault",
     )
     on_shared_storage: bool = Field(
-        default=False,
+        default=_GROUP.on_shared_storage,
         description="Nova's onSharedStorage for evacuations (sent only below microversion 2.14)",
     )
-    concurrency: int = Field(default=4, ge=1, le=64, description="evacuations at once")
+    concurrency: int = Field(
+        default=_GROUP.concurrency, ge=1, le=64, description="evacuations at once"
+    )
     auto_release: bool = Field(
-        default=False,
+        default=_GROUP.auto_release,
         description="put a fenced host that came back into service without an operator "
         "(tried every 5 s, for up to 10 minutes, until Nova accepts)",
     )

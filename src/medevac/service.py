@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import signal
@@ -16,9 +15,12 @@ import uvicorn
 from dbos import DBOS
 
 from medevac.api import create_app
-from medevac.bmc.ipmi import BmcError, IpmiClient, IpmiTarget, PowerState
+from medevac.bmc.ipmi import IpmiClient, IpmiTarget
+from medevac.bmc.power import BmcPowerReader, PowerControl
 from medevac.bmc.redfish import RedfishClient, RedfishTarget
 from medevac.cloud import CloudDriver
+from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
+from medevac.cloud.nova_view import CloudNovaView
 from medevac.config import (
     BmcDriver,
     CloudConfig,
@@ -30,13 +32,13 @@ from medevac.config import (
 from medevac.inspector.actions import ResetPolicy
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.host_states import HostStates
 from medevac.inspector.incidents import ServiceView
 from medevac.inspector.inspector import Inspector, InspectorSettings
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
-from medevac.monitor.nova_events import NovaEvent, NovaNotificationListener
 from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
 from medevac.monitor.verdicts import Verdict, VerdictSink
 from medevac.notifier.bus import BusPublisher
@@ -45,7 +47,7 @@ from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
-from medevac.recovery.fence import BmcFencer, PowerControl
+from medevac.recovery.fence import BmcFencer
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
 from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
 from medevac.recovery.starter import Recovery
@@ -53,7 +55,13 @@ from medevac.recovery.steps import RecoverySteps
 from medevac.recovery.task_ends import TaskEnds
 from medevac.recovery.workflows import RecoveryWorkflows, configure_dbos
 from medevac.storage import Database
-from medevac.storage.records import AlarmStore, IncidentStore, OutboxStore, RecoveryStore
+from medevac.storage.records import (
+    AlarmStore,
+    HostStore,
+    IncidentStore,
+    OutboxStore,
+    RecoveryStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +77,20 @@ def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
 
 
 def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
-    """The detector's tunables from the configuration (the keys they share, by name)."""
-    shared = {f.name for f in dataclasses.fields(MonitorSettings)} & set(type(cfg).model_fields)
-    return MonitorSettings(**{name: getattr(cfg, name) for name in shared})
+    """The detector's tunables from the configuration; the rest keep the monitor's own."""
+    return MonitorSettings(
+        interval=cfg.interval,
+        phi_threshold=cfg.phi_threshold,
+        max_clock_skew=cfg.max_clock_skew,
+        probes=cfg.probes,
+        probe_timeout=cfg.probe_timeout,
+        bmc_timeout=cfg.bmc_timeout,
+        bmc_verdict_wait=cfg.bmc_verdict_wait,
+        bmc_refresh=cfg.bmc_refresh,
+        isolation_fraction=cfg.isolation_fraction,
+        isolation_window=cfg.isolation_window,
+        isolation_min_hosts=cfg.isolation_min_hosts,
+    )
 
 
 def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
@@ -112,39 +131,6 @@ def build_bmc_clients(
     return clients
 
 
-class BmcPowerReader:
-    """The monitor's second path: each host's power state from its BMC."""
-
-    def __init__(self, clients: dict[str, PowerControl]) -> None:
-        self._clients = clients
-
-    async def power_off(self, host: str) -> bool:
-        client = self._clients.get(host)
-        if client is None:
-            raise BmcError(f"no BMC for {host}")
-        return await client.power_state() is PowerState.OFF
-
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-
-
-class CloudNovaView:
-    def __init__(self, driver: CloudDriver) -> None:
-        self._driver = driver
-
-    async def compute_services(self) -> dict[str, dict[str, Any]]:
-        return {
-            svc.host: {
-                "state": svc.state,
-                "status": svc.status,
-                "forced_down": svc.forced_down,
-                "updated_at": svc.updated_at.isoformat() if svc.updated_at else None,
-            }
-            for svc in await self._driver.list_compute_services()
-        }
-
-
 class AuditLog:
     """Audit entries written off the event loop, a moment later: the milliseconds
     after a verdict belong to the alarms' outbox."""
@@ -177,7 +163,7 @@ class AuditedVerdicts:
     def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
 
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         detail = {"subject": verdict.subject, "at": verdict.at, "evidence": verdict.evidence}
         self._audit.record(
             f"verdict.{verdict.kind.value}", verdict.host, "monitor", detail, verdict.trace_id
@@ -195,11 +181,11 @@ class Verdicts:
         self.first = first
         self.later = later
 
-    def publish(self, verdict: Verdict) -> None:
-        self.first.publish(verdict)
+    def on_verdict(self, verdict: Verdict) -> None:
+        self.first.on_verdict(verdict)
         loop = asyncio.get_running_loop()
         for sink in self.later:
-            loop.call_soon(sink.publish, verdict)
+            loop.call_soon(sink.on_verdict, verdict)
 
 
 def build_notifier(settings: Settings, db: Database) -> Notifier:
@@ -246,6 +232,7 @@ def build_inspector(
     notifier: Notifier,
     journal: IncidentJournal,
     audit: AuditLog,
+    host_states: HostStates,
     recovery: Recovery | None = None,
 ) -> Inspector:
     i = settings.inspector
@@ -269,6 +256,7 @@ def build_inspector(
         ),
         recovery=recovery,
         audit=audit,
+        host_states=host_states,
         auto_release=lambda host: group_of(host, groups).auto_release,
     )
 
@@ -319,15 +307,22 @@ class Controller:
                     settled=lambda server_id: self.inspector.settled(server_id),
                     restore_ports=lambda host, sid: self.inspector.restore_server_ports(host, sid),
                     task_ends=self.task_ends,
-                    ended=self._recovery_ended,
+                    progress=self._recovery_progress,
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
                 )
             )
             self.recovery = Recovery(RecoveryWorkflows(steps))
             configure_dbos(r.workflows_url(settings.storage.url))
+        self.host_states = HostStates(HostStore(self.db))
         self.inspector = build_inspector(
-            settings, self.cloud, self.notifier, self.journal, self.audit, self.recovery
+            settings,
+            self.cloud,
+            self.notifier,
+            self.journal,
+            self.audit,
+            self.host_states,
+            self.recovery,
         )
         self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
         p = settings.profiler
@@ -355,13 +350,17 @@ class Controller:
     def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:
         self.inspector.on_service_view(host, ServiceView.of(view, as_of))
 
-    def _recovery_ended(self, incident_id: str, recovery_id: str, at: float) -> None:
-        """A recovery ended: its incident follows the cloud now; its profile is exported.
-        Thread-safe: a workflow step may run off the controller's loop."""
+    def _recovery_progress(
+        self, incident_id: str, recovery_id: str, state: str, at: float, ended: bool
+    ) -> None:
+        """A recovery recorded a state: the inspector follows it; once it has ended, the
+        fault's profile is exported. Thread-safe: a workflow step may run off the loop."""
         if self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self.inspector.recovery_ended, incident_id, recovery_id, at)
-        if self.spans is not None:
+        self._loop.call_soon_threadsafe(
+            self.inspector.recovery_progress, incident_id, recovery_id, state, at, ended
+        )
+        if ended and self.spans is not None:
             self._loop.call_soon_threadsafe(self.fault_over, incident_id)
 
     def _restart_compute(self, host: str) -> bool:
@@ -411,7 +410,9 @@ class Controller:
                 continue
             rec = await asyncio.to_thread(store.get, inc.recovery_id)
             if rec is not None and rec["ended_at"] is not None:
-                self.inspector.recovery_ended(inc.id, inc.recovery_id, rec["ended_at"])
+                self.inspector.recovery_progress(
+                    inc.id, inc.recovery_id, rec["state"], rec["ended_at"], True
+                )
         if not incidents:
             return
         asked = time.time()
@@ -440,6 +441,8 @@ class Controller:
         resumed = await self.notifier.start()
         if self.recovery is not None:
             DBOS.launch()
+        await self.host_states.load()
+        self.host_states.start()
         self.inspector.adopt(await self.journal.load_open())
         await self._follow_cloud_at_start()
         if self.monitor is not None:
@@ -531,6 +534,7 @@ class Controller:
                 loop.set_default_executor(ThreadPoolExecutor(4, thread_name_prefix="stop"))
             await self.audit.drain()
             await self.journal.close()
+            await self.host_states.close()
             if self.spans is not None:
                 await asyncio.gather(*self._exports, return_exceptions=True)
                 await asyncio.to_thread(self.spans.close)

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from medevac.monitor.nova_events import parse_notification
+from medevac.cloud.nova_events import parse_notification
 from medevac.notifier.bus import BusPublisher
 from medevac.notifier.events import Event
 from tests.conftest import port_open

@@ -141,3 +141,22 @@ def test_the_checkpoint_runner_keeps_the_wal_short(fresh_db: Database) -> None:
     frames, _ = fresh_db.checkpoint()
     if fresh_db.local:
         assert frames < 50
+
+
+def test_a_hosts_state_moves_with_its_audit_entry_and_never_over_another_writer(
+    fresh_db: Database,
+) -> None:
+    from medevac.storage.records import HostRow, HostStore
+
+    fresh_db.migrate()
+    store = HostStore(fresh_db)
+    audit = {"audit_kind": "host.state", "actor": "inspector", "trace_id": "t1"}
+    assert store.move(HostRow("h1", "z", "LOST", 10.0, 1), detail={"on": "lost"}, **audit)
+    assert store.move(HostRow("h1", "z", "FENCING", 11.0, 2), detail={"on": "fencing"}, **audit)
+    # A writer that started from generation 1 (someone moved it since) changes nothing.
+    assert not store.move(HostRow("h1", "z", "UP", 12.0, 2), detail={"on": "stale"}, **audit)
+    assert not store.move(HostRow("h1", "z", "UP", 12.0, 1), detail={"on": "new"}, **audit)
+    [row] = store.all()
+    assert (row.state, row.since, row.generation) == ("FENCING", 11.0, 2)
+    kinds = [(e.kind, e.detail["on"]) for e in reversed(fresh_db.audit_events("h1"))]
+    assert kinds == [("host.state", "lost"), ("host.state", "fencing")]  # none for the refused

@@ -51,7 +51,7 @@ class MemoryHooks:
         with self.lock:
             return self.on.get(host, True)
 
-    def power_off(self, host: str) -> None:
+    def is_off(self, host: str) -> None:
         self._record("off", host)
         with self.lock:
             self.on[host] = False

@@ -126,6 +126,11 @@ def test_host_crash_is_fenced_then_its_ha_servers_evacuated(
     assert watch.samples > 5 and watch.twice == []
     history = ctl.get(f"/v1/history?host={host}")["evacuations"]
     assert len(history) == len(ha)
+    lifecycle = lambda: ctl.host(host)["lifecycle"]["state"]  # noqa: E731
+    wait_for(f"{host}'s lifecycle to say RECOVERED", lambda: lifecycle() == "RECOVERED", 10)
+    audit = ctl.get(f"/v1/audit?subject={host}&limit=500")["events"]
+    moves = [e["detail"]["to"] for e in reversed(audit) if e["kind"] == "host.state"]
+    assert moves == ["LOST", "FENCING", "FENCED", "RECOVERING", "RECOVERED"], moves
 
 
 def test_a_fenced_host_that_returns_stays_down_until_released(
@@ -161,6 +166,7 @@ def test_a_fenced_host_that_returns_stays_down_until_released(
     rlab.no_server_runs_twice()
     closed = ctl.get(f"/v1/incidents/{inc['id']}")
     assert closed["state"] == "CLOSED" and not closed["awaiting_release"]
+    assert ctl.host(host)["lifecycle"]["state"] == "UP"
 
 
 def test_partitioned_host_is_fenced_before_anything_runs_elsewhere(

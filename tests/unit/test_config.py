@@ -125,3 +125,21 @@ def test_external_inputs_networks_and_doctor_zone(tmp_path: Path) -> None:
         load_settings(write(tmp_path, '[monitor]\ndoctor_time_zone = "Mars/Olympus"\n'))
     with pytest.raises(ConfigError, match=r"monitor\.tokenless_fault_networks"):
         load_settings(write(tmp_path, '[monitor]\ntokenless_fault_networks = ["10.0.0.1/8"]\n'))
+
+
+def test_the_configuration_takes_its_defaults_from_the_blocks_and_maps_every_tunable() -> None:
+    import dataclasses
+
+    from medevac.config import HostGroupConfig, MonitorConfig
+    from medevac.monitor.hosts import MonitorSettings
+    from medevac.recovery.policy import HostGroup
+    from medevac.service import host_group, monitor_settings
+
+    assert monitor_settings(MonitorConfig()) == MonitorSettings()
+    assert host_group(HostGroupConfig(name="default")) == HostGroup()
+    shared = set(MonitorConfig.model_fields) & {f.name for f in dataclasses.fields(MonitorSettings)}
+    assert len(shared) >= 11
+    for name in shared:  # each configured value reaches the monitor, none is dropped
+        value = getattr(MonitorSettings(), name) * 2
+        changed = monitor_settings(MonitorConfig(**{name: value}))
+        assert getattr(changed, name) == value, name

@@ -148,7 +148,7 @@ def verdict(kind: VerdictKind, host: str = "h1", subject: str | None = None) -> 
 async def test_host_down_tells_consumers_before_any_cloud_call() -> None:
     cloud = RecordingCloud()
     inspector, events = build(cloud)
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
     assert events.calls_before_first_event == 0
     await inspector.drain()
     assert sorted(c[0] for c in cloud.calls) == [
@@ -186,7 +186,7 @@ async def test_repeated_verdicts_act_once() -> None:
     cloud = RecordingCloud()
     inspector, _ = build(cloud)
     for kind in (VerdictKind.HOST_UNREACHABLE, VerdictKind.HOST_DOWN, VerdictKind.HOST_UNREACHABLE):
-        inspector.publish(verdict(kind))
+        inspector.on_verdict(verdict(kind))
     await inspector.drain()
     assert [c for c in cloud.calls if c[0] == "force-down"] == [("force-down", "h1", True)]
     assert len(inspector.open) == 1
@@ -198,7 +198,7 @@ async def test_transient_errors_are_retried_and_permanent_ones_become_events() -
         {"s0": [CloudUnavailable("busy")], "s1": [Forbidden("no role"), Forbidden("no role")]}
     )
     inspector, events = build(cloud)
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
     await inspector.drain()
     assert [c[1] for c in cloud.calls].count("s0") == 2  # retried, then fine
     assert [c[1] for c in cloud.calls].count("s1") == 1  # 403 is not retried
@@ -213,7 +213,7 @@ async def test_held_zone_changes_nothing_and_says_so_once() -> None:
     cloud = RecordingCloud()
     inspector, events = build(cloud, ZoneGuard(fraction=0.5, window=60, min_hosts=3), hosts=4)
     for host in ("h1", "h2", "h3", "h4"):
-        inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE, host))
+        inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE, host))
     await inspector.drain()
     # The first two were admitted (two of four is below the three-host floor).
     assert {c[1] for c in cloud.calls if c[0] == "force-down"} == {"h1", "h2"}
@@ -225,8 +225,8 @@ async def test_held_zone_changes_nothing_and_says_so_once() -> None:
 async def test_observer_isolation_holds_every_later_host() -> None:
     cloud = RecordingCloud()
     inspector, events = build(cloud)
-    inspector.publish(Verdict(VerdictKind.OBSERVER_ISOLATED, "z", 1.0, {"silent_hosts": ["h1"]}))
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(Verdict(VerdictKind.OBSERVER_ISOLATED, "z", 1.0, {"silent_hosts": ["h1"]}))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
     await inspector.drain()
     assert cloud.calls == []
     assert events.types() == ["medevac.guard.hold"]
@@ -236,10 +236,10 @@ async def test_observer_isolation_holds_every_later_host() -> None:
 async def test_link_down_only_that_physnet_then_back() -> None:
     cloud = RecordingCloud()
     inspector, _ = build(cloud)
-    inspector.publish(verdict(VerdictKind.LINK_DOWN, subject="physnet2"))
+    inspector.on_verdict(verdict(VerdictKind.LINK_DOWN, subject="physnet2"))
     await inspector.drain()
     assert cloud.calls == [("port", "b", DataPlaneStatus.DOWN)]
-    inspector.publish(verdict(VerdictKind.LINK_UP, subject="physnet2"))
+    inspector.on_verdict(verdict(VerdictKind.LINK_UP, subject="physnet2"))
     await inspector.drain()
     assert cloud.calls[-1] == ("port", "b", DataPlaneStatus.ACTIVE)
     assert "h1" not in inspector.open  # healed and closed
@@ -249,8 +249,8 @@ async def test_link_down_only_that_physnet_then_back() -> None:
 async def test_host_up_restores_ports_after_the_correction_finished() -> None:
     cloud = RecordingCloud()
     inspector, events = build(cloud)
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))
-    inspector.publish(verdict(VerdictKind.HOST_UP))  # before the correction ran
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))  # before the correction ran
     await inspector.drain()
     ports = [c for c in cloud.calls if c[0] == "port"]
     assert [p[2] for p in ports] == [DataPlaneStatus.DOWN] * 2 + [DataPlaneStatus.ACTIVE] * 2
@@ -264,7 +264,7 @@ async def test_an_evacuated_servers_ports_go_back_once_and_only_its_own() -> Non
     cloud = RecordingCloud()
     inspector, events = build(cloud)
     assert await inspector.restore_server_ports("h1", "s0") is None  # no incident: ask Neutron
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
     await inspector.drain()
     cloud.calls.clear()
     # s0's port was unset before the fault: back as ACTIVE (Neutron cannot unset it)
@@ -278,7 +278,7 @@ async def test_an_evacuated_servers_ports_go_back_once_and_only_its_own() -> Non
     assert "medevac.action.failed" in events.types()
     # The host's return puts back only what is still DOWN: s1's port, not s0's again.
     cloud.calls.clear()
-    inspector.publish(verdict(VerdictKind.HOST_UP))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))
     await inspector.drain()
     assert cloud.calls == [("port", "b", DataPlaneStatus.ACTIVE)]
 
@@ -287,7 +287,7 @@ async def test_an_evacuated_servers_ports_go_back_once_and_only_its_own() -> Non
 async def test_ports_of_unknown_owner_are_left_to_neutron() -> None:
     cloud = RecordingCloud()
     inspector, _ = build(cloud)
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
     await inspector.drain()
     inspector.topology.remove_port("b")  # e.g. a restarted controller still loading it
     cloud.calls.clear()
@@ -300,7 +300,7 @@ async def test_observe_mode_changes_nothing() -> None:
     cloud = RecordingCloud()
     inspector, events = build(cloud)
     inspector.settings = type(inspector.settings)(act=False)
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
     await inspector.drain()
     assert cloud.calls == []
     inc = inspector.open["h1"]
@@ -320,7 +320,7 @@ async def test_a_correction_cut_short_by_a_restart_runs_again() -> None:
     cloud = RecordingCloud()
     first, _ = build(cloud)
     first.settings = type(first.settings)(act=False)  # acts on nothing: as if killed
-    first.publish(verdict(VerdictKind.HOST_DOWN))
+    first.on_verdict(verdict(VerdictKind.HOST_DOWN))
     incident = Incident.from_dict(first.open["h1"].as_dict())
     incident.state = IncidentState.CORRECTING
     second, _ = build(cloud)
@@ -337,13 +337,13 @@ async def test_a_recovered_host_waits_for_its_release() -> None:
     inspector, events = build(cloud)
     starter = Starter()
     inspector.recovery = starter
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))  # the upgrade: no second recovery
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))  # the upgrade: no second recovery
     await inspector.drain()
     assert [(h, v) for h, v, _ in starter.started] == [("h1", "HOST_UNREACHABLE")]
     assert starter.started[0][2]["s0"] == "active"  # the state before the reset
     calls = len(cloud.calls)
-    inspector.publish(verdict(VerdictKind.HOST_UP))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))
     await inspector.drain()
     inc = inspector.open["h1"]
     assert inc.awaiting_release and len(cloud.calls) == calls  # nothing until released
@@ -369,7 +369,7 @@ async def test_corrections_follow_the_recovery_order_and_each_server_settles_alo
         await do(kind, target, value)
 
     cloud._do = slow  # type: ignore[method-assign]
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
     # s1 and its port are done while s0 is still held: s1's evacuation need not wait.
     await asyncio.wait_for(inspector.settled("s1"), 5)
     assert ("reset", "s1", "error") in cloud.calls and (
@@ -400,7 +400,7 @@ async def test_a_cancelled_correction_leaves_no_server_waiting() -> None:
         await do(kind, target, value)
 
     cloud._do = stuck  # type: ignore[method-assign]
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
     waiting = asyncio.ensure_future(inspector.settled("s0"))
     await asyncio.sleep(0.02)
     assert not waiting.done()
@@ -427,12 +427,12 @@ async def recovered_and_back(cloud: RecordingCloud) -> tuple[Inspector, Events, 
     inspector, events = build(cloud)
     inspector.recovery = starter = Starter()
     inspector.audit = audit = Audit()
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
     await inspector.drain()
     inc = inspector.open["h1"]
     assert inc.recovery_id is not None
-    inspector.recovery_ended(inc.id, inc.recovery_id, time.time())
-    inspector.publish(verdict(VerdictKind.HOST_UP))
+    inspector.recovery_progress(inc.id, inc.recovery_id, "COMPLETED", time.time(), True)
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))
     await inspector.drain()
     assert inspector.open["h1"].awaiting_release
     return inspector, events, starter, audit
@@ -463,7 +463,7 @@ async def test_a_host_put_back_by_hand_closes_its_incident_then_a_new_loss_is_re
     assert not first.ports_down
     assert events.events[-1].event_type == "compute.host.up"
     assert events.events[-1].traits["released_by"].startswith("the cloud")
-    inspector.publish(verdict(VerdictKind.HOST_DOWN))  # servers ran on it again; it fails
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))  # servers ran on it again; it fails
     await inspector.drain()
     second = inspector.open["h1"]
     assert second.id != first.id and second.recovery_id == f"recover-{second.id}"
@@ -479,7 +479,7 @@ async def test_a_loss_after_an_ended_recovery_is_a_new_incident_even_unreleased(
     first = inspector.open["h1"]
     left_down = dict(first.ports_down)
     assert left_down  # its ports stayed DOWN: nobody released the host
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
     await inspector.drain()
     second = inspector.open["h1"]
     assert second.id != first.id and len(starter.started) == 2
@@ -500,9 +500,9 @@ async def test_a_loss_while_the_recovery_runs_joins_its_incident() -> None:
     cloud = RecordingCloud()
     inspector, _ = build(cloud)
     inspector.recovery = starter = Starter()
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
-    inspector.publish(verdict(VerdictKind.HOST_UP))
-    inspector.publish(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
     await inspector.drain()
     assert len(starter.started) == 1 and len(inspector.open) == 1
     inspector.on_service_view("h1", ServiceView(True, False, time.time() + 5))
@@ -522,4 +522,36 @@ async def test_a_release_through_medevac_is_not_taken_for_one_by_the_cloud() -> 
     cloud.set_enabled = enabled_then_seen  # type: ignore[method-assign]
     result = await inspector.release("h1", "ops")
     assert result["ports_restored"] == 2 and audit.kinds() == []
+    await inspector.drain()
+
+
+@sync
+async def test_the_hosts_lifecycle_follows_its_loss_recovery_return_and_release() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.recovery = Starter()
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
+    await inspector.drain()
+    inc = inspector.open["h1"]
+    assert inc.recovery_id is not None
+    seen = [inspector.host_states.life("h1").state.value]
+    steps = ["STARTED", "FENCING", "FENCED", "EVACUATING", "COMPLETED"]
+    for state in steps:
+        ended = state == "COMPLETED"
+        inspector.recovery_progress(inc.id, inc.recovery_id, state, time.time(), ended)
+        seen.append(inspector.host_states.life("h1").state.value)
+    inspector.on_verdict(verdict(VerdictKind.HOST_UP))
+    seen.append(inspector.host_states.life("h1").state.value)
+    await inspector.release("h1", "ops")
+    seen.append(inspector.host_states.life("h1").state.value)
+    assert seen == [
+        "LOST",
+        "LOST",
+        "FENCING",
+        "FENCED",
+        "RECOVERING",
+        "RECOVERED",
+        "AWAITING_RELEASE",
+        "UP",
+    ]
     await inspector.drain()

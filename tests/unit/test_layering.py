@@ -56,3 +56,24 @@ def test_blocks_and_edges_never_import_surfaces_or_wiring() -> None:
         if any(m.startswith(SURFACES) or m == "medevac.service" for m in imports(p))
     }
     assert offenders == set()
+
+
+BLOCKS = ("monitor", "inspector", "notifier", "recovery", "profiler")
+# The data that flows down the pipeline, and the agent's wire format: the only things a
+# block takes from another.
+SHARED = {"medevac.monitor.verdicts", "medevac.notifier.events", "medevac.monitor.protocol"}
+
+
+def test_edges_import_no_block_and_blocks_take_only_shared_data_from_each_other() -> None:
+    offenders = set()
+    for path in SRC.rglob("*.py"):
+        own = path.relative_to(SRC).parts[0]
+        if own not in (*BLOCKS, "cloud", "bmc", "storage", "agent"):
+            continue
+        for module in imports(path):
+            parts = module.split(".")
+            if len(parts) < 2 or parts[0] != "medevac" or parts[1] == own:
+                continue
+            if parts[1] in BLOCKS and (own not in (*BLOCKS, "agent") or module not in SHARED):
+                offenders.add(f"{path.relative_to(SRC)} imports {module}")
+    assert offenders == set()

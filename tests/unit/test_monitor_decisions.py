@@ -30,3 +30,30 @@ def test_check_changes() -> None:
     ]
     assert check_changes(Checks(), Checks(domains_down=("s1",))) == [(V.SERVER_DOWN, "s1")]
     assert check_changes(Checks(domains_down=("s1",)), Checks(domains_down=("s1",))) == []
+
+
+def test_loss_evidence_shows_no_power_state_the_bmc_did_not_just_give_and_estimates_t00() -> None:
+    import dataclasses
+
+    from medevac.monitor.correlate import Sighting, loss_evidence
+
+    seen = Sighting(
+        reason="heartbeats stopped",
+        silence_s=0.31234,
+        confirm_s=0.0612,
+        bmc_power="on",  # read ten seconds ago
+        bmc_error="no answer within 60 ms (still asking)",
+        nova={"state": "up"},
+        nova_age_s=1.23456,
+        last_heartbeat_sent_at=100.0,
+        raw_received_at=100.4,
+        observed_at=None,
+    )
+    evidence = loss_evidence(seen, phi_threshold=8.0, probes=3)
+    assert evidence["bmc_power"] is None and evidence["bmc_error"].startswith("no answer")
+    rounded = (evidence["silence_s"], evidence["confirm_s"], evidence["nova_age_s"])
+    assert rounded == (0.312, 0.061, 1.235)
+    assert evidence["fault_estimated_at"] == 100.0  # the last sign of life
+    reported = dataclasses.replace(seen, observed_at=99.5, bmc_error=None)
+    evidence = loss_evidence(reported, phi_threshold=8.0, probes=3)
+    assert evidence["fault_estimated_at"] == 99.5 and evidence["bmc_power"] == "on"

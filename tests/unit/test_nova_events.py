@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from medevac.monitor.nova_events import amqp_url, parse_notification
+from medevac.cloud.nova_events import amqp_url, parse_notification
 
 
 def envelope(event_type: str, data: dict) -> dict:

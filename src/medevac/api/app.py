@@ -97,10 +97,16 @@ def create_app(
 
     @app.get("/v1/hosts", tags=["monitor"])
     async def hosts(_: AdminOrReader) -> dict[str, Any]:
-        """Every watched host: detector state, BMC power as last seen, Nova's view, verdict."""
+        """Every watched host: detector state, its lifecycle (what was decided and done),
+        BMC power as last seen, Nova's view, verdict."""
         if monitor is None:
             return {"hosts": [], "counters": None}
-        return {"hosts": monitor.snapshot(), "counters": monitor.counters()}
+        hosts = monitor.snapshot()
+        if inspector is not None:
+            lives = inspector.host_states.view()
+            for h in hosts:
+                h["lifecycle"] = lives.get(h["name"], {"state": "UP", "since": None})
+        return {"hosts": hosts, "counters": monitor.counters()}
 
     @app.post("/v1/hosts/{host}/release", tags=["recovery"])
     async def release(host: str, principal: Admin) -> dict[str, Any]:

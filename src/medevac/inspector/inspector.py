@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import medevac.notifier.events as ev
+from medevac.checkpoints import Mark
 from medevac.cloud.errors import CloudError
 from medevac.cloud.models import DataPlaneStatus
+from medevac.inspector import announce
 from medevac.inspector.actions import (
     Action,
     ActionKind,
@@ -29,10 +32,10 @@ from medevac.inspector.actions import (
     plan_ports_restore,
     plan_process_down,
     plan_process_up,
-    resettable,
 )
 from medevac.inspector.executor import ActionExecutor, ActionResult
 from medevac.inspector.guard import ZoneGuard
+from medevac.inspector.host_states import HostStates
 from medevac.inspector.incidents import (
     Incident,
     IncidentState,
@@ -40,12 +43,22 @@ from medevac.inspector.incidents import (
     fails_again,
     released_in_cloud,
 )
-from medevac.inspector.topology import PortInfo, ServerInfo, Topology
+from medevac.inspector.lifecycle import Happening
+from medevac.inspector.pending import PendingCorrections
+from medevac.inspector.topology import ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
-from medevac.notifier import events as ev
 from medevac.notifier.events import Event
 
 log = logging.getLogger(__name__)
+
+
+# A host recovery's recorded states that move its host's lifecycle.
+RECOVERY_STATES = {
+    "FENCING": Happening.FENCING,
+    "FENCED": Happening.FENCED,
+    "FENCING_FAILED": Happening.FENCING_FAILED,
+    "EVACUATING": Happening.EVACUATING,
+}
 
 
 class EventSink(Protocol):
@@ -119,7 +132,7 @@ class InspectorSettings:
 
 
 class Inspector:
-    """A ``VerdictSink``: ``publish`` does the fast part now and schedules the rest."""
+    """A ``VerdictSink``: ``on_verdict`` does the fast part now and schedules the rest."""
 
     def __init__(
         self,
@@ -133,6 +146,7 @@ class Inspector:
         *,
         recovery: RecoveryStarter | None = None,
         audit: AuditSink | None = None,
+        host_states: HostStates | None = None,
         auto_release: Callable[[str], bool] = lambda host: False,
         release_retry: float = 5.0,
         release_for: float = 600.0,
@@ -140,6 +154,8 @@ class Inspector:
     ) -> None:
         self.recovery = recovery
         self.audit = audit
+        # Each host's lifecycle: what was decided and done about it, persisted.
+        self.host_states = host_states or HostStates()
         self.auto_release = auto_release
         self.release_retry = release_retry
         self.release_for = release_for
@@ -157,11 +173,7 @@ class Inspector:
         self.on_closed: Callable[[Incident], Any] | None = None
         self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
         # Server id -> state actions planned and not yet done on it or on its ports.
-        self._pending: Counter[str] = Counter()
-        self._pending_changed = asyncio.Event()
-        # Set once the corrections a dead predecessor left are planned again (after the
-        # first topology sync): until then nobody can know what is pending on a server.
-        self.corrections_resumed = asyncio.Event()
+        self.pending = PendingCorrections()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._releases: set[asyncio.Task[Any]] = set()  # auto-release loops (long)
         # Nova's compute service of each host as last seen: incidents follow it.
@@ -195,7 +207,7 @@ class Inspector:
                         plan += plan_link_down(inc.host, physnet, ports)
             self._run(inc, plan)
             resumed += 1
-        self.corrections_resumed.set()
+        self.pending.resumed.set()
         return resumed
 
     # -- VerdictSink --------------------------------------------------------------
@@ -208,7 +220,7 @@ class Inspector:
         resources += [("port_id", p.id) for p in self.topology.ports_on(host)]
         self.notifier.prepare(resources)
 
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         try:
             self._handle(verdict)
         except Exception:  # a bug here must never take the monitor down with it
@@ -254,11 +266,11 @@ class Inspector:
         inc = Incident(
             verdict.host, self.zones.get(verdict.host, "nova"), verdict.at, verdict.trace_id
         )
-        inc.stamp("T01", float(received))
-        inc.stamp("V", verdict.at)
+        inc.stamp(Mark.T01, float(received))
+        inc.stamp(Mark.V, verdict.at)
         estimate = verdict.evidence.get("fault_estimated_at")
         if estimate is not None:
-            inc.stamp("T00~", float(estimate))
+            inc.stamp(Mark.T00_ESTIMATE, float(estimate))
         self.open[verdict.host] = inc
         self._by_trace[inc.trace_id] = inc
         return inc
@@ -280,6 +292,7 @@ class Inspector:
     # -- host lost ----------------------------------------------------------------
 
     def _host_lost(self, inc: Incident, verdict: Verdict) -> None:
+        self._happen(inc, Happening.LOST, {"verdict": verdict.kind.value})
         now = self.clock()
         zone_size = self._zone_sizes[inc.zone] or 1
         lost = {
@@ -289,7 +302,7 @@ class Inspector:
         }
         decision = self.guard.admit(inc.zone, lost, zone_size, now)
         if not decision.allowed:
-            self._hold(inc, decision.reason, announce=decision.newly_held)
+            self._hold(inc, decision.reason, first=decision.newly_held)
             return
         servers = self.topology.servers_on(inc.host)
         if self.recovery is not None and self.settings.act:
@@ -297,19 +310,23 @@ class Inspector:
             # its own server's actions only, so the first to move settle first.
             servers = self.recovery.order(inc.host, servers)
         ports = self.topology.ports_on(inc.host)
-        inc.stamp("T02", self.clock())
+        inc.stamp(Mark.T02, self.clock())
         # The servers' events first: they are what the consumers' alarms wait on. Built
         # as they are evaluated, so the first webhooks wait for only a few of them.
         self._emit(
             inc,
-            self._server_events(inc, servers),
-            "T06",
+            announce.server_events(inc, servers, self.clock(), reset_to_error=self._resets),
+            Mark.T06,
             first_alarms_first=True,
             described=(len(servers), [ev.INSTANCE_UPDATE]),
         )
         plan = plan_host_lost(inc.host, servers, ports, self.settings.reset_servers)
-        host_and_ports = [self._host_event(ev.HOST_DOWN, inc, verdict)]
-        self._emit(inc, host_and_ports + self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
+        host_and_ports = [announce.host_event(ev.HOST_DOWN, inc, verdict, self.clock())]
+        self._emit(
+            inc,
+            host_and_ports + announce.port_events(inc, ports, DataPlaneStatus.DOWN, self.clock()),
+            Mark.T06,
+        )
         for p in ports:
             if p.data_plane_status is not DataPlaneStatus.DOWN:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)
@@ -322,12 +339,15 @@ class Inspector:
                 inc.id, inc.host, verdict.kind.value, before, inc.trace_id
             )
 
-    def _hold(self, inc: Incident, reason: str, *, announce: bool) -> None:
+    def _hold(self, inc: Incident, reason: str, *, first: bool) -> None:
+        self._happen(inc, Happening.HELD, {"reason": reason})
         inc.held_reason = reason
         inc.move(IncidentState.HELD, self.clock())
         log.critical("no action on %s: %s", inc.host, reason)
-        if announce:
-            self._emit(inc, [self._guard_event(inc.zone, reason, inc.trace_id)], None)
+        if first:  # the zone's first hold is announced; the others join it
+            self._emit(
+                inc, [announce.guard_event(inc.zone, reason, inc.trace_id, self.clock())], None
+            )
 
     def _isolated(self, verdict: Verdict) -> None:
         zone = verdict.host
@@ -338,16 +358,18 @@ class Inspector:
         )
         if self.guard.isolate(zone, self.clock(), reason):
             log.critical("zone %s held: %s", zone, reason)
-            self.notifier.emit([self._guard_event(zone, reason, verdict.trace_id)])
+            self.notifier.emit([announce.guard_event(zone, reason, verdict.trace_id, self.clock())])
 
     # -- links, servers -----------------------------------------------------------
 
     def _link_down(self, inc: Incident, verdict: Verdict) -> None:
         physnet = verdict.subject or ""
         ports = self.topology.ports_on(inc.host, physnet)
-        inc.stamp("T02", self.clock())
+        inc.stamp(Mark.T02, self.clock())
         plan = plan_link_down(inc.host, physnet, ports)
-        self._emit(inc, self._port_events(inc, ports, DataPlaneStatus.DOWN), "T06")
+        self._emit(
+            inc, announce.port_events(inc, ports, DataPlaneStatus.DOWN, self.clock()), Mark.T06
+        )
         for p in ports:
             if p.data_plane_status is not DataPlaneStatus.DOWN:
                 inc.ports_down.setdefault(p.id, p.data_plane_status)
@@ -356,19 +378,11 @@ class Inspector:
         self._run(inc, plan)
 
     def _server_down(self, inc: Incident, verdict: Verdict) -> None:
-        server = self.topology.server(verdict.subject or "")
-        traits: dict[str, Any] = {
-            "instance_id": verdict.subject or "",
-            "host": inc.host,
-            "state": server.vm_state if server and server.vm_state else "unknown",
-            "power_state": "crashed",
-            "host_status": "UP",
-        }
-        if server is not None:
-            traits["project_id"] = server.project_id
-        self._emit(
-            inc, [Event(ev.INSTANCE_UPDATE, self.clock(), traits, trace_id=inc.trace_id)], "T06"
+        server_id = verdict.subject or ""
+        event = announce.server_down_event(
+            inc, server_id, self.topology.server(server_id), self.clock()
         )
+        self._emit(inc, [event], Mark.T06)
         if self.recovery is not None and self.settings.act and verdict.subject:
             self.recovery.restart(inc.id, inc.host, verdict.subject, inc.trace_id)
 
@@ -378,7 +392,7 @@ class Inspector:
         event_type = "compute.service.down" if down else "compute.service.up"
         traits = {"host": inc.host, "binary": "nova-compute", "incident_id": inc.id}
         event = Event(event_type, self.clock(), traits, trace_id=inc.trace_id)
-        self._emit(inc, [event], "T06" if down else None)
+        self._emit(inc, [event], Mark.T06 if down else None)
         if down and inc.state is IncidentState.OPEN:
             inc.move(IncidentState.CORRECTING, self.clock())
         self._run(inc, plan_process_down(inc.host) if down else plan_process_up(inc.host))
@@ -393,6 +407,7 @@ class Inspector:
             # Fenced and evacuated: it stays forced down and disabled until its
             # nova-compute has cleaned up and an operator or policy releases it.
             inc.awaiting_release = True
+            self._happen(inc, Happening.BACK)
             if self._follow_cloud(inc):
                 return
             if self.auto_release(inc.host):
@@ -400,7 +415,8 @@ class Inspector:
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
             return
-        self._emit(inc, [self._host_event(ev.HOST_UP, inc, None)], None)
+        self._happen(inc, Happening.HEALED)
+        self._emit(inc, [announce.host_event(ev.HOST_UP, inc, None, self.clock())], None)
         self._restore_ports(inc, physnet=None)
 
     async def release(self, host: str, actor: str) -> dict[str, Any]:
@@ -412,6 +428,10 @@ class Inspector:
         try:
             await cloud.set_forced_down(host, False)
             await cloud.set_enabled(host, True)
+            zone = self.zones.get(host, "nova")
+            inc = self.open.get(host)
+            trace = inc.trace_id if inc is not None else None
+            self.host_states.happen(host, zone, Happening.RELEASED, trace, {"by": actor})
             restored = await self._back_in_service(host, actor)
         finally:
             self._releasing.discard(host)
@@ -430,12 +450,21 @@ class Inspector:
         if inc is not None:
             self._follow_cloud(inc)
 
-    def recovery_ended(self, incident_id: str, recovery_id: str, at: float) -> None:
-        """A recovery ended (any outcome): a host recovery's incident then follows the
-        cloud, and a new loss of its host is a new incident."""
+    def recovery_progress(
+        self, incident_id: str, recovery_id: str, state: str, at: float, ended: bool
+    ) -> None:
+        """A host recovery recorded a state: its host's lifecycle follows it; once it has
+        ended (any outcome) its incident follows the cloud, and a new loss of its host
+        is a new incident."""
         inc = next((i for i in self.open.values() if i.id == incident_id), None)
-        if inc is None or inc.recovery_id != recovery_id or inc.recovery_ended_at is not None:
+        if inc is None or inc.recovery_id != recovery_id:
             return
+        happening = RECOVERY_STATES.get(state)
+        if happening is not None:
+            self._happen(inc, happening, {"recovery_id": recovery_id})
+        if not ended or inc.recovery_ended_at is not None:
+            return
+        self._happen(inc, Happening.RECOVERY_ENDED, {"recovery_id": recovery_id, "state": state})
         inc.recovery_ended_at = at
         self.saver.save(inc)
         self._follow_cloud(inc)
@@ -454,13 +483,14 @@ class Inspector:
             {"incident_id": inc.id, "seen": seen, "as_of": view.as_of},
         )
         inc.awaiting_release = False
+        self._happen(inc, Happening.RELEASED, {"by": actor})
         self._close_when_idle(inc, f"released by {actor}")
         self.saver.save(inc)
         self._releasing.add(inc.host)
 
         async def put_back() -> None:
             try:
-                await self.corrections_resumed.wait()  # the ports' topology is loaded
+                await self.pending.resumed.wait()  # the ports' topology is loaded
                 await self._back_in_service(inc.host, actor, inc)
             finally:
                 self._releasing.discard(inc.host)
@@ -480,7 +510,7 @@ class Inspector:
         plan = plan_ports_restore(host, ports, before)
         target = inc if inc is not None else Incident(host, self.zones.get(host, "nova"), 0, "")
         results = await self.executor.run(plan, lambda r: self._on_result(target, r))
-        event = self._host_event(ev.HOST_UP, target, None)
+        event = announce.host_event(ev.HOST_UP, target, None, self.clock())
         event.traits["released_by"] = actor
         self.notifier.emit([event])
         if inc is not None:
@@ -577,10 +607,10 @@ class Inspector:
         # Marked pending now, not when the actions start: a correction may queue behind
         # the host's previous one, and a recovery asking meanwhile must wait for it.
         left = {a.key: self._subject(a) for a in plan}
-        self._pending.update(left.values())
+        self.pending.add(left.values())
 
         def on_result(r: ActionResult) -> None:
-            self._unpend(left.pop(r.action.key, None))
+            self.pending.done(left.pop(r.action.key, None))
             self._on_result(inc, r)
 
         async def correct() -> None:
@@ -594,10 +624,15 @@ class Inspector:
         def unpend_the_rest(_: asyncio.Task[None]) -> None:
             # Cancelled or failed before every result came: nobody waits forever.
             for subject in left.values():
-                self._unpend(subject)
+                self.pending.done(subject)
             left.clear()
 
         self._spawn_for(inc, correct()).add_done_callback(unpend_the_rest)
+
+    @property
+    def _resets(self) -> bool:
+        """The servers of a lost host are reset to error (so their events say error)."""
+        return self.settings.act and self.settings.reset_servers is ResetPolicy.ERROR
 
     def _subject(self, action: Action) -> str:
         """The server an action is about: a port's is the server it belongs to."""
@@ -606,15 +641,6 @@ class Inspector:
             if port is not None and port.device_id:
                 return port.device_id
         return action.target
-
-    def _unpend(self, subject: str | None) -> None:
-        if subject is None:
-            return
-        self._pending[subject] -= 1
-        if self._pending[subject] <= 0:
-            del self._pending[subject]
-        self._pending_changed.set()
-        self._pending_changed = asyncio.Event()
 
     def _spawn_for(self, inc: Incident, coro: Any) -> asyncio.Task[None]:
         previous = self._work.get(inc.host)
@@ -646,40 +672,14 @@ class Inspector:
             # someone may undo our change before the next listing, and a plan skipping
             # a server on stale knowledge would leave a false state behind.
             if a.kind is ActionKind.FORCE_DOWN:
-                inc.stamp("T03", r.ended)
+                inc.stamp(Mark.T03, r.ended)
             elif a.kind is ActionKind.RESET_STATE:
-                inc.stamps["T04"] = max(inc.stamps.get("T04", 0.0), r.ended)
+                inc.stamps[Mark.T04] = max(inc.stamps.get(Mark.T04, 0.0), r.ended)
             elif a.kind is ActionKind.PORT_STATUS and a.value == DataPlaneStatus.DOWN:
-                inc.stamps["T05"] = max(inc.stamps.get("T05", 0.0), r.ended)
+                inc.stamps[Mark.T05] = max(inc.stamps.get(Mark.T05, 0.0), r.ended)
             return
-        traits: dict[str, Any] = {
-            "action": a.kind.value,
-            "target": a.target,
-            "value": a.value,
-            "host": inc.host,
-            "error": r.error or "",
-            "attempts": r.attempts,
-        }
-        if a.project_id:
-            traits["project_id"] = a.project_id
-        if a.kind is ActionKind.RESET_STATE:
-            traits["instance_id"] = a.target
-        elif a.kind is ActionKind.PORT_STATUS:
-            traits["port_id"] = a.target
         log.error("%s %s on %s failed: %s", a.kind, a.target, inc.host, r.error)
-        self._emit(
-            inc,
-            [
-                Event(
-                    ev.ACTION_FAILED,
-                    self.clock(),
-                    traits,
-                    trace_id=inc.trace_id,
-                    severity="critical",
-                )
-            ],
-            None,
-        )
+        self._emit(inc, [announce.action_failed_event(inc, r, self.clock())], None)
 
     def _close_when_idle(self, inc: Incident, why: str) -> None:
         inc.move(IncidentState.CLOSED, self.clock())
@@ -689,6 +689,11 @@ class Inspector:
         self._by_trace.pop(inc.trace_id, None)
         if self.on_closed is not None:
             self.on_closed(inc)
+
+    def _happen(
+        self, inc: Incident, happening: Happening, detail: dict[str, Any] | None = None
+    ) -> None:
+        self.host_states.happen(inc.host, inc.zone, happening, inc.trace_id, detail)
 
     def _audit(self, kind: str, inc: Incident, detail: dict[str, Any]) -> None:
         if self.audit is not None:
@@ -735,67 +740,11 @@ class Inspector:
             events, first_alarms_first=first_alarms_first, on_queued=queued
         )
 
-    def _host_event(self, event_type: str, inc: Incident, verdict: Verdict | None) -> Event:
-        traits: dict[str, Any] = {"host": inc.host, "zone": inc.zone, "incident_id": inc.id}
-        if verdict is not None:
-            traits["verdict"] = verdict.kind.value
-        return Event(event_type, self.clock(), traits, trace_id=inc.trace_id)
-
-    def _server_events(self, inc: Incident, servers: list[ServerInfo]) -> Iterator[Event]:
-        now = self.clock()
-        reset = self.settings.reset_servers is ResetPolicy.ERROR
-        return (
-            Event(
-                ev.INSTANCE_UPDATE,
-                now,
-                {
-                    "instance_id": s.id,
-                    "project_id": s.project_id,
-                    "tenant_id": s.project_id,
-                    "host": inc.host,
-                    "state": "error"
-                    if reset and self.settings.act and resettable(s)
-                    else (s.vm_state or "unknown"),
-                    "host_status": "DOWN",
-                },
-                trace_id=inc.trace_id,
-            )
-            for s in servers
-        )
-
-    def _port_events(
-        self, inc: Incident, ports: list[PortInfo], status: DataPlaneStatus
-    ) -> list[Event]:
-        now = self.clock()
-        return [
-            Event(
-                ev.PORT_STATUS,
-                now,
-                {
-                    "port_id": p.id,
-                    "project_id": p.project_id,
-                    "device_id": p.device_id,
-                    "host": inc.host,
-                    "physnet": p.physnet or "",
-                    "data_plane_status": status.value,
-                },
-                trace_id=inc.trace_id,
-            )
-            for p in ports
-            if p.data_plane_status is not status
-        ]
-
-    def _guard_event(self, zone: str, reason: str, trace_id: str) -> Event:
-        traits = {"zone": zone, "reason": reason}
-        return Event(ev.GUARD_HOLD, self.clock(), traits, trace_id=trace_id, severity="critical")
-
     async def settled(self, server_id: str) -> None:
         """Wait until no state action is pending on this server or its ports (recovery
         waits: a reset landing on a server Nova is rebuilding would break the rebuild,
         and a port set DOWN after the evacuation set it back would stay DOWN)."""
-        await self.corrections_resumed.wait()
-        while server_id in self._pending:
-            await self._pending_changed.wait()
+        await self.pending.settled(server_id)
 
     async def drain(self) -> None:
         """Wait for the actions in flight (tests, shutdown); stop auto-release loops."""

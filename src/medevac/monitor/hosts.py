@@ -24,9 +24,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from medevac.monitor.correlate import check_changes, host_loss_verdict, observer_isolated
+from medevac.cloud.nova_events import NovaEvent
+from medevac.monitor.correlate import (
+    Sighting,
+    check_changes,
+    host_loss_verdict,
+    loss_evidence,
+    observer_isolated,
+)
 from medevac.monitor.detector import PhiAccrualDetector
-from medevac.monitor.nova_events import NovaEvent
 from medevac.monitor.protocol import (
     Admission,
     Checks,
@@ -70,7 +76,7 @@ class MonitorSettings:
 
 
 class PowerReader(Protocol):
-    async def power_off(self, host: str) -> bool:
+    async def is_off(self, host: str) -> bool:
         """True when the BMC says off, False when on; raises when it does not answer."""
         ...
 
@@ -432,23 +438,20 @@ class HostMonitor(asyncio.DatagramProtocol):
             self._any_isolated = True
             return
         kind = host_loss_verdict(power_off)
-        evidence = {
-            "reason": reason,
-            "silence_s": round(watch.detector.silence(self.clock()), 3),
-            "phi_threshold": self.settings.phi_threshold,
-            "probes_unanswered": self.settings.probes,
-            "bmc_power": watch.bmc_power if watch.bmc_error is None else None,
-            "bmc_error": watch.bmc_error,
-            "nova": watch.nova,
-            "nova_age_s": (
-                round(self.wall() - watch.nova_seen_at, 3) if watch.nova_seen_at else None
-            ),
-            "last_heartbeat_sent_at": watch.last_heartbeat_wall,
-            "confirm_s": round(self.clock() - started, 3),
-            "raw_received_at": watch.raw_received_at,
-            # The profiler's T00 estimate: the source's word, else the last sign of life.
-            "fault_estimated_at": watch.observed_at or watch.last_heartbeat_wall,
-        }
+        seen = Sighting(
+            reason=reason,
+            silence_s=watch.detector.silence(self.clock()),
+            confirm_s=self.clock() - started,
+            bmc_power=watch.bmc_power,
+            bmc_error=watch.bmc_error,
+            nova=watch.nova,
+            nova_age_s=self.wall() - watch.nova_seen_at if watch.nova_seen_at else None,
+            last_heartbeat_sent_at=watch.last_heartbeat_wall,
+            raw_received_at=watch.raw_received_at,
+            observed_at=watch.observed_at,
+        )
+        s = self.settings
+        evidence = loss_evidence(seen, phi_threshold=s.phi_threshold, probes=s.probes)
         watch.state = HostState.LOST
         self._publish(watch, kind, evidence)
         if kind is VerdictKind.HOST_UNREACHABLE:
@@ -490,9 +493,7 @@ class HostMonitor(asyncio.DatagramProtocol):
 
     async def _read_power_once(self, watch: HostWatch) -> bool | None:
         try:
-            off = await asyncio.wait_for(
-                self.power.power_off(watch.name), self.settings.bmc_timeout
-            )
+            off = await asyncio.wait_for(self.power.is_off(watch.name), self.settings.bmc_timeout)
         except Exception as exc:  # any BMC failure is evidence, never a crash
             watch.bmc_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return None
@@ -596,7 +597,7 @@ class HostMonitor(asyncio.DatagramProtocol):
     def _emit(self, verdict: Verdict) -> None:
         self.recent_verdicts.append(verdict)
         log.info("verdict %s %s %s", verdict.kind, verdict.host, verdict.subject or "")
-        self.sink.publish(verdict)
+        self.sink.on_verdict(verdict)
 
     def presume_lost(self, host: str) -> None:
         """A host an earlier controller process judged lost (its incident is still

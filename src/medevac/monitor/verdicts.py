@@ -46,6 +46,6 @@ class Verdict:
 
 
 class VerdictSink(Protocol):
-    def publish(self, verdict: Verdict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         """Take a verdict; must not block (the inspector queues its work)."""
         ...

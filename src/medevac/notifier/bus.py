@@ -25,7 +25,7 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange
 
-from medevac.monitor.nova_events import amqp_url
+from medevac.cloud.nova_events import amqp_url
 from medevac.notifier.events import Event, iso
 
 log = logging.getLogger(__name__)

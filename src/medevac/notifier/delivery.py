@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from medevac.checkpoints import Mark
 from medevac.notifier.webhooks import Begun, SendError, WebhookClient
 from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
@@ -282,7 +283,7 @@ class Outbox:
 
     def _fired(self, row: DeliveryRow) -> None:
         if self.on_checkpoint is not None:
-            self.on_checkpoint(row.trace_id, "T08", self.clock())
+            self.on_checkpoint(row.trace_id, Mark.T08, self.clock())
 
     # -- sending ------------------------------------------------------------------
 
@@ -386,7 +387,7 @@ class Outbox:
                     if self.on_delivered is not None:
                         self.on_delivered(row, now)
                     if self.on_checkpoint is not None:
-                        self.on_checkpoint(row.trace_id, "T09", now)
+                        self.on_checkpoint(row.trace_id, Mark.T09, now)
                     return
                 error = f"HTTP {status}"
             except SendError as exc:

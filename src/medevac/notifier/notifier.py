@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from medevac.checkpoints import Mark
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
 from medevac.notifier.delivery import FIRST_CHUNK, AlarmState, Outbox
 from medevac.notifier.events import Event
@@ -233,7 +234,7 @@ class Notifier:
         if self.outbox.on_checkpoint is not None:
             at = self.clock()
             for trace_id in {e.trace_id for e in evaluated if e.trace_id}:
-                self.outbox.on_checkpoint(trace_id, "T07", at)
+                self.outbox.on_checkpoint(trace_id, Mark.T07, at)
         if states or deliveries:
             self.outbox.submit(states, changes, deliveries, chunked=chunked)
         batch.queued += len(deliveries)

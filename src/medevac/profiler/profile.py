@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from medevac.checkpoints import Mark
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -26,31 +28,31 @@ class Checkpoint:
 
 
 CHECKPOINTS: tuple[Checkpoint, ...] = (
-    Checkpoint("T00", "fault occurred", "", ()),
-    Checkpoint("T01", "raw failure received", "monitor", ("T00",)),
-    Checkpoint("V", "verdict (suspicion confirmed)", "monitor", ("T01",)),
-    Checkpoint("T02", "affected resources found", "inspector", ("V",)),
-    Checkpoint("T06", "event emitted", "inspector", ("T02",)),
-    Checkpoint("T07", "alarm evaluated", "notifier", ("T06",)),
-    Checkpoint("T08", "alarm fired", "notifier", ("T07",)),
-    Checkpoint("T09", "alarm received", "consumer", ("T08",)),
-    Checkpoint("T03", "host marked down", "controller", ("T02",)),
-    Checkpoint("T04", "servers set to error", "controller", ("T03",)),
-    Checkpoint("T05", "ports set DOWN", "controller", ("T03",)),
-    Checkpoint("R1", "fencing confirmed", "recovery", ("T02",)),
+    Checkpoint(Mark.T00, "fault occurred", "", ()),
+    Checkpoint(Mark.T01, "raw failure received", "monitor", (Mark.T00,)),
+    Checkpoint(Mark.V, "verdict (suspicion confirmed)", "monitor", (Mark.T01,)),
+    Checkpoint(Mark.T02, "affected resources found", "inspector", (Mark.V,)),
+    Checkpoint(Mark.T06, "event emitted", "inspector", (Mark.T02,)),
+    Checkpoint(Mark.T07, "alarm evaluated", "notifier", (Mark.T06,)),
+    Checkpoint(Mark.T08, "alarm fired", "notifier", (Mark.T07,)),
+    Checkpoint(Mark.T09, "alarm received", "consumer", (Mark.T08,)),
+    Checkpoint(Mark.T03, "host marked down", "controller", (Mark.T02,)),
+    Checkpoint(Mark.T04, "servers set to error", "controller", (Mark.T03,)),
+    Checkpoint(Mark.T05, "ports set DOWN", "controller", (Mark.T03,)),
+    Checkpoint(Mark.R1, "fencing confirmed", "recovery", (Mark.T02,)),
     # An evacuation waits for the inspector's actions on its own server and ports only,
     # not for every server's (T04, T05): the first one may well start before those end.
-    Checkpoint("R2", "first evacuation requested", "recovery", ("R1", "T03")),
-    Checkpoint("R3", "all servers recovered", "controller", ("R2",)),
+    Checkpoint(Mark.R2, "first evacuation requested", "recovery", (Mark.R1, Mark.T03)),
+    Checkpoint(Mark.R3, "all servers recovered", "controller", (Mark.R2,)),
 )
 BY_NAME = {c.name: c for c in CHECKPOINTS}
 COMPONENTS = ("monitor", "inspector", "controller", "notifier", "consumer", "recovery")
 # What an operator asks of a fault: when were the consumers told, when was the cloud
 # truthful, when were the servers running again.
 GOALS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("notification", "fault to alarm received", ("T09",)),
-    ("correction", "fault to cloud state corrected", ("T04", "T05")),
-    ("recovery", "fault to all servers recovered", ("R3",)),
+    ("notification", "fault to alarm received", (Mark.T09,)),
+    ("correction", "fault to cloud state corrected", (Mark.T04, Mark.T05)),
+    ("recovery", "fault to all servers recovered", (Mark.R3,)),
 )
 
 
@@ -87,7 +89,7 @@ class Profile:
 
     @property
     def t00(self) -> float:
-        return self.stamps["T00"]
+        return self.stamps[Mark.T00]
 
     def offset(self, name: str) -> float | None:
         at = self.stamps.get(name)
@@ -154,14 +156,14 @@ def recorded_before(stamps: dict[str, float], name: str) -> set[str]:
 def waited_for(stamps: dict[str, float], name: str) -> str:
     """The recorded checkpoint ``name`` waited for last (T00 when none is recorded)."""
     before = recorded_before(stamps, name)
-    return max(before, key=lambda p: stamps[p]) if before else "T00"
+    return max(before, key=lambda p: stamps[p]) if before else Mark.T00
 
 
 def critical_path(stamps: dict[str, float], end: str) -> list[Segment]:
     """From ``end`` back to T00, always through the latest recorded predecessor."""
     path: list[Segment] = []
     node = end
-    while node != "T00":
+    while node != Mark.T00:
         prev = waited_for(stamps, node)
         path.append(Segment(prev, node, BY_NAME[node].component, stamps[node] - stamps[prev]))
         node = prev
@@ -176,13 +178,13 @@ def build(
     else the monitor's estimate, else the first signal (then detection costs nothing)."""
     known = {k: float(v) for k, v in stamps.items() if k in BY_NAME and v is not None}
     if fault_at is not None:
-        known["T00"], source = float(fault_at), "injected"
+        known[Mark.T00], source = float(fault_at), "injected"
     elif t00_estimate is not None:
-        known["T00"], source = float(t00_estimate), "estimated"
-    elif "T00" in known:
+        known[Mark.T00], source = float(t00_estimate), "estimated"
+    elif Mark.T00 in known:
         source = "recorded"
-    elif "T01" in known:
-        known["T00"], source = known["T01"], "first signal"
+    elif Mark.T01 in known:
+        known[Mark.T00], source = known[Mark.T01], "first signal"
     else:
         raise ValueError("no checkpoint to start the profile from")
     profile = Profile(known, source)
@@ -192,7 +194,7 @@ def build(
             continue
         end = max(present, key=lambda e: known[e])
         path = critical_path(known, end)
-        profile.goals.append(Goal(name, label, end, known[end] - known["T00"], path))
+        profile.goals.append(Goal(name, label, end, known[end] - known[Mark.T00], path))
     return profile
 
 
@@ -203,14 +205,14 @@ def recovery_stamps(recovery: dict[str, Any] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     fenced = (recovery.get("detail") or {}).get("fenced_at")
     if fenced is not None:
-        out["R1"] = float(fenced)
+        out[Mark.R1] = float(fenced)
     evacs = recovery.get("evacuations") or []
     starts = [e["started_at"] for e in evacs if e.get("started_at") is not None]
     if starts:
-        out["R2"] = min(starts)
+        out[Mark.R2] = min(starts)
     ends = [e["ended_at"] for e in evacs if e.get("ended_at") is not None]
     if recovery.get("state") == "COMPLETED" and ends and len(ends) == len(evacs):
-        out["R3"] = max(ends)
+        out[Mark.R3] = max(ends)
     return out
 
 
@@ -218,7 +220,7 @@ def incident_profile(
     incident: dict[str, Any], recovery: dict[str, Any] | None, *, fault_at: float | None = None
 ) -> Profile:
     stamps = dict(incident.get("stamps") or {})
-    estimate = stamps.pop("T00~", None)
+    estimate = stamps.pop(Mark.T00_ESTIMATE, None)
     stamps.update(recovery_stamps(recovery))
     return build(stamps, fault_at=fault_at, t00_estimate=estimate)
 

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from medevac.checkpoints import Mark
 from medevac.profiler.profile import CHECKPOINTS, Profile, waited_for
 
 COLOURS = {
@@ -92,10 +93,10 @@ def _figure(profile: Profile) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    present = [c for c in CHECKPOINTS if c.name in profile.stamps and c.name != "T00"]
+    present = [c for c in CHECKPOINTS if c.name in profile.stamps and c.name != Mark.T00]
     critical = {s.end for g in profile.goals for s in g.path}
     early_end = max(
-        (profile.stamps[n] for n in ("T09", "T04", "T05", "R1") if n in profile.stamps),
+        (profile.stamps[n] for n in (Mark.T09, Mark.T04, Mark.T05, Mark.R1) if n in profile.stamps),
         default=max(profile.stamps.values()),
     )
     spans = [("first seconds", early_end - profile.t00, 1000.0, "ms")]

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from medevac.checkpoints import Mark
 from medevac.profiler.profile import CHECKPOINTS, Profile, waited_for
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class SpanExport:
         context = trace.set_span_in_context(root)
         for c in CHECKPOINTS:
             at = profile.stamps.get(c.name)
-            if at is None or c.name == "T00":
+            if at is None or c.name == Mark.T00:
                 continue
             prev = waited_for(profile.stamps, c.name)
             span = self.tracer.start_span(

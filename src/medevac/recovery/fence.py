@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from medevac.bmc.ipmi import BmcError, PowerState
+from medevac.bmc.power import PowerControl
 
 
 @dataclass(frozen=True)
@@ -28,14 +29,6 @@ class FenceResult:
 
 class Fencer(Protocol):
     async def fence(self, host: str) -> FenceResult: ...
-
-
-class PowerControl(Protocol):
-    async def power_off(self) -> None: ...
-
-    async def power_state(self) -> PowerState: ...
-
-    async def close(self) -> None: ...
 
 
 class BmcFencer:

@@ -73,9 +73,10 @@ class RecoveryRuntime:
     audit: Callable[[str, str, dict[str, Any], str | None], Any]
     # Waits until the inspector's state actions on a server and its ports are done.
     settled: Callable[[str], Awaitable[None]]
-    # Told (incident id, recovery id, when) as a recovery ends: its incident then
-    # follows the cloud, and the profiler exports the fault.
-    ended: Callable[[str, str, float], Any] | None = None
+    # Told (incident id, recovery id, state, when, ended) as a recovery records each
+    # state: its host's lifecycle follows; once ended, its incident follows the cloud
+    # and the profiler exports the fault.
+    progress: Callable[[str, str, str, float, bool], Any] | None = None
     # Asks a host's agent to restart nova-compute (False: the agent is not heard), and
     # what the agent last said of it; None when restarts are not configured.
     restart_compute: Callable[[str], bool] | None = None

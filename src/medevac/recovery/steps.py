@@ -48,8 +48,8 @@ class RecoverySteps(DBOSConfiguredInstance):
         await asyncio.to_thread(
             r.store.put, recovery_id, incident_id, host, level, state, at, detail, ended
         )
-        if ended and r.ended is not None:
-            r.ended(incident_id, recovery_id, at)
+        if r.progress is not None:
+            r.progress(incident_id, recovery_id, state, at, ended)
         await asyncio.to_thread(
             r.audit,
             f"recovery.{state.lower()}",

@@ -17,8 +17,10 @@ from medevac.storage.db import Database
 from medevac.storage.models import (
     AlarmChange,
     AlarmRecord,
+    AuditEvent,
     Delivery,
     EvacuationRecord,
+    HostRecord,
     IncidentRecord,
     RecoveryRecord,
 )
@@ -460,3 +462,75 @@ class RecoveryStore:
         with self.db.reading() as s:
             q = newest(EvacuationRecord, EvacuationRecord.started_at, limit, where)
             return [_evacuation_dict(e) for e in s.scalars(q)]
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    name: str
+    zone: str
+    state: str
+    since: float
+    generation: int
+
+
+class HostStore:
+    """Each host's lifecycle state. A move names the generation it started from and,
+    in the same transaction, appends its audit entry: a row another writer changed
+    meanwhile is never overwritten, and no transition is recorded without its entry."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def all(self) -> list[HostRow]:
+        with self.db.reading() as s:
+            return [
+                HostRow(r.name, r.zone, r.state, ts(r.state_since) or 0.0, r.generation)
+                for r in s.scalars(select(HostRecord))
+            ]
+
+    def move(
+        self,
+        row: HostRow,
+        *,
+        audit_kind: str,
+        actor: str,
+        detail: dict[str, Any],
+        trace_id: str | None,
+    ) -> bool:
+        """Write ``row`` (its generation one above the stored one, or 1 for a new host);
+        False when the stored generation is not the one it started from."""
+        with self.db.session() as s:
+            if row.generation == 1:
+                if s.get(HostRecord, row.name) is not None:
+                    return False
+                s.add(
+                    HostRecord(
+                        name=row.name,
+                        zone=row.zone,
+                        state=row.state,
+                        state_since=dt(row.since),
+                        generation=1,
+                    )
+                )
+            else:
+                done = s.execute(
+                    update(HostRecord)
+                    .where(
+                        HostRecord.name == row.name,
+                        HostRecord.generation == row.generation - 1,
+                    )
+                    .values(state=row.state, state_since=dt(row.since), generation=row.generation)
+                )
+                if cast(Any, done).rowcount != 1:
+                    return False
+            s.add(
+                AuditEvent(
+                    at=dt(row.since),
+                    kind=audit_kind,
+                    subject=row.name,
+                    actor=actor,
+                    trace_id=trace_id,
+                    detail=detail,
+                )
+            )
+            return True

@@ -1,4 +1,4 @@
-"""Nova's versioned notifications (RabbitMQ) as a monitor input.
+"""Nova's versioned notifications (RabbitMQ): the cloud's own word on its services and servers.
 
 A kombu consumer on its own thread binds a private queue to exchange ``nova``,
 routing key ``versioned_notifications.info`` (so it never competes with other

@@ -1,0 +1,79 @@
+"""A host's lifecycle: the pure transitions, and the order the inspector drives them in."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from medevac.inspector.lifecycle import TRANSITIONS, Happening, HostState, advance
+
+
+def walk(*happenings: Happening, start: HostState = HostState.UP) -> list[HostState]:
+    state, seen = start, []
+    for h in happenings:
+        state = advance(state, h) or state
+        seen.append(state)
+    return seen
+
+
+def test_a_fenced_and_evacuated_host_waits_for_its_release() -> None:
+    assert walk(
+        Happening.LOST,
+        Happening.FENCING,
+        Happening.FENCED,
+        Happening.EVACUATING,
+        Happening.RECOVERY_ENDED,
+        Happening.BACK,
+        Happening.RELEASED,
+    ) == [
+        HostState.LOST,
+        HostState.FENCING,
+        HostState.FENCED,
+        HostState.RECOVERING,
+        HostState.RECOVERED,
+        HostState.AWAITING_RELEASE,
+        HostState.UP,
+    ]
+
+
+def test_an_unconfirmed_fencing_stays_until_an_operator_acts() -> None:
+    states = walk(
+        Happening.LOST,
+        Happening.FENCING,
+        Happening.FENCING_FAILED,
+        Happening.EVACUATING,  # never: nothing moves from a host not confirmed off
+        Happening.RECOVERY_ENDED,
+    )
+    assert states[-3:] == [HostState.FENCING_FAILED] * 3
+
+
+def test_a_held_host_is_not_recovered_and_heals_back_up() -> None:
+    assert walk(Happening.LOST, Happening.HELD, Happening.FENCING, Happening.HEALED) == [
+        HostState.LOST,
+        HostState.HELD,
+        HostState.HELD,
+        HostState.UP,
+    ]
+
+
+def test_a_host_that_fails_again_before_its_release_is_lost_anew() -> None:
+    assert advance(HostState.AWAITING_RELEASE, Happening.LOST) is HostState.LOST
+    assert advance(HostState.RECOVERED, Happening.LOST) is HostState.LOST
+    assert advance(HostState.RECOVERING, Happening.LOST) is None  # it joins its recovery
+
+
+@given(st.lists(st.sampled_from(list(Happening)), max_size=30))
+def test_only_a_release_or_a_healing_brings_a_host_back_up(happenings: list[Happening]) -> None:
+    state = HostState.UP
+    for h in happenings:
+        to = advance(state, h)
+        if to is HostState.UP and state is not HostState.UP:
+            assert h in (Happening.RELEASED, Happening.HEALED)
+        if to is HostState.RECOVERING:
+            assert state in (HostState.LOST, HostState.FENCED)  # never from FENCING_FAILED
+        state = to or state
+
+
+def test_every_happening_leads_somewhere_from_somewhere() -> None:
+    assert set(TRANSITIONS) == set(Happening)
+    assert all(applies_in for applies_in, _ in TRANSITIONS.values())
