@@ -239,8 +239,8 @@ class HostMonitor(asyncio.DatagramProtocol):
                 )
             else:
                 log.error(
-                    "host %s signs heartbeats with the master key: refused as a bad MAC; "
-                    "give it its own key with 'medevac agent-key %s', or set "
+                    "host %s signs heartbeats with the master key: refused as a bad MAC, "
+                    "so it looks silent; give it its own key with 'medevac agent-key %s', or set "
                     "monitor.accept_master_key while its agents move over",
                     watch.name,
                     watch.name,
