@@ -26,7 +26,7 @@ from docs_section import write_section
 
 from medevac.agent.agent import Agent, AgentConfig
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
-from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode
+from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode, host_key
 from medevac.monitor.udp import open_draining_endpoint
 from medevac.monitor.verdicts import Verdict
 
@@ -132,7 +132,12 @@ def soak(hosts: int, seconds: float, loss: float, jitter: float) -> dict[str, An
         tasks = [
             asyncio.create_task(
                 LossyAgent(
-                    AgentConfig(f"h{i}", (("127.0.0.1", port),), KEY, bind=("127.0.0.1", 0)),
+                    AgentConfig(
+                        f"h{i}",
+                        (("127.0.0.1", port),),
+                        host_key(KEY, f"h{i}"),
+                        bind=("127.0.0.1", 0),
+                    ),
                     Fixed(),
                     loss=loss,
                     jitter=jitter,
@@ -175,6 +180,7 @@ def ingest(hosts: int, rate: float, seconds: float, endpoint: str = "draining") 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     boots = [os.urandom(16) for _ in range(hosts)]
     names = [f"h{i}" for i in range(hosts)]
+    keys = [host_key(KEY, name) for name in names]
     period = 1.0 / rate
     seq = 0
     sent = 0
@@ -185,7 +191,7 @@ def ingest(hosts: int, rate: float, seconds: float, endpoint: str = "draining") 
         round_start = time.monotonic()
         for i in range(hosts):
             d = Datagram(DatagramKind.HEARTBEAT, names[i], seq, boots[i], time.time())
-            sock.sendto(encode(d, KEY), ("127.0.0.1", port))
+            sock.sendto(encode(d, keys[i]), ("127.0.0.1", port))
             sent += 1
             if i % 500 == 499:  # spread each round over the period, as real hosts are
                 time.sleep(max(0.0, (period * (i + 1) / hosts) - (time.monotonic() - round_start)))

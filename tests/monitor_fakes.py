@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from medevac.monitor.hosts import HostMonitor
-from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode
+from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode, host_key
 from medevac.monitor.verdicts import Verdict
 
 KEY = b"k" * 32
@@ -46,4 +46,4 @@ class Agents:
         self.seq += 1
         for h in hosts:
             d = Datagram(DatagramKind.HEARTBEAT, h, self.seq, self.boots[h], time.time(), Checks())
-            self.monitor.datagram_received(encode(d, KEY), ("127.0.0.1", 9))
+            self.monitor.datagram_received(encode(d, host_key(KEY, d.host)), ("127.0.0.1", 9))

@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -21,6 +22,7 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -341,6 +343,39 @@ class MonitorConfig(_Section):
     alertmanager_host_label: str = Field(
         default="instance", description="alert label naming the host (a :port is stripped)"
     )
+    tokenless_fault_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="networks (CIDRs, e.g. 10.0.0.0/24) whose raw fault reports (PUT "
+        "/events, the Alertmanager webhook) are taken without a token, as Doctor's "
+        "monitors of inspector type 'sample' send them; judged on the TCP peer's "
+        "address, never X-Forwarded-For; a token sent is still checked; empty: a "
+        "token is always needed",
+    )
+    doctor_time_zone: str = Field(
+        default="UTC",
+        description="the zone a Doctor event's 'time' without an offset is read in "
+        "(Doctor's monitors send their local time); an IANA name, e.g. Europe/Paris",
+    )
+    accept_master_key: bool = Field(
+        default=False,
+        description="also take heartbeats signed with the master key itself, as agents "
+        "sharing one key did before per-host keys: for moving such a deployment over "
+        "only (a host holding that key can forge any host's heartbeats); each host that "
+        "uses it is logged and listed in the counters",
+    )
+
+    @field_validator("doctor_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value[:64]!r}") from None
+        return value
+
+    @property
+    def doctor_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.doctor_time_zone)
 
 
 class InspectorConfig(_Section):
@@ -613,7 +648,9 @@ class Settings(BaseSettings):
         description="TOML file of [host] username/password tables, kept apart from this file",
     )
     agent_key_file: Path | None = Field(
-        default=None, description="file holding the cluster key that signs agent heartbeats"
+        default=None,
+        description="file holding the master key; each host's agent signs with its own key, "
+        "derived from it ('medevac agent-key HOST' writes that host's key file)",
     )
 
     @classmethod
@@ -629,7 +666,8 @@ class Settings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
     def agent_key(self) -> bytes:
-        """The cluster key that signs heartbeats (ConfigError when unset or unreadable)."""
+        """The master key each host's heartbeat key is derived from (ConfigError when
+        unset or unreadable)."""
         if self.agent_key_file is None:
             raise ConfigError("agent_key_file is not set: heartbeats cannot be verified")
         try:

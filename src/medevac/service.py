@@ -361,6 +361,7 @@ class Controller:
                 monitor_settings(settings.monitor),
                 on_suspect=self.inspector.prepare,
                 on_nova_view=self._nova_view,
+                accept_master_key=settings.monitor.accept_master_key,
             )
 
     def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:
@@ -510,7 +511,14 @@ class Controller:
         # for 0.1 s or more with thousands of hosts.
         gc.freeze()
         config = server_config(
-            app, self.settings.api, log_level="warning", access_log=False, lifespan="off"
+            app,
+            self.settings.api,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            # The client address is the TCP peer's, never X-Forwarded-For: fault reports
+            # from monitor.tokenless_fault_networks are judged on it.
+            proxy_headers=False,
         )
         server = uvicorn.Server(config)
         for sig in (signal.SIGTERM, signal.SIGINT):

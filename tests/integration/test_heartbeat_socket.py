@@ -1,6 +1,7 @@
 """The controller's heartbeat socket on loopback: a queue built while the loop was busy
 is drained many datagrams per wake-up, nothing is lost or invented, oversized input is
-dropped as malformed, and requests to agents still go out."""
+dropped as malformed, a host's heartbeat signed with another host's key is dropped as
+forged, and requests to agents still go out, signed with the host's own key."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from medevac.monitor.hosts import HostMonitor
-from medevac.monitor.protocol import Datagram, DatagramKind, decode, encode
+from medevac.monitor.protocol import Datagram, DatagramKind, decode, encode, host_key
 from medevac.monitor.udp import MAX_BATCH, DrainingDatagramTransport, open_draining_endpoint
 from tests.monitor_fakes import NoNova, PowerOn, Sink
 
@@ -22,16 +23,25 @@ KEY = b"s" * 32
 HOSTS = [f"h{i}" for i in range(50)]
 
 
-def heartbeat(host: str, seq: int, boot: bytes) -> bytes:
-    return encode(Datagram(DatagramKind.HEARTBEAT, host, seq, boot, time.time()), KEY)
+def heartbeat(host: str, seq: int, boot: bytes, key: bytes | None = None) -> bytes:
+    """Signed with the host's own key unless ``key`` is given."""
+    d = Datagram(DatagramKind.HEARTBEAT, host, seq, boot, time.time())
+    return encode(d, key if key is not None else host_key(KEY, host))
 
 
 @contextlib.asynccontextmanager
 async def listening(
-    hosts: list[str],
+    hosts: list[str], *, accept_master_key: bool = False
 ) -> AsyncIterator[tuple[HostMonitor, DrainingDatagramTransport, socket.socket]]:
     """A monitor on the controller's heartbeat socket, and an agent's socket aimed at it."""
-    monitor = HostMonitor({h: "z" for h in hosts}, KEY, Sink(), PowerOn(), NoNova())
+    monitor = HostMonitor(
+        {h: "z" for h in hosts},
+        KEY,
+        Sink(),
+        PowerOn(),
+        NoNova(),
+        accept_master_key=accept_master_key,
+    )
     transport = await open_draining_endpoint(monitor, "127.0.0.1", 0)
     agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -115,8 +125,44 @@ async def _requests_go_out_to_the_agent_and_close_stops_reading() -> None:
         await until(lambda: monitor.received == 1)
         assert monitor.request_compute_restart("h0")
         data = await asyncio.to_thread(agent.recv, 2048)
-        assert decode(data, KEY).kind is DatagramKind.RESTART_COMPUTE
+        assert decode(data, host_key(KEY, "h0")).kind is DatagramKind.RESTART_COMPUTE
         transport.close()
         assert transport.is_closing()
         assert transport.get_extra_info("socket").fileno() == -1
         transport.sendto(b"x", ("127.0.0.1", 9))  # after close: ignored, no error
+
+
+def test_a_heartbeat_signed_with_another_hosts_key_is_dropped_as_forged() -> None:
+    asyncio.run(_a_heartbeat_signed_with_another_hosts_key_is_dropped_as_forged())
+
+
+async def _a_heartbeat_signed_with_another_hosts_key_is_dropped_as_forged() -> None:
+    async with listening(["h0", "h1"]) as (monitor, _, agent):
+        # h0's key, h0's agent: it names h1. Then h0's own heartbeat, which arrives.
+        agent.send(heartbeat("h1", 1, os.urandom(16), key=host_key(KEY, "h0")))
+        agent.send(heartbeat("h0", 1, os.urandom(16)))
+        await until(lambda: monitor.received == 1)
+        assert monitor.counters()["dropped"]["bad_mac"] == 1
+        states = {h["name"]: h["state"] for h in monitor.snapshot()}
+        assert states == {"h0": "UP", "h1": "UNKNOWN"}
+
+
+def test_the_master_key_itself_is_refused_unless_the_transition_is_on() -> None:
+    asyncio.run(_the_master_key_itself_is_refused_unless_the_transition_is_on())
+
+
+async def _the_master_key_itself_is_refused_unless_the_transition_is_on() -> None:
+    async with listening(["h0", "h1"]) as (monitor, _, agent):
+        agent.send(heartbeat("h1", 1, os.urandom(16), key=KEY))
+        agent.send(heartbeat("h0", 1, os.urandom(16)))
+        await until(lambda: monitor.received == 1)
+        assert monitor.counters()["dropped"]["bad_mac"] == 1
+        assert monitor.counters()["master_key_hosts"] == ["h1"]
+    async with listening(["h0"], accept_master_key=True) as (monitor, _, agent):
+        agent.send(heartbeat("h0", 1, os.urandom(16), key=KEY))
+        await until(lambda: monitor.received == 1)
+        assert monitor.counters()["master_key_hosts"] == ["h0"]
+        # Its agent holds the master key: requests to it are signed with that.
+        assert monitor.request_compute_restart("h0")
+        data = await asyncio.to_thread(agent.recv, 2048)
+        assert decode(data, KEY).kind is DatagramKind.RESTART_COMPUTE

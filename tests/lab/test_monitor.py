@@ -158,7 +158,7 @@ def test_doctor_event_for_a_live_host_is_cleared_by_probes(
     again = httpx.put(
         controller.url + "/events", json=event, headers={"X-Auth-Token": controller.token}
     )
-    assert again.json() == {"accepted": 0, "duplicates": 1}
+    assert again.json() == {"accepted": 0, "duplicates": 1, "ignored": 0, "reasons": []}
 
 
 def test_forged_datagrams_are_dropped_and_counted(lab: RunningLab, controller: Controller) -> None:

@@ -109,6 +109,24 @@ def test_monitor_tunables_reach_the_detector(tmp_path: Path) -> None:
     assert m.isolation_min_hosts == 3 and m.interval == 0.1  # defaults pass through too
 
 
+def test_external_inputs_networks_and_doctor_zone(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "[monitor]\n"))
+    assert s.monitor.tokenless_fault_networks == [] and s.monitor.doctor_time_zone == "UTC"
+    s = load_settings(
+        write(
+            tmp_path,
+            '[monitor]\ntokenless_fault_networks = ["10.0.0.0/24", "fd00::/64"]\n'
+            'doctor_time_zone = "Europe/Paris"\n',
+        )
+    )
+    assert [str(n) for n in s.monitor.tokenless_fault_networks] == ["10.0.0.0/24", "fd00::/64"]
+    assert str(s.monitor.doctor_zone) == "Europe/Paris"
+    with pytest.raises(ConfigError, match=r"monitor\.doctor_time_zone: .*unknown time zone"):
+        load_settings(write(tmp_path, '[monitor]\ndoctor_time_zone = "Mars/Olympus"\n'))
+    with pytest.raises(ConfigError, match=r"monitor\.tokenless_fault_networks"):
+        load_settings(write(tmp_path, '[monitor]\ntokenless_fault_networks = ["10.0.0.1/8"]\n'))
+
+
 def test_the_configuration_takes_its_defaults_from_the_blocks_and_maps_every_tunable() -> None:
     import dataclasses
 

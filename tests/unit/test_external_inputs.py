@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -93,6 +94,15 @@ def first_error(exc: pytest.ExceptionInfo[ValidationError]) -> tuple[str, str]:
 )
 def test_iso_time_naive_is_utc(text: str, expected: float) -> None:
     assert iso_epoch(text) == pytest.approx(expected)
+
+
+def test_iso_time_naive_is_read_in_the_zone_given_and_an_offset_wins() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    assert iso_epoch("2016-04-12T10:00:00.123", paris) == pytest.approx(T0)  # CEST, +02:00
+    assert iso_epoch("2016-04-12T08:00:00.123Z", paris) == pytest.approx(T0)
+    # 02:30 happens twice on 2026-10-25 in Paris: the earlier one (still +02:00).
+    repeated = datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()
+    assert iso_epoch("2026-10-25T02:30:00", paris) == repeated
 
 
 @pytest.mark.parametrize("text", ["2016-04-12", "yesterday", "", "2016-13-01T00:00:00"])

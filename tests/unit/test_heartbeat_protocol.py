@@ -1,7 +1,9 @@
-"""The heartbeat datagram: round trip, authentication, replay protection, fuzzing."""
+"""The heartbeat datagram: round trip, authentication with per-host keys, replay
+protection, fuzzing."""
 
 from __future__ import annotations
 
+import hmac
 import os
 
 import pytest
@@ -15,9 +17,12 @@ from medevac.monitor.protocol import (
     DatagramError,
     DatagramKind,
     DropReason,
+    HostKeys,
     SequenceGuard,
     decode,
+    decode_signed,
     encode,
+    host_key,
 )
 
 KEY = b"k" * 32
@@ -50,6 +55,29 @@ def test_wrong_key_is_bad_mac() -> None:
     with pytest.raises(DatagramError) as info:
         decode(encode(hb(), KEY), b"x" * 32)
     assert info.value.reason is DropReason.BAD_MAC
+
+
+def test_each_host_has_its_own_key_derived_from_the_master() -> None:
+    expected = hmac.new(KEY, b"medevac-agent:compute-1", "sha256").hexdigest().encode()
+    assert host_key(KEY, "compute-1") == expected
+    assert host_key(KEY, "compute-2") != expected
+    assert host_key(b"m" * 32, "compute-1") != expected
+
+
+def test_a_host_signing_as_another_host_is_bad_mac() -> None:
+    keys = HostKeys(KEY, ["compute-1", "compute-2"])
+    forged = encode(hb(), host_key(KEY, "compute-2"))  # hb() names compute-1
+    with pytest.raises(DatagramError) as info:
+        decode_signed(forged, lambda host: (keys.for_host(host),))
+    assert info.value.reason is DropReason.BAD_MAC
+    d, key = decode_signed(encode(hb(), host_key(KEY, "compute-1")), keys.candidates)
+    assert d == hb() and key == keys.for_host("compute-1") and not keys.is_master(key)
+
+
+def test_the_master_key_is_offered_last_and_named() -> None:
+    keys = HostKeys(KEY, ["compute-1"])
+    d, key = decode_signed(encode(hb(), KEY), keys.candidates)
+    assert d == hb() and keys.is_master(key)
 
 
 def test_other_version_is_refused_by_name() -> None:

@@ -146,7 +146,12 @@ def create_app(
 
     if monitor is not None:
         app.include_router(
-            external_router(monitor, host_label=settings.monitor.alertmanager_host_label)
+            external_router(
+                monitor,
+                host_label=settings.monitor.alertmanager_host_label,
+                tokenless=settings.monitor.tokenless_fault_networks,
+                doctor_zone=settings.monitor.doctor_zone,
+            )
         )
 
     @app.get("/v1/hosts", tags=["monitor"])

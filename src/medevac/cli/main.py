@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,7 +136,13 @@ def agent(
     controller: Annotated[
         list[str], typer.Option(help="Controller heartbeat address HOST:PORT (repeatable).")
     ],
-    key_file: Annotated[Path, typer.Option(help="File holding the cluster heartbeat key.")],
+    key_file: Annotated[
+        Path,
+        typer.Option(
+            help="File holding this host's heartbeat key (written by 'medevac agent-key "
+            "HOST' where the controller's master key is)."
+        ),
+    ],
     interval: Annotated[float, typer.Option(help="Heartbeat interval (s).")] = 0.1,
     physnet: Annotated[
         list[str] | None,
@@ -183,6 +190,38 @@ def agent(
     setup_logging(False)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Agent(config, HostProbes(interfaces=links)).run())
+
+
+@app.command("agent-key")
+def agent_key(
+    host: Annotated[str, typer.Argument(help="The compute host's name, as Nova knows it.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write the key to this file (mode 0600) instead of printing it."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """One host's heartbeat key, derived from the controller's master key (agent_key_file)."""
+    from medevac.monitor.protocol import host_key
+
+    settings = settings_or_exit(config)
+    if settings.hosts and host not in settings.hosts:
+        # A mistyped name would give a key no heartbeat of the real host verifies with.
+        raise fail(f"host {host!r} is not in the configuration's [hosts]")
+    try:
+        key = host_key(settings.agent_key(), host)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if output is None:
+        typer.echo(key.decode())
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+    except OSError as exc:
+        raise fail(f"{output}: {exc.strerror}") from None
+    typer.echo(f"{output}: the heartbeat key of {host}")
 
 
 def _host_port(value: str) -> tuple[str, int]:

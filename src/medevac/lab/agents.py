@@ -8,7 +8,7 @@ import functools
 
 from medevac.agent.agent import Agent, AgentConfig
 from medevac.lab.fault_injection import FaultInjector
-from medevac.monitor.protocol import Checks
+from medevac.monitor.protocol import Checks, host_key
 
 
 class LabProbes:
@@ -24,12 +24,14 @@ class LabProbes:
 
 class LabAgents:
     """Agents that heartbeat to the controller's port, started and stopped as the
-    fault model says each host's OS runs (and muted while the host is cut off)."""
+    fault model says each host's OS runs (and muted while the host is cut off). Each
+    signs with its host's own key, derived from the controller's master key, as
+    'medevac agent-key' provisions a real host."""
 
-    def __init__(self, faults: FaultInjector, heartbeat_port: int, key: bytes) -> None:
+    def __init__(self, faults: FaultInjector, heartbeat_port: int, master_key: bytes) -> None:
         self._faults = faults
         self._heartbeat_port = heartbeat_port
-        self._key = key
+        self._master_key = master_key
         self.agents: dict[str, tuple[Agent, asyncio.Task[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -59,7 +61,7 @@ class LabAgents:
                     AgentConfig(
                         host=name,
                         controllers=(("127.0.0.1", self._heartbeat_port),),
-                        key=self._key,
+                        key=host_key(self._master_key, name),
                         bind=("127.0.0.1", 0),
                         restart_compute=functools.partial(faults.restart_compute, name),
                     ),

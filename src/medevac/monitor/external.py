@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -67,8 +67,9 @@ PHYSNET_LABEL = "physnet"
 # -- time ----------------------------------------------------------------------------
 
 
-def iso_epoch(value: str) -> float:
-    """Epoch seconds of an ISO 8601 date and time; a value without an offset is UTC.
+def iso_epoch(value: str, zone: tzinfo = UTC) -> float:
+    """Epoch seconds of an ISO 8601 date and time; a value without an offset is read
+    in ``zone`` (UTC unless told; in an hour a clock change repeats, the earlier one).
 
     Raises ValueError when ``value`` is not an ISO 8601 date with a time of day.
     """
@@ -76,7 +77,7 @@ def iso_epoch(value: str) -> float:
         raise ValueError("needs a date and a time of day")
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=zone)
     return parsed.timestamp()
 
 
@@ -157,12 +158,13 @@ def parse_doctor_events(data: object) -> list[DoctorEvent]:
     return _DOCTOR_EVENTS.validate_python(data)
 
 
-def doctor_fault(event: DoctorEvent, received_at: float) -> RawFault:
+def doctor_fault(event: DoctorEvent, received_at: float, zone: tzinfo = UTC) -> RawFault:
+    """The fault one event reports; a ``time`` without an offset is read in ``zone``."""
     return RawFault(
         source=DOCTOR_SOURCE,
         kind=event.kind,
         host=event.details.hostname,
-        observed_at=iso_epoch(event.time),
+        observed_at=iso_epoch(event.time, zone),
         received_at=received_at,
         key=event.key,
         details={
@@ -173,8 +175,10 @@ def doctor_fault(event: DoctorEvent, received_at: float) -> RawFault:
     )
 
 
-def doctor_faults(events: Sequence[DoctorEvent], received_at: float) -> list[RawFault]:
-    return [doctor_fault(e, received_at) for e in events]
+def doctor_faults(
+    events: Sequence[DoctorEvent], received_at: float, zone: tzinfo = UTC
+) -> list[RawFault]:
+    return [doctor_fault(e, received_at, zone) for e in events]
 
 
 # -- Prometheus Alertmanager ---------------------------------------------------------

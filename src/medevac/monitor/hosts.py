@@ -40,11 +40,12 @@ from medevac.monitor.protocol import (
     DatagramError,
     DatagramKind,
     DropReason,
+    HostKeys,
     SequenceGuard,
-    decode,
+    decode_signed,
     encode,
 )
-from medevac.monitor.raw import RawFault, RawFaultKind, UnknownHost
+from medevac.monitor.raw import Ignored, RawFault, RawFaultKind, UnknownHost
 from medevac.monitor.verdicts import Verdict, VerdictKind, VerdictSink
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class HostWatch:
     probe_answered: asyncio.Event = field(default_factory=asyncio.Event)
     power_read: asyncio.Future[bool | None] | None = None
     deadline: float | None = None  # monotonic time phi reaches the threshold
+    agent_key: bytes | None = None  # the key its agent's last heartbeat was signed with
 
 
 class HostMonitor(asyncio.DatagramProtocol):
@@ -126,7 +128,7 @@ class HostMonitor(asyncio.DatagramProtocol):
     def __init__(
         self,
         hosts: dict[str, str],  # name -> zone
-        key: bytes,
+        master_key: bytes,
         sink: VerdictSink,
         power: PowerReader,
         nova: NovaView,
@@ -135,6 +137,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         wall: Callable[[], float] = time.time,
         on_suspect: Callable[[str], None] | None = None,
         on_nova_view: Callable[[str, dict[str, Any], float], None] | None = None,
+        accept_master_key: bool = False,
     ) -> None:
         self.settings = settings or MonitorSettings()
         # Told each host's Nova view as it is refreshed, with the wall-clock time it
@@ -143,7 +146,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         # Told when a host turns suspect, before the confirmation: what a verdict on
         # it would need can be made ready meanwhile (the consumers' connections).
         self.on_suspect = on_suspect
-        self.key = key
+        self.keys = HostKeys(master_key, hosts)  # each host's own, derived from the master
+        # A datagram signed with the master key itself (one key shared by every host,
+        # as before per-host keys): taken only while this is True, logged either way.
+        self.accept_master_key = accept_master_key
+        self.master_key_hosts: set[str] = set()  # hosts heard signing with it
         self._boot_id = os.urandom(16)  # names this process in requests to agents
         self._request_seq = 0
         self.sink = sink
@@ -192,13 +199,16 @@ class HostMonitor(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         arrival = self.clock()
         try:
-            d = decode(data, self.key)
+            d, key = decode_signed(data, self.keys.candidates)
         except DatagramError as exc:
             self.drops[exc.reason] += 1
             return
         watch = self.hosts.get(d.host)
         if watch is None:
             self.drops[DropReason.UNKNOWN_HOST] += 1
+            return
+        if self.keys.is_master(key) and not self._master_signed(watch):
+            self.drops[DropReason.BAD_MAC] += 1
             return
         if abs(self.wall() - d.sent_at) > self.settings.max_clock_skew:
             self.drops[DropReason.CLOCK_SKEW] += 1
@@ -214,7 +224,31 @@ class HostMonitor(asyncio.DatagramProtocol):
             self.copies += 1
             return
         self.received += 1
+        watch.agent_key = key  # requests to the agent are signed with what it signs with
         self._on_heartbeat(watch, d, arrival, addr)
+
+    def _master_signed(self, watch: HostWatch) -> bool:
+        """A datagram from ``watch``'s host signed with the master key: taken only in
+        the transition from a shared key; said once per host either way."""
+        if watch.name not in self.master_key_hosts:
+            self.master_key_hosts.add(watch.name)
+            if self.accept_master_key:
+                log.warning(
+                    "host %s signs heartbeats with the master key (accepted while "
+                    "monitor.accept_master_key is true): give it its own key with "
+                    "'medevac agent-key %s'",
+                    watch.name,
+                    watch.name,
+                )
+            else:
+                log.error(
+                    "host %s signs heartbeats with the master key: refused as a bad MAC, "
+                    "so it looks silent; give it its own key with 'medevac agent-key %s', or set "
+                    "monitor.accept_master_key while its agents move over",
+                    watch.name,
+                    watch.name,
+                )
+        return self.accept_master_key
 
     def _on_heartbeat(
         self, watch: HostWatch, d: Datagram, arrival: float, addr: tuple[str, int]
@@ -347,7 +381,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         request = Datagram(
             DatagramKind.RESTART_COMPUTE, host, self._request_seq, self._boot_id, self.wall()
         )
-        self._transport.sendto(encode(request, self.key), watch.agent_addr)
+        self._transport.sendto(encode(request, self._key_of(watch)), watch.agent_addr)
         return True
 
     def compute_alive(self, host: str) -> bool | None:
@@ -359,7 +393,10 @@ class HostMonitor(asyncio.DatagramProtocol):
         if self._transport is None or watch.agent_addr is None:
             return
         probe = Datagram(DatagramKind.PROBE, watch.name, 0, bytes(16), self.wall())
-        self._transport.sendto(encode(probe, self.key), watch.agent_addr)
+        self._transport.sendto(encode(probe, self._key_of(watch)), watch.agent_addr)
+
+    def _key_of(self, watch: HostWatch) -> bytes:
+        return watch.agent_key or self.keys.for_host(watch.name)
 
     async def _confirm(self, watch: HostWatch, reason: str) -> None:
         started = self.clock()
@@ -576,8 +613,9 @@ class HostMonitor(asyncio.DatagramProtocol):
 
     # -- raw faults from other inputs (FaultSink) ---------------------------------
 
-    async def submit(self, fault: RawFault) -> bool:
-        """External monitors feed the same confirmation as silent heartbeats."""
+    async def submit(self, fault: RawFault) -> bool | Ignored:
+        """A host-down report feeds the same confirmation as a silent heartbeat; every
+        other report is ignored with its reason (see ``_not_acted_on``)."""
         watch = self.hosts.get(fault.host)
         if watch is None:
             raise UnknownHost(fault.host)
@@ -586,10 +624,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         self._seen_keys[fault.key] = None
         if len(self._seen_keys) > 100_000:
             self._seen_keys.popitem(last=False)
-        if fault.kind is RawFaultKind.HOST_DOWN and watch.state in (
-            HostState.UP,
-            HostState.UNKNOWN,
-        ):
+        reason = _not_acted_on(fault, watch)
+        if reason is not None:
+            log.info("%s %s on %s ignored: %s", fault.source, fault.kind, fault.host, reason)
+            return Ignored(reason)
+        if watch.state in (HostState.UP, HostState.UNKNOWN):
             self._suspect(
                 watch,
                 self.clock(),
@@ -597,7 +636,7 @@ class HostMonitor(asyncio.DatagramProtocol):
                 fault.received_at,
                 fault.observed_at,
             )
-        return True
+        return True  # or SUSPECT: the confirmation under way decides
 
     # -- Nova's notifications -----------------------------------------------------
 
@@ -664,6 +703,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             "received": self.received,
             "copies": self.copies,
             "dropped": {reason.value: self.drops.get(reason, 0) for reason in DropReason},
+            "master_key_hosts": sorted(self.master_key_hosts),
             "suspicions_cleared": self.suspicions_cleared,
             "nova_error": self.nova_error,
             "nova_notifications": dict(self.nova_events),
@@ -671,6 +711,37 @@ class HostMonitor(asyncio.DatagramProtocol):
             "loop_lag_ms": self.loop_lag.summary(),
             "loop_stalls": self.stalls,
         }
+
+
+def _not_acted_on(fault: RawFault, watch: HostWatch) -> str | None:
+    """Why an external report changes nothing, or None when it is acted on: only a
+    host-down report on a host that is up, unknown or already suspect is."""
+    if fault.kind is RawFaultKind.HOST_DOWN:
+        if watch.state is HostState.LOST:
+            return "the host is already judged lost; its incident goes on"
+        if watch.state is HostState.ISOLATED:
+            return (
+                "the host's zone went silent together: the controller is suspected "
+                "to be cut off, and no host there is judged"
+            )
+        return None
+    if fault.kind is RawFaultKind.HOST_UP:
+        return (
+            "a host is back only when its own agent's heartbeats are, and stays "
+            "forced down until released; a report of it up changes nothing"
+        )
+    return (
+        f"{fault.kind} is judged from the host agent's own checks, sent with every "
+        f"heartbeat, not from other monitors' reports ({_agent_view(watch.checks)})"
+    )
+
+
+def _agent_view(c: Checks | None) -> str:
+    if c is None:
+        return "no heartbeat heard from its agent yet"
+    links = ", ".join(c.links_down) or "none"
+    alive = "alive" if c.compute_alive else "dead"
+    return f"its agent's last heartbeat: nova-compute {alive}, links down: {links}"
 
 
 def _checks_dict(c: Checks | None) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ Layout of version 1 (network byte order)::
     magic "MDVH" | version u8 | kind u8 | flags u8 | reserved u8
     seq u64 | boot_id 16 bytes | sent_at f64 (unix seconds)
     host_len u8 | host (UTF-8) | body_len u16 | body (compact JSON)
-    mac 32 bytes = HMAC-SHA256(cluster key, every byte before it)
+    mac 32 bytes = HMAC-SHA256(the host's key, every byte before it)
 
 ``kind`` is a heartbeat (agent to controller), a probe (controller to agent: "answer
 now"), a probe reply (a heartbeat sent in answer), or a request to restart
@@ -14,6 +14,10 @@ nova-compute (controller to agent; an agent acts on it only when configured to).
 controller start), so replays and reordering are recognised without clocks;
 ``sent_at`` only bounds clock skew. The body carries the agent's local checks.
 Encoding and decoding are pure functions.
+
+Each host signs with its own key, derived from the controller's master key
+(``host_key``), so a host that is taken over can forge no other host's datagrams:
+the monitor checks each datagram with the key of the host it names.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import enum
 import hmac
 import json
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAGIC = b"MDVH"
@@ -30,6 +35,35 @@ MAC_LEN = 32
 _HEADER = struct.Struct("!4sBBBBQ16sd")
 MAX_DATAGRAM = 1400  # stays below a common path MTU
 FLAG_COMPUTE_ALIVE = 0x01
+
+
+HOST_KEY_CONTEXT = b"medevac-agent:"
+
+
+def host_key(master: bytes, host: str) -> bytes:
+    """The key one host's agent signs with: HMAC-SHA256(master, "medevac-agent:" + host),
+    in hex (64 ASCII bytes, what its key file holds)."""
+    return hmac.new(master, HOST_KEY_CONTEXT + host.encode(), "sha256").hexdigest().encode()
+
+
+class HostKeys:
+    """The monitor's keys: each host's derived from the master key, which is offered
+    last for every host (``decode_signed`` says which key verified a datagram, so the
+    caller decides whether a datagram signed with the master key itself is taken)."""
+
+    def __init__(self, master: bytes, hosts: Iterable[str] = ()) -> None:
+        self._master = master
+        self._known = {h: host_key(master, h) for h in hosts}
+
+    def for_host(self, host: str) -> bytes:
+        known = self._known.get(host)
+        return known if known is not None else host_key(self._master, host)
+
+    def candidates(self, host: str) -> tuple[bytes, ...]:
+        return (self.for_host(host), self._master)
+
+    def is_master(self, key: bytes) -> bool:
+        return hmac.compare_digest(key, self._master)
 
 
 class DatagramKind(enum.IntEnum):
@@ -105,10 +139,22 @@ def encode(d: Datagram, key: bytes) -> bytes:
 
 
 def decode(data: bytes, key: bytes) -> Datagram:
-    """Verify and parse one datagram; DatagramError says why it is refused.
+    """Verify and parse one datagram signed with ``key``; DatagramError says why it
+    is refused.
 
     The MAC is checked before any field is interpreted, so nothing an attacker
     without the key sends gets further than a length check.
+    """
+    return decode_signed(data, lambda _host: (key,))[0]
+
+
+def decode_signed(
+    data: bytes, keys_for: Callable[[str], tuple[bytes, ...]]
+) -> tuple[Datagram, bytes]:
+    """Verify and parse one datagram with the keys ``keys_for`` gives for the host it
+    names (tried in order); returns it with the key that verified it.
+
+    Only the host name is read before the MAC is checked, to pick the key.
     """
     if len(data) < _HEADER.size + 1 + 2 + MAC_LEN or len(data) > MAX_DATAGRAM:
         raise DatagramError(DropReason.MALFORMED, f"bad length {len(data)}")
@@ -117,8 +163,18 @@ def decode(data: bytes, key: bytes) -> Datagram:
     if data[4] != VERSION:
         raise DatagramError(DropReason.BAD_VERSION, f"version {data[4]} not understood")
     msg, mac = data[:-MAC_LEN], data[-MAC_LEN:]
-    if not hmac.compare_digest(mac, hmac.digest(key, msg, "sha256")):
-        raise DatagramError(DropReason.BAD_MAC, "bad MAC")
+    named = msg[_HEADER.size + 1 : _HEADER.size + 1 + msg[_HEADER.size]]
+    try:
+        keys = keys_for(named.decode())
+    except UnicodeDecodeError:
+        raise DatagramError(DropReason.MALFORMED, "host name is not UTF-8") from None
+    for key in keys:
+        if hmac.compare_digest(mac, hmac.digest(key, msg, "sha256")):
+            return _parse(msg), key
+    raise DatagramError(DropReason.BAD_MAC, "bad MAC")
+
+
+def _parse(msg: bytes) -> Datagram:
     try:
         _, _, kind, flags, _, seq, boot_id, sent_at = _HEADER.unpack_from(msg)
         pos = _HEADER.size

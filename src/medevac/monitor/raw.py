@@ -34,6 +34,14 @@ class RawFault:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A fault taken in but not acted on; ``reason`` says why (in the answer to its
+    sender and in the log), so nothing accepted is dropped in silence."""
+
+    reason: str
+
+
 class UnknownHost(Exception):
     """The fault names a host medevac does not watch."""
 
@@ -45,8 +53,9 @@ class UnknownHost(Exception):
 class FaultSink(Protocol):
     """Where inputs deliver raw faults."""
 
-    async def submit(self, fault: RawFault) -> bool:
-        """Accept a fault; False if its key was seen before (a duplicate, ignored).
+    async def submit(self, fault: RawFault) -> bool | Ignored:
+        """True: the fault is acted on; False: its key was seen before (a duplicate);
+        Ignored: taken in but not acted on, with the reason.
 
         Raises UnknownHost when the host is not watched.
         """
