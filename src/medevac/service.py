@@ -43,6 +43,7 @@ from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
 from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
 from medevac.monitor.verdicts import Verdict, VerdictSink
+from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.bus import BusPublisher
 from medevac.notifier.delivery import DeliverySettings, Outbox
 from medevac.notifier.notifier import Channel, Notifier
@@ -200,6 +201,9 @@ def build_notifier(settings: Settings, db: Database) -> Notifier:
         retry_for=n.retry_for,
         connections_per_consumer=n.connections_per_consumer,
         breaker_failures=n.breaker_failures,
+        targets=ActionTargets(
+            allow=tuple(n.action_allow_networks), deny=tuple(n.action_deny_networks)
+        ),
     )
     alarms = AlarmStore(db)
     traps = SnmpTraps(

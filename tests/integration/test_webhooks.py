@@ -260,3 +260,25 @@ def test_a_cancelled_wait_for_a_connection_loses_no_slot() -> None:
         assert [b for _, _, b in srv.requests].count(b"w") == 1
 
     run_against(scenario, slow, connections_per_origin=2)
+
+
+def test_a_name_resolving_into_a_refused_network_is_never_connected_to() -> None:
+    import ipaddress
+
+    from medevac.notifier.alarms import ActionTargets
+    from medevac.notifier.webhooks import SendError
+
+    loopback = ActionTargets(allow=(ipaddress.ip_network("127.0.0.0/8"),))
+
+    async def refused(srv: Server, c: WebhookClient, url: str) -> None:
+        named = url.replace("127.0.0.1", "localhost")  # accepted at creation: a name
+        with pytest.raises(SendError, match=r"refused: .*is a loopback address"):
+            await c.post(named, b"{}", {})
+        assert srv.requests == []  # nothing was sent
+
+    async def allowed(srv: Server, c: WebhookClient, url: str) -> None:
+        assert await c.post(url.replace("127.0.0.1", "localhost"), b"{}", {}) == 200
+        assert len(srv.requests) == 1
+
+    run_against(refused, targets=ActionTargets())
+    run_against(allowed, targets=loopback)

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from medevac.checkpoints import Mark
+from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.webhooks import Begun, SendError, WebhookClient
 from medevac.storage.db import WriterBusy
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, OutboxStore
@@ -54,6 +55,9 @@ class DeliverySettings:
     write_retry_initial: float = 0.05  # an outbox write that failed is tried again after this,
     write_retry_max_interval: float = 2.0  # doubling up to this, until the database answers
     breaker_failures: int = 5  # a consumer's circuit opens after this many failures in a row
+    # Where webhooks may go, checked again on each connection's resolved address
+    # (None: not checked; the controller always passes notifier.action_*_networks).
+    targets: ActionTargets | None = None
 
 
 def backoff(attempt: int, initial: float, cap: float, rand: Callable[[], float]) -> float:
@@ -156,6 +160,7 @@ class Outbox:
             connections_per_origin=self.settings.connections_per_consumer,
             timeout=self.settings.timeout,
             tls=tls,
+            targets=self.settings.targets,
         )
         pending = await asyncio.to_thread(self.store.pending)
         for row in pending:

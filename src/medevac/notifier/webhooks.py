@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
+import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 import httptools
+
+from medevac.notifier.alarms import ActionTargets, literal_address
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~?"  # already valid in a request target: left as is
 
@@ -229,10 +233,15 @@ class WebhookClient:
         connections_per_origin: int,
         timeout: float,
         tls: ssl.SSLContext | None = None,
+        targets: ActionTargets | None = None,
     ) -> None:
         self.connections_per_origin = connections_per_origin
         self.timeout = timeout
         self.tls = tls
+        # Where a connection may go, checked on the addresses a name resolves to when
+        # it is opened (not only when the alarm was created): a name that now points
+        # into a refused network is never connected to.
+        self.targets = targets
         self._pools: dict[str, _Pool] = {}
         self._targets: dict[str, Target] = {}
 
@@ -250,12 +259,40 @@ class WebhookClient:
             pool = self._pools[target.origin] = _Pool(self.connections_per_origin)
         return pool
 
+    async def _address(self, target: Target) -> str:
+        """The address to connect to: the first that ``target.host`` resolves to and
+        the action targets allow (connecting to it, not the name, leaves no room for
+        the name to point elsewhere in between)."""
+        literal = literal_address(target.host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM),
+                    self.timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                raise SendError(f"cannot resolve {target.host}: {type(exc).__name__}") from None
+            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        if self.targets is None:
+            return str(addresses[0])
+        refused = []
+        for address in addresses:
+            why = self.targets.refusal(address)
+            if why is None:
+                return str(address)
+            refused.append(f"{address} {why}")
+        raise SendError(f"refused: {'; '.join(refused)}")
+
     async def _open(self, target: Target) -> _Connection:
         loop = asyncio.get_running_loop()
+        address = await self._address(target)
         try:
             _, conn = await loop.create_connection(
                 _Connection,
-                target.host,
+                address,
                 target.port,
                 ssl=(self.tls or ssl.create_default_context()) if target.tls else None,
                 server_hostname=target.host if target.tls else None,
