@@ -261,13 +261,13 @@ def api_get(url: str, token: str, path: str) -> Any:
 def hosts(
     as_json: JsonOption = False, url: UrlOption = DEFAULT_URL, token: TokenOption = ""
 ) -> None:
-    """Every watched host: detector state, BMC power, Nova's view, current verdict."""
+    """Every watched host: detector state, lifecycle, BMC power, Nova's view, verdict."""
     data = api_get(url, token, "/v1/hosts")
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
     table = Table(title="hosts", title_justify="left")
-    for col in ("host", "state", "phi", "last heartbeat", "BMC", "Nova", "verdict"):
+    for col in ("host", "state", "lifecycle", "phi", "last heartbeat", "BMC", "Nova", "verdict"):
         table.add_column(col)
     for h in data["hosts"]:
         det, verdict, nova = h["detector"], h["verdict"], h["nova"] or {}
@@ -275,6 +275,7 @@ def hosts(
         table.add_row(
             h["name"],
             h["state"],
+            (h.get("lifecycle") or {}).get("state", "-"),
             f"{det['phi']:.1f}",
             "-" if age is None else f"{age * 1000:.0f} ms ago",
             h["bmc"]["power"] or ("error" if h["bmc"]["error"] else "-"),
