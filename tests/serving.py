@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from medevac.api.serving import base_url, server_config
 from medevac.config import ApiConfig
+from medevac.serving import base_url, server_config
 from tests.conftest import free_port, wait_for
 
 

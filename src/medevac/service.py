@@ -8,14 +8,14 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from dbos import DBOS
+from starlette.applications import Starlette
 
-from medevac.api import create_app
-from medevac.api.serving import base_url, server_config
 from medevac.bmc.ipmi import IpmiClient, IpmiTarget
 from medevac.bmc.power import BmcPowerReader, PowerControl
 from medevac.bmc.redfish import RedfishClient, RedfishTarget
@@ -35,7 +35,7 @@ from medevac.inspector.actions import ResetPolicy
 from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
 from medevac.inspector.host_states import HostStates
-from medevac.inspector.incidents import ServiceView
+from medevac.inspector.incidents import Incident, ServiceView
 from medevac.inspector.inspector import Inspector, InspectorSettings
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
@@ -45,7 +45,7 @@ from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoin
 from medevac.monitor.verdicts import Verdict, VerdictSink
 from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.bus import BusPublisher
-from medevac.notifier.delivery import DeliverySettings, Outbox
+from medevac.notifier.delivery import CheckpointHook, DeliverySettings, Outbox
 from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.profiler.profile import incident_profile
@@ -57,6 +57,7 @@ from medevac.recovery.starter import Recovery
 from medevac.recovery.steps import RecoverySteps
 from medevac.recovery.task_ends import TaskEnds
 from medevac.recovery.workflows import RecoveryWorkflows, configure_dbos
+from medevac.serving import base_url, server_config
 from medevac.storage import Database
 from medevac.storage.records import (
     AlarmStore,
@@ -161,7 +162,7 @@ class AuditLog:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class AuditedVerdicts:
+class VerdictAudit:
     """Every verdict goes to the audit log."""
 
     def __init__(self, audit: AuditLog) -> None:
@@ -174,7 +175,7 @@ class AuditedVerdicts:
         )
 
 
-class Verdicts:
+class VerdictFanout:
     """Hands each verdict to the inspector at once, then to the other sinks.
 
     The others run on the next loop turn, after the work the inspector started (its
@@ -192,7 +193,9 @@ class Verdicts:
             loop.call_soon(sink.on_verdict, verdict)
 
 
-def build_notifier(settings: Settings, db: Database) -> Notifier:
+def build_notifier(
+    settings: Settings, db: Database, on_checkpoint: CheckpointHook | None = None
+) -> Notifier:
     n = settings.notifier
     delivery = DeliverySettings(
         timeout=n.delivery_timeout,
@@ -216,7 +219,8 @@ def build_notifier(settings: Settings, db: Database) -> Notifier:
     channels: list[Channel] = [traps]
     if n.bus_url:
         channels.append(BusPublisher(n.bus_url, n.bus_exchange, n.bus_topic))
-    return Notifier(alarms, Outbox(alarms, OutboxStore(db), delivery), channels=channels)
+    outbox = Outbox(alarms, OutboxStore(db), delivery, on_checkpoint=on_checkpoint)
+    return Notifier(alarms, outbox, channels=channels)
 
 
 def retention_policy(cfg: RetentionConfig) -> RetentionPolicy:
@@ -255,6 +259,7 @@ def build_inspector(
     audit: AuditLog,
     host_states: HostStates,
     recovery: Recovery | None = None,
+    on_closed: Callable[[Incident], Any] | None = None,
 ) -> Inspector:
     i = settings.inspector
     groups = [host_group(g) for g in settings.recovery.groups]
@@ -278,15 +283,31 @@ def build_inspector(
         recovery=recovery,
         audit=audit,
         host_states=host_states,
+        on_closed=on_closed,
         auto_release=lambda host: group_of(host, groups).auto_release,
     )
 
 
-class Controller:
-    """One controller process: storage, API, monitor, and (as they land) the other blocks."""
+class AppFactory(Protocol):
+    def __call__(
+        self,
+        settings: Settings,
+        db: Database,
+        monitor: HostMonitor | None = None,
+        inspector: Inspector | None = None,
+        notifier: Notifier | None = None,
+    ) -> Starlette:
+        """The controller's API over its blocks (the surface passes its own)."""
+        ...
 
-    def __init__(self, settings: Settings) -> None:
+
+class Controller:
+    """One controller process: storage, API, monitor, and (as they land) the other blocks.
+    ``make_app`` builds its API: the surfaces pass it, so the wiring imports none."""
+
+    def __init__(self, settings: Settings, make_app: AppFactory) -> None:
         self.settings = settings
+        self.make_app = make_app
         self._loop: asyncio.AbstractEventLoop | None = None  # set once running
         self.db = Database(settings.storage.url)
         self.cloud = build_cloud_driver(settings.cloud)
@@ -295,7 +316,14 @@ class Controller:
         self.listener: NovaNotificationListener | None = None
         # A recovery's waits on servers wake when Nova says their task ended.
         self.task_ends = TaskEnds(lambda: self.listener is not None and self.listener.connected)
-        self.notifier = build_notifier(settings, self.db)
+        # The notifier's marks go to the incident their events came from: the inspector,
+        # built below, is looked up when a mark comes.
+        self.notifier = build_notifier(
+            settings, self.db, lambda trace, mark, at: self.inspector.checkpoint(trace, mark, at)
+        )
+        p = settings.profiler
+        self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
+        self._exports: set[asyncio.Task[None]] = set()
         self.journal = IncidentJournal(IncidentStore(self.db))
         self.audit = AuditLog(self.db)
         self.bmc_threads = bmc_thread_pool(len(settings.hosts))
@@ -344,13 +372,12 @@ class Controller:
             self.audit,
             self.host_states,
             self.recovery,
+            on_closed=(
+                (lambda inc: self.fault_over(inc.id, inc.as_dict()))
+                if self.spans is not None
+                else None
+            ),
         )
-        self.notifier.outbox.on_checkpoint = self.inspector.checkpoint
-        p = settings.profiler
-        self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
-        self._exports: set[asyncio.Task[None]] = set()
-        if self.spans is not None:
-            self.inspector.on_closed = lambda inc: self.fault_over(inc.id, inc.as_dict())
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
         )
@@ -359,7 +386,7 @@ class Controller:
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),
-                Verdicts(self.inspector, AuditedVerdicts(self.audit)),
+                VerdictFanout(self.inspector, VerdictAudit(self.audit)),
                 self.power,
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
@@ -503,7 +530,7 @@ class Controller:
                     m.nova_notifications_url, self.on_nova_event, loop
                 )
                 self.listener.start()
-        app = create_app(
+        app = self.make_app(
             self.settings,
             self.db,
             monitor=self.monitor,

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from medevac.api import create_app
-from medevac.api.serving import base_url
 from medevac.config import ApiConfig, Settings
+from medevac.serving import base_url
 from medevac.storage import Database
 from tests.conftest import READER_TOKEN, free_port
 from tests.serving import served

@@ -77,3 +77,11 @@ def test_edges_import_no_block_and_blocks_take_only_shared_data_from_each_other(
             if parts[1] in BLOCKS and (own not in (*BLOCKS, "agent") or module not in SHARED):
                 offenders.add(f"{path.relative_to(SRC)} imports {module}")
     assert offenders == set()
+
+
+def test_the_wiring_imports_no_surface() -> None:
+    wiring = [SRC / "service.py", SRC / "serving.py"]
+    offenders = {
+        f"{p.name} imports {m}" for p in wiring for m in imports(p) if m.startswith(SURFACES)
+    }
+    assert offenders == set()

@@ -125,7 +125,9 @@ def serve(
     setup_logging(verbose)
     settings = settings_or_exit(config)
     try:
-        asyncio.run(Controller(settings).run())
+        from medevac.api import create_app
+
+        asyncio.run(Controller(settings, create_app).run())
     except StorageError as exc:
         raise fail(str(exc)) from None
 

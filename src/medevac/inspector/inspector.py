@@ -147,6 +147,7 @@ class Inspector:
         recovery: RecoveryStarter | None = None,
         audit: AuditSink | None = None,
         host_states: HostStates | None = None,
+        on_closed: Callable[[Incident], Any] | None = None,
         auto_release: Callable[[str], bool] = lambda host: False,
         release_retry: float = 5.0,
         release_for: float = 600.0,
@@ -170,7 +171,7 @@ class Inspector:
         self.clock = clock
         self.open: dict[str, Incident] = {}  # host -> its open incident
         self._by_trace: dict[str, Incident] = {}  # the open incidents by trace id
-        self.on_closed: Callable[[Incident], Any] | None = None
+        self.on_closed = on_closed  # told each incident as it closes (its profile export)
         self._work: dict[str, asyncio.Task[None]] = {}  # host -> its running actions
         # Server id -> state actions planned and not yet done on it or on its ports.
         self.pending = PendingCorrections()

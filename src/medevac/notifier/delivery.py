@@ -109,6 +109,7 @@ class Outbox:
         *,
         clock: Callable[[], float] = time.time,
         on_delivered: Callable[[DeliveryRow, float], None] | None = None,
+        on_checkpoint: CheckpointHook | None = None,
     ) -> None:
         self.alarms = alarms
         self.store = store
@@ -117,7 +118,7 @@ class Outbox:
         self.on_delivered = on_delivered
         # The profiler's marks by trace id: T07 evaluated (the notifier's), T08 fired,
         # T09 received (the consumer's 2xx).
-        self.on_checkpoint: CheckpointHook | None = None
+        self.on_checkpoint = on_checkpoint
         # An alarm's current state by id, read when its books are written (the notifier's
         # index): a state the API set meanwhile is never overwritten by an older one.
         self.alarm_state: Callable[[str], AlarmState | None] | None = None

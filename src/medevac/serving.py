@@ -1,4 +1,4 @@
-"""How the API listens: uvicorn's configuration from ``[api]``, TLS included."""
+"""How the controller's API listens: uvicorn's configuration from ``[api]``, TLS included."""
 
 from __future__ import annotations
 
