@@ -1,4 +1,4 @@
-"""Service wiring: builds the controller's parts from the configuration and runs them."""
+"""One controller process: builds its parts, runs them, stops them cleanly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -16,276 +15,49 @@ import uvicorn
 from dbos import DBOS
 from starlette.applications import Starlette
 
-from medevac.bmc.ipmi import IpmiClient, IpmiTarget
-from medevac.bmc.power import BmcPowerReader, PowerControl
-from medevac.bmc.redfish import RedfishClient, RedfishTarget
-from medevac.cloud import CloudDriver
+from medevac.bmc.power import BmcPowerReader
 from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
 from medevac.cloud.nova_view import CloudNovaView
 from medevac.config import (
-    BmcDriver,
-    CloudConfig,
-    ConfigError,
-    HostGroupConfig,
-    MonitorConfig,
-    RetentionConfig,
     Settings,
 )
-from medevac.inspector.actions import ResetPolicy
-from medevac.inspector.executor import ActionExecutor, RetryPolicy
-from medevac.inspector.guard import ZoneGuard
 from medevac.inspector.host_states import HostStates
-from medevac.inspector.incidents import Incident, ServiceView
-from medevac.inspector.inspector import Inspector, InspectorSettings
+from medevac.inspector.incidents import ServiceView
+from medevac.inspector.inspector import Inspector
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
-from medevac.inspector.topology import Topology
-from medevac.monitor.hosts import HostMonitor, MonitorSettings
+from medevac.monitor.hosts import HostMonitor
 from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
-from medevac.monitor.verdicts import Verdict, VerdictSink
-from medevac.notifier.alarms import ActionTargets
-from medevac.notifier.bus import BusPublisher
-from medevac.notifier.delivery import CheckpointHook, DeliverySettings, Outbox
-from medevac.notifier.notifier import Channel, Notifier
-from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
+from medevac.notifier.notifier import Notifier
 from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
 from medevac.recovery.fence import BmcFencer
-from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
 from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
 from medevac.recovery.starter import Recovery
 from medevac.recovery.steps import RecoverySteps
 from medevac.recovery.task_ends import TaskEnds
 from medevac.recovery.workflows import RecoveryWorkflows, configure_dbos
+from medevac.service.audit import AuditLog, VerdictAudit, VerdictFanout
+from medevac.service.build import (
+    bmc_thread_pool,
+    build_bmc_clients,
+    build_cloud_driver,
+    build_inspector,
+    build_notifier,
+    host_group,
+    monitor_settings,
+    retention_policy,
+)
 from medevac.serving import base_url, server_config
 from medevac.storage import Database
 from medevac.storage.records import (
-    AlarmStore,
     HostStore,
     IncidentStore,
-    OutboxStore,
     RecoveryStore,
 )
-from medevac.storage.retention import RetentionPolicy, run_retention
+from medevac.storage.retention import run_retention
 
 log = logging.getLogger(__name__)
-
-
-def build_cloud_driver(cfg: CloudConfig) -> CloudDriver:
-    return CloudDriver(
-        cfg.name,
-        clouds_yaml=cfg.clouds_yaml,
-        max_workers=cfg.max_workers,
-        call_timeout=cfg.call_timeout,
-        compute_microversion_cap=cfg.microversion_cap(),
-    )
-
-
-def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
-    """The detector's tunables from the configuration; the rest keep the monitor's own."""
-    return MonitorSettings(
-        interval=cfg.interval,
-        phi_threshold=cfg.phi_threshold,
-        max_clock_skew=cfg.max_clock_skew,
-        probes=cfg.probes,
-        probe_timeout=cfg.probe_timeout,
-        bmc_timeout=cfg.bmc_timeout,
-        bmc_verdict_wait=cfg.bmc_verdict_wait,
-        bmc_refresh=cfg.bmc_refresh,
-        isolation_fraction=cfg.isolation_fraction,
-        isolation_window=cfg.isolation_window,
-        isolation_min_hosts=cfg.isolation_min_hosts,
-    )
-
-
-def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
-    """The threads every BMC call runs in, and nothing else.
-
-    Fencing must not queue behind database writes, workflow steps or API reads in
-    asyncio's default executor (a few threads on a small controller): a call that
-    waits there for a thread misses its deadline and reads as a BMC that does not
-    answer. Each client runs one call at a time, plus at most one abandoned call
-    that pyghmi is still giving up on, so two threads per host cover every BMC
-    at once up to the cap.
-    """
-    return ThreadPoolExecutor(max_workers=max(4, min(64, 2 * hosts)), thread_name_prefix="bmc")
-
-
-def build_bmc_clients(
-    settings: Settings, executor: ThreadPoolExecutor | None = None
-) -> dict[str, PowerControl]:
-    """One BMC client per host (IPMI or Redfish), shared by the monitor (reads) and
-    recovery (fencing): pyghmi shares a session per BMC and user, so two clients
-    would collide on it."""
-    creds = settings.bmc_credentials()
-    clients: dict[str, PowerControl] = {}
-    timeout = settings.monitor.bmc_timeout
-    for host, cfg in settings.hosts.items():
-        if host not in creds:
-            raise ConfigError(f"hosts.{host}: no BMC credentials in {settings.bmc_secrets_file}")
-        c = creds[host]
-        password = c.password.get_secret_value()
-        if cfg.bmc_driver is BmcDriver.REDFISH:
-            target = RedfishTarget(
-                cfg.redfish_url, c.username, password, cfg.redfish_system, cfg.redfish_verify
-            )
-            clients[host] = RedfishClient(target, timeout=timeout, executor=executor)
-        else:
-            ipmi = IpmiTarget(cfg.bmc_address, cfg.port, c.username, password)
-            clients[host] = IpmiClient(ipmi, timeout=timeout, executor=executor)
-    return clients
-
-
-class AuditLog:
-    """Audit entries written off the event loop, a moment later: the milliseconds
-    after a verdict belong to the alarms' outbox."""
-
-    DELAY = 0.05
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._tasks: set[asyncio.Future[int]] = set()
-
-    def record(
-        self, kind: str, subject: str, actor: str, detail: dict[str, Any], trace_id: str | None
-    ) -> None:
-        entry = (kind, subject, actor, detail, trace_id)
-        asyncio.get_running_loop().call_later(self.DELAY, self._start, entry)
-
-    def _start(self, entry: tuple[str, str, str, dict[str, Any], str | None]) -> None:
-        task = asyncio.ensure_future(asyncio.to_thread(self._db.record_audit, *entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def drain(self) -> None:
-        await asyncio.sleep(self.DELAY)  # entries still waiting for their moment
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class VerdictAudit:
-    """Every verdict goes to the audit log."""
-
-    def __init__(self, audit: AuditLog) -> None:
-        self._audit = audit
-
-    def on_verdict(self, verdict: Verdict) -> None:
-        detail = {"subject": verdict.subject, "at": verdict.at, "evidence": verdict.evidence}
-        self._audit.record(
-            f"verdict.{verdict.kind.value}", verdict.host, "monitor", detail, verdict.trace_id
-        )
-
-
-class VerdictFanout:
-    """Hands each verdict to the inspector at once, then to the other sinks.
-
-    The others run on the next loop turn, after the work the inspector started (its
-    outbox write, its webhooks).
-    """
-
-    def __init__(self, first: VerdictSink, *later: VerdictSink) -> None:
-        self.first = first
-        self.later = later
-
-    def on_verdict(self, verdict: Verdict) -> None:
-        self.first.on_verdict(verdict)
-        loop = asyncio.get_running_loop()
-        for sink in self.later:
-            loop.call_soon(sink.on_verdict, verdict)
-
-
-def build_notifier(
-    settings: Settings, db: Database, on_checkpoint: CheckpointHook | None = None
-) -> Notifier:
-    n = settings.notifier
-    delivery = DeliverySettings(
-        timeout=n.delivery_timeout,
-        retry_initial=n.retry_initial,
-        retry_max_interval=n.retry_max_interval,
-        retry_for=n.retry_for,
-        connections_per_consumer=n.connections_per_consumer,
-        breaker_failures=n.breaker_failures,
-        targets=ActionTargets(
-            allow=tuple(n.action_allow_networks), deny=tuple(n.action_deny_networks)
-        ),
-    )
-    alarms = AlarmStore(db)
-    traps = SnmpTraps(
-        (
-            TrapManager(m.host, m.port, m.community.get_secret_value(), tuple(m.event_types))
-            for m in n.snmp_managers
-        ),
-        parse_oid(n.snmp_oid_base),
-    )
-    channels: list[Channel] = [traps]
-    if n.bus_url:
-        channels.append(BusPublisher(n.bus_url, n.bus_exchange, n.bus_topic))
-    outbox = Outbox(alarms, OutboxStore(db), delivery, on_checkpoint=on_checkpoint)
-    return Notifier(alarms, outbox, channels=channels)
-
-
-def retention_policy(cfg: RetentionConfig) -> RetentionPolicy:
-    """How long each kind of record is kept, from the configuration."""
-    return RetentionPolicy(
-        deliveries_days=cfg.deliveries_days,
-        verdicts_days=cfg.verdicts_days,
-        incidents_days=cfg.incidents_days,
-        alarm_history_days=cfg.alarm_history_days,
-        audit_days=cfg.audit_days,
-        batch=cfg.batch,
-        pause=cfg.pause,
-    )
-
-
-def host_group(g: HostGroupConfig) -> HostGroup:
-    return HostGroup(
-        name=g.name,
-        hosts=tuple(g.hosts),
-        level=Level(g.level),
-        recovery_method=RecoveryMethod(g.recovery_method),
-        reserved_hosts=tuple(g.reserved_hosts),
-        evacuate_all=g.evacuate_all,
-        ignore_error_servers=g.ignore_error_servers,
-        on_shared_storage=g.on_shared_storage,
-        concurrency=g.concurrency,
-        auto_release=g.auto_release,
-    )
-
-
-def build_inspector(
-    settings: Settings,
-    cloud: CloudDriver,
-    notifier: Notifier,
-    journal: IncidentJournal,
-    audit: AuditLog,
-    host_states: HostStates,
-    recovery: Recovery | None = None,
-    on_closed: Callable[[Incident], Any] | None = None,
-) -> Inspector:
-    i = settings.inspector
-    groups = [host_group(g) for g in settings.recovery.groups]
-    return Inspector(
-        {name: h.zone for name, h in settings.hosts.items()},
-        Topology(),
-        ActionExecutor(
-            cloud,
-            concurrency=i.action_concurrency,
-            retry=RetryPolicy(attempts=i.action_attempts, backoff=i.action_backoff),
-        ),
-        notifier,
-        journal,
-        ZoneGuard(i.guard_fraction, i.guard_window, i.guard_min_hosts, i.guard_hold),
-        InspectorSettings(
-            reset_servers=ResetPolicy(i.reset_servers),
-            act=i.act,
-            notify_head_start=i.notify_head_start,
-            restart_compute=settings.recovery.restart_compute,
-        ),
-        recovery=recovery,
-        audit=audit,
-        host_states=host_states,
-        on_closed=on_closed,
-        auto_release=lambda host: group_of(host, groups).auto_release,
-    )
 
 
 class AppFactory(Protocol):
