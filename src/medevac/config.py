@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from medevac.monitor.hosts import MonitorSettings
+from medevac.notifier.alarms import ActionTargets
 from medevac.recovery.policy import HostGroup
 from medevac.storage.retention import RetentionPolicy
 
@@ -506,6 +507,12 @@ class NotifierConfig(_Section):
         min_length=1,
         description="routing key <topic>.info, or <topic>.critical for critical events",
     )
+
+    def action_targets(self) -> ActionTargets:
+        """Where alarm actions may send, checked at creation and on each connection."""
+        return ActionTargets(
+            allow=tuple(self.action_allow_networks), deny=tuple(self.action_deny_networks)
+        )
 
 
 class HostGroupConfig(_Section):

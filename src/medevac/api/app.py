@@ -27,7 +27,6 @@ from medevac.cloud.errors import CloudError
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
-from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import IncidentStore, RecoveryStore
@@ -197,10 +196,7 @@ def create_app(
 
     app.include_router(recoveries_router(RecoveryStore(db)))
     if notifier is not None:
-        targets = ActionTargets(
-            allow=tuple(settings.notifier.action_allow_networks),
-            deny=tuple(settings.notifier.action_deny_networks),
-        )
+        targets = settings.notifier.action_targets()
         app.include_router(
             alarms_router(
                 notifier,

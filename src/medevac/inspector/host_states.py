@@ -95,10 +95,10 @@ class HostStates:
                 # Another writer moved the row: its state stands; ours goes on from it.
                 self.conflicts += 1
                 log.error("%s's stored state changed meanwhile; taking it", row.name)
-                stored = {r.name: r for r in await asyncio.to_thread(self.store.all)}
-                if row.name in stored:
-                    r = stored[row.name]
-                    self._lives[row.name] = HostLife(HostState(r.state), r.since, r.generation)
+                stored = await asyncio.to_thread(self.store.get, row.name)
+                if stored is not None:
+                    life = HostLife(HostState(stored.state), stored.since, stored.generation)
+                    self._lives[row.name] = life
             self._queue.task_done()
 
     async def flush(self) -> None:

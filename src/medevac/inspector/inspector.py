@@ -442,14 +442,17 @@ class Inspector:
 
     def on_service_view(self, host: str, view: ServiceView) -> None:
         """Nova's compute service of ``host`` as just seen (polled or notified): an
-        incident awaiting release closes once Nova shows its host put back."""
+        incident awaiting release closes once Nova shows its host put back. Only a host
+        with an open incident keeps its view: a release is judged on views taken after
+        its recovery ended, so none from before the incident is ever needed."""
+        inc = self.open.get(host)
+        if inc is None:
+            return
         last = self._services.get(host)
         if last is not None and last.as_of > view.as_of:
             return  # an older view arriving late
         self._services[host] = view
-        inc = self.open.get(host)
-        if inc is not None:
-            self._follow_cloud(inc)
+        self._follow_cloud(inc)
 
     def recovery_progress(
         self, incident_id: str, recovery_id: str, state: str, at: float, ended: bool

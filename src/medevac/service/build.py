@@ -29,7 +29,6 @@ from medevac.inspector.inspector import Inspector, InspectorSettings
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import MonitorSettings
-from medevac.notifier.alarms import ActionTargets
 from medevac.notifier.bus import BusPublisher
 from medevac.notifier.delivery import CheckpointHook, DeliverySettings, Outbox
 from medevac.notifier.notifier import Channel, Notifier
@@ -121,9 +120,7 @@ def build_notifier(
         retry_for=n.retry_for,
         connections_per_consumer=n.connections_per_consumer,
         breaker_failures=n.breaker_failures,
-        targets=ActionTargets(
-            allow=tuple(n.action_allow_networks), deny=tuple(n.action_deny_networks)
-        ),
+        targets=n.action_targets(),
     )
     alarms = AlarmStore(db)
     traps = SnmpTraps(

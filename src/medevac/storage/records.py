@@ -510,6 +510,10 @@ class HostRow:
     generation: int
 
 
+def _host_row(r: HostRecord) -> HostRow:
+    return HostRow(r.name, r.zone, r.state, ts(r.state_since) or 0.0, r.generation)
+
+
 class HostStore:
     """Each host's lifecycle state. A move names the generation it started from and,
     in the same transaction, appends its audit entry: a row another writer changed
@@ -520,10 +524,12 @@ class HostStore:
 
     def all(self) -> list[HostRow]:
         with self.db.reading() as s:
-            return [
-                HostRow(r.name, r.zone, r.state, ts(r.state_since) or 0.0, r.generation)
-                for r in s.scalars(select(HostRecord))
-            ]
+            return [_host_row(r) for r in s.scalars(select(HostRecord))]
+
+    def get(self, name: str) -> HostRow | None:
+        with self.db.reading() as s:
+            row = s.get(HostRecord, name)
+            return _host_row(row) if row is not None else None
 
     def move(
         self,
