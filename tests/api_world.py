@@ -15,7 +15,6 @@ from medevac.inspector.guard import ZoneGuard
 from medevac.inspector.inspector import Inspector
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor
-from medevac.notifier.delivery import Outbox
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
@@ -63,7 +62,7 @@ def with_other_member(settings: Settings) -> Settings:
 
 def build_world(settings: Settings, db: Database) -> World:
     store = AlarmStore(db)
-    notifier = Notifier(store, Outbox(store, OutboxStore(db)))
+    notifier = Notifier(store, OutboxStore(db))
     monitor = HostMonitor(dict.fromkeys(HOSTS, "z"), KEY, Sink(), PowerOn(), NoNova())
     cloud = RecordingCloud()
     inspector = Inspector(

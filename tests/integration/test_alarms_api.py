@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 
 from medevac.api import create_app
 from medevac.config import Settings
-from medevac.notifier.delivery import Outbox
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
@@ -44,7 +43,7 @@ def doctor_alarm(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def client(settings: Settings, db: Database) -> Iterator[TestClient]:
     store = AlarmStore(db)
-    notifier = Notifier(store, Outbox(store, OutboxStore(db)))
+    notifier = Notifier(store, OutboxStore(db))
     with TestClient(
         create_app(settings, db, notifier=notifier), raise_server_exceptions=False
     ) as c:
@@ -67,10 +66,10 @@ def test_create_answers_like_aodh(client: TestClient) -> None:
 
 def test_alarms_survive_a_restart(settings: Settings, db: Database) -> None:
     store = AlarmStore(db)
-    first = Notifier(store, Outbox(store, OutboxStore(db)))
+    first = Notifier(store, OutboxStore(db))
     with TestClient(create_app(settings, db, notifier=first)) as c:
         alarm_id = c.post("/v2/alarms", json=doctor_alarm(), headers=ADMIN).json()["alarm_id"]
-    second = Notifier(store, Outbox(store, OutboxStore(db)))
+    second = Notifier(store, OutboxStore(db))
     with TestClient(create_app(settings, db, notifier=second)) as c:
         c.portal.call(second.load)  # as `medevac serve` does at start
         assert c.get(f"/v2/alarms/{alarm_id}", headers=ADMIN).json()["name"] == "vm1-failure"

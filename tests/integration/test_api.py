@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from medevac.api import create_app
 from medevac.api.health import Health, LoopWatch
 from medevac.config import Settings
-from medevac.notifier.delivery import Outbox
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
@@ -132,7 +131,7 @@ def test_readyz_says_what_the_controller_still_waits_for(
     assert (r.status_code, r.json()) == (200, {"status": "ready", "waiting": []})
     fresh = Database(f"sqlite:///{tmp_path / 'fresh.db'}")  # never migrated
     store = AlarmStore(fresh)
-    notifier = Notifier(store, Outbox(store, OutboxStore(fresh)))
+    notifier = Notifier(store, OutboxStore(fresh))
     with TestClient(create_app(settings, fresh, notifier=notifier)) as waiting:
         r = waiting.get("/readyz")
     assert r.status_code == 503

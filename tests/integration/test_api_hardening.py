@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from medevac.api import create_app
 from medevac.api.limits import TokenRateLimit
 from medevac.config import Settings
-from medevac.notifier.delivery import Outbox
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
@@ -30,7 +29,7 @@ READER = {"X-Auth-Token": READER_TOKEN}
 
 def alarm_client(settings: Settings, db: Database) -> TestClient:
     store = AlarmStore(db)
-    notifier = Notifier(store, Outbox(store, OutboxStore(db)))
+    notifier = Notifier(store, OutboxStore(db))
     return TestClient(create_app(settings, db, notifier=notifier), raise_server_exceptions=False)
 
 

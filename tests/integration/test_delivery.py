@@ -22,7 +22,7 @@ import pytest
 
 from medevac.api.health import Health
 from medevac.notifier.alarms import AlarmSpec
-from medevac.notifier.delivery import DeliverySettings, Outbox
+from medevac.notifier.delivery import DeliverySettings
 from medevac.notifier.events import DELIVERY_FAILED, INSTANCE_UPDATE, Event
 from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
@@ -54,7 +54,7 @@ def failure(server: str) -> Event:
 
 def notifier_for(db: Database, settings: DeliverySettings = FAST_RETRY) -> Notifier:
     store = AlarmStore(db)
-    return Notifier(store, Outbox(store, OutboxStore(db), settings))
+    return Notifier(store, OutboxStore(db), settings)
 
 
 async def until(what: str, check: Callable[[], bool], within: float) -> None:
@@ -423,7 +423,7 @@ def test_the_cheapest_insert_reads_back_as_the_orm_wrote_it(db: Database) -> Non
     """``record_deliveries_now`` (SQLite's fast path) stores exactly what the Session
     path stores; a failed insert commits nothing and leaves the path usable."""
     store = AlarmStore(db)
-    n = Notifier(store, Outbox(store, OutboxStore(db)))
+    n = Notifier(store, OutboxStore(db))
     alarm = asyncio.run(n.create(spec("s1", "http://127.0.0.1:9/x"), "p1"))
     payload = {"alarm_id": alarm.alarm_id, "reason_data": {"traits": [["state", 1, "error"]]}}
     at = 1_796_000_000.123456
@@ -545,7 +545,7 @@ def test_an_alarm_is_never_sent_before_the_outbox_has_recorded_it(
 
     async def scenario() -> None:
         store = FailingWrites(db)
-        n = Notifier(store, Outbox(store, OutboxStore(db), FAST_RETRY))
+        n = Notifier(store, OutboxStore(db), FAST_RETRY)
         await n.outbox.start()
         try:
             await n.create(spec("s1", consumer.url + "/failure"), "p1")

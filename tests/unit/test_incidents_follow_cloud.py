@@ -12,6 +12,7 @@ from medevac.inspector.incidents import (
     fails_again,
     released_in_cloud,
 )
+from medevac.inspector.lifecycle import HostState
 from medevac.monitor.verdicts import Verdict, VerdictKind
 
 ENDED_AT = 1000.0
@@ -26,30 +27,37 @@ def recovered(*, back: bool = True, ended: float | None = ENDED_AT) -> Incident:
     inc.add_verdict(Verdict(VerdictKind.HOST_UNREACHABLE, "h1", 900.0, {}))
     if back:
         inc.add_verdict(Verdict(VerdictKind.HOST_UP, "h1", 1100.0, {}))
-        inc.awaiting_release = True
     return inc
 
 
+def seen(
+    view: ServiceView | None, *, back: bool = True, ended: float | None = ENDED_AT
+) -> str | None:
+    """What ``released_in_cloud`` sees in ``view`` for a recovered host, back or not."""
+    state = HostState.AWAITING_RELEASE if back else HostState.RECOVERED
+    return released_in_cloud(recovered(back=back, ended=ended), state, view)
+
+
 def test_a_host_put_back_after_its_recovery_ended_is_released_in_the_cloud() -> None:
-    seen = released_in_cloud(recovered(), ServiceView(True, False, ENDED_AT + 1))
-    assert seen == "nova-compute enabled and not forced down"
+    what = seen(ServiceView(True, False, ENDED_AT + 1))
+    assert what == "nova-compute enabled and not forced down"
 
 
 def test_a_view_taken_before_the_recovery_ended_says_nothing() -> None:
-    assert released_in_cloud(recovered(), ServiceView(True, False, ENDED_AT)) is None
-    assert released_in_cloud(recovered(), ServiceView(True, False, ENDED_AT - 5)) is None
+    assert seen(ServiceView(True, False, ENDED_AT)) is None
+    assert seen(ServiceView(True, False, ENDED_AT - 5)) is None
 
 
 def test_a_running_recovery_is_never_released_by_the_cloud() -> None:
-    assert released_in_cloud(recovered(ended=None), ServiceView(True, False, 2e9)) is None
+    assert seen(ended=None, view=ServiceView(True, False, 2e9)) is None
 
 
 def test_a_host_not_heard_from_again_is_not_released() -> None:
-    assert released_in_cloud(recovered(back=False), ServiceView(True, False, 2e9)) is None
+    assert seen(back=False, view=ServiceView(True, False, 2e9)) is None
 
 
 def test_no_view_no_release() -> None:
-    assert released_in_cloud(recovered(), None) is None
+    assert seen(None) is None
 
 
 @given(enabled=st.booleans(), forced_down=st.booleans(), after=st.floats(-100, 100))
@@ -57,8 +65,8 @@ def test_only_enabled_and_not_forced_down_and_newer_releases(
     enabled: bool, forced_down: bool, after: float
 ) -> None:
     as_of = ENDED_AT + after
-    seen = released_in_cloud(recovered(), ServiceView(enabled, forced_down, as_of))
-    assert (seen is not None) == (enabled and not forced_down and as_of > ENDED_AT)
+    what = seen(ServiceView(enabled, forced_down, as_of))
+    assert (what is not None) == (enabled and not forced_down and as_of > ENDED_AT)
 
 
 def test_the_monitors_view_reads_as_a_service_view() -> None:

@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from medevac.inspector.lifecycle import HostState
 from medevac.monitor.verdicts import Verdict, VerdictKind
 
 
@@ -101,7 +102,9 @@ class Incident:
     closed_at: float | None = None
     held_reason: str | None = None
     recovery_id: str | None = None
-    awaiting_release: bool = False  # the host is back but stays down until released
+    # Its host's lifecycle is AWAITING_RELEASE (back, kept down until released): a copy
+    # the inspector keeps for the incident's readers; decisions read the lifecycle.
+    awaiting_release: bool = False
     recovery_ended_at: float | None = None  # when the host's recovery ended, any outcome
     closed_by: str | None = None  # why it closed: healed, released by whom, superseded
     stamps: dict[str, float] = field(default_factory=dict)  # profiler checkpoints
@@ -213,14 +216,16 @@ class ServiceView:
         return cls(view.get("status") == "enabled", bool(view.get("forced_down")), as_of)
 
 
-def released_in_cloud(inc: Incident, view: ServiceView | None) -> str | None:
-    """What shows that ``inc``'s host was put back in service outside medevac, or None.
+def released_in_cloud(inc: Incident, host_state: HostState, view: ServiceView | None) -> str | None:
+    """What shows that ``inc``'s host (now in ``host_state``) was put back in service
+    outside medevac, or None.
 
     Only a host that is back (awaiting release) after a recovery that has ended, and
     only a view taken after that end: the recovery itself leaves the service forced
     down and disabled, so an older view that shows it up says nothing of a release.
     """
-    if view is None or not inc.awaiting_release or inc.recovery_ended_at is None:
+    back = host_state is HostState.AWAITING_RELEASE
+    if view is None or not back or inc.recovery_ended_at is None:
         return None
     if view.as_of <= inc.recovery_ended_at or not view.enabled or view.forced_down:
         return None

@@ -43,7 +43,7 @@ from medevac.inspector.incidents import (
     fails_again,
     released_in_cloud,
 )
-from medevac.inspector.lifecycle import Happening
+from medevac.inspector.lifecycle import Happening, HostState
 from medevac.inspector.pending import PendingCorrections
 from medevac.inspector.topology import ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
@@ -258,7 +258,7 @@ class Inspector:
             self._process(inc, down=True)
         elif kind is VerdictKind.COMPUTE_PROCESS_UP and not inc.host_lost:
             self._process(inc, down=False)
-        if healed and not inc.awaiting_release and inc.is_open:
+        if healed and not self._awaiting_release(inc.host) and inc.is_open:
             self._close_when_idle(inc, "healed")
         self.saver.save(inc)
 
@@ -407,7 +407,6 @@ class Inspector:
         if inc.recovery_id is not None:
             # Fenced and evacuated: it stays forced down and disabled until its
             # nova-compute has cleaned up and an operator or policy releases it.
-            inc.awaiting_release = True
             self._happen(inc, Happening.BACK)
             if self._follow_cloud(inc):
                 return
@@ -431,8 +430,10 @@ class Inspector:
             await cloud.set_enabled(host, True)
             zone = self.zones.get(host, "nova")
             inc = self.open.get(host)
-            trace = inc.trace_id if inc is not None else None
-            self.host_states.happen(host, zone, Happening.RELEASED, trace, {"by": actor})
+            if inc is not None:
+                self._happen(inc, Happening.RELEASED, {"by": actor})
+            else:
+                self.host_states.happen(host, zone, Happening.RELEASED, None, {"by": actor})
             restored = await self._back_in_service(host, actor)
         finally:
             self._releasing.discard(host)
@@ -476,7 +477,8 @@ class Inspector:
     def _follow_cloud(self, inc: Incident) -> bool:
         """Close ``inc`` as released when the cloud shows its host back in service."""
         view = self._services.get(inc.host)
-        seen = None if inc.host in self._releasing else released_in_cloud(inc, view)
+        state = self.host_states.life(inc.host).state
+        seen = None if inc.host in self._releasing else released_in_cloud(inc, state, view)
         if seen is None or view is None:
             return False
         actor = f"the cloud ({seen})"
@@ -486,7 +488,6 @@ class Inspector:
             inc,
             {"incident_id": inc.id, "seen": seen, "as_of": view.as_of},
         )
-        inc.awaiting_release = False
         self._happen(inc, Happening.RELEASED, {"by": actor})
         self._close_when_idle(inc, f"released by {actor}")
         self.saver.save(inc)
@@ -521,7 +522,6 @@ class Inspector:
             for r in results:
                 if r.ok:
                     inc.ports_down.pop(r.action.target, None)
-            inc.awaiting_release = False
             if not inc.faults and inc.is_open:
                 self._close_when_idle(inc, f"released by {actor}")
             self.saver.save(inc)
@@ -531,7 +531,7 @@ class Inspector:
         deadline = self.clock() + self.release_for
         while self.clock() < deadline:
             inc = self.open.get(host)
-            if inc is None or not inc.awaiting_release:
+            if inc is None or not self._awaiting_release(host):
                 return
             try:
                 await self.release(host, "policy (auto_release)")
@@ -698,6 +698,10 @@ class Inspector:
         self, inc: Incident, happening: Happening, detail: dict[str, Any] | None = None
     ) -> None:
         self.host_states.happen(inc.host, inc.zone, happening, inc.trace_id, detail)
+        inc.awaiting_release = self._awaiting_release(inc.host)
+
+    def _awaiting_release(self, host: str) -> bool:
+        return self.host_states.life(host).state is HostState.AWAITING_RELEASE
 
     def _audit(self, kind: str, inc: Incident, detail: dict[str, Any]) -> None:
         if self.audit is not None:

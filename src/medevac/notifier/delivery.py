@@ -110,6 +110,8 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         on_delivered: Callable[[DeliveryRow, float], None] | None = None,
         on_checkpoint: CheckpointHook | None = None,
+        alarm_state: Callable[[str], AlarmState | None] | None = None,
+        on_failed: FailedHook | None = None,
     ) -> None:
         self.alarms = alarms
         self.store = store
@@ -121,10 +123,10 @@ class Outbox:
         self.on_checkpoint = on_checkpoint
         # An alarm's current state by id, read when its books are written (the notifier's
         # index): a state the API set meanwhile is never overwritten by an older one.
-        self.alarm_state: Callable[[str], AlarmState | None] | None = None
+        self.alarm_state = alarm_state
         # A delivery given up: the notifier turns it into a ``medevac.delivery.failed``
         # event (the outbox records the audit entry).
-        self.on_failed: FailedHook | None = None
+        self.on_failed = on_failed
         self.random: Callable[[], float] = random.random  # the retries' jitter
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts

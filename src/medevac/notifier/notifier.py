@@ -25,9 +25,15 @@ from typing import Any, Protocol
 
 from medevac.checkpoints import Mark
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
-from medevac.notifier.delivery import FIRST_CHUNK, AlarmState, Outbox
+from medevac.notifier.delivery import (
+    FIRST_CHUNK,
+    AlarmState,
+    CheckpointHook,
+    DeliverySettings,
+    Outbox,
+)
 from medevac.notifier.events import DELIVERY_FAILED, Event
-from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow
+from medevac.storage.records import AlarmRow, AlarmStore, DeliveryRow, HistoryRow, OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +104,31 @@ class Notifier:
     def __init__(
         self,
         store: AlarmStore,
-        outbox: Outbox,
+        deliveries: OutboxStore,
+        delivery: DeliverySettings | None = None,
         *,
+        on_checkpoint: CheckpointHook | None = None,
         channels: Iterable[Channel] = (),
         clock: Callable[[], float] = time.time,
         first_alarms_wait: float = 0.005,
     ) -> None:
         self.store = store
-        self.outbox = outbox
+        # The notifier's own outbox: it reads the alarms' states from the notifier's
+        # index and reports the deliveries it gives up.
+        self.outbox = Outbox(
+            store,
+            deliveries,
+            delivery,
+            clock=clock,
+            on_checkpoint=on_checkpoint,
+            alarm_state=self._alarm_state,
+            on_failed=self._delivery_failed,
+        )
         self.channels = list(channels)
         self.clock = clock
         # How long the rest of a burst waits for its first webhooks to be tried.
         self.first_alarms_wait = first_alarms_wait
         self.index = AlarmIndex()
-        outbox.alarm_state = self._alarm_state
-        outbox.on_failed = self._delivery_failed
         self.evaluated = 0
         self.fired = 0
         self.loaded = False  # the alarms are in the index (``load``)

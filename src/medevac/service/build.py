@@ -30,7 +30,7 @@ from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import MonitorSettings
 from medevac.notifier.bus import BusPublisher
-from medevac.notifier.delivery import CheckpointHook, DeliverySettings, Outbox
+from medevac.notifier.delivery import CheckpointHook, DeliverySettings
 from medevac.notifier.notifier import Channel, Notifier
 from medevac.notifier.snmp import SnmpTraps, TrapManager, parse_oid
 from medevac.recovery.policy import HostGroup, Level, RecoveryMethod, group_of
@@ -133,8 +133,9 @@ def build_notifier(
     channels: list[Channel] = [traps]
     if n.bus_url:
         channels.append(BusPublisher(n.bus_url, n.bus_exchange, n.bus_topic))
-    outbox = Outbox(alarms, OutboxStore(db), delivery, on_checkpoint=on_checkpoint)
-    return Notifier(alarms, outbox, channels=channels)
+    return Notifier(
+        alarms, OutboxStore(db), delivery, on_checkpoint=on_checkpoint, channels=channels
+    )
 
 
 def retention_policy(cfg: RetentionConfig) -> RetentionPolicy:
