@@ -62,8 +62,8 @@ async def run(
             db.migrate()
             checkpoints = asyncio.create_task(db.run_checkpoints())  # as `medevac serve`
             store = AlarmStore(db)
-            outbox = Outbox(store, OutboxStore(db))
-            notifier = Notifier(store, outbox)
+            notifier = Notifier(store, OutboxStore(db))
+            outbox = notifier.outbox
             await outbox.start()
             for _ in range(background):
                 await notifier.create(alarm(str(uuid.uuid4()), base + "/other"), "p")
