@@ -222,7 +222,7 @@ class Lab:
             # the services below have stopped, every worker waits 10 ms again.
             import futurist._thread
 
-            futurist._thread.ThreadWorker.MAX_IDLE_FOR = 0.01
+            futurist._thread.ThreadWorker.MAX_IDLE_FOR = 0.01  # type: ignore[assignment]  # an int in its stub, a float wait in its use
         for srv in (self.api_server, self.control_server):
             if srv is not None:
                 with contextlib.suppress(Exception):

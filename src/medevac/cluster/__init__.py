@@ -1,0 +1,1 @@
+"""Several controllers: membership, each host's owner, and the fencing of stale owners."""
