@@ -24,6 +24,11 @@ class HostRecord(Base):
     state_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Optimistic concurrency: a transition names the generation it started from.
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # The controller that owns the host, and the epoch of its ownership: it rises at
+    # every change of owner, and an effect on the host is recorded only by the
+    # controller holding the current epoch (a fencing token).
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuditEvent(Base):

@@ -508,10 +508,24 @@ class HostRow:
     state: str
     since: float
     generation: int
+    owner: str | None = None
+    epoch: int = 0
 
 
 def _host_row(r: HostRecord) -> HostRow:
-    return HostRow(r.name, r.zone, r.state, ts(r.state_since) or 0.0, r.generation)
+    since = ts(r.state_since) or 0.0
+    return HostRow(r.name, r.zone, r.state, since, r.generation, r.owner, r.epoch)
+
+
+class StaleOwner(Exception):
+    """An effect on a host by a controller that no longer holds its current epoch."""
+
+    def __init__(self, host: str, owner: str, epoch: int, current: tuple[str | None, int]):
+        self.host, self.owner, self.epoch, self.current = host, owner, epoch, current
+        held_by, held_at = current
+        super().__init__(
+            f"{owner} no longer owns {host} (its epoch {epoch}; now {held_by} at {held_at})"
+        )
 
 
 class HostStore:
@@ -543,9 +557,7 @@ class HostStore:
         """Write ``row`` (its generation one above the stored one, or 1 for a new host);
         False when the stored generation is not the one it started from."""
         with self.db.session() as s:
-            if row.generation == 1:
-                if s.get(HostRecord, row.name) is not None:
-                    return False
+            if row.generation == 1 and s.get(HostRecord, row.name) is None:
                 s.add(
                     HostRecord(
                         name=row.name,
@@ -555,7 +567,7 @@ class HostStore:
                         generation=1,
                     )
                 )
-            else:
+            else:  # a row a claim made has generation 0: its first state updates it
                 done = s.execute(
                     update(HostRecord)
                     .where(
@@ -577,3 +589,63 @@ class HostStore:
                 )
             )
             return True
+
+    def claim(self, name: str, zone: str, owner: str, at: float) -> int:
+        """Make ``owner`` the owner of ``name`` under a new epoch (one above the stored
+        one), recorded with its audit entry; returns the new epoch."""
+        with self.db.session() as s:
+            row = s.get(HostRecord, name, with_for_update=True)
+            if row is None:
+                row = HostRecord(
+                    name=name, zone=zone, state="UP", state_since=dt(at), generation=0, epoch=0
+                )
+                s.add(row)
+            before = (row.owner, row.epoch or 0)
+            row.owner, row.epoch = owner, (row.epoch or 0) + 1
+            s.add(
+                AuditEvent(
+                    at=dt(at),
+                    kind="host.owner",
+                    subject=name,
+                    actor=owner,
+                    trace_id=None,
+                    detail={"from": before[0], "to": owner, "epoch": row.epoch},
+                )
+            )
+            return row.epoch
+
+    def record_effect(
+        self,
+        name: str,
+        owner: str,
+        epoch: int,
+        *,
+        effect: str,
+        detail: dict[str, Any],
+        trace_id: str | None,
+        at: float,
+    ) -> None:
+        """Record that ``owner`` does ``effect`` on ``name`` under ``epoch``: in the same
+        transaction, check that the epoch is still the host's current one. Raises
+        StaleOwner (and records the refusal instead) when it is not."""
+        with self.db.session() as s:
+            row = s.get(HostRecord, name, with_for_update=True)
+            current = (row.owner, row.epoch) if row is not None else (None, 0)
+            ok = current == (owner, epoch)
+            s.add(
+                AuditEvent(
+                    at=dt(at),
+                    kind=f"host.{effect}" if ok else "host.stale_owner",
+                    subject=name,
+                    actor=owner,
+                    trace_id=trace_id,
+                    detail={"epoch": epoch, **detail}
+                    | (
+                        {}
+                        if ok
+                        else {"refused": effect, "owner_now": current[0], "epoch_now": current[1]}
+                    ),
+                )
+            )
+        if not ok:
+            raise StaleOwner(name, owner, epoch, current)

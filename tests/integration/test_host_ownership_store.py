@@ -1,0 +1,80 @@
+"""Each host's owner and epoch in the store, on SQLite and PostgreSQL: a claim raises
+the epoch; an effect is recorded only under the current epoch, and a stale owner's is
+refused, recorded as refused, and raised."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from medevac.storage import Database
+from medevac.storage.records import HostRow, HostStore, StaleOwner
+
+
+def effect(store: HostStore, owner: str, epoch: int, what: str = "force_down") -> None:
+    store.record_effect("h1", owner, epoch, effect=what, detail={"n": 1}, trace_id="t1", at=5.0)
+
+
+def test_a_claim_raises_the_epoch_and_is_audited(fresh_db: Database) -> None:
+    fresh_db.migrate()
+    store = HostStore(fresh_db)
+    assert store.claim("h1", "z", "ctl-1", 1.0) == 1
+    assert store.claim("h1", "z", "ctl-2", 2.0) == 2
+    row = store.get("h1")
+    assert row is not None and (row.owner, row.epoch, row.state) == ("ctl-2", 2, "UP")
+    moves = [(e.detail["from"], e.detail["to"]) for e in reversed(fresh_db.audit_events("h1"))]
+    assert moves == [(None, "ctl-1"), ("ctl-1", "ctl-2")]
+
+
+def test_only_the_current_epoch_records_an_effect(fresh_db: Database) -> None:
+    fresh_db.migrate()
+    store = HostStore(fresh_db)
+    first = store.claim("h1", "z", "ctl-1", 1.0)
+    effect(store, "ctl-1", first)
+    second = store.claim("h1", "z", "ctl-2", 2.0)
+    with pytest.raises(StaleOwner) as refused:
+        effect(store, "ctl-1", first, "evacuate")
+    assert refused.value.current == ("ctl-2", second)
+    # The same controller back under its old epoch is stale too.
+    store.claim("h1", "z", "ctl-1", 3.0)
+    with pytest.raises(StaleOwner):
+        effect(store, "ctl-1", first)
+    kinds = [e.kind for e in reversed(fresh_db.audit_events("h1"))]
+    assert kinds.count("host.force_down") == 1
+    assert kinds.count("host.stale_owner") == 2
+    stale = fresh_db.audit_events("h1")[0]
+    assert stale.detail["refused"] == "force_down" and stale.detail["owner_now"] == "ctl-1"
+
+
+def test_an_unknown_host_has_no_owner(fresh_db: Database) -> None:
+    fresh_db.migrate()
+    with pytest.raises(StaleOwner):
+        effect(HostStore(fresh_db), "ctl-1", 1)
+
+
+def test_concurrent_claims_each_get_their_own_epoch(fresh_db: Database) -> None:
+    fresh_db.migrate()
+    store = HostStore(fresh_db)
+    store.claim("h1", "z", "ctl-0", 0.5)
+    with ThreadPoolExecutor(8) as pool:
+        epochs = list(pool.map(lambda i: store.claim("h1", "z", f"ctl-{i}", 1.0), range(1, 25)))
+    assert sorted(epochs) == list(range(2, 26))
+    row = store.get("h1")
+    assert row is not None and row.epoch == 25
+
+
+def test_a_claimed_host_moves_through_its_lifecycle(fresh_db: Database) -> None:
+    """A claim makes the row at generation 0; the first state move takes it to 1."""
+    fresh_db.migrate()
+    store = HostStore(fresh_db)
+    store.claim("h1", "z", "ctl-1", 1.0)
+    audit = {"audit_kind": "host.state", "actor": "inspector", "trace_id": "t"}
+    assert store.move(HostRow("h1", "z", "LOST", 2.0, 1), detail={}, **audit)
+    row = store.get("h1")
+    assert row is not None and (row.state, row.generation, row.owner, row.epoch) == (
+        "LOST",
+        1,
+        "ctl-1",
+        1,
+    )
