@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -176,6 +177,40 @@ class StorageConfig(_Section):
         description="SQLite: copy the write-ahead log into the file this often (s), apart "
         "from the commits",
     )
+
+
+class ClusterConfig(_Section):
+    """Several active controllers sharing the hosts. Unset ``coordination_url``: one
+    controller owns every host (the embedded default). Set: every controller joins the
+    group, owns the hosts a hash over the live members gives it, and needs a shared
+    ``storage.url`` (PostgreSQL) and workflow database."""
+
+    coordination_url: str | None = Field(
+        default=None,
+        description="tooz backend: redis://host:6379, or etcd3+http://host:2379 (etcd 3)",
+    )
+    member_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="this controller's stable name in the group",
+        json_schema_extra={"default_shown": "the machine's host name"},
+    )
+    membership_timeout: float = Field(
+        default=3.0,
+        ge=0.3,
+        le=60,
+        description="a controller not heard for this long (s) is gone; its hosts move",
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="how the other controllers reach this one's API (default: its listener)",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.coordination_url is not None
 
 
 class RetentionConfig(_Section):
@@ -643,6 +678,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     inspector: InspectorConfig = Field(default_factory=InspectorConfig)
@@ -659,6 +695,15 @@ class Settings(BaseSettings):
         description="file holding the master key; each host's agent signs with its own key, "
         "derived from it ('medevac agent-key HOST' writes that host's key file)",
     )
+
+    @model_validator(mode="after")
+    def _shared_store_for_several(self) -> Settings:
+        if self.cluster.enabled and self.storage.url.startswith("sqlite"):
+            raise ValueError(
+                "cluster.coordination_url is set but storage.url is SQLite: several "
+                "controllers share one store, e.g. postgresql+psycopg://user@host/medevac"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

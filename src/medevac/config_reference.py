@@ -140,6 +140,9 @@ def constraints(field: FieldInfo) -> list[str]:
 def default(field: FieldInfo) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
+    shown = (field.json_schema_extra or {}) if isinstance(field.json_schema_extra, dict) else {}
+    if "default_shown" in shown:  # a default of the machine it runs on, said in words
+        return str(shown["default_shown"])
     value = field.get_default(call_default_factory=True)
     return "unset" if value is None else f"`{_toml(value)}`"
 

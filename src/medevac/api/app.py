@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -24,6 +25,7 @@ from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
 from medevac.api.request_id import RequestIds
 from medevac.cloud.errors import CloudError
+from medevac.cluster.ownership import NotOwner
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
@@ -50,6 +52,7 @@ def create_app(
     monitor: HostMonitor | None = None,
     inspector: Inspector | None = None,
     notifier: Notifier | None = None,
+    cluster: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """Build the API for one controller; the caller owns the blocks passed in."""
     app = MedevacApi(
@@ -153,6 +156,15 @@ def create_app(
             )
         )
 
+    @app.get("/v1/cluster", tags=["monitor"])
+    async def cluster_view(_: AdminOrReader) -> dict[str, Any]:
+        """The controllers: this one's id, the live members, the hosts it owns with
+        their epochs, its lease, claims made and effects refused. One controller alone
+        owns every host and says so."""
+        if cluster is None:
+            return {"member_id": "local", "members": ["local"], "sole": True}
+        return {**cluster(), "sole": False}
+
     @app.get("/v1/hosts", tags=["monitor"])
     async def hosts(_: AdminOrReader) -> dict[str, Any]:
         """Every watched host: detector state, its lifecycle (what was decided and done),
@@ -180,6 +192,8 @@ def create_app(
             result = await inspector.release(host, principal.name)
         except CloudError as exc:
             raise ApiError(409, f"Nova refused to release {host}: {exc.cloud_message}") from None
+        except NotOwner as exc:
+            raise ApiError(409, str(exc)) from None
         await asyncio.to_thread(db.record_audit, "host.released", host, principal.name, result)
         return result
 

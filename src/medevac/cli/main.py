@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -127,9 +128,15 @@ def serve(
     try:
         from medevac.api import create_app
 
-        asyncio.run(Controller(settings, create_app).run())
+        controller = Controller(settings, create_app)
+        asyncio.run(controller.run())
     except StorageError as exc:
         raise fail(str(exc)) from None
+    if controller.restart_asked:
+        # Replaced while it was not heard from: a fresh process, with nothing of the
+        # old one's memory, rejoins under new epochs.
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "medevac", *sys.argv[1:]])  # noqa: S606 (the same command, afresh)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from medevac.cloud.errors import CloudError, Conflict
 from medevac.cloud.models import DataPlaneStatus
+from medevac.cluster.ownership import Ownership, SoleController
 from medevac.inspector.actions import PROCESS_DOWN_REASON, Action, ActionKind
 
 
@@ -74,8 +75,11 @@ class ActionExecutor:
         concurrency: int = 32,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        ownership: Ownership | None = None,
     ) -> None:
         self.cloud = cloud
+        # A plan is carried out only by its host's owner, under its current epoch.
+        self.ownership: Ownership = ownership or SoleController()
         self.retry = retry or RetryPolicy()
         self.clock = clock
         self._slots = asyncio.Semaphore(concurrency)
@@ -111,18 +115,34 @@ class ActionExecutor:
             return ActionResult(action, True, attempt, started, self.clock())
 
     async def run(
-        self, actions: Iterable[Action], on_result: Callable[[ActionResult], None]
+        self,
+        actions: Iterable[Action],
+        on_result: Callable[[ActionResult], None],
+        *,
+        host: str,
+        trace_id: str | None = None,
     ) -> list[ActionResult]:
-        """Run the actions, reporting each result as it lands: a force-down first and on
-        its own (it is what turns every server's host_status DOWN, so it must not queue
-        behind a hundred resets), then everything else at once, within the bound."""
+        """Run the actions on ``host``'s behalf, reporting each result as it lands: a
+        force-down first and on its own (it is what turns every server's host_status
+        DOWN, so it must not queue behind a hundred resets), then everything else at
+        once, within the bound. None runs unless this controller owns ``host``."""
+        todo = list(actions)
+        if not todo:
+            return []
+        kinds = sorted({a.kind.value for a in todo})
+        if not await self.ownership.authorize(host, "actions", {"kinds": kinds}, trace_id):
+            now = self.clock()
+            error = f"{self.ownership.member_id} does not own {host} (any more)"
+            refused = [ActionResult(a, False, 0, now, now, error) for a in todo]
+            for r in refused:
+                on_result(r)
+            return refused
 
         async def one(action: Action) -> ActionResult:
             result = await self.run_one(action)
             on_result(result)
             return result
 
-        todo = list(actions)
         first = [a for a in todo if a.kind is ActionKind.FORCE_DOWN]
         rest = [a for a in todo if a.kind is not ActionKind.FORCE_DOWN]
         results = [await one(a) for a in first]

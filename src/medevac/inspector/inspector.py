@@ -22,6 +22,7 @@ import medevac.notifier.events as ev
 from medevac.checkpoints import Mark
 from medevac.cloud.errors import CloudError
 from medevac.cloud.models import DataPlaneStatus
+from medevac.cluster.ownership import NotOwner
 from medevac.inspector import announce
 from medevac.inspector.actions import (
     Action,
@@ -182,11 +183,21 @@ class Inspector:
         self._releasing: set[str] = set()  # hosts medevac itself is releasing now
 
     def adopt(self, incidents: Iterable[Incident]) -> None:
-        """Open incidents from the database after a restart: new verdicts merge in."""
+        """Open incidents from the database after a restart, or of hosts taken over from
+        another controller: new verdicts merge in."""
         for inc in incidents:
-            if inc.is_open:
+            if inc.is_open and inc.host not in self.open:
                 self.open[inc.host] = inc
                 self._by_trace[inc.trace_id] = inc
+
+    def forget(self, hosts: set[str]) -> int:
+        """Another controller owns ``hosts`` now: their open incidents leave memory (the
+        store keeps them; the new owner adopts them). Returns how many left."""
+        gone = [self.open.pop(h) for h in hosts if h in self.open]
+        for inc in gone:
+            self._by_trace.pop(inc.trace_id, None)
+            self._services.pop(inc.host, None)
+        return len(gone)
 
     def resume(self) -> int:
         """After a restart, once the topology is loaded: corrections a dead predecessor
@@ -422,8 +433,12 @@ class Inspector:
     async def release(self, host: str, actor: str) -> dict[str, Any]:
         """Put a returned host back in service: force-down unset, service enabled,
         ports restored, ``compute.host.up`` sent. Raises CloudError when Nova refuses
-        (it does while evacuations away from the host are not cleaned up)."""
+        (it does while evacuations away from the host are not cleaned up), NotOwner
+        when another controller owns the host."""
         cloud = self.executor.cloud
+        ownership = self.executor.ownership
+        if not await ownership.authorize(host, "release", {"by": actor}, None):
+            raise NotOwner(ownership.member_id, host)
         self._releasing.add(host)  # our own calls are no release by the cloud
         try:
             await cloud.set_forced_down(host, False)
@@ -514,7 +529,9 @@ class Inspector:
         ports = [p for pid in before if (p := self.topology.port(pid)) is not None]
         plan = plan_ports_restore(host, ports, before)
         target = inc if inc is not None else Incident(host, self.zones.get(host, "nova"), 0, "")
-        results = await self.executor.run(plan, lambda r: self._on_result(target, r))
+        results = await self.executor.run(
+            plan, lambda r: self._on_result(target, r), host=host, trace_id=target.trace_id
+        )
         event = announce.host_event(ev.HOST_UP, target, None, self.clock())
         event.traits["released_by"] = actor
         self.notifier.emit([event])
@@ -586,7 +603,9 @@ class Inspector:
             return []
         ports = [p for pid in before if (p := self.topology.port(pid)) is not None]
         plan = plan_ports_restore(inc.host, ports, before)
-        results = await self.executor.run(plan, lambda r: self._on_result(inc, r))
+        results = await self.executor.run(
+            plan, lambda r: self._on_result(inc, r), host=inc.host, trace_id=inc.trace_id
+        )
         for r in results:
             if r.ok:
                 inc.ports_down.pop(r.action.target, None)
@@ -619,7 +638,7 @@ class Inspector:
 
         async def correct() -> None:
             await self.notifier.sent(self.settings.notify_head_start)
-            results = await self.executor.run(plan, on_result)
+            results = await self.executor.run(plan, on_result, host=inc.host, trace_id=inc.trace_id)
             if inc.state is IncidentState.CORRECTING:
                 ok = all(r.ok for r in results)
                 inc.move(IncidentState.CORRECTED if ok else IncidentState.PARTIAL, self.clock())

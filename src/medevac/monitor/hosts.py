@@ -138,8 +138,13 @@ class HostMonitor(asyncio.DatagramProtocol):
         on_suspect: Callable[[str], None] | None = None,
         on_nova_view: Callable[[str, dict[str, Any], float], None] | None = None,
         accept_master_key: bool = False,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
+        # Whether this controller owns a host now. Every controller hears every host
+        # (a new owner knows its rhythm at once); only the owner suspects, probes,
+        # reads its BMC and gives verdicts on it.
+        self.owns = owns or (lambda host: True)
         # Told each host's Nova view as it is refreshed, with the wall-clock time it
         # stood at: what medevac believes of a host follows what Nova shows of it.
         self.on_nova_view = on_nova_view
@@ -325,7 +330,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             if watch.deadline != deadline:
                 continue  # a heartbeat moved this host's deadline since
             watch.deadline = None
-            if watch.state is HostState.UP:
+            if watch.state is HostState.UP and self.owns(name):
                 self._suspect(watch, now, "heartbeats stopped")
         for zone_host in self._isolated_hosts(now):
             # The zone came back a window ago but this host did not: judge it alone.
@@ -364,6 +369,23 @@ class HostMonitor(asyncio.DatagramProtocol):
                 self.on_suspect(watch.name)
             except Exception:  # getting ready is an optimisation, never a failure
                 log.exception("preparing for a verdict on %s failed", watch.name)
+
+    def taken(self, hosts: set[str]) -> int:
+        """This controller now owns ``hosts``: one already silent past its deadline
+        (its owner died with it, or while it was failing) is suspected at once.
+        Returns how many were."""
+        now = self.clock()
+        threshold = self.settings.phi_threshold
+        suspected = 0
+        for name in hosts:
+            watch = self.hosts.get(name)
+            if watch is None or watch.state is not HostState.UP:
+                continue
+            due = watch.detector.suspect_at(threshold)
+            if due is not None and due <= now:
+                self._suspect(watch, now, "silent when this controller took it over")
+                suspected += 1
+        return suspected
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -441,6 +463,9 @@ class HostMonitor(asyncio.DatagramProtocol):
                 self._publish_zone(watch.zone, silent)
             watch.state = HostState.ISOLATED
             self._any_isolated = True
+            return
+        if not self.owns(watch.name):  # it moved to another controller meanwhile
+            watch.state = HostState.UP
             return
         kind = host_loss_verdict(power_off)
         seen = Sighting(
@@ -584,6 +609,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         evidence: dict[str, Any],
         subject: str | None = None,
     ) -> None:
+        if not self.owns(watch.name):
+            return  # only its owner speaks of a host
         verdict = Verdict(kind, watch.name, self.wall(), evidence, subject)
         if kind.host_lost or kind is VerdictKind.HOST_UP:
             watch.verdict = verdict
@@ -605,10 +632,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         self.sink.on_verdict(verdict)
 
     def presume_lost(self, host: str) -> None:
-        """A host an earlier controller process judged lost (its incident is still
-        open): its first heartbeat is then a HOST_UP, which heals the incident."""
+        """A host an earlier controller process, or its previous owner, judged lost (its
+        incident is still open): its next heartbeat is then a HOST_UP, which heals the
+        incident, and its silence is not judged again."""
         watch = self.hosts.get(host)
-        if watch is not None and watch.state is HostState.UNKNOWN:
+        if watch is not None and watch.state in (HostState.UNKNOWN, HostState.UP):
             watch.state = HostState.LOST
 
     # -- raw faults from other inputs (FaultSink) ---------------------------------
@@ -625,6 +653,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         if len(self._seen_keys) > 100_000:
             self._seen_keys.popitem(last=False)
         reason = _not_acted_on(fault, watch)
+        if reason is None and not self.owns(fault.host):
+            reason = "another controller owns the host and judges it from its own reports"
         if reason is not None:
             log.info("%s %s on %s ignored: %s", fault.source, fault.kind, fault.host, reason)
             return Ignored(reason)

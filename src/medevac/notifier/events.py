@@ -80,5 +80,8 @@ HOST_UP = "compute.host.up"
 PORT_STATUS = "port.data_plane_status"
 ACTION_FAILED = "medevac.action.failed"
 GUARD_HOLD = "medevac.guard.hold"
+# A controller cut off from the coordination backend acts on no host (critical), and
+# says again when it is back.
+CONTROLLER_ISOLATED = "medevac.controller.isolated"
 # The notifier's own: a webhook given up after ``retry_for`` (critical).
 DELIVERY_FAILED = "medevac.delivery.failed"

@@ -5,16 +5,20 @@ module globals."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from medevac.cloud.models import ComputeService, DataPlaneStatus, Port, Server
+from medevac.cluster.ownership import Ownership, SoleController
 from medevac.notifier.events import Event
 from medevac.recovery.fence import Fencer
 from medevac.recovery.policy import HostGroup
 from medevac.recovery.task_ends import TaskEnds
 from medevac.storage.records import RecoveryStore
+
+log = logging.getLogger(__name__)
 
 
 class RecoveryCloud(Protocol):
@@ -86,9 +90,24 @@ class RecoveryRuntime:
     # Puts back the ports the inspector set DOWN on a server of a failed host (how
     # many; None: it knows nothing of that host).
     restore_ports: Callable[[str, str], Awaitable[int | None]] | None = None
+    # Who owns each host: a step acts on a host only under this controller's epoch.
+    ownership: Ownership = field(default_factory=SoleController)
+    stood_down: int = 0  # steps that found their host owned by another controller
     # Evacuation slots per host group, shared by the group's recoveries (in-process:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    async def acting_on(self, host: str, step: str) -> None:
+        """Return once this controller may do ``step`` on ``host`` (recorded under its
+        epoch). When another controller owns the host, never return: that controller
+        resumes the recovery from its last recorded step, and this copy of it stands
+        down until the process ends, recording nothing (a step that ended here with
+        an error or a result would overwrite the new owner's record)."""
+        if await self.ownership.authorize(host, f"recovery.{step}", {}, None):
+            return
+        self.stood_down += 1
+        log.warning("%s's recovery step %s stands down: another controller owns it", host, step)
+        await asyncio.Event().wait()
 
     async def next_read(self, told: asyncio.Event, *, ending: bool = False) -> bool:
         """``ending``: Nova already said the task ended, the rest follows within moments."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from dbos import DBOS, SetWorkflowID
 
 from medevac.recovery.policy import group_of, order_key
-from medevac.recovery.workflows import RecoveryWorkflows
+from medevac.recovery.workflows import RecoveryWorkflows, takeover_queue
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,44 @@ S = TypeVar("S", bound=Described)
 class Recovery:
     """The inspector's ``RecoveryStarter`` over one set of workflows."""
 
-    def __init__(self, workflows: RecoveryWorkflows) -> None:
+    def __init__(self, workflows: RecoveryWorkflows, member_id: str | None = None) -> None:
         self.workflows = workflows
+        # Several controllers: recoveries taken over go to this controller's own queue.
+        self.queue = takeover_queue(member_id) if member_id is not None else None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started = 0
+        self.taken_over = 0
+
+    async def launched(self) -> None:
+        """After DBOS launched: the queue recoveries taken over wait in, polled often
+        (a takeover is on the recovery's path)."""
+        if self.queue is not None:
+            await DBOS.register_queue_async(self.queue, polling_interval_sec=0.1)
+
+    async def take_over(self, recovery_ids: Iterable[str]) -> list[str]:
+        """Resume, on this controller, the recoveries (and their servers' evacuations)
+        that another executor left pending: their hosts are this controller's now,
+        under a new epoch, so whatever the previous owner still runs of them stands
+        down at its next step. Returns the workflows resumed."""
+        assert self.queue is not None, "a single controller resumes its own at launch"
+        me = DBOS.executor_id
+        resumed: list[str] = []
+        for rid in recovery_ids:
+            pending = await DBOS.list_workflows_async(
+                workflow_id_prefix=rid,
+                status=["PENDING", "ENQUEUED"],
+                load_input=False,
+                load_output=False,
+            )
+            for wf in pending:
+                if wf.executor_id == me and wf.status == "PENDING":
+                    continue  # already running here
+                await DBOS.resume_workflow_async(wf.workflow_id, queue_name=self.queue)
+                resumed.append(wf.workflow_id)
+        self.taken_over += len(resumed)
+        if resumed:
+            log.warning("took over %d recovery workflows: %s", len(resumed), ", ".join(resumed))
+        return resumed
 
     def start(
         self, incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str

@@ -44,6 +44,7 @@ class RecoverySteps(DBOSConfiguredInstance):
         trace_id: str,
     ) -> None:
         r = self.rt
+        await r.acting_on(host, f"record.{state.lower()}")
         at = time.time()
         await asyncio.to_thread(
             r.store.put, recovery_id, incident_id, host, level, state, at, detail, ended
@@ -95,11 +96,13 @@ class RecoverySteps(DBOSConfiguredInstance):
 
     @DBOS.step()
     async def fence(self, host: str) -> dict[str, Any]:
+        await self.rt.acting_on(host, "fence")
         result = await self.rt.fencer.fence(host)
         return {**asdict(result), "ended_at": time.time()}
 
     @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
     async def force_down(self, host: str) -> None:
+        await self.rt.acting_on(host, "force_down")
         await self.rt.cloud.set_forced_down(host, True)
 
     @DBOS.step()
@@ -115,6 +118,7 @@ class RecoverySteps(DBOSConfiguredInstance):
 
     @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
     async def disable(self, host: str, reason: str) -> None:
+        await self.rt.acting_on(host, "disable")
         await self.rt.cloud.set_enabled(host, False, reason)
 
     @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
@@ -138,6 +142,7 @@ class RecoverySteps(DBOSConfiguredInstance):
         runs."""
         r = self.rt
         assert r.restart_compute is not None and r.compute_alive is not None
+        await r.acting_on(host, "compute_restart")
         if not r.restart_compute(host):
             return {"ok": False, "why": "the host's agent is not heard from"}
         deadline = time.monotonic() + r.settings.compute_restart_wait
@@ -159,6 +164,7 @@ class RecoverySteps(DBOSConfiguredInstance):
         self, server_id: str, failed_host: str, destination: str | None, shared: bool
     ) -> str:
         """Ask Nova to evacuate, unless the server already left or is being rebuilt."""
+        await self.rt.acting_on(failed_host, "evacuate")
         cloud = self.rt.cloud
         server = await cloud.get_server(server_id)
         if server.host != failed_host:
@@ -220,6 +226,7 @@ class RecoverySteps(DBOSConfiguredInstance):
         inspector knows which ports it set DOWN and what they were; without it (no open
         incident), every port of the server that is DOWN goes ACTIVE."""
         r = self.rt
+        await r.acting_on(failed_host, "ports_up")
         if r.restore_ports is not None:
             restored = await r.restore_ports(failed_host, server_id)
             if restored is not None:

@@ -11,9 +11,10 @@ the ``recoveries`` and ``evacuations`` tables are the operator's view of them.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
+from dbos import DBOS, DBOSConfig, DBOSConfiguredInstance, SetWorkflowID
 
 from medevac.recovery.policy import (
     AfterFencing,
@@ -274,12 +275,24 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         return {"state": "FAILED"}
 
 
-def configure_dbos(system_database_url: str) -> None:
-    DBOS(
-        config={
-            "name": "medevac",
-            "system_database_url": system_database_url,
-            "application_version": APP_VERSION,
-            "log_level": "WARNING",
-        }
-    )
+def takeover_queue(member_id: str) -> str:
+    """The queue only ``member_id`` dequeues from: recoveries it takes over."""
+    return f"medevac-takeover-{member_id}"
+
+
+def configure_dbos(system_database_url: str, member_id: str | None = None) -> None:
+    """DBOS for one controller. With several (``member_id`` set), each process has an
+    executor id of its own boot: DBOS's start-up recovery then never resumes what a
+    previous boot left, since that may be another controller's now; recoveries move
+    only by ``Recovery.take_over``, onto this controller's own queue."""
+    config: DBOSConfig = {
+        "name": "medevac",
+        "system_database_url": system_database_url,
+        "application_version": APP_VERSION,
+        "log_level": "WARNING",
+    }
+    if member_id is not None:
+        config["executor_id"] = f"{member_id}.{uuid.uuid4().hex[:8]}"
+    DBOS(config=config)
+    if member_id is not None:
+        DBOS.listen_queues([takeover_queue(member_id)])

@@ -11,6 +11,7 @@ from medevac.bmc.ipmi import IpmiClient, IpmiTarget
 from medevac.bmc.power import PowerControl
 from medevac.bmc.redfish import RedfishClient, RedfishTarget
 from medevac.cloud import CloudDriver
+from medevac.cluster.ownership import Ownership
 from medevac.config import (
     BmcDriver,
     CloudConfig,
@@ -175,6 +176,7 @@ def build_inspector(
     host_states: HostStates,
     recovery: Recovery | None = None,
     on_closed: Callable[[Incident], Any] | None = None,
+    ownership: Ownership | None = None,
 ) -> Inspector:
     i = settings.inspector
     groups = [host_group(g) for g in settings.recovery.groups]
@@ -185,6 +187,7 @@ def build_inspector(
             cloud,
             concurrency=i.action_concurrency,
             retry=RetryPolicy(attempts=i.action_attempts, backoff=i.action_backoff),
+            ownership=ownership,
         ),
         notifier,
         journal,

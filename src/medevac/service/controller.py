@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ from starlette.applications import Starlette
 from medevac.bmc.power import BmcPowerReader
 from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
 from medevac.cloud.nova_view import CloudNovaView
+from medevac.cluster.membership import Membership
+from medevac.cluster.ownership import Ownership, SharedOwnership, SoleController
 from medevac.config import (
     Settings,
 )
@@ -28,6 +31,7 @@ from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
 from medevac.monitor.hosts import HostMonitor
 from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
+from medevac.notifier.events import CONTROLLER_ISOLATED, Event
 from medevac.notifier.notifier import Notifier
 from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
@@ -68,6 +72,7 @@ class AppFactory(Protocol):
         monitor: HostMonitor | None = None,
         inspector: Inspector | None = None,
         notifier: Notifier | None = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> Starlette:
         """The controller's API over its blocks (the surface passes its own)."""
         ...
@@ -81,6 +86,7 @@ class Controller:
         self.settings = settings
         self.make_app = make_app
         self._loop: asyncio.AbstractEventLoop | None = None  # set once running
+        self._server: uvicorn.Server | None = None
         self.db = Database(settings.storage.url)
         self.cloud = build_cloud_driver(settings.cloud)
         self.power: BmcPowerReader | None = None
@@ -100,6 +106,7 @@ class Controller:
         self.audit = AuditLog(self.db)
         self.bmc_threads = bmc_thread_pool(len(settings.hosts))
         bmcs = build_bmc_clients(settings, self.bmc_threads)
+        self._build_cluster(settings)
         r = settings.recovery
         self.recovery: Recovery | None = None
         if r.enabled:
@@ -131,10 +138,12 @@ class Controller:
                     progress=self._recovery_progress,
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
+                    ownership=self.ownership,
                 )
             )
-            self.recovery = Recovery(RecoveryWorkflows(steps))
-            configure_dbos(r.workflows_url(settings.storage.url))
+            member = self.shared.member_id if self.shared is not None else None
+            self.recovery = Recovery(RecoveryWorkflows(steps), member)
+            configure_dbos(r.workflows_url(settings.storage.url), member)
         self.host_states = HostStates(HostStore(self.db))
         self.inspector = build_inspector(
             settings,
@@ -149,6 +158,7 @@ class Controller:
                 if self.spans is not None
                 else None
             ),
+            ownership=self.ownership,
         )
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
@@ -165,7 +175,88 @@ class Controller:
                 on_suspect=self.inspector.prepare,
                 on_nova_view=self._nova_view,
                 accept_master_key=settings.monitor.accept_master_key,
+                owns=self.ownership.holds,
             )
+
+    # -- several controllers ---------------------------------------------------------
+
+    def _build_cluster(self, settings: Settings) -> None:
+        """One controller owns every host; with a coordination backend, this one owns
+        its share among the live members (``cluster`` in the configuration)."""
+        self.membership: Membership | None = None
+        self.shared: SharedOwnership | None = None
+        self.ownership: Ownership = SoleController()
+        self.restart_asked = False
+        self._takeovers: set[asyncio.Task[None]] = set()
+        c = settings.cluster
+        if c.coordination_url is None:
+            return
+        self.membership = Membership(
+            c.coordination_url,
+            c.member_id,
+            c.api_url or base_url(settings.api),
+            timeout=c.membership_timeout,
+            on_view=lambda view: self.shared.on_view(view) if self.shared else None,
+            on_lapsed=self._lapsed,
+        )
+        self.shared = SharedOwnership(
+            c.member_id,
+            {name: h.zone for name, h in settings.hosts.items()},
+            HostStore(self.db),
+            self.membership.lease_valid,
+            on_gained=self._hosts_gained,
+            on_lost=self._hosts_lost,
+            on_isolated=self._isolated,
+        )
+        self.ownership = self.shared
+
+    def _hosts_gained(self, hosts: set[str]) -> None:
+        task = asyncio.ensure_future(self._take_over(hosts))
+        self._takeovers.add(task)
+        task.add_done_callback(self._takeovers.discard)
+
+    async def _take_over(self, hosts: set[str]) -> None:
+        """Hosts just claimed: their open incidents are adopted, the ones lost stay
+        lost (no second verdict), the ones silent already are suspected, and their
+        recoveries left pending by another executor resume here."""
+        incidents = [i for i in await self.journal.load_open() if i.host in hosts]
+        incidents = [i for i in incidents if i.host not in self.inspector.open]
+        self.inspector.adopt(incidents)
+        if self.monitor is not None:
+            for inc in incidents:
+                if inc.host_lost:
+                    self.monitor.presume_lost(inc.host)
+            self.monitor.taken(hosts)
+        running = [
+            i.recovery_id for i in incidents if i.recovery_id and i.recovery_ended_at is None
+        ]
+        if self.recovery is not None and running:
+            try:
+                await self.recovery.take_over(running)
+            except Exception:  # the workflow store away: the next claim tries again
+                log.exception("could not take over the recoveries of %s", sorted(hosts))
+
+    def _hosts_lost(self, hosts: set[str]) -> None:
+        if n := self.inspector.forget(hosts):
+            log.info("%d open incidents left to the hosts' new owners", n)
+
+    def _isolated(self, isolated: bool) -> None:
+        assert self.shared is not None
+        traits = {"controller": self.shared.member_id, "isolated": isolated}
+        severity = "critical" if isolated else "ok"
+        self.notifier.emit([Event(CONTROLLER_ISOLATED, time.time(), traits, severity=severity)])
+
+    def _lapsed(self) -> None:
+        """This controller was not heard for a whole membership timeout (paused, or cut
+        off): the others took its hosts and what it had started. It stops and starts
+        afresh, so that nothing it held in memory goes on."""
+        log.critical(
+            "%s was replaced while it was not heard from: restarting afresh",
+            self.shared.member_id if self.shared else "this controller",
+        )
+        self.restart_asked = True
+        if self._server is not None:
+            self._server.should_exit = True
 
     def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:
         self.inspector.on_service_view(host, ServiceView.of(view, as_of))
@@ -261,10 +352,21 @@ class Controller:
         resumed = await self.notifier.start()
         if self.recovery is not None:
             DBOS.launch()
+            await self.recovery.launched()
         await self.host_states.load()
         self.host_states.start()
-        self.inspector.adopt(await self.journal.load_open())
-        await self._follow_cloud_at_start()
+        if self.membership is None:
+            self.inspector.adopt(await self.journal.load_open())
+            await self._follow_cloud_at_start()
+        else:
+            # Incidents and recoveries are adopted host by host, as they are claimed.
+            self.membership.start(loop)
+            if not await self.membership.joined(10 * self.settings.cluster.membership_timeout):
+                log.critical(
+                    "%s could not join the controllers' group (%s): it owns no host yet",
+                    self.settings.cluster.member_id,
+                    self.membership.last_error,
+                )
         if self.monitor is not None:
             for inc in self.inspector.open.values():
                 if inc.host_lost:
@@ -308,6 +410,7 @@ class Controller:
             monitor=self.monitor,
             inspector=self.inspector,
             notifier=self.notifier,
+            cluster=self.shared.status if self.shared is not None else None,
         )
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic collector's full passes, which would otherwise pause the heartbeat loop
@@ -323,7 +426,7 @@ class Controller:
             # from monitor.tokenless_fault_networks are judged on it.
             proxy_headers=False,
         )
-        server = uvicorn.Server(config)
+        server = self._server = uvicorn.Server(config)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         log.info(
@@ -335,6 +438,10 @@ class Controller:
         try:
             await server.serve()
         finally:
+            if self.membership is not None:
+                await asyncio.to_thread(self.membership.stop)  # the others take over now
+            for t in self._takeovers:
+                t.cancel()
             if monitor_task is not None:
                 monitor_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
