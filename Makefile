@@ -51,6 +51,7 @@ lint: venv
 
 types: venv
 	$(VENV)/bin/mypy
+	MYPYPATH=bench $(VENV)/bin/mypy --strict --explicit-package-bases bench/*.py
 
 ## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
 ## `make bench` (under 15 min), `make bench QUICK=1` (a smoke run, under 3 min, writes

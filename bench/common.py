@@ -1,4 +1,4 @@
-"""What the benchmarks share: percentiles, polling, a free port, summary rows."""
+"""What the benchmarks share: percentiles and tails, polling, a free port, summary rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -17,9 +17,33 @@ T = TypeVar("T")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# A p99 needs at least 100 samples; with fewer, it is only the largest one: the maximum.
+TAIL_SAMPLES = 100
+
+
+def tail(values: Sequence[float]) -> tuple[str, float]:
+    """The far end of ``values`` under its honest name: ("p99", the 99th percentile)
+    from 100 values or more, else ("max", the largest)."""
+    if len(values) >= TAIL_SAMPLES:
+        return "p99", percentile(values, 0.99)
+    return "max", max(values)
+
+
+def tail_name(*samples: Sequence[float]) -> str:
+    """The name for a column, heading or legend whose tails come from ``samples``
+    (one list per cell): "p99" when every list has 100 values or more, "max" when
+    none has, and "p99 (max if n < 100)" when they differ."""
+    names = {"p99" if len(s) >= TAIL_SAMPLES else "max" for s in samples if s}
+    if names == {"p99"}:
+        return "p99"
+    if len(names) > 1:
+        return f"p99 (max if n < {TAIL_SAMPLES})"
+    return "max"
 
 
 def wait(what: str, check: Callable[[], T | None], timeout: float = 30.0, every: float = 0.02) -> T:
@@ -38,11 +62,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ms(values: list[float]) -> str:
-    """'median / p99' of values given in seconds, in milliseconds."""
+def ms(values: Sequence[float]) -> str:
+    """'median / tail' of values given in seconds, in milliseconds; the tail is the p99
+    from 100 values or more, else the max (``tail``; ``tail_name`` names it)."""
     if not values:
         return "-"
-    return f"{statistics.median(values) * 1000:.0f} / {percentile(values, 0.99) * 1000:.0f} ms"
+    return f"{statistics.median(values) * 1000:.0f} / {tail(values)[1] * 1000:.0f} ms"
 
 
 def _cpu_ticks() -> tuple[int, int]:

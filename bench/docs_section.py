@@ -46,30 +46,42 @@ def write_chart(
     bars: dict[str, list[float]],
     unit: str,
     *,
-    p99: dict[str, list[float]] | None = None,
+    whiskers: tuple[str, dict[str, list[float]]] | None = None,
     marks: dict[str, list[float | None]] | None = None,
 ) -> str:
-    """A grouped bar chart beside ``docs`` (bars: medians; whiskers: p99; marks: an
-    anchor's figure per group); returns the Markdown line that shows it."""
+    """A grouped bar chart beside ``docs`` (bars: medians; whiskers: the tails' name,
+    "p99" or "max" as ``common.tail_name`` gives it, and their figures by bar label;
+    marks: an anchor's figure per group); returns the Markdown line that shows it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tail_name, tops = whiskers or ("", {})
     fig, ax = plt.subplots(figsize=(8, 3.8))
     width = 0.8 / max(1, len(bars))
     for i, (label, values) in enumerate(bars.items()):
         xs = [g - 0.4 + width * (i + 0.5) for g in range(len(groups))]
-        top = (p99 or {}).get(label)
+        top = tops.get(label)
         yerr = None
         if top is not None:
             above = [max(0.0, t - v) for t, v in zip(top, values, strict=True)]
             yerr = [[0.0] * len(values), above]
         ax.bar(xs, values, width, label=label, yerr=yerr, capsize=3)
-    for label, values in (marks or {}).items():
-        points = [(g, v) for g, v in enumerate(values) if v is not None]
+    if tops:
+        # The whiskers' name in the legend: a p99 or, from fewer than 100 runs, the max.
+        ax.plot([], [], color="black", linewidth=1, label=f"whiskers: {tail_name}")
+    for label, marked in (marks or {}).items():
+        points = [(g, v) for g, v in enumerate(marked) if v is not None]
         if points:
-            ax.scatter(*zip(*points, strict=True), marker="_", s=900, color="black", label=label)
+            ax.scatter(
+                [g for g, _ in points],
+                [v for _, v in points],
+                marker="_",
+                s=900,
+                color="black",
+                label=label,
+            )
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(unit)
     ax.set_title(title, loc="left", fontsize="medium")

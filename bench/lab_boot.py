@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from docs_section import write_chart, write_section
 
@@ -23,7 +24,32 @@ from medevac.lab.layout import LabPaths
 SIZES = [(3, 2), (10, 5)]
 
 
-def one_run(hosts: int, per_host: int) -> dict[str, float]:
+class Run(TypedDict):
+    ready_s: float
+    services_s: float
+    per_server_s: float
+
+
+class Spread(TypedDict):
+    median: float
+    min: float
+    max: float
+
+
+class SizeResult(TypedDict):
+    hosts: int
+    servers_per_host: int
+    runs: int
+    ready_s: Spread
+    services_s: Spread
+    per_server_s: Spread
+
+
+def spread(values: list[float]) -> Spread:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def one_run(hosts: int, per_host: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="medevac-bench-") as d:
         paths = LabPaths(Path(d))
         t0 = time.monotonic()
@@ -31,7 +57,10 @@ def one_run(hosts: int, per_host: int) -> dict[str, float]:
         ready = time.monotonic() - t0
         log = paths.log.read_text()
         lab_down(paths)
-    services = float(re.search(r"nova and neutron ready in ([\d.]+) s", log).group(1))
+    found = re.search(r"nova and neutron ready in ([\d.]+) s", log)
+    if found is None:
+        raise RuntimeError("the lab's log says nothing of nova and neutron ready")
+    services = float(found.group(1))
     servers = hosts * per_host
     return {
         "ready_s": ready,
@@ -47,14 +76,18 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--write-docs", type=Path, help="update this file's lab start-up section")
     args = p.parse_args()
-    results = []
+    results: list[SizeResult] = []
     for size in args.sizes.split(","):
         hosts, per_host = (int(x) for x in size.split("x"))
         runs = [one_run(hosts, per_host) for _ in range(args.runs)]
-        row = {"hosts": hosts, "servers_per_host": per_host, "runs": len(runs)}
-        for key in ("ready_s", "services_s", "per_server_s"):
-            values = sorted(r[key] for r in runs)
-            row[key] = {"median": statistics.median(values), "max": values[-1], "min": values[0]}
+        row: SizeResult = {
+            "hosts": hosts,
+            "servers_per_host": per_host,
+            "runs": len(runs),
+            "ready_s": spread([r["ready_s"] for r in runs]),
+            "services_s": spread([r["services_s"] for r in runs]),
+            "per_server_s": spread([r["per_server_s"] for r in runs]),
+        }
         results.append(row)
         print(
             f"{hosts} hosts x {per_host} servers: ready median {row['ready_s']['median']:.1f} s "
@@ -71,7 +104,7 @@ def main() -> None:
         write_docs(args.write_docs, results)
 
 
-def write_docs(path: Path, results: list[dict]) -> None:
+def write_docs(path: Path, results: list[SizeResult]) -> None:
     """Replace this benchmark's section of the benchmarks page with fresh figures."""
     rows = [
         "| lab | runs | ready, median (min to max) | services | per server |",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, ms, percentile, start_lab, wait
+from common import free_port, ms, start_lab, tail, tail_name, wait
 from docs_section import write_chart, write_section
 
 from medevac.cloud import CloudDriver, DataPlaneStatus
@@ -251,8 +251,10 @@ def main() -> None:
                 for arm, got in (("", figures), (args.ab or "", other)):
                     if not got:
                         continue
-                    print(count, arm, {k: ms(v) for k, v in got.items()}, flush=True)
-                    for key in ("first", "last"):  # the runs behind each p99
+                    far = tail_name(*got.values())
+                    spread = {k: ms(v) for k, v in got.items()}
+                    print(count, arm, f"(median / {far})", spread, flush=True)
+                    for key in ("first", "last"):  # the runs behind each tail
                         runs = " ".join(f"{v * 1000:.0f}" for v in got[key])
                         print(f"  {key} alarm per run (ms): {runs}", flush=True)
         finally:
@@ -292,10 +294,14 @@ def report(
             f"| {count} | {ms(f['state'])} | {ms(f['floor'])} | {ratio:.2f} | "
             f"{ms(f['floor_no_ports'])} | {DOCTOR_ON_LAB.get(count, '-')} | {runs} |"
         )
+    notify_far = tail_name(*(f[k] for _, f in rows for k in ("first", "last", "last_t01")))
+    state_far = tail_name(*(f[k] for _, f in rows for k in ("state", "floor", "floor_no_ports")))
     confirm = [v for _, f in rows for v in f["confirm"]]
     biggest, fb = max(rows)
+    path_keys = ("events_out", "evaluated", "first_attempt", "first_post")
     path = (
-        f"The first alarm's path with {biggest} servers, from the verdict (median / p99): "
+        f"The first alarm's path with {biggest} servers, from the verdict "
+        f"(median / {tail_name(*(fb[k] for k in path_keys))}): "
         f"first events out {ms(fb['events_out'])}, the first alarms evaluated (T07) "
         f"{ms(fb['evaluated'])}, the first outbox chunk written and its POST started (T08) "
         f"{ms(fb['first_attempt'])}, then the POST until the consumer has it "
@@ -303,16 +309,17 @@ def report(
     )
     body = "\n".join(
         [
-            "Notification, verdict to webhook received (median / p99):",
+            f"Notification, verdict to webhook received (median / {notify_far}):",
             "",
             *notify,
             "",
-            f"The monitor's confirmation before the verdict (T01 to verdict): {ms(confirm)}.",
+            "The monitor's confirmation before the verdict (T01 to verdict, median / "
+            f"{tail_name(confirm)}): {ms(confirm)}.",
             "",
             path,
             "",
             "State correction, verdict to force-down + servers in error + ports DOWN "
-            "(median / p99):",
+            f"(median / {state_far}):",
             "",
             *state,
         ]
@@ -333,10 +340,13 @@ def report(
                 "last alarm": [med(f["last"]) * 1000 for f in figures],
             },
             "ms",
-            p99={
-                "first alarm": [percentile(f["first"], 0.99) * 1000 for f in figures],
-                "last alarm": [percentile(f["last"], 0.99) * 1000 for f in figures],
-            },
+            whiskers=(
+                tail_name(*(f[k] for f in figures for k in ("first", "last"))),
+                {
+                    "first alarm": [tail(f["first"])[1] * 1000 for f in figures],
+                    "last alarm": [tail(f["last"])[1] * 1000 for f in figures],
+                },
+            ),
             marks={"Doctor (2017)": [_seconds(DOCTOR.get(c)) for c in counts]},
         )
         state_chart = write_chart(
@@ -349,10 +359,13 @@ def report(
                 "floor": [med(f["floor"]) for f in figures],
             },
             "s",
-            p99={
-                "medevac": [percentile(f["state"], 0.99) for f in figures],
-                "floor": [percentile(f["floor"], 0.99) for f in figures],
-            },
+            whiskers=(
+                tail_name(*(f[k] for f in figures for k in ("state", "floor"))),
+                {
+                    "medevac": [tail(f["state"])[1] for f in figures],
+                    "floor": [tail(f["floor"])[1] for f in figures],
+                },
+            ),
         )
         write_section(docs, section, body + "\n\n" + notify_chart + "\n\n" + state_chart)
 
