@@ -207,6 +207,12 @@ class ClusterConfig(_Section):
         default=None,
         description="how the other controllers reach this one's API (default: its listener)",
     )
+    group: str = Field(
+        default="medevac-controllers",
+        min_length=1,
+        max_length=128,
+        description="the group's name in the backend: one per set of controllers",
+    )
 
     @property
     def enabled(self) -> bool:

@@ -130,7 +130,7 @@ def serve(
 
         controller = Controller(settings, create_app)
         asyncio.run(controller.run())
-    except StorageError as exc:
+    except (StorageError, ConfigError) as exc:
         raise fail(str(exc)) from None
     if controller.restart_asked:
         # Replaced while it was not heard from: a fresh process, with nothing of the

@@ -26,8 +26,6 @@ from tooz import coordination
 
 log = logging.getLogger(__name__)
 
-GROUP = b"medevac-controllers"
-
 
 @dataclass(frozen=True)
 class ClusterView:
@@ -77,8 +75,8 @@ class Membership:
         timeout: float,
         on_view: Callable[[ClusterView], None],
         on_lapsed: Callable[[], None],
+        group: bytes,
         clock: Callable[[], float] = time.monotonic,
-        group: bytes = GROUP,
     ) -> None:
         self.url = backend_url(url, timeout)
         self.member_id = member_id

@@ -133,18 +133,38 @@ class SharedOwnership:
             self._changed("lost", lost)
             if self.on_lost is not None:
                 self.on_lost(lost)
+        # Views differ between members for a moment: another one may have claimed a
+        # host this one still holds (it never saw a view where the host was not its
+        # own). What the store says wins: such a host is claimed again.
+        stored = {r.name: (r.owner, r.epoch) for r in await asyncio.to_thread(self.store.all)}
+        stale = {
+            h for h in mine & set(self.held) if stored.get(h) != (self.member_id, self.held[h])
+        }
+        for host in stale:
+            del self.held[host]
+        if stale:
+            self._changed("lost", stale)
+            if self.on_lost is not None:
+                self.on_lost(stale)  # what it knew of them may be old: taken afresh below
         gained: set[str] = set()
         for host in sorted(mine - set(self.held)):
-            epoch = await asyncio.to_thread(
+            self.held[host] = await asyncio.to_thread(
                 self.store.claim, host, self.hosts[host], self.member_id, self.clock()
             )
             self.claims += 1
-            self.held[host] = epoch
             gained.add(host)
         if gained:
             self._changed("gained", gained)
             if self.on_gained is not None:
                 self.on_gained(gained)
+
+    async def keep_checking(self, every: float, view: Callable[[], ClusterView]) -> None:
+        """Apply the current view again every ``every`` s: a claim another member made
+        on a view this one never saw is found and answered within that time."""
+        while True:
+            await asyncio.sleep(every)
+            if self._applying is None or self._applying.done():
+                self.on_view(view())
 
     def share(self, members: Iterable[str]) -> set[str]:
         live = list(members)
@@ -190,6 +210,7 @@ class SharedOwnership:
                 self._changed("lost", {host})
                 if self.on_lost is not None:
                     self.on_lost({host})
+                self.on_view(ClusterView(self.members, isolated=self.isolated))  # look again
             return False
         except Exception as exc:  # no record, no effect: the store decides who owns
             self.refused += 1

@@ -539,7 +539,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         API, and IPMI sessions already open when a confirmation needs them."""
         while True:
             for watch in list(self.hosts.values()):
-                if watch.state in (HostState.UP, HostState.UNKNOWN):
+                up = watch.state in (HostState.UP, HostState.UNKNOWN)
+                if up and self.owns(watch.name):  # a BMC is read by its host's owner only
                     self._spawn(self._read_power(watch))
                 await asyncio.sleep(self.settings.bmc_refresh / max(1, len(self.hosts)))
 

@@ -188,6 +188,7 @@ class Controller:
         self.ownership: Ownership = SoleController()
         self.restart_asked = False
         self._takeovers: set[asyncio.Task[None]] = set()
+        self._takeovers_keep: set[asyncio.Task[None]] = set()  # the checks, until the stop
         c = settings.cluster
         if c.coordination_url is None:
             return
@@ -198,6 +199,7 @@ class Controller:
             timeout=c.membership_timeout,
             on_view=lambda view: self.shared.on_view(view) if self.shared else None,
             on_lapsed=self._lapsed,
+            group=c.group.encode(),
         )
         self.shared = SharedOwnership(
             c.member_id,
@@ -361,6 +363,14 @@ class Controller:
         else:
             # Incidents and recoveries are adopted host by host, as they are claimed.
             self.membership.start(loop)
+            assert self.shared is not None
+            membership = self.membership
+            checking = asyncio.create_task(
+                self.shared.keep_checking(
+                    self.settings.cluster.membership_timeout, lambda: membership.view
+                )
+            )
+            self._takeovers_keep.add(checking)
             if not await self.membership.joined(10 * self.settings.cluster.membership_timeout):
                 log.critical(
                     "%s could not join the controllers' group (%s): it owns no host yet",
@@ -440,7 +450,7 @@ class Controller:
         finally:
             if self.membership is not None:
                 await asyncio.to_thread(self.membership.stop)  # the others take over now
-            for t in self._takeovers:
+            for t in self._takeovers | self._takeovers_keep:
                 t.cancel()
             if monitor_task is not None:
                 monitor_task.cancel()

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, create_engine, event, insert, select
+from sqlalchemy import Engine, Table, create_engine, event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,8 @@ from medevac.storage.models import AuditEvent
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The advisory lock several controllers take in turn to migrate one database.
+MIGRATION_LOCK = 0x6D656465766163
 
 
 class WriterBusy(Exception):
@@ -104,11 +106,26 @@ class Database:
         return cfg
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent). Several controllers
+        starting together on one PostgreSQL database migrate one after the other."""
         try:
-            command.upgrade(self._alembic_config(), "head")
+            with self._migration_turn():
+                command.upgrade(self._alembic_config(), "head")
         except OperationalError as exc:
             raise StorageError(f"cannot reach {self.display_url}: {exc.orig}") from None
+
+    @contextmanager
+    def _migration_turn(self) -> Iterator[None]:
+        """PostgreSQL: a session advisory lock held while migrating (others wait)."""
+        if self.url.get_backend_name() != "postgresql":
+            yield
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
