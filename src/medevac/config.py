@@ -207,6 +207,17 @@ class ClusterConfig(_Section):
         default=None,
         description="how the other controllers reach this one's API (default: its listener)",
     )
+    peer_token: SecretStr | None = Field(
+        default=None,
+        description="the API token (one of api.tokens, reader or admin) controllers use to "
+        "ask each other whether a host is silent; required with coordination_url",
+    )
+    peer_timeout: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description="how long a loss verdict waits for the other controllers' word (s)",
+    )
     group: str = Field(
         default="medevac-controllers",
         min_length=1,
@@ -703,11 +714,21 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _shared_store_for_several(self) -> Settings:
-        if self.cluster.enabled and self.storage.url.startswith("sqlite"):
+    def _several_controllers(self) -> Settings:
+        c = self.cluster
+        if not c.enabled:
+            return self
+        if self.storage.url.startswith("sqlite"):
             raise ValueError(
                 "cluster.coordination_url is set but storage.url is SQLite: several "
                 "controllers share one store, e.g. postgresql+psycopg://user@host/medevac"
+            )
+        peer = c.peer_token.get_secret_value() if c.peer_token is not None else None
+        roles = {t.token.get_secret_value(): t.role for t in self.api.tokens}
+        if peer is None or roles.get(peer) not in (Role.ADMIN, Role.READER):
+            raise ValueError(
+                "cluster.peer_token must be set to one of api.tokens with the reader or "
+                "admin role: controllers ask each other whether a host is silent with it"
             )
         return self
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
 from medevac.monitor.protocol import Checks
+
+RESCAN_INTERVAL = 1.0  # s between scans of /proc while nova-compute is not found
 
 
 class LocalProbes(Protocol):
@@ -35,12 +38,20 @@ class HostProbes:
         self._proc = proc
         self._net = sysfs_net
         self._pid: int | None = None
+        self._next_scan = 0.0  # monotonic: when /proc may be scanned again
 
     def _process_alive(self) -> bool:
         # Re-check the pid we found last time first: one stat per heartbeat.
         if self._pid is not None and self._cmdline_matches(self._pid):
             return True
         self._pid = None
+        # Not running: a scan of every process reads thousands of files, and done at
+        # every heartbeat it would delay the heartbeats themselves. Once a second
+        # tells soon enough that it started.
+        now = time.monotonic()
+        if now < self._next_scan:
+            return False
+        self._next_scan = now + RESCAN_INTERVAL
         for entry in os.scandir(self._proc):
             if entry.name.isdigit() and self._cmdline_matches(int(entry.name)):
                 self._pid = int(entry.name)

@@ -165,6 +165,16 @@ def create_app(
             return {"member_id": "local", "members": ["local"], "sole": True}
         return {**cluster(), "sole": False}
 
+    @app.get("/v1/cluster/silence", tags=["monitor"])
+    async def cluster_silence(
+        _: AdminOrReader, host: Annotated[str, Query(min_length=1, max_length=255)]
+    ) -> dict[str, Any]:
+        """How long this controller has not heard ``host`` (null: never heard): what
+        another controller asks before it declares the host lost."""
+        if monitor is None or host not in monitor.hosts:
+            raise ApiError(404, f"unknown host {host!r}")
+        return {"host": host, "silence_s": monitor.silence_of(host)}
+
     @app.get("/v1/hosts", tags=["monitor"])
     async def hosts(_: AdminOrReader) -> dict[str, Any]:
         """Every watched host: detector state, its lifecycle (what was decided and done),

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from medevac.cloud.nova_events import NovaEvent
+from medevac.cluster.quorum import Agreement, Decision
 from medevac.monitor.correlate import (
     Sighting,
     check_changes,
@@ -75,6 +76,14 @@ class MonitorSettings:
     # A tick this late means the controller's own loop stalled (CPU starved, a long
     # callback): the silence it would measure is its own, so deadlines move by the stall.
     stall: float = 0.05
+
+
+class Quorum(Protocol):
+    """The other controllers' word on a host's silence."""
+
+    async def ask(self, host: str) -> dict[str, float | None]: ...
+
+    def decide(self, suspect_after: float, answers: dict[str, float | None]) -> Decision: ...
 
 
 class PowerReader(Protocol):
@@ -139,12 +148,16 @@ class HostMonitor(asyncio.DatagramProtocol):
         on_nova_view: Callable[[str, dict[str, Any], float], None] | None = None,
         accept_master_key: bool = False,
         owns: Callable[[str], bool] | None = None,
+        quorum: Quorum | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
         # Whether this controller owns a host now. Every controller hears every host
         # (a new owner knows its rhythm at once); only the owner suspects, probes,
         # reads its BMC and gives verdicts on it.
         self.owns = owns or (lambda host: True)
+        # Several controllers: a loss verdict needs a majority of them to find the host
+        # silent (None: one controller, it decides alone).
+        self.quorum = quorum
         # Told each host's Nova view as it is refreshed, with the wall-clock time it
         # stood at: what medevac believes of a host follows what Nova shows of it.
         self.on_nova_view = on_nova_view
@@ -387,6 +400,21 @@ class HostMonitor(asyncio.DatagramProtocol):
                 suspected += 1
         return suspected
 
+    def _judge_again(self, watch: HostWatch) -> None:
+        """No verdict for now (the other controllers still hear it, or too few answered):
+        the host is looked at again a few intervals later, as long as it stays silent."""
+        watch.state = HostState.UP
+        again = self.clock() + 10 * self.settings.interval
+        watch.deadline = again
+        heapq.heappush(self._deadlines, (again, watch.name))
+
+    def silence_of(self, host: str) -> float | None:
+        """How long (s) this controller has not heard ``host`` (None: never heard)."""
+        watch = self.hosts.get(host)
+        if watch is None or watch.detector.last_arrival is None:
+            return None
+        return watch.detector.silence(self.clock())
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -426,6 +454,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         # suspicion, whatever the network lost) and the BMC's power state (bounded).
         # Nova's view, polled in the background, goes into the evidence unwaited.
         power = asyncio.ensure_future(self._read_power(watch))
+        asked = asyncio.ensure_future(self.quorum.ask(watch.name)) if self.quorum else None
         for _ in range(self.settings.probes):
             self._send_probe(watch)
         try:
@@ -434,6 +463,8 @@ class HostMonitor(asyncio.DatagramProtocol):
             pass
         else:
             power.cancel()
+            if asked is not None:
+                asked.cancel()
             self.suspicions_cleared += 1
             watch.state = HostState.UP
             return
@@ -451,6 +482,8 @@ class HostMonitor(asyncio.DatagramProtocol):
                 f"no answer within {self.settings.bmc_verdict_wait * 1000:.0f} ms (still asking)"
             )
         if watch.probe_answered.is_set():  # a heartbeat arrived meanwhile
+            if asked is not None:
+                asked.cancel()
             self.suspicions_cleared += 1
             watch.state = HostState.UP
             return
@@ -467,6 +500,20 @@ class HostMonitor(asyncio.DatagramProtocol):
         if not self.owns(watch.name):  # it moved to another controller meanwhile
             watch.state = HostState.UP
             return
+        agreed: dict[str, Any] | None = None
+        if asked is not None and self.quorum is not None:
+            answers = await asked
+            if watch.probe_answered.is_set():  # heard meanwhile
+                self.suspicions_cleared += 1
+                watch.state = HostState.UP
+                return
+            suspect_after = watch.detector.time_to_threshold(self.settings.phi_threshold)
+            decision = self.quorum.decide(suspect_after, answers)
+            agreed = decision.as_evidence()
+            if decision.agreement is not Agreement.AGREED:
+                log.warning("no verdict on %s: %s %s", watch.name, decision.agreement, agreed)
+                self._judge_again(watch)
+                return
         kind = host_loss_verdict(power_off)
         seen = Sighting(
             reason=reason,
@@ -482,6 +529,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         )
         s = self.settings
         evidence = loss_evidence(seen, phi_threshold=s.phi_threshold, probes=s.probes)
+        if agreed is not None:
+            evidence["quorum"] = agreed
         watch.state = HostState.LOST
         self._publish(watch, kind, evidence)
         if kind is VerdictKind.HOST_UNREACHABLE:

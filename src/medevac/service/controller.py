@@ -21,6 +21,7 @@ from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
 from medevac.cloud.nova_view import CloudNovaView
 from medevac.cluster.membership import Membership
 from medevac.cluster.ownership import Ownership, SharedOwnership, SoleController
+from medevac.cluster.quorum import PeerQuorum
 from medevac.config import (
     Settings,
 )
@@ -176,6 +177,7 @@ class Controller:
                 on_nova_view=self._nova_view,
                 accept_master_key=settings.monitor.accept_master_key,
                 owns=self.ownership.holds,
+                quorum=self.quorum,
             )
 
     # -- several controllers ---------------------------------------------------------
@@ -186,6 +188,7 @@ class Controller:
         self.membership: Membership | None = None
         self.shared: SharedOwnership | None = None
         self.ownership: Ownership = SoleController()
+        self.quorum: PeerQuorum | None = None
         self.restart_asked = False
         self._takeovers: set[asyncio.Task[None]] = set()
         self._takeovers_keep: set[asyncio.Task[None]] = set()  # the checks, until the stop
@@ -211,6 +214,18 @@ class Controller:
             on_isolated=self._isolated,
         )
         self.ownership = self.shared
+        assert c.peer_token is not None  # the configuration checks it
+        membership = self.membership
+        self.quorum = PeerQuorum(
+            c.member_id,
+            lambda: membership.view.urls,
+            c.peer_token.get_secret_value(),
+            timeout=c.peer_timeout,
+            # Heartbeats reach controllers a little apart: an interval of slack; a peer
+            # that heard the host within one and a half never agrees it is silent.
+            slack=settings.monitor.interval,
+            floor=1.5 * settings.monitor.interval,
+        )
 
     def _hosts_gained(self, hosts: set[str]) -> None:
         task = asyncio.ensure_future(self._take_over(hosts))
@@ -450,6 +465,8 @@ class Controller:
         finally:
             if self.membership is not None:
                 await asyncio.to_thread(self.membership.stop)  # the others take over now
+            if self.quorum is not None:
+                await self.quorum.close()
             for t in self._takeovers | self._takeovers_keep:
                 t.cancel()
             if monitor_task is not None:
