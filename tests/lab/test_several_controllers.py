@@ -101,8 +101,10 @@ def test_a_killed_owner_s_recovery_is_finished_by_another_controller(
         killed_at = float(struck["time"])
         assert struck["member_id"] == victim.member_id, struck
         victim.proc.wait(timeout=10)
+        asked = [e["result"] for e in rec["evacuations"]]
         print(
-            f"\n{victim.member_id} killed in state {rec['state']}, {killed_at - t0:.2f} s after T00"
+            f"\n{victim.member_id} killed in state {rec['state']} ({len(asked)} evacuations "
+            f"recorded: {asked}), {killed_at - t0:.2f} s after T00"
         )
         survivors = [c for c in ctls if c is not victim]
 
