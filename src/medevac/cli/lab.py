@@ -277,7 +277,11 @@ lab_app.command("heal")(_fault_command(False))
 
 def demo(
     scenario: Annotated[
-        str, typer.Option(help="Fault to show: host-crash, power-loss or partition.")
+        str,
+        typer.Option(
+            help="Fault to show: host-crash, power-loss, partition, or controller-kill "
+            "(three controllers; host1's owner killed mid-recovery)."
+        ),
     ] = "host-crash",
     output: Annotated[
         Path, typer.Option(help="Where the profile and its charts are written.")
