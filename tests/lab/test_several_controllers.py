@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import socket
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from medevac.lab.client import TwoHostWatch
 from tests.conftest import wait_for
-from tests.lab.conftest import Controller, RunningLab, start_lab
+from tests.lab.conftest import Controller, RunningLab, shared_out, start_lab
 
 ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 BEFORE_FENCED = {"STARTED", "FENCING"}
@@ -76,6 +78,58 @@ def recovery_of(ctl: Controller, host: str, after: float) -> dict[str, Any] | No
 
 def epoch_seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def test_lab_up_configures_each_controller_and_env_says_how_to_start_it(
+    clab: RunningLab,
+) -> None:
+    infos = clab.info["controllers"]
+    assert [c["member_id"] for c in infos] == ["ctl-1", "ctl-2", "ctl-3"]
+    configs = [tomllib.loads(Path(c["config"]).read_text()) for c in infos]
+    assert [Path(c["config"]).name for c in infos] == [f"medevac-{i}.toml" for i in (1, 2, 3)]
+    assert not clab.paths.controller_config.exists()  # no medevac.toml in a lab of several
+    assert len({c["api"]["port"] for c in configs}) == 3
+    assert len({c["monitor"]["listen_port"] for c in configs}) == 3
+    for key in ("api", "storage", "hosts"):
+        section = [{k: v for k, v in c[key].items() if k != "port"} for c in configs]
+        assert section[0] == section[1] == section[2], key  # same tokens, store, BMCs
+    assert configs[0]["storage"]["url"].startswith("postgresql+psycopg://")
+    assert configs[0]["storage"]["url"].endswith("/" + clab.paths.database_name)
+    clusters = [c["cluster"] for c in configs]
+    assert [c["member_id"] for c in clusters] == ["ctl-1", "ctl-2", "ctl-3"]
+    assert len({c["group"] for c in clusters}) == 1 and clusters[0]["membership_timeout"] == 2.0
+    env = clab.cli("lab", "env")
+    assert f"export MEDEVAC_CONFIG={infos[0]['config']}" in env.stdout
+    for c in infos:
+        assert f"MEDEVAC_CONFIG={c['config']} medevac serve &" in env.stderr
+
+
+def test_a_paused_owner_is_replaced_and_rejoins_once_healed(
+    clab: RunningLab, ctls: list[Controller]
+) -> None:
+    host = "host2"
+    first = owner(ctls, host)
+    assert first is not None
+    sleeper, epoch = first
+    struck = clab.client.inject("controller-pause", host)
+    assert (struck["member_id"], struck["pid"]) == (sleeper.member_id, sleeper.proc.pid)
+    try:
+        others = [c for c in ctls if c is not sleeper]
+
+        def reowned() -> bool:
+            found = owner(others, host)
+            return found is not None and found[1] > epoch
+
+        wait_for(f"{host} re-owned while its owner sleeps", reowned, MEMBERSHIP_TIMEOUT + 10)
+    finally:
+        clab.client.heal("controller-pause", str(sleeper.member_id))
+    wait_for(
+        "it says it was replaced",
+        lambda: "was replaced while it was not heard from" in sleeper.log.read_text(),
+        20,
+    )
+    wait_for("every controller back with its share", lambda: shared_out(ctls), 60)
+    assert sleeper.proc.poll() is None
 
 
 def test_a_killed_owner_s_recovery_is_finished_by_another_controller(
