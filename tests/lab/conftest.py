@@ -134,7 +134,12 @@ def lab_processes(state_dir: Path) -> list[str]:
 
 
 def start_lab(
-    state_dir: Path, hosts: int, servers_per_host: int, redfish: str = "", keep_store: bool = False
+    state_dir: Path,
+    hosts: int,
+    servers_per_host: int,
+    redfish: str = "",
+    keep_store: bool = False,
+    controllers: int = 1,
 ) -> Iterator[RunningLab]:
     try:
         find_lab_python()
@@ -151,6 +156,7 @@ def start_lab(
         str(state_dir),
         *(["--redfish", redfish] if redfish else []),
         *(["--keep-store"] if keep_store else []),
+        *(["--controllers", str(controllers)] if controllers > 1 else []),
     )
     paths = LabPaths(state_dir)
     info = json.loads(paths.info.read_text())
@@ -169,7 +175,7 @@ def start_lab(
         ]
         udp_ports = [
             int(line.split("=")[1])
-            for line in paths.controller_config.read_text().splitlines()
+            for line in Path(info["controller_config"]).read_text().splitlines()
             if line.startswith("bmc_port")
         ]
         medevac("lab", "down", "--state-dir", str(state_dir))
@@ -220,22 +226,57 @@ def as_json(lab: RunningLab, *args: str, cloud: str | None = None) -> Any:
 
 @dataclass
 class Controller:
-    """A real `medevac serve` on the configuration `lab up` wrote."""
+    """A real `medevac serve` on the configuration `lab up` wrote (``index``: which of
+    a lab of several controllers, from 0)."""
 
     lab: RunningLab
     env: dict[str, str]
     proc: subprocess.Popen[bytes]
+    index: int = 0
 
     @classmethod
-    def start(cls, lab: RunningLab, **overrides: str) -> Controller:
-        env = {**os.environ, "MEDEVAC_CONFIG": lab.info["controller_config"], **overrides}
-        ctl = cls(lab, env, cls._spawn(env, lab))
+    def start(cls, lab: RunningLab, index: int = 0, **overrides: str) -> Controller:
+        ctl = cls.spawn(lab, index, **overrides)
         ctl.wait_ready()
         return ctl
 
+    @classmethod
+    def spawn(cls, lab: RunningLab, index: int = 0, **overrides: str) -> Controller:
+        """Started, not waited for."""
+        config = lab.info["controllers"][index]["config"] if index else None
+        config = config or lab.info["controller_config"]
+        env = {**os.environ, "MEDEVAC_CONFIG": config, **overrides}
+        log = cls._log_of(lab, index)
+        return cls(lab, env, cls._spawn(env, log), index)
+
+    @classmethod
+    def start_all(cls, lab: RunningLab, **overrides: str) -> list[Controller]:
+        """Every controller of a lab of several, each once every host is shared out."""
+        ctls = [cls.spawn(lab, i, **overrides) for i in range(len(lab.info["controllers"]))]
+        try:
+            for c in ctls:
+                c.wait_ready()
+            wait_for("the hosts shared out", lambda: shared_out(ctls), 30)
+        except BaseException:
+            for c in ctls:
+                if c.proc.poll() is None:
+                    c.kill()
+            raise
+        return ctls
+
     @staticmethod
-    def _spawn(env: dict[str, str], lab: RunningLab) -> subprocess.Popen[bytes]:
-        with (lab.paths.root / "controller.log").open("ab") as log:
+    def _log_of(lab: RunningLab, index: int) -> Path:
+        if len(lab.info.get("controllers") or []) > 1:
+            return lab.paths.controller_log_of(index + 1)
+        return lab.paths.root / "controller.log"
+
+    @property
+    def log(self) -> Path:
+        return self._log_of(self.lab, self.index)
+
+    @staticmethod
+    def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "medevac", "serve"],
                 env=env,
@@ -245,12 +286,26 @@ class Controller:
 
     def _alive(self) -> None:
         if self.proc.poll() is not None:
-            tail = (self.lab.paths.root / "controller.log").read_text()[-3000:]
+            tail = self.log.read_text()[-3000:]
             raise AssertionError(f"medevac serve exited ({self.proc.returncode}):\n{tail}")
 
     @property
     def url(self) -> str:
+        if self.index:
+            return str(self.lab.info["controllers"][self.index]["url"])
         return str(self.lab.info["controller_url"])
+
+    @property
+    def member_id(self) -> str | None:
+        found = self.lab.info.get("controllers") or [{}]
+        return found[self.index].get("member_id")
+
+    def cluster(self) -> dict[str, Any] | None:
+        """Its /v1/cluster; None when it does not answer."""
+        try:
+            return dict(self.get("/v1/cluster"))
+        except httpx.HTTPError:
+            return None
 
     @property
     def token(self) -> str:
@@ -268,7 +323,7 @@ class Controller:
 
     def restart(self) -> None:
         """Start again after stop/kill; returns once the API answers (hosts may be down)."""
-        self.proc = self._spawn(self.env, self.lab)
+        self.proc = self._spawn(self.env, self.log)
 
         def answers() -> bool:
             self._alive()
@@ -283,7 +338,7 @@ class Controller:
         """SIGTERM: it writes what it holds and exits 0."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=20)
-        tail = (self.lab.paths.root / "controller.log").read_text()[-3000:]
+        tail = self.log.read_text()[-3000:]
         assert self.proc.returncode == 0, f"medevac serve did not stop cleanly:\n{tail}"
 
     def kill(self) -> None:
@@ -315,3 +370,12 @@ class Controller:
             return None
 
         return wait_for(f"{kind} for {host}", found, VERDICT_WITHIN, 0.05)
+
+
+def shared_out(ctls: list[Controller]) -> bool:
+    """Every controller sees all of them, and each lab host has exactly one owner."""
+    views = [c.cluster() for c in ctls]
+    if any(v is None or len(v["members"]) != len(ctls) for v in views):
+        return False
+    owned = sorted(h for v in views if v is not None for h in v["hosts"])
+    return owned == sorted(ctls[0].lab.info["hosts"])

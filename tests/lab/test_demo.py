@@ -4,6 +4,7 @@ full, and leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,19 @@ def test_demo_host_crash_is_profiled_from_t00_to_r3(tmp_path: Path) -> None:
     assert [r["attributes"]["medevac.incident_id"] for r in roots] == [profile["incident_id"]]
     children = {s["attributes"]["medevac.checkpoint"] for s in collector.spans if s is not roots[0]}
     assert children == {c.name for c in CHECKPOINTS} - {"T00"}
+
+
+def test_demo_controller_kill_is_finished_by_another_controller(tmp_path: Path) -> None:
+    out, profile = run_demo(tmp_path, "controller-kill")
+    assert "3 controllers on postgresql" in out
+    assert re.search(r"ctl-\d \(pid \d+\), the owner of host1, killed \(SIGKILL\)", out), out
+    assert "who owned host1 when" in out and "the takeover's timeline" in out
+    assert "host re-owned" in out and "recovery resumed" in out
+    assert re.search(r"ctl-\d finished ctl-\d's recovery: each of the 4 HA servers", out), out
+    assert "invariant holds: no server ran on two hosts" in out
+    stamps = {c["name"]: c["at"] for c in profile["checkpoints"]}
+    assert stamps["R1"] <= stamps["R3"]
+    assert not (tmp_path / "cluster.json").exists()  # lab down dropped its database
 
 
 def test_demo_partition_fences_before_evacuating(tmp_path: Path) -> None:

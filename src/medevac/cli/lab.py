@@ -15,7 +15,7 @@ from rich.table import Table
 
 from medevac.cli.output import fail
 from medevac.cloud.models import POWER_STATES
-from medevac.lab.client import LabClient, lab_down, lab_env, lab_up
+from medevac.lab.client import LabClient, lab_controllers, lab_down, lab_env, lab_up
 from medevac.lab.faults import FaultKind
 from medevac.lab.layout import LabError, LabPaths, default_lab_dir
 
@@ -66,6 +66,14 @@ def up(
             "workflows) instead of starting the controller on an empty one.",
         ),
     ] = False,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            help="Controllers to configure: more than 1 puts them on a PostgreSQL database "
+            "made for the lab and a Redis group (both on 127.0.0.1), each with its own "
+            "medevac-N.toml; the agents heartbeat to all of them."
+        ),
+    ] = 1,
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
@@ -85,6 +93,7 @@ def up(
             layout=counts,
             redfish=[h for h in redfish.split(",") if h],
             keep_store=keep_store,
+            controllers=controllers,
         )
     except LabError as exc:
         raise fail(exc) from None
@@ -99,6 +108,11 @@ def up(
         )
     elif info["store"] == "removed":
         out.print("the controller starts on an empty store (--keep-store keeps the previous one)")
+    if info.get("storage_url"):
+        out.print(
+            f"{len(info['controllers'])} controllers configured on {info['storage_url']} "
+            f"and Redis group {info['group']}; `medevac lab env` says how to start each"
+        )
     out.print("use it: eval $(medevac lab env)")
 
 
@@ -120,6 +134,19 @@ def env(state_dir: StateDir = None) -> None:
         raise fail(exc) from None
     for key, value in values.items():
         typer.echo(f"export {key}={shlex.quote(value)}")
+    controllers = lab_controllers(_paths(state_dir))
+    if len(controllers) > 1:
+        # On stderr: `eval "$(medevac lab env)"` runs the exports and shows this.
+        typer.echo(
+            f"# {len(controllers)} controllers; start each (MEDEVAC_CONFIG above is the first's):",
+            err=True,
+        )
+        for c in controllers:
+            typer.echo(
+                f"MEDEVAC_CONFIG={shlex.quote(c['config'])} medevac serve &"
+                f"   # {c['member_id']}, API {c['url']}",
+                err=True,
+            )
 
 
 def _client(state_dir: Path | None) -> LabClient:
@@ -217,7 +244,13 @@ def _fault_command(inject: bool) -> Any:
 
     def command(
         kind: Annotated[FaultKind, typer.Argument(help="Fault kind.")],
-        target: Annotated[str, typer.Argument(help="Host name, or server id for server-crash.")],
+        target: Annotated[
+            str,
+            typer.Argument(
+                help="Host name, or server id for server-crash; for controller-kill and "
+                "controller-pause, a member id (ctl-2) or a host (its owner is struck)."
+            ),
+        ],
         physnet: Annotated[
             str | None, typer.Argument(help="Physical network, for link-down.")
         ] = None,
@@ -230,6 +263,8 @@ def _fault_command(inject: bool) -> Any:
         except LabError as exc:
             raise fail(exc) from None
         extra = f" {physnet}" if physnet else ""
+        if "member_id" in record:  # a controller fault: whom it struck
+            extra += f" ({record['member_id']}, pid {record['pid']})"
         out.print(f"{verb}ed {kind.value} {target}{extra} at {record['at']}")
 
     command.__doc__ = f"{verb.capitalize()} a fault (records its wall-clock time)."
@@ -242,7 +277,11 @@ lab_app.command("heal")(_fault_command(False))
 
 def demo(
     scenario: Annotated[
-        str, typer.Option(help="Fault to show: host-crash, power-loss or partition.")
+        str,
+        typer.Option(
+            help="Fault to show: host-crash, power-loss, partition, or controller-kill "
+            "(three controllers; host1's owner killed mid-recovery)."
+        ),
     ] = "host-crash",
     output: Annotated[
         Path, typer.Option(help="Where the profile and its charts are written.")

@@ -23,14 +23,16 @@ class LabProbes:
 
 
 class LabAgents:
-    """Agents that heartbeat to the controller's port, started and stopped as the
+    """Agents that heartbeat to every controller's port, started and stopped as the
     fault model says each host's OS runs (and muted while the host is cut off). Each
     signs with its host's own key, derived from the controller's master key, as
     'medevac agent-key' provisions a real host."""
 
-    def __init__(self, faults: FaultInjector, heartbeat_port: int, master_key: bytes) -> None:
+    def __init__(
+        self, faults: FaultInjector, heartbeat_ports: list[int], master_key: bytes
+    ) -> None:
         self._faults = faults
-        self._heartbeat_port = heartbeat_port
+        self._controllers = tuple(("127.0.0.1", port) for port in heartbeat_ports)
         self._master_key = master_key
         self.agents: dict[str, tuple[Agent, asyncio.Task[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -60,7 +62,7 @@ class LabAgents:
                 agent = Agent(
                     AgentConfig(
                         host=name,
-                        controllers=(("127.0.0.1", self._heartbeat_port),),
+                        controllers=self._controllers,
                         key=host_key(self._master_key, name),
                         bind=("127.0.0.1", 0),
                         restart_compute=functools.partial(faults.restart_compute, name),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,11 +17,16 @@ from typing import Any
 
 import httpx
 
-from medevac.lab.layout import LabError, LabPaths, find_lab_python, pid_alive
+from medevac.lab.layout import LabError, LabPaths, find_lab_python, pid_alive, write_json_atomic
 
 UP_TIMEOUT = 300.0
 LOCAL_RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
 DOWN_TIMEOUT = 30.0
+# A lab of several controllers: the PostgreSQL server their store is created on (a
+# database per lab), and the Redis of their coordination group.
+LAB_POSTGRES_ENV = "MEDEVAC_LAB_POSTGRES"
+LAB_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+LAB_REDIS_PORT = 6379
 
 
 class LabClient:
@@ -103,8 +109,12 @@ def lab_up(
     ready_within: float = UP_TIMEOUT,
     redfish: list[str] | None = None,
     keep_store: bool = False,
+    controllers: int = 1,
 ) -> dict[str, Any]:
     """Start a lab supervisor in the background and wait until it is ready.
+
+    ``controllers`` > 1: that many controller configurations on one PostgreSQL
+    database created for the lab (dropped by ``lab_down``) and one Redis group.
 
     The controller's store starts empty: a previous lab's incidents name servers and
     ports this lab's Nova never had. ``keep_store`` keeps it (``store`` in the answer
@@ -132,6 +142,8 @@ def lab_up(
         raise LabError("a lab needs at least 2 hosts (evacuation needs somewhere to go)")
     if servers_per_host < 0:
         raise LabError("--servers-per-host cannot be negative")
+    if controllers < 1:
+        raise LabError("--controllers must be at least 1")
     find_lab_python()  # fail early with the install hint
     if transport_url == "auto":
         transport_url = LOCAL_RABBIT if _port_open(5672) else None
@@ -140,11 +152,18 @@ def lab_up(
     paths.root.mkdir(parents=True, exist_ok=True)
     for stale in (paths.info, paths.root / "failed.json", paths.faults_log):
         stale.unlink(missing_ok=True)
-    previous = [f for f in paths.controller_store if f.exists()]
-    store = "kept" if previous and keep_store else "removed" if previous else "fresh"
-    if store == "removed":
-        for f in previous:
-            f.unlink()
+    cluster: list[str] = []
+    if controllers > 1:
+        store, storage_url = _cluster_database(paths, keep_store)
+        group = f"{paths.database_name}-{secrets.token_hex(3)}"
+        cluster = ["--controllers", str(controllers), "--storage-url", storage_url]
+        cluster += ["--group", group]
+    else:
+        previous = [f for f in paths.controller_store if f.exists()]
+        store = "kept" if previous and keep_store else "removed" if previous else "fresh"
+        if store == "removed":
+            for f in previous:
+                f.unlink()
     cmd = [
         sys.executable,
         "-m",
@@ -166,6 +185,7 @@ def lab_up(
         cmd += ["--layout", ",".join(str(n) for n in layout)]
     if redfish:
         cmd += ["--redfish", ",".join(redfish)]
+    cmd += cluster
     with paths.log.open("ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -189,6 +209,73 @@ def lab_up(
         time.sleep(0.1)
     _kill_group(proc.pid)
     raise LabError(f"the lab was not ready within {ready_within:.0f} s (log: {paths.log})")
+
+
+def _postgres() -> str:
+    return os.environ.get(LAB_POSTGRES_ENV) or LAB_POSTGRES
+
+
+def _database_exists(name: str) -> bool:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(_postgres() + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            q = text("SELECT 1 FROM pg_database WHERE datname = :name")
+            return c.execute(q, {"name": name}).first() is not None
+    finally:
+        engine.dispose()
+
+
+def _admin_sql(statement: str, server: str | None = None) -> None:
+    """One statement on the PostgreSQL server's ``postgres`` database, autocommitted."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine((server or _postgres()) + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            c.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _cluster_database(paths: LabPaths, keep: bool) -> tuple[str, str]:
+    """The lab's PostgreSQL database, created (afresh unless ``keep``) and remembered
+    in the state dir for ``lab_down``; returns what became of a previous one, and its
+    URL. A clear error when PostgreSQL or Redis does not answer."""
+    for port, what in ((5432, "PostgreSQL"), (LAB_REDIS_PORT, "Redis")):
+        if port == 5432 and os.environ.get(LAB_POSTGRES_ENV):
+            continue
+        if not _port_open(port):
+            raise LabError(
+                f"several controllers need {what} on 127.0.0.1:{port} (`make services` starts it)"
+            )
+    name = paths.database_name
+    try:
+        found = _database_exists(name)
+        if found and not keep:
+            _admin_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        if not found or not keep:
+            _admin_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        raise LabError(f"cannot create the lab's database on {_postgres()}: {exc}") from None
+    write_json_atomic(paths.cluster, {"database": name, "server": _postgres()})
+    store = "kept" if found and keep else "removed" if found else "fresh"
+    return store, f"{_postgres()}/{name}"
+
+
+def _drop_cluster_database(paths: LabPaths) -> None:
+    try:
+        cluster = json.loads(paths.cluster.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    try:
+        _admin_sql(
+            f'DROP DATABASE IF EXISTS "{cluster["database"]}" WITH (FORCE)', cluster["server"]
+        )
+    except Exception as exc:
+        raise LabError(f"could not drop the lab's database {cluster['database']}: {exc}") from None
+    paths.cluster.unlink(missing_ok=True)
 
 
 def _port_open(port: int) -> bool:
@@ -220,6 +307,7 @@ def lab_down(paths: LabPaths) -> bool:
     if pid is None:
         paths.info.unlink(missing_ok=True)
         paths.lock.unlink(missing_ok=True)
+        _drop_cluster_database(paths)
         return False
     _kill_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT
@@ -232,6 +320,7 @@ def lab_down(paths: LabPaths) -> bool:
             time.sleep(0.05)
     paths.info.unlink(missing_ok=True)
     paths.lock.unlink(missing_ok=True)
+    _drop_cluster_database(paths)
     return True
 
 
@@ -247,6 +336,18 @@ def lab_env(paths: LabPaths) -> dict[str, str]:
         "MEDEVAC_URL": info["controller_url"],
         "MEDEVAC_TOKEN": info["admin_token"],
     }
+
+
+def lab_controllers(paths: LabPaths) -> list[dict[str, Any]]:
+    """The controllers `lab up` configured (member_id, url, config, heartbeat_port):
+    one for a lab of one (member_id None)."""
+    info = paths.read_info()
+    if info is None:
+        raise LabError(f"no lab is running (state dir {paths.root}); start one: medevac lab up")
+    found: list[dict[str, Any]] = info.get("controllers") or [
+        {"member_id": None, "url": info["controller_url"], "config": info["controller_config"]}
+    ]
+    return found
 
 
 def project_tokens(controller_config: str | Path) -> dict[str, str]:

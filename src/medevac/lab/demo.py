@@ -6,12 +6,17 @@ The scenario strikes host1; the demo follows the controller live (verdict, incid
 alarms received, evacuations), then prints the fault's profile and the recovery, checks
 the invariants (no server ever on two hosts, every alarm received exactly once, a
 partitioned host fenced before anything runs elsewhere) and writes the charts.
+
+``controller-kill`` runs three controllers instead (PostgreSQL and Redis): host1
+crashes, its owner is killed right after it fenced host1, and another controller
+finishes the recovery; the demo shows who owned host1 when and the takeover's timeline.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,11 @@ SCENARIOS = {
     "host-crash": "host-crash",
     "power-loss": "power-loss",
     "partition": "mgmt-partition",
+    "controller-kill": "host-crash",  # and the owner of the host killed once it fenced it
 }
+# Scenarios of several controllers: how many.
+CONTROLLERS = {"controller-kill": 3}
+BEFORE_FENCED = {"STARTED", "FENCING"}
 RECOVERY_ENDS = {"COMPLETED", "PARTIAL", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 RECOVERY_WITHIN = 120.0
 MOVED = {"recovered", "already-moved"}
@@ -44,20 +53,27 @@ def run_demo(paths: LabPaths, scenario: str, console: Console, output: Path) -> 
     output.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]medevac demo: bringing the lab up")
     t0 = time.monotonic()
-    info = lab_up(paths, len(LAYOUT), max(LAYOUT), layout=LAYOUT)
+    controllers = CONTROLLERS.get(scenario, 1)
+    info = lab_up(paths, len(LAYOUT), max(LAYOUT), layout=LAYOUT, controllers=controllers)
     console.print(
         f"lab of {len(LAYOUT)} hosts and {sum(LAYOUT)} servers ready in "
         f"{time.monotonic() - t0:.0f} s"
+        + (f", {controllers} controllers on {info['storage_url']}" if controllers > 1 else "")
     )
     client = LabClient(paths)
     try:
         with Stack(info, log=output / "controller.log") as stack:
             stack.start(sum(LAYOUT))
             servers = client.status()["servers"]
-            alarms = stack.register_alarms(servers)
+            through = None
+            if controllers > 1:
+                through = _show_owners(console, stack)
+            alarms = stack.register_alarms(servers, through)
             console.print(
-                f"controller watching {len(LAYOUT)} hosts; the consumer registered "
+                f"{'controllers' if controllers > 1 else 'controller'} watching "
+                f"{len(LAYOUT)} hosts; the consumer registered "
                 f"{len(alarms)} alarms (one per server, each by its owner)"
+                + (f" through {VICTIM}'s owner" if through else "")
             )
             _show_victim(console, servers)
             with TwoHostWatch(client) as watch:
@@ -73,6 +89,21 @@ def run_demo(paths: LabPaths, scenario: str, console: Console, output: Path) -> 
         console.rule("[bold]bringing the lab down")
         lab_down(paths)
         console.print("lab stopped")
+
+
+def _show_owners(console: Console, stack: Stack) -> str:
+    """Each controller's hosts; returns the API of the victim's owner."""
+    t = Table(title="controllers", title_justify="left")
+    for col in ("member", "API", "hosts (epoch)"):
+        t.add_column(col)
+    victims = ""
+    for member, url in stack.urls().items():
+        view = stack.get_from(url, "/v1/cluster")
+        t.add_row(str(member), url, ", ".join(f"{h} ({e})" for h, e in view["hosts"].items()))
+        if VICTIM in view["hosts"]:
+            victims = url
+    console.print(t)
+    return victims
 
 
 def _show_victim(console: Console, servers: list[dict[str, Any]]) -> None:
@@ -96,17 +127,30 @@ def _scenario(
     fault = SCENARIOS[scenario]
     on_victim = [s for s in servers if s["host"] == VICTIM]
     ha = {s["id"] for s in on_victim if s["metadata"].get("HA_Enabled") == "True"}
+    kill = scenario == "controller-kill"
+    owner_before = stack.owner_of(VICTIM) if kill else None
     console.rule(f"[bold]injecting {fault} on {VICTIM}")
     record = client.inject(fault, VICTIM)
     t00 = float(record["time"])
     console.print(f"fault injected at {record['at']} (T00)")
     progress = Progress(stack, t00, len(on_victim), len(ha))
+    killed: dict[str, Any] | None = None
     with Live(progress.view(), console=console, refresh_per_second=8) as live:
         while not progress.done():
             if time.time() - t00 > RECOVERY_WITHIN:
                 raise LabError(f"the recovery of {VICTIM} did not end within {RECOVERY_WITHIN} s")
-            time.sleep(0.15)
+            time.sleep(0.02 if kill and killed is None else 0.15)
             progress.poll()
+            rec = progress.recovery
+            if kill and killed is None and rec is not None and rec["state"] not in BEFORE_FENCED:
+                if progress.done():
+                    raise LabError(f"the recovery ended before its owner could be killed: {rec}")
+                killed = client.inject("controller-kill", VICTIM)
+                live.console.print(
+                    f"[red]{killed['member_id']} (pid {killed['pid']}), the owner of {VICTIM}, "
+                    f"killed (SIGKILL) with the recovery {rec['state']} "
+                    f"{duration(float(killed['time']) - t00)} after T00"
+                )
             live.update(progress.view())
     incident, recovery = progress.incident, progress.recovery
     assert incident is not None and recovery is not None
@@ -146,7 +190,87 @@ def _scenario(
             f"[green]{VICTIM} was alive behind the partition: fenced through IPMI after "
             f"{duration(fenced)}, first evacuation after {duration(first)}"
         )
+    if killed is not None:
+        assert owner_before is not None
+        _print_takeover(console, stack, t00, owner_before, killed, incident, recovery, ha)
     console.print(f"charts and the profile written to {output}/")
+
+
+def _print_takeover(
+    console: Console,
+    stack: Stack,
+    t00: float,
+    owner_before: tuple[str, int],
+    killed: dict[str, Any],
+    incident: dict[str, Any],
+    recovery: dict[str, Any],
+    ha: set[str],
+) -> None:
+    """Who owned the victim when, the takeover's timeline, and each HA server recovered
+    exactly once."""
+    console.rule(f"[bold]takeover of {VICTIM}")
+    killed_at = float(killed["time"])
+    audit = list(reversed(stack.get(f"/v1/audit?subject={VICTIM}&limit=1000")["events"]))
+    owners = [e for e in audit if e["kind"] == "host.owner"]
+    t = Table(
+        title=f"who owned {VICTIM} when (the audit's host.owner entries)", title_justify="left"
+    )
+    for col in ("at", "from", "to", "epoch"):
+        t.add_column(col)
+    for e in owners:
+        d = e["detail"]
+        t.add_row(e["at"], str(d["from"] or "-"), d["to"], str(d["epoch"]))
+    console.print(t)
+    victim, epoch = owner_before
+    after = [e for e in owners if _at(e) >= killed_at - 0.001]
+    if killed["member_id"] != victim or not after or after[-1]["detail"]["to"] == victim:
+        raise LabError(f"{VICTIM} was not taken over from {victim}: {owners}")
+    heir, new_epoch = after[-1]["detail"]["to"], after[-1]["detail"]["epoch"]
+    acts = [
+        e
+        for e in audit
+        if e["kind"].startswith("host.recovery.")
+        and e["actor"] == heir
+        and e["detail"].get("epoch") == new_epoch
+    ]
+    if not acts:
+        raise LabError(f"{heir} never acted on the recovery of {VICTIM}")
+    fenced = recovery["detail"].get("fencing", {}).get("ended_at")
+    steps = [
+        ("fault injected (T00)", t00, ""),
+        ("lost host detected", incident["verdicts"][0]["at"], victim),
+        ("fenced", fenced, victim),
+        ("owner killed (SIGKILL)", killed_at, victim),
+        ("host re-owned", _at(after[-1]), f"{heir}, epoch {epoch} -> {new_epoch}"),
+        ("recovery resumed", _at(acts[0]), f"{heir}: {acts[0]['kind'].removeprefix('host.')}"),
+        (f"recovery {recovery['state']}", recovery["ended_at"], heir),
+    ]
+    t = Table(title="the takeover's timeline", title_justify="left")
+    for col in ("step", "after T00", "after the kill", "by"):
+        t.add_column(col)
+    for name, at, by in steps:
+        if at is None:
+            t.add_row(name, "-", "-", by)
+            continue
+        since_kill = duration(at - killed_at) if at >= killed_at else "-"
+        t.add_row(name, duration(at - t00), since_kill, by)
+    console.print(t)
+    rows = stack.get(f"/v1/history?host={VICTIM}&limit=1000")["evacuations"]
+    per_server: dict[str, int] = {}
+    for r in rows:
+        per_server[r["server_id"]] = per_server.get(r["server_id"], 0) + 1
+    if set(per_server) != ha or any(n != 1 for n in per_server.values()):
+        raise LabError(f"HA servers not evacuated exactly once each: {per_server}")
+    refused = stack.get(f"/v1/audit?subject={VICTIM}&limit=1000")["events"]
+    stale = sum(1 for e in refused if e["kind"] == "host.stale_owner")
+    console.print(
+        f"[green]{heir} finished {victim}'s recovery: each of the {len(ha)} HA servers "
+        f"evacuated exactly once ({stale} steps of a stale owner refused)"
+    )
+
+
+def _at(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["at"]).timestamp()
 
 
 class Progress:

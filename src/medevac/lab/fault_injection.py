@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from medevac.lab.bmcs import LabBmcs
+from medevac.lab.controller_faults import ControllerFaults
 from medevac.lab.faults import FaultError, FaultKind, HostFaults
 from medevac.lab.layout import PHYSNETS, LabPaths
 from medevac.lab.openstack_services import OpenStackServices
@@ -58,6 +59,9 @@ class FaultInjector:
         self.reconcile_lock = threading.Lock()
         self._booted = dict.fromkeys(host_names, 0)
         self._reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
+        # A lab of several controllers: their kills and pauses (set by the supervisor).
+        self.controllers: ControllerFaults | None = None
+        self._controller_lock = threading.Lock()
 
     def apply_fault(
         self,
@@ -76,6 +80,8 @@ class FaultInjector:
         power control, which must answer at once) Nova catches up in the background.
         """
         action = "inject" if inject else "heal"
+        if kind.targets_controller:
+            return self._apply_controller_fault(kind, target, inject)
         if kind.targets_server:
             return self._apply_server_fault(target, inject)
         targets = [t.strip() for t in target.split(",")]
@@ -119,6 +125,16 @@ class FaultInjector:
             with self.model_lock:
                 (self.crashed_servers.add if inject else self.crashed_servers.discard)(target)
             return record
+
+    def _apply_controller_fault(self, kind: FaultKind, target: str, inject: bool) -> dict[str, Any]:
+        if self.controllers is None:
+            raise FaultError(400, f"{kind} needs a lab of several controllers (--controllers)")
+        # One controller fault at a time, recorded as it strikes; never under the model's
+        # lock: finding the owner asks the controllers, and the agents must not wait.
+        with self._controller_lock:
+            struck = self.controllers.apply(kind, target, inject)
+            record = self._record("inject" if inject else "heal", kind, target, None)
+        return {**record, **struck}
 
     def _reconcile_logged(self, host: str) -> None:
         try:

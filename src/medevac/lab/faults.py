@@ -19,6 +19,13 @@ class FaultKind(enum.StrEnum):
     SERVER_CRASH = "server-crash"
     LINK_DOWN = "link-down"
     BMC_UNREACHABLE = "bmc-unreachable"
+    # A lab of several controllers: the owner of a host (or a member id) is struck.
+    CONTROLLER_KILL = "controller-kill"
+    CONTROLLER_PAUSE = "controller-pause"
+
+    @property
+    def targets_controller(self) -> bool:
+        return self in (FaultKind.CONTROLLER_KILL, FaultKind.CONTROLLER_PAUSE)
 
     @property
     def targets_server(self) -> bool:

@@ -7,6 +7,7 @@ import json
 import secrets
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,6 +34,37 @@ class ControllerAccess:
     reader_token: str = field(default_factory=_token)
     project_tokens: dict[str, str] = field(default_factory=lambda: {p: _token() for p in PROJECTS})
     agent_key: bytes = field(default_factory=lambda: secrets.token_hex(32).encode())
+    # Several controllers: the API and heartbeat ports of the second, third, ...
+    more_ports: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def for_controllers(cls, n: int) -> ControllerAccess:
+        """The access of ``n`` controllers: the same tokens and key, ports of their own."""
+        return cls(
+            more_ports=tuple(
+                (free_port(), free_port(socket.SOCK_DGRAM)) for _ in range(max(0, n - 1))
+            )
+        )
+
+    @property
+    def ports(self) -> list[tuple[int, int]]:
+        """(API port, heartbeat port) of each controller, the first first."""
+        return [(self.controller_port, self.heartbeat_port), *self.more_ports]
+
+
+@dataclass(frozen=True)
+class ClusterSetup:
+    """What several lab controllers share: their PostgreSQL store and their group."""
+
+    storage_url: str
+    group: str
+    coordination_url: str = "redis://127.0.0.1:6379"
+    membership_timeout: float = 2.0
+
+
+def member_id(index: int) -> str:
+    """The lab's name for its ``index``-th controller (from 1)."""
+    return f"ctl-{index}"
 
 
 def write_clouds_yaml(paths: LabPaths, control_port: int, nova_url: str, neutron_url: str) -> None:
@@ -65,13 +97,45 @@ def write_controller_config(
     bmcs: dict[str, BmcSpec],
     redfish_hosts: set[str],
     notifications_url: str | None,
-) -> None:
-    """The controller's configuration, its agent key and its BMC secrets file."""
+    cluster: ClusterSetup | None = None,
+) -> list[Path]:
+    """The controller's configuration, its agent key and its BMC secrets file; with
+    ``cluster``, one configuration per controller of ``access.ports``, each with its own
+    ports and member id, all on the shared store and group. Returns the configurations."""
     write_text_atomic(paths.agent_key, access.agent_key.decode() + "\n", mode=0o600)
     secrets_toml = "".join(
         f'[{h}]\nusername = "{b.username}"\npassword = "{b.password}"\n\n' for h, b in bmcs.items()
     )
     write_text_atomic(paths.bmc_secrets, secrets_toml, mode=0o600)
+    if cluster is None:
+        body = _controller_toml(
+            paths, access, bmcs, redfish_hosts, notifications_url, access.ports[0], None, None
+        )
+        write_text_atomic(paths.controller_config, body, mode=0o600)
+        return [paths.controller_config]
+    written = []
+    for index, ports in enumerate(access.ports, start=1):
+        body = _controller_toml(
+            paths, access, bmcs, redfish_hosts, notifications_url, ports, cluster, index
+        )
+        path = paths.controller_config_of(index)
+        write_text_atomic(path, body, mode=0o600)
+        written.append(path)
+    return written
+
+
+def _controller_toml(
+    paths: LabPaths,
+    access: ControllerAccess,
+    bmcs: dict[str, BmcSpec],
+    redfish_hosts: set[str],
+    notifications_url: str | None,
+    ports: tuple[int, int],
+    cluster: ClusterSetup | None,
+    index: int | None,
+) -> str:
+    api_port, heartbeat_port = ports
+    storage = f"sqlite:///{paths.controller_db}" if cluster is None else cluster.storage_url
     lines = [
         "# Written by `medevac lab up` for this lab; `medevac serve` runs against it.",
         "bmc_secrets_file = " + json.dumps(str(paths.bmc_secrets)),
@@ -79,7 +143,7 @@ def write_controller_config(
         "",
         "[api]",
         'host = "127.0.0.1"',
-        f"port = {access.controller_port}",
+        f"port = {api_port}",
         "rate_limit = 0  # the benchmarks and tests call as fast as they can",
         "",
         "[cloud]",
@@ -88,11 +152,11 @@ def write_controller_config(
         "",
         "[monitor]",
         'listen_host = "127.0.0.1"',
-        f"listen_port = {access.heartbeat_port}",
+        f"listen_port = {heartbeat_port}",
         *([f'nova_notifications_url = "{notifications_url}"'] if notifications_url else []),
         "",
         "[storage]",
-        "url = " + json.dumps(f"sqlite:///{paths.controller_db}"),
+        "url = " + json.dumps(storage),
         "",
         "[notifier]",
         "# The lab's consumers listen on loopback.",
@@ -123,4 +187,13 @@ def write_controller_config(
         if host in redfish_hosts:
             lines += ['bmc_driver = "redfish"', 'redfish_scheme = "http"']
         lines.append("")
-    write_text_atomic(paths.controller_config, "\n".join(lines), mode=0o600)
+    if cluster is not None and index is not None:
+        lines += [
+            "[cluster]",
+            "coordination_url = " + json.dumps(cluster.coordination_url),
+            f'member_id = "{member_id(index)}"',
+            "group = " + json.dumps(cluster.group),
+            f"membership_timeout = {cluster.membership_timeout}",
+            "",
+        ]
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -75,6 +76,25 @@ class LabPaths:
     @property
     def controller_config(self) -> Path:
         return self.root / "medevac.toml"
+
+    def controller_config_of(self, index: int) -> Path:
+        """The configuration of the ``index``-th controller (from 1) of a lab of several."""
+        return self.root / f"medevac-{index}.toml"
+
+    def controller_log_of(self, index: int) -> Path:
+        return self.root / f"controller-{index}.log"
+
+    @property
+    def cluster(self) -> Path:
+        """A lab of several controllers: its PostgreSQL database, to drop at `lab down`."""
+        return self.root / "cluster.json"
+
+    @property
+    def database_name(self) -> str:
+        """The PostgreSQL database of a lab of several controllers, named after its
+        state directory (so two labs never share one)."""
+        digest = hashlib.blake2b(str(self.root.resolve()).encode(), digest_size=5).hexdigest()
+        return f"medevac_lab_{digest}"
 
     @property
     def controller_db(self) -> Path:

@@ -19,16 +19,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from medevac.lab.agents import LabAgents
 from medevac.lab.bmcs import LabBmcs
 from medevac.lab.control_api import control_app
+from medevac.lab.controller_faults import ControllerFaults
 from medevac.lab.fault_injection import FaultInjector, wall_clock
 from medevac.lab.generated_config import (
     CLOUD_NAME,
+    ClusterSetup,
     ControllerAccess,
+    member_id,
     write_clouds_yaml,
     write_controller_config,
 )
@@ -50,6 +54,9 @@ class LabSpec:
     service_down_time: int = 5
     transport_url: str | None = None
     redfish: tuple[str, ...] = ()  # hosts whose BMC speaks Redfish instead of IPMI
+    controllers: int = 1  # several: on a shared PostgreSQL store and a Redis group
+    storage_url: str | None = None  # their store (lab up creates the database)
+    group: str | None = None  # their coordination group
 
     def servers_on_each_host(self) -> list[int]:
         if self.layout:
@@ -70,11 +77,18 @@ class Lab:
         self.faults = FaultInjector(
             paths, self.host_names, self.services, self.bmcs, on_change=self._faults_changed
         )
-        self.controller = ControllerAccess()
+        self.controller = ControllerAccess.for_controllers(spec.controllers)
+        self.cluster: ClusterSetup | None = None
+        if spec.controllers > 1:
+            if not spec.storage_url or not spec.group:
+                raise LabError("several controllers need a storage URL and a group")
+            self.cluster = ClusterSetup(spec.storage_url, spec.group)
         self.control_port = free_port()
+        # Every agent heartbeats to every controller.
         self.agents = LabAgents(
-            self.faults, self.controller.heartbeat_port, self.controller.agent_key
+            self.faults, [hb for _, hb in self.controller.ports], self.controller.agent_key
         )
+        self.configs: list[Path] = []
 
     def _faults_changed(self) -> None:
         self.agents.changed()
@@ -101,16 +115,37 @@ class Lab:
         )
         self.bmcs.start(self.host_names, self.spec.redfish, self.faults)
         notifications = self.services.nova.get("notifications")
-        write_controller_config(
+        self.configs = write_controller_config(
             self.paths,
             self.controller,
             self.bmcs.specs,
             set(self.bmcs.redfish),
             self.spec.transport_url if notifications else None,
+            self.cluster,
         )
+        if self.cluster is not None:
+            self.faults.controllers = ControllerFaults(
+                self.controllers(), self.controller.admin_token
+            )
         self.agents.start()
 
+    def controllers(self) -> list[dict[str, Any]]:
+        """Each controller `lab up` configured: its member id, API, configuration."""
+        return [
+            {
+                "member_id": member_id(i) if self.cluster is not None else None,
+                "url": f"http://127.0.0.1:{api}",
+                "heartbeat_port": hb,
+                "config": str(config),
+            }
+            for i, ((api, hb), config) in enumerate(
+                zip(self.controller.ports, self.configs, strict=True), start=1
+            )
+        ]
+
     def stop(self) -> None:
+        if self.faults.controllers is not None:
+            self.faults.controllers.resume_all()
         self.agents.stop()
         self.bmcs.stop()
         self.faults.stop()
@@ -158,8 +193,11 @@ async def run(paths: LabPaths, spec: LabSpec) -> None:
                 "neutron_url": lab.services.neutron["url"],
                 "cloud": CLOUD_NAME,
                 "clouds_yaml": str(paths.clouds_yaml),
-                "controller_config": str(paths.controller_config),
+                "controller_config": str(lab.configs[0]),
                 "controller_url": f"http://127.0.0.1:{lab.controller.controller_port}",
+                "controllers": lab.controllers(),
+                "storage_url": lab.cluster.storage_url if lab.cluster else None,
+                "group": lab.cluster.group if lab.cluster else None,
                 "admin_token": lab.controller.admin_token,
                 "hosts": lab.host_names,
                 "servers": len(lab.faults.servers),
@@ -191,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service-down-time", type=int, default=5)
     p.add_argument("--transport-url", default=None)
     p.add_argument("--redfish", default="", help="hosts with a Redfish BMC, e.g. host2,host3")
+    p.add_argument("--controllers", type=int, default=1)
+    p.add_argument("--storage-url", default=None, help="the controllers' store (several)")
+    p.add_argument("--group", default=None, help="the controllers' group (several)")
     args = p.parse_args(argv)
     paths = LabPaths(args.state_dir)
     logging.basicConfig(
@@ -204,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         service_down_time=args.service_down_time,
         transport_url=args.transport_url,
         redfish=tuple(h for h in args.redfish.split(",") if h),
+        controllers=args.controllers,
+        storage_url=args.storage_url,
+        group=args.group,
     )
     try:
         asyncio.run(run(paths, spec))

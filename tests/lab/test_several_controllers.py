@@ -1,0 +1,215 @@
+"""Three controllers on the lab (one PostgreSQL store, one Redis group): the owner of
+a crashed host is killed (SIGKILL, the lab's controller-kill fault) right after its
+recovery fenced the host, and another controller finishes that recovery: every HA
+server evacuated exactly once, never a server on two hosts.
+
+Needs PostgreSQL and Redis on 127.0.0.1 (`make services`); fails when they are not.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import tomllib
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medevac.lab.client import TwoHostWatch
+from tests.conftest import wait_for
+from tests.lab.conftest import Controller, RunningLab, shared_out, start_lab
+
+ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
+BEFORE_FENCED = {"STARTED", "FENCING"}
+MEMBERSHIP_TIMEOUT = 2.0  # what `lab up --controllers` writes
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def clab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    for port, what in ((5432, "PostgreSQL"), (6379, "Redis")):
+        if not _listening(port):
+            pytest.fail(f"{what} is not running on 127.0.0.1:{port} (make services starts it)")
+    # host1: four servers, three of them HA.
+    yield from start_lab(
+        tmp_path_factory.mktemp("cluster-lab"), hosts=4, servers_per_host=4, controllers=3
+    )
+
+
+@pytest.fixture(scope="module")
+def ctls(clab: RunningLab) -> Iterator[list[Controller]]:
+    controllers = Controller.start_all(
+        clab, MEDEVAC_RECOVERY__CHECK_INTERVAL="0.25", MEDEVAC_RECOVERY__CHECK_MAX_COUNT="6"
+    )
+    try:
+        yield controllers
+    finally:
+        for c in controllers:
+            if c.proc.poll() is None:
+                c.stop()
+
+
+def owner(ctls: list[Controller], host: str) -> tuple[Controller, int] | None:
+    """The live controller that holds ``host``, and its epoch."""
+    for c in ctls:
+        if c.proc.poll() is not None:
+            continue
+        view = c.cluster()
+        if view is not None and host in view["hosts"]:
+            return c, int(view["hosts"][host])
+    return None
+
+
+def recovery_of(ctl: Controller, host: str, after: float) -> dict[str, Any] | None:
+    for r in ctl.get(f"/v1/recoveries?host={host}")["recoveries"]:
+        if r["started_at"] >= after:
+            return dict(ctl.get(f"/v1/recoveries/{r['id']}"))
+    return None
+
+
+def epoch_seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_lab_up_configures_each_controller_and_env_says_how_to_start_it(
+    clab: RunningLab,
+) -> None:
+    infos = clab.info["controllers"]
+    assert [c["member_id"] for c in infos] == ["ctl-1", "ctl-2", "ctl-3"]
+    configs = [tomllib.loads(Path(c["config"]).read_text()) for c in infos]
+    assert [Path(c["config"]).name for c in infos] == [f"medevac-{i}.toml" for i in (1, 2, 3)]
+    assert not clab.paths.controller_config.exists()  # no medevac.toml in a lab of several
+    assert len({c["api"]["port"] for c in configs}) == 3
+    assert len({c["monitor"]["listen_port"] for c in configs}) == 3
+    for key in ("api", "storage", "hosts"):
+        section = [{k: v for k, v in c[key].items() if k != "port"} for c in configs]
+        assert section[0] == section[1] == section[2], key  # same tokens, store, BMCs
+    assert configs[0]["storage"]["url"].startswith("postgresql+psycopg://")
+    assert configs[0]["storage"]["url"].endswith("/" + clab.paths.database_name)
+    clusters = [c["cluster"] for c in configs]
+    assert [c["member_id"] for c in clusters] == ["ctl-1", "ctl-2", "ctl-3"]
+    assert len({c["group"] for c in clusters}) == 1 and clusters[0]["membership_timeout"] == 2.0
+    env = clab.cli("lab", "env")
+    assert f"export MEDEVAC_CONFIG={infos[0]['config']}" in env.stdout
+    for c in infos:
+        assert f"MEDEVAC_CONFIG={c['config']} medevac serve &" in env.stderr
+
+
+def test_a_paused_owner_is_replaced_and_rejoins_once_healed(
+    clab: RunningLab, ctls: list[Controller]
+) -> None:
+    host = "host2"
+    first = owner(ctls, host)
+    assert first is not None
+    sleeper, epoch = first
+    struck = clab.client.inject("controller-pause", host)
+    assert (struck["member_id"], struck["pid"]) == (sleeper.member_id, sleeper.proc.pid)
+    try:
+        others = [c for c in ctls if c is not sleeper]
+
+        def reowned() -> bool:
+            found = owner(others, host)
+            return found is not None and found[1] > epoch
+
+        wait_for(f"{host} re-owned while its owner sleeps", reowned, MEMBERSHIP_TIMEOUT + 10)
+    finally:
+        clab.client.heal("controller-pause", str(sleeper.member_id))
+    wait_for(
+        "it says it was replaced",
+        lambda: "was replaced while it was not heard from" in sleeper.log.read_text(),
+        20,
+    )
+    wait_for("every controller back with its share", lambda: shared_out(ctls), 60)
+    assert sleeper.proc.poll() is None
+
+
+def test_a_killed_owner_s_recovery_is_finished_by_another_controller(
+    clab: RunningLab, ctls: list[Controller]
+) -> None:
+    host = "host1"
+    ha = [s for s in clab.servers_on(host) if s["metadata"].get("HA_Enabled") == "True"]
+    assert len(ha) == 3, ha
+    first = owner(ctls, host)
+    assert first is not None
+    victim, epoch = first
+    t0 = time.time()
+    with TwoHostWatch(clab.client) as watch:
+        clab.client.inject("host-crash", host)
+
+        def fenced() -> dict[str, Any] | None:
+            rec = recovery_of(victim, host, t0)
+            return rec if rec is not None and rec["state"] not in BEFORE_FENCED else None
+
+        rec = wait_for(f"{victim.member_id} to fence {host}", fenced, 60, 0.02)
+        assert rec["state"] not in ENDED, f"the recovery ended before the kill: {rec['state']}"
+        struck = clab.client.inject("controller-kill", host)
+        killed_at = float(struck["time"])
+        assert struck["member_id"] == victim.member_id, struck
+        victim.proc.wait(timeout=10)
+        asked = [e["result"] for e in rec["evacuations"]]
+        print(
+            f"\n{victim.member_id} killed in state {rec['state']} ({len(asked)} evacuations "
+            f"recorded: {asked}), {killed_at - t0:.2f} s after T00"
+        )
+        survivors = [c for c in ctls if c is not victim]
+
+        def reowned() -> tuple[Controller, int] | None:
+            found = owner(survivors, host)
+            return found if found is not None and found[1] > epoch else None
+
+        heir, new_epoch = wait_for(f"{host} re-owned", reowned, MEMBERSHIP_TIMEOUT + 10, 0.02)
+        reowned_after = time.time() - killed_at
+
+        def resumed() -> float | None:
+            """When the heir first acted on the recovery, under its epoch."""
+            events = heir.get(f"/v1/audit?subject={host}&limit=500")["events"]
+            acts = [
+                epoch_seconds(e["at"])
+                for e in events
+                if e["kind"].startswith("host.recovery.")
+                and e["actor"] == heir.member_id
+                and e["detail"].get("epoch") == new_epoch
+            ]
+            return min(acts) if acts else None
+
+        resumed_at = wait_for("the recovery resumed by the heir", resumed, 30, 0.05)
+
+        def ended() -> dict[str, Any] | None:
+            r = recovery_of(heir, host, t0)
+            return r if r is not None and r["state"] in ENDED else None
+
+        done = wait_for(f"{host}'s recovery to end", ended, 120, 0.2)
+        finished_after = time.time() - killed_at
+    print(
+        f"{host}: {victim.member_id} (epoch {epoch}) killed; {heir.member_id} owned it "
+        f"(epoch {new_epoch}) {reowned_after * 1000:.0f} ms after the kill, resumed the "
+        f"recovery {(resumed_at - killed_at) * 1000:.0f} ms after it, and the recovery "
+        f"ended {finished_after:.1f} s after it (membership timeout {MEMBERSHIP_TIMEOUT} s)"
+    )
+    assert done["state"] == "COMPLETED", json.dumps(done, indent=1)
+    assert done["detail"]["fencing"]["confirmed"]
+    # Every HA server evacuated exactly once: one record each, and each runs elsewhere.
+    rows = heir.get(f"/v1/history?host={host}&limit=1000")["evacuations"]
+    assert sorted(r["server_id"] for r in rows) == sorted(s["id"] for s in ha), rows
+    assert all(r["result"] in ("recovered", "already-moved") for r in rows), rows
+    assert sorted(e["server_id"] for e in done["evacuations"]) == sorted(s["id"] for s in ha)
+    now = {s["id"]: s for s in clab.status()["servers"]}
+    for s in ha:
+        assert now[s["id"]]["host"] != host and now[s["id"]]["status"] == "ACTIVE", now[s["id"]]
+    assert len(heir.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1
+    assert len([i for i in heir.get(f"/v1/incidents?host={host}")["incidents"]]) == 1
+    assert watch.samples > 5 and watch.twice == [], f"servers on two hosts: {watch.twice[:3]}"
+    # Who owned host1 when, as the audit log says.
+    audit = heir.get(f"/v1/audit?subject={host}&limit=500")["events"]
+    owners = [e["detail"]["to"] for e in reversed(audit) if e["kind"] == "host.owner"]
+    assert owners[-2:] == [victim.member_id, heir.member_id], owners
+    assert reowned_after < MEMBERSHIP_TIMEOUT + 3
