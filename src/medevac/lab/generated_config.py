@@ -194,6 +194,8 @@ def _controller_toml(
             f'member_id = "{member_id(index)}"',
             "group = " + json.dumps(cluster.group),
             f"membership_timeout = {cluster.membership_timeout}",
+            "# Controllers ask each other whether a host is silent with the reader token.",
+            f'peer_token = "{access.reader_token}"',
             "",
         ]
     return "\n".join(lines)
