@@ -1,4 +1,5 @@
-"""The Aodh v2 alarm API: Aodh's fields and answers, project scoping, bad input."""
+"""The Aodh v2 alarm API: Aodh's fields and answers, project scoping, bad input; on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
+
+pytestmark = pytest.mark.databases
 
 ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
 MEMBER = {"X-Auth-Token": MEMBER_TOKEN}  # project p1
