@@ -1,11 +1,14 @@
 """What the API takes, the store can keep, on SQLite and on PostgreSQL: a value longer
-than its column is refused with a 400 naming where, in each prefix's error shape,
-before any write (PostgreSQL would refuse the write: a 500, or an outbox chunk that
-never commits); the longest value allowed goes through."""
+than its column or holding a NUL character is refused with a 400 naming where, in each
+prefix's error shape, before any write (PostgreSQL would refuse the write: a 500, or an
+outbox chunk that never commits); the longest value allowed goes through."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -18,8 +21,10 @@ from medevac.notifier.notifier import Notifier
 from medevac.storage import Database
 from medevac.storage.models import NAME_LENGTH, URL_LENGTH
 from medevac.storage.records import AlarmStore, OutboxStore
+from tests.api_world import World, build_world
 from tests.conftest import ADMIN_TOKEN, ConsumerProcess, wait_for
 from tests.integration.test_alarms_api import doctor_alarm
+from tests.serving import served
 
 pytestmark = pytest.mark.databases
 
@@ -41,6 +46,74 @@ def refused(r: httpx.Response, where: str) -> str:
     message = fault(r)
     assert message.startswith(where), message
     return message
+
+
+@pytest.fixture
+def world(settings: Settings, db: Database) -> Iterator[tuple[World, str]]:
+    """Every router over the test's database, under a real uvicorn."""
+    world = build_world(settings, db)
+    with served(world.app) as url:
+        yield world, url
+
+
+def test_a_nul_character_anywhere_a_request_reaches_the_store_is_400_naming_where(
+    world: tuple[World, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    w, url = world
+    caplog.set_level(logging.ERROR)
+    nul = "\u0000"
+    cases: list[tuple[str, str, Any, str]] = [
+        ("GET", "/v1/audit?subject=h1%00", None, "query parameter 'subject'"),
+        ("GET", "/v1/incidents?host=%00&state=OPEN", None, "query parameter 'host'"),
+        ("GET", "/v1/incidents/i%00", None, "path"),
+        ("GET", "/v1/recoveries?host=h%00", None, "query parameter 'host'"),
+        ("GET", "/v1/recoveries/r%001", None, "path"),
+        ("GET", "/v1/history?server=s%00", None, "query parameter 'server'"),
+        ("GET", "/v2/alarms?q.field=name&q.value=a%00", None, "query parameter 'q.value'"),
+        ("GET", "/v2/alarms/a%00/history", None, "path"),
+        ("POST", "/v2/alarms", doctor_alarm(project_id=f"p{nul}"), "project_id"),
+        ("POST", "/v2/alarms", doctor_alarm(name=f"vm1{nul}"), "name"),
+        (
+            "POST",
+            "/v2/alarms",
+            doctor_alarm(alarm_actions=[f"http://127.0.0.1:9/x{nul}"]),
+            "alarm_actions.0",
+        ),
+        (
+            "POST",
+            "/v2/query/alarms/history",
+            {"filter": f'{{"=": {{"alarm_id": "a{nul}"}}}}'},
+            "filter",
+        ),
+        (
+            "PUT",
+            "/events",
+            [
+                {
+                    "time": "2026-01-01T00:00:00Z",
+                    "type": "compute.host.down",
+                    "details": {"hostname": f"h1{nul}", "status": "down"},
+                }
+            ],
+            "0.details.hostname",
+        ),
+    ]
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=10) as c:
+        before = w.state()
+        for method, path, body, where in cases:
+            r = c.request(method, path, json=body)
+            message = refused(r, where)
+            assert "NUL character" in message
+            aodh = path.startswith("/v2/")
+            assert ("error_message" in r.json()) == aodh, (path, r.json())
+        assert w.state() == before  # nothing was written
+        # The text "\u0000" (a backslash, then u0000) is no NUL: kept as sent.
+        r = c.post("/v2/alarms", json=doctor_alarm(description="\\u0000 is not a NUL"))
+        assert r.status_code == 201, r.text
+        assert r.json()["description"] == "\\u0000 is not a NUL"
+        stored = AlarmStore(w.db).all()
+        assert [a.spec["description"] for a in stored] == ["\\u0000 is not a NUL"]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_values_longer_than_their_columns_are_400_and_the_longest_allowed_are_stored(
