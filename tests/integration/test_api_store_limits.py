@@ -97,6 +97,18 @@ def test_a_nul_character_anywhere_a_request_reaches_the_store_is_400_naming_wher
             ],
             "0.details.hostname",
         ),
+        (
+            "PUT",
+            "/events",
+            [
+                {
+                    "time": "2026-01-01T00:00:00Z",
+                    "type": "compute.host.down",
+                    "details": {"hostname": "h1", "status": "down", f"note{nul}": 1},
+                }
+            ],
+            "0.details.note\\u0000",
+        ),
     ]
     with httpx.Client(base_url=url, headers=ADMIN, timeout=10) as c:
         before = w.state()

@@ -75,23 +75,27 @@ NUL = "\x00"
 NUL_PROBLEM = "holds a NUL character (%00, \\u0000), which no name, id or URL may hold"
 
 
-def nul_in_json(value: Any, where: str = "") -> str | None:
-    """Where in a parsed JSON document a string (or an object's key) holds a NUL."""
-    if isinstance(value, str):
-        return (where or "(body)") if NUL in value else None
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        here = f"{where}.{key}" if where else str(key)
-        if isinstance(key, str) and NUL in key:
-            return here
-        found = nul_in_json(item, here)
-        if found is not None:
-            return found
+def nul_in_json(document: Any) -> str | None:
+    """Where in a parsed JSON document a string (or an object's key) holds a NUL: the
+    first one found, depth first (without recursion: any nesting is fine)."""
+    todo: list[tuple[str, Any]] = [("", document)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, str):
+            if NUL in value:
+                return where or "(body)"
+            continue
+        if isinstance(value, dict):
+            items: list[tuple[Any, Any]] = list(value.items())
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        else:
+            continue
+        for key, item in reversed(items):
+            here = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and NUL in key:
+                return here
+            todo.append((here, item))
     return None
 
 
@@ -108,9 +112,10 @@ def nul_in_request(scope: Scope, body: bytes) -> str | None:
     if b"\\u0000" in body:  # the only way JSON can spell a NUL in a string
         try:
             document = json.loads(body)
-        except ValueError:
-            return None
-        return nul_in_json(document)
+        except (ValueError, RecursionError):
+            return None  # not JSON: the route refuses it
+        where = nul_in_json(document)
+        return None if where is None else where.replace(NUL, "\\u0000")
     return None
 
 
