@@ -26,7 +26,7 @@ fail() {
   failed+=("$2")
 }
 
-install() { bash scripts/install-debian-deps.sh "$@"; }
+install_packages() { bash scripts/install-debian-deps.sh "$@"; }
 
 # The tests connect as user postgres, without a password, to database "test".
 postgres_lets_tests_in() {
@@ -38,7 +38,7 @@ ensure_postgresql() {
     local fresh=""
     if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
       echo "PostgreSQL is not installed: installing Debian's postgresql"
-      install postgresql || { fail "cannot install PostgreSQL (Debian package postgresql)" PostgreSQL; return; }
+      install_packages postgresql || { fail "cannot install PostgreSQL (Debian package postgresql)" PostgreSQL; return; }
       fresh=1
     fi
     local version
@@ -77,7 +77,7 @@ ensure_redis() {
   if ! port_open 6379; then
     if ! command -v redis-server >/dev/null; then
       echo "Redis is not installed: installing Debian's redis-server"
-      install redis-server || { fail "cannot install Redis (Debian package redis-server)" Redis; return; }
+      install_packages redis-server || { fail "cannot install Redis (Debian package redis-server)" Redis; return; }
     fi
     echo "starting Redis"
     $SUDO mkdir -p /var/lib/redis /var/log/redis
@@ -94,7 +94,7 @@ ensure_rabbitmq() {
   port_open 5672 && return 0
   if ! command -v rabbitmq-server >/dev/null; then
     echo "RabbitMQ is not installed: installing Debian's rabbitmq-server"
-    install rabbitmq-server || { fail "cannot install RabbitMQ (Debian package rabbitmq-server)" RabbitMQ; return; }
+    install_packages rabbitmq-server || { fail "cannot install RabbitMQ (Debian package rabbitmq-server)" RabbitMQ; return; }
     port_open 5672 && return 0
   fi
   echo "starting RabbitMQ"

@@ -41,7 +41,7 @@ HOSTS = {"h1": "z", "h2": "z", "h3": "z", "h4": "z"}
 READER = {"X-Auth-Token": READER_TOKEN}
 
 
-def inspector_on(db: Database, journal: IncidentJournal, states: HostStates) -> Inspector:
+def inspector_on(journal: IncidentJournal, states: HostStates) -> Inspector:
     cloud = RecordingCloud()
     return Inspector(
         HOSTS,
@@ -74,7 +74,7 @@ def test_incidents_are_journaled_read_back_after_a_restart_and_served_from_the_s
     async def first_run() -> dict[str, dict[str, Any]]:
         journal = IncidentJournal(IncidentStore(db))
         states = HostStates(HostStore(db))
-        inspector = inspector_on(db, journal, states)
+        inspector = inspector_on(journal, states)
         journal.start()
         states.start()
         try:
@@ -110,7 +110,7 @@ def test_incidents_are_journaled_read_back_after_a_restart_and_served_from_the_s
     assert adopted == [written["h1"]["id"]] and h1_state == h1.state
 
     # A controller that adopted nothing serves both from the database alone.
-    idle = inspector_on(db, IncidentJournal(IncidentStore(db)), HostStates())
+    idle = inspector_on(IncidentJournal(IncidentStore(db)), HostStates())
     with api(settings, db, idle) as client:
         listed = client.get("/v1/incidents", headers=READER).json()["incidents"]
         assert [i["id"] for i in listed] == [written["h2"]["id"], written["h1"]["id"]]
@@ -174,7 +174,7 @@ def test_recoveries_and_evacuations_are_upserted_and_served_from_the_store(
     rows = {e["server_id"]: (e["result"], e["to_host"]) for e in got["evacuations"]}
     assert rows == {"s1": ("recovered", "h3"), "s2": ("running", None)}
 
-    idle = inspector_on(db, IncidentJournal(IncidentStore(db)), HostStates())
+    idle = inspector_on(IncidentJournal(IncidentStore(db)), HostStates())
     with api(settings, db, idle) as client:
         admin = {"X-Auth-Token": ADMIN_TOKEN}
         listed = client.get("/v1/recoveries", headers=admin).json()["recoveries"]

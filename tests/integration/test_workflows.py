@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dbos import DBOS
-from dbos._error import DBOSNonExistentWorkflowError
+from dbos import error as dbos_error
 
 from medevac.cloud.models import Server
 from medevac.config import Settings
@@ -54,8 +55,7 @@ class FakeNova:
         self.calls: list[tuple[str, str]] = []
 
     def _set(self, server_id: str, **changes: Any) -> None:
-        old = self.servers[server_id]
-        self.servers[server_id] = Server(**{**{f: getattr(old, f) for f in FIELDS}, **changes})
+        self.servers[server_id] = replace(self.servers[server_id], **changes)
 
     async def set_forced_down(self, host: str, forced_down: bool = True) -> None:
         self.calls.append(("force-down", host))
@@ -96,20 +96,6 @@ class FakeNova:
             return False
         asked = self.calls.index(("evacuate", server_id))
         return ("read", server_id) in self.calls[asked + 1 :]
-
-
-FIELDS = (
-    "id",
-    "name",
-    "project_id",
-    "host",
-    "status",
-    "vm_state",
-    "task_state",
-    "power_state",
-    "host_status",
-    "metadata",
-)
 
 
 def server(server_id: str, host: str = "h1", status: str = "ACTIVE") -> Server:
@@ -176,7 +162,7 @@ async def result_of(workflow_id: str, within: float = 30) -> Any:
         try:
             handle = await DBOS.retrieve_workflow_async(workflow_id)
             break
-        except DBOSNonExistentWorkflowError:
+        except dbos_error.DBOSNonExistentWorkflowError:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.02)
