@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the lab and the tests use, only those missing.
+# Installs Debian packages, only those missing: the ones named on the command line, or
+# by default those the lab and the tests use.
 set -euo pipefail
-want=(ipmitool snmptrapd)
+want=("$@")
+[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,4 +1,12 @@
-"""Shared fixtures: tokens, settings, a database per test, polling helper."""
+"""Shared fixtures: tokens, settings, a database per test, polling helper.
+
+A test module about the store (storage, outbox, alarms, incidents, retention,
+workflows) says ``pytestmark = pytest.mark.databases``: each of its tests that uses
+the database (``db``, ``settings``, ``storage_url``) then runs twice, on a SQLite file
+and on a PostgreSQL database of its own (``[sqlite]``, ``[postgresql]``). A test of it
+that holds on one only says ``@pytest.mark.databases("sqlite")``. PostgreSQL must run on
+127.0.0.1:5432 (``make test`` brings it up): a test that needs it and finds it not
+running fails, it is never skipped."""
 
 from __future__ import annotations
 
@@ -8,12 +16,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from medevac.config import ApiConfig, ApiToken, NotifierConfig, Role, Settings, StorageConfig
 from medevac.storage import Database
@@ -24,6 +34,7 @@ ADMIN_TOKEN = "admin-token-0123456789"
 READER_TOKEN = "reader-token-0123456789"
 MEMBER_TOKEN = "member-token-0123456789"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DATABASES = ("sqlite", "postgresql")
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
@@ -74,8 +85,62 @@ def wait_healthy(port: int, timeout: float = 20) -> None:
     wait_for("the controller to answer /healthz", healthy, timeout)
 
 
+def postgres_available() -> bool:
+    return port_open(5432)
+
+
+@contextmanager
+def throwaway_postgres(prefix: str = "medevac_test") -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database on 127.0.0.1:5432, dropped afterwards
+    with whatever is still connected to it; fails the test if PostgreSQL is not running."""
+    if not postgres_available():
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (make services starts it)")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``databases`` marks: the tests that use the database run on each one named (both
+    when none is)."""
+    marker = metafunc.definition.get_closest_marker("databases")
+    if marker is None or "database_kind" not in metafunc.fixturenames:
+        return
+    kinds = marker.args or DATABASES
+    unknown = set(kinds) - set(DATABASES)
+    if unknown:
+        raise pytest.UsageError(f"databases: unknown {sorted(unknown)} (one of {DATABASES})")
+    metafunc.parametrize("database_kind", database_params(tuple(kinds)), indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """Which database the test's store is: sqlite, unless its module or itself is
+    marked ``databases``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def storage_url(database_kind: str, tmp_path: Path) -> Iterator[str]:
+    """The test's own database, empty: a SQLite file, or a PostgreSQL database."""
+    if database_kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'medevac.db'}"
+        return
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(storage_url: str) -> Settings:
     return Settings(
         api=ApiConfig(
             max_body_bytes=4096,
@@ -90,7 +155,7 @@ def settings(tmp_path: Path) -> Settings:
                 ),
             ],
         ),
-        storage=StorageConfig(url=f"sqlite:///{tmp_path / 'medevac.db'}"),
+        storage=StorageConfig(url=storage_url),
         # The tests' consumers listen on loopback, which alarm actions may not reach
         # unless allowed.
         notifier=NotifierConfig(action_allow_networks=["127.0.0.0/8"]),  # type: ignore[list-item]
@@ -105,11 +170,15 @@ def db(settings: Settings) -> Iterator[Database]:
     database.dispose()
 
 
-def postgres_available() -> bool:
-    return port_open(5432)
+def database_params(kinds: tuple[str, ...] = DATABASES) -> list[Any]:
+    """``kinds`` as parameters, those on PostgreSQL marked ``postgres``."""
+    return [
+        pytest.param(k, id=k, marks=[pytest.mark.postgres] if k == "postgresql" else [])
+        for k in kinds
+    ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=database_params())
 def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An empty database, not migrated: a SQLite file, then a PostgreSQL database of
     its own on 127.0.0.1:5432 (which must be running: these tests never skip)."""
@@ -118,18 +187,10 @@ def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         yield database
         database.dispose()
         return
-    if not postgres_available():
-        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432")
-    admin = Database(POSTGRES_URL)
-    name = f"medevac_test_{uuid.uuid4().hex[:10]}"
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
-    yield database
-    database.dispose()
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f'DROP DATABASE "{name}"'))
-    admin.dispose()
+    with throwaway_postgres() as url:
+        database = Database(url)
+        yield database
+        database.dispose()
 
 
 class ConsumerProcess:

@@ -13,7 +13,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -36,6 +36,7 @@ from pydantic_settings import (
 from medevac.monitor.hosts import MonitorSettings
 from medevac.notifier.alarms import ActionTargets
 from medevac.recovery.policy import HostGroup
+from medevac.storage.models import NAME_LENGTH
 from medevac.storage.retention import RetentionPolicy
 
 # The blocks own their tunables' defaults; the configuration exposes and checks them.
@@ -63,7 +64,9 @@ class _Section(BaseModel):
 class ApiToken(_Section):
     """A bearer token and who it stands for."""
 
-    name: str = Field(min_length=1, description="who holds it; shown in the audit log")
+    name: str = Field(
+        min_length=1, max_length=NAME_LENGTH, description="who holds it; shown in the audit log"
+    )
     token: SecretStr = Field(
         description="the secret, sent as X-Auth-Token or Authorization: Bearer; at least 16 "
         "characters, each token's own, never logged or echoed"
@@ -73,7 +76,9 @@ class ApiToken(_Section):
         "member: its own project's resources"
     )
     project_id: str | None = Field(
-        default=None, description="the project a member stands for; required for role member"
+        default=None,
+        max_length=NAME_LENGTH,
+        description="the project a member stands for; required for role member",
     )
 
     @model_validator(mode="after")
@@ -294,6 +299,7 @@ class HostConfig(_Section):
     )
     zone: str = Field(
         default="nova",
+        max_length=NAME_LENGTH,
         description="the zone the isolation check and the mass-failure guard count it in",
     )
     redfish_scheme: Literal["https", "http"] = Field(
@@ -702,7 +708,9 @@ class Settings(BaseSettings):
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     profiler: ProfilerConfig = Field(default_factory=ProfilerConfig)
-    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    hosts: dict[Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)], HostConfig] = Field(
+        default_factory=dict
+    )
     bmc_secrets_file: Path | None = Field(
         default=None,
         description="TOML file of [host] username/password tables, kept apart from this file",

@@ -1,4 +1,5 @@
-"""The Aodh v2 alarm API: Aodh's fields and answers, project scoping, bad input."""
+"""The Aodh v2 alarm API: Aodh's fields and answers, project scoping, bad input; what
+goes through the store on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def client(settings: Settings, db: Database) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.mark.databases
 def test_create_answers_like_aodh(client: TestClient) -> None:
     r = client.post("/v2/alarms", json=doctor_alarm(), headers=ADMIN)
     assert r.status_code == 201, r.text
@@ -64,6 +66,7 @@ def test_create_answers_like_aodh(client: TestClient) -> None:
     ]
 
 
+@pytest.mark.databases
 def test_alarms_survive_a_restart(settings: Settings, db: Database) -> None:
     store = AlarmStore(db)
     first = Notifier(store, OutboxStore(db))
@@ -75,6 +78,7 @@ def test_alarms_survive_a_restart(settings: Settings, db: Database) -> None:
         assert c.get(f"/v2/alarms/{alarm_id}", headers=ADMIN).json()["name"] == "vm1-failure"
 
 
+@pytest.mark.databases
 def test_state_get_put_and_history(client: TestClient) -> None:
     alarm_id = client.post("/v2/alarms", json=doctor_alarm(), headers=ADMIN).json()["alarm_id"]
     assert client.put(f"/v2/alarms/{alarm_id}/state", json="ok", headers=ADMIN).json() == "ok"
@@ -85,6 +89,7 @@ def test_state_get_put_and_history(client: TestClient) -> None:
     assert [h["type"] for h in history] == ["state transition", "creation"]
 
 
+@pytest.mark.databases
 def test_replace_and_delete(client: TestClient) -> None:
     alarm_id = client.post("/v2/alarms", json=doctor_alarm(), headers=ADMIN).json()["alarm_id"]
     r = client.put(f"/v2/alarms/{alarm_id}", json=doctor_alarm(severity="critical"), headers=ADMIN)
@@ -93,6 +98,7 @@ def test_replace_and_delete(client: TestClient) -> None:
     assert client.get(f"/v2/alarms/{alarm_id}", headers=ADMIN).status_code == 404
 
 
+@pytest.mark.databases
 def test_put_takes_back_the_alarm_it_read_but_no_unknown_field(client: TestClient) -> None:
     alarm = client.post("/v2/alarms", json=doctor_alarm(), headers=MEMBER).json()
     body = client.get(f"/v2/alarms/{alarm['alarm_id']}", headers=MEMBER).json()
@@ -107,6 +113,7 @@ def test_put_takes_back_the_alarm_it_read_but_no_unknown_field(client: TestClien
     assert r.json()["error_message"]["faultstring"].startswith("colour")
 
 
+@pytest.mark.databases
 def test_member_sees_only_its_projects_alarms(client: TestClient) -> None:
     ops = client.post("/v2/alarms", json=doctor_alarm(), headers=ADMIN).json()
     mine = client.post("/v2/alarms", json=doctor_alarm(name="mine"), headers=MEMBER).json()

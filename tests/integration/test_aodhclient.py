@@ -1,5 +1,6 @@
 """Aodh's own client (aodhclient: the library and the `aodh` CLI) against a real
-`medevac serve` on loopback, authenticated with medevac's static tokens."""
+`medevac serve` on loopback, authenticated with medevac's static tokens; its store on
+SQLite, then on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ from aodhclient import exceptions
 from aodhclient.v2 import client as aodh_client
 from keystoneauth1 import session, token_endpoint
 
-from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN, free_port, wait_for
+from tests.conftest import (
+    ADMIN_TOKEN,
+    MEMBER_TOKEN,
+    READER_TOKEN,
+    database_params,
+    free_port,
+    throwaway_postgres,
+    wait_for,
+)
 
 OTHER_MEMBER_TOKEN = "member2-token-0123456789"  # project p2; MEMBER_TOKEN is p1's
 AODH = Path(sys.executable).with_name("aodh")
@@ -32,13 +42,27 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=database_params())
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A `medevac serve` on SQLite, then one on PostgreSQL (its recoveries' workflows on
+    the same database, as configured by default)."""
     tmp = tmp_path_factory.mktemp("aodh")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            storage = f"sqlite:///{tmp / 'c.db'}"
+        else:
+            storage = stack.enter_context(throwaway_postgres())
+        yield stack.enter_context(serving(tmp, storage))
+
+
+@contextmanager
+def serving(tmp: Path, storage: str) -> Iterator[Server]:
     port = free_port()
     tokens = [("ops", ADMIN_TOKEN, "admin", None), ("auditor", READER_TOKEN, "reader", None)]
     tokens += [("t1", MEMBER_TOKEN, "member", "p1"), ("t2", OTHER_MEMBER_TOKEN, "member", "p2")]
-    config = f'[api]\nport = {port}\n[storage]\nurl = "sqlite:///{tmp / "c.db"}"\n'
+    config = f'[api]\nport = {port}\n[storage]\nurl = "{storage}"\n'
     config += '[notifier]\naction_allow_networks = ["127.0.0.0/8"]\n'
     for name, token, role, project in tokens:
         config += f'[[api.tokens]]\nname = "{name}"\ntoken = "{token}"\nrole = "{role}"\n'

@@ -66,6 +66,7 @@ def test_member_sees_its_project(client: TestClient) -> None:
     assert r.json()["project_id"] == "p1"
 
 
+@pytest.mark.databases
 def test_wrong_role_is_403(client: TestClient, db: Database) -> None:
     db.record_audit("test", "host1", "tester", {"n": 1})
     r = client.get("/v1/audit", headers={"X-Auth-Token": MEMBER_TOKEN})
@@ -108,6 +109,7 @@ def test_openapi_lists_routes(client: TestClient) -> None:
     assert {"/healthz", "/v1/whoami", "/v1/audit"} <= set(paths)
 
 
+@pytest.mark.databases
 def test_healthz_queries_the_store_and_answers_503_with_the_reason_when_it_does_not_answer(
     client: TestClient, settings: Settings
 ) -> None:
@@ -175,6 +177,7 @@ def test_openapi_and_docs_need_a_token(client: TestClient) -> None:
     assert docs.status_code == 200 and "/openapi.json" in docs.text
 
 
+@pytest.mark.databases
 def test_audit_pages_with_limit_and_offset(client: TestClient, db: Database) -> None:
     for n in range(5):
         db.record_audit("test", f"host{n}", "tester", {"n": n})

@@ -18,6 +18,8 @@ from tests.api_world import OTHER_MEMBER_TOKEN, World, build_world
 from tests.conftest import MEMBER_TOKEN, READER_TOKEN
 from tests.integration.test_alarms_api import doctor_alarm
 
+pytestmark = pytest.mark.databases
+
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # Read-only routes that take a body (a query): any token may call them.
 QUERIES = {"/v2/query/alarms", "/v2/query/alarms/history"}

@@ -94,6 +94,7 @@ def client(settings: Settings, db: Database) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.mark.databases
 def test_alarm_quota_per_project_is_403_in_aodhs_shape(settings: Settings, db: Database) -> None:
     limited = settings.model_copy(
         update={"api": settings.api.model_copy(update={"alarm_quota": 2})}
@@ -110,6 +111,7 @@ def test_alarm_quota_per_project_is_403_in_aodhs_shape(settings: Settings, db: D
         assert len(c.get("/v2/alarms", headers=MEMBER).json()) == 2
 
 
+@pytest.mark.databases
 def test_action_credentials_are_masked_but_to_admins_and_the_alarms_project(
     client: TestClient,
 ) -> None:

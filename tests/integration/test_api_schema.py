@@ -35,6 +35,7 @@ EXAMPLES = 30  # per operation and token: about 1,200 requests over the 20 opera
 PROBES = {"/healthz", "/readyz"}
 
 
+@pytest.mark.databases  # bad input must never reach either database as a 500
 def test_generated_requests_get_no_5xx_and_answers_match_the_document(
     settings: Settings, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:

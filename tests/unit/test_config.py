@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from medevac.config import ConfigError, Role, load_settings
+from medevac.storage.models import NAME_LENGTH
 
 GOOD = """
 [api]
@@ -75,6 +76,32 @@ def test_member_token_needs_project(tmp_path: Path) -> None:
     text = '[[api.tokens]]\nname = "t"\ntoken = "0123456789abcdef0123"\nrole = "member"\n'
     with pytest.raises(ConfigError, match="needs a project_id"):
         load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (
+            '[[api.tokens]]\nname = "{long}"\ntoken = "0123456789abcdef0123"\nrole = "admin"\n',
+            "name",
+        ),
+        (
+            '[[api.tokens]]\nname = "t"\ntoken = "0123456789abcdef0123"\nrole = "member"\n'
+            'project_id = "{long}"\n',
+            "project_id",
+        ),
+        ('[hosts.{long}]\nbmc_address = "127.0.0.1"\n', "hosts"),
+        ('[hosts.c1]\nbmc_address = "127.0.0.1"\nzone = "{long}"\n', "zone"),
+    ],
+)
+def test_names_the_store_keeps_are_refused_past_its_columns(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    """Token names (audit actors), members' projects (alarms' projects), host names and
+    zones: PostgreSQL would refuse a longer one at the first write."""
+    with pytest.raises(ConfigError, match=f"{field}.*at most {NAME_LENGTH}"):
+        load_settings(write(tmp_path, text.format(long="x" * (NAME_LENGTH + 1))))
+    assert load_settings(write(tmp_path, text.format(long="x" * NAME_LENGTH)))
 
 
 def test_secret_values_never_appear_in_errors_or_repr(tmp_path: Path) -> None:

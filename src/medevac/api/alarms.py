@@ -43,6 +43,7 @@ from medevac.notifier.query import (
     parse_complex_query,
     parse_list_query,
 )
+from medevac.storage.models import URL_LENGTH
 from medevac.storage.records import HistoryRow
 
 AnyRole = Annotated[Principal, Depends(require())]
@@ -192,6 +193,16 @@ def alarms_router(
                 term.typed_value()
         except QueryError as exc:
             raise ApiError(400, f"event_rule.query: {exc}") from None
+        for name in ACTION_FIELDS:
+            for n, url in enumerate(getattr(spec, name)):
+                if len(url) > URL_LENGTH:  # each delivery stores it: never quoted back
+                    where = f"{name}.{n}"
+                    problem = (
+                        f"an action URL may be at most {URL_LENGTH} characters, not {len(url)}"
+                    )
+                    raise ApiError(
+                        400, f"{where}: {problem}", errors=[{"field": where, "problem": problem}]
+                    )
         project = spec.project_id
         if principal.role is Role.MEMBER:
             if project is not None and project != principal.project_id:

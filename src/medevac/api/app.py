@@ -19,7 +19,7 @@ from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.health import Health
 from medevac.api.incidents import incidents_router
-from medevac.api.limits import BodySizeLimit, TokenRateLimit
+from medevac.api.limits import BodySizeLimit, NulRefusal, TokenRateLimit
 from medevac.api.openapi import install_openapi
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
@@ -68,6 +68,8 @@ def create_app(
     app.state.tokens = TokenRegistry(settings.api.tokens)
     app.state.db = db
     install_error_handlers(app)
+    # Innermost first: NUL characters are looked for in a body already bounded in size.
+    app.add_middleware(NulRefusal)
     app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(
         TokenRateLimit,

@@ -1,12 +1,16 @@
-"""Limits on what a caller may send: body size (413) and request rate per token (429)."""
+"""Limits on what a caller may send: body size (413), NUL characters (400) and request
+rate per token (429)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +66,96 @@ class BodySizeLimit:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+NUL = "\x00"
+NUL_PROBLEM = "holds a NUL character (%00, \\u0000), which no name, id or URL may hold"
+
+
+def nul_in_json(document: Any) -> str | None:
+    """Where in a parsed JSON document a string (or an object's key) holds a NUL: the
+    first one found, depth first (without recursion: any nesting is fine)."""
+    todo: list[tuple[str, Any]] = [("", document)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, str):
+            if NUL in value:
+                return where or "(body)"
+            continue
+        if isinstance(value, dict):
+            items: list[tuple[Any, Any]] = list(value.items())
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        else:
+            continue
+        for key, item in reversed(items):
+            here = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and NUL in key:
+                return here
+            todo.append((here, item))
+    return None
+
+
+def nul_in_request(scope: Scope, body: bytes) -> str | None:
+    """What part of a request holds a NUL: its path, a query parameter, or a string
+    of its JSON body (a body that is not JSON is the route's to refuse)."""
+    if NUL in scope.get("path", ""):
+        return "path"
+    query = scope.get("query_string", b"")
+    if b"%00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if NUL in name or NUL in value:
+                return f"query parameter {name.replace(NUL, '%00')!r}"
+    if b"\\u0000" in body:  # the only way JSON can spell a NUL in a string
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return None  # not JSON: the route refuses it
+        where = nul_in_json(document)
+        return None if where is None else where.replace(NUL, "\\u0000")
+    return None
+
+
+class NulRefusal:
+    """ASGI middleware: 400 naming where a request holds a NUL character, in its path, a
+    query parameter or a string of its JSON body. PostgreSQL cannot store one in text:
+    the write, or the query, would fail as a 500 (and a delivery with it, its chunk).
+    The probes (``exempt``) read no input."""
+
+    def __init__(self, app: ASGIApp, exempt: tuple[str, ...] = ("/healthz", "/readyz")) -> None:
+        self.app = app
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        # The body is bounded: BodySizeLimit, outside this, has read it whole already.
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        where = nul_in_request(scope, body)
+        if where is not None:
+            message_text = f"{where}: {NUL_PROBLEM}"
+            aodh = is_aodh_path(scope["path"].replace(NUL, ""))
+            await send_json(send, 400, error_body(400, message_text, aodh=aodh))
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

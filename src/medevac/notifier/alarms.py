@@ -20,6 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medevac.notifier.events import Event, iso
+from medevac.storage.models import NAME_LENGTH
 
 AlarmState = Literal["ok", "alarm", "insufficient data"]
 STATES: tuple[str, ...] = ("ok", "alarm", "insufficient data")
@@ -114,8 +115,8 @@ class AlarmSpec(BaseModel):
     ok_actions: list[str] = Field(default_factory=list, max_length=10)
     insufficient_data_actions: list[str] = Field(default_factory=list, max_length=10)
     event_rule: EventRule = Field(default_factory=EventRule)
-    project_id: str | None = Field(default=None, max_length=255)
-    user_id: str | None = Field(default=None, max_length=255)
+    project_id: str | None = Field(default=None, max_length=NAME_LENGTH)
+    user_id: str | None = Field(default=None, max_length=NAME_LENGTH)
     time_constraints: list[Any] = Field(default_factory=list, max_length=0)
 
     def actions(self) -> Iterable[str]:
@@ -165,7 +166,8 @@ def mask_url_credentials(url: str) -> str:
 
 
 def action_host(url: str) -> tuple[str, int]:
-    """The host (lower case, no brackets) and port an action URL sends to."""
+    """The host (lower case, no brackets) and port an action URL sends to; a consumer is
+    named by them in the audit log, so together they fit its subject."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"action {mask_url_credentials(url)!r} must be an http:// or https:// URL")
@@ -173,6 +175,11 @@ def action_host(url: str) -> tuple[str, int]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise ValueError(f"action {mask_url_credentials(url)!r} has an invalid port") from None
+    if len(f"{parts.hostname}:{port}") > NAME_LENGTH:
+        raise ValueError(
+            f"action {mask_url_credentials(url)[:80]!r}...: its host and port are longer "
+            f"than {NAME_LENGTH} characters"
+        )
     return parts.hostname.lower(), port
 
 

@@ -8,6 +8,13 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The lengths of the string columns that outside input reaches (API bodies, the
+# configuration). PostgreSQL refuses a longer value, failing the whole write (SQLite
+# keeps anything): the API and the configuration refuse it first, against these.
+NAME_LENGTH = 255  # host and server names, project ids, audit subjects and actors
+URL_LENGTH = 2000  # an alarm action's URL, one delivery each
+TEXT_LENGTH = 1000  # reasons and errors
+
 
 class Base(DeclarativeBase):
     pass
@@ -18,8 +25,8 @@ class HostRecord(Base):
 
     __tablename__ = "hosts"
 
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    zone: Mapped[str] = mapped_column(String(255), default="nova")
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(NAME_LENGTH), default="nova")
     state: Mapped[str] = mapped_column(String(32), default="UP")
     state_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Optimistic concurrency: a transition names the generation it started from.
@@ -42,8 +49,8 @@ class AuditEvent(Base):
     )
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     kind: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(String(255))
-    actor: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    actor: Mapped[str] = mapped_column(String(NAME_LENGTH))
     trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -54,13 +61,13 @@ class IncidentRecord(Base):
     __tablename__ = "incidents"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    host: Mapped[str] = mapped_column(String(255), index=True)
-    zone: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    zone: Mapped[str] = mapped_column(String(NAME_LENGTH))
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(32))
     # The host's name while the incident is open, NULL once closed: the unique index
     # makes a second open incident for one host impossible, whoever writes.
-    open_host: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    open_host: Mapped[str | None] = mapped_column(String(NAME_LENGTH), unique=True, nullable=True)
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(
@@ -76,9 +83,9 @@ class AlarmRecord(Base):
     __tablename__ = "alarms"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    project_id: Mapped[str | None] = mapped_column(String(255), index=True, nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH), index=True, nullable=True)
     state: Mapped[str] = mapped_column(String(32))
-    state_reason: Mapped[str] = mapped_column(String(1000), default="")
+    state_reason: Mapped[str] = mapped_column(String(TEXT_LENGTH), default="")
     state_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -91,7 +98,7 @@ class AlarmChange(Base):
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     alarm_id: Mapped[str] = mapped_column(String(36), index=True)
-    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
     type: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -105,14 +112,14 @@ class Delivery(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # stable: consumers dedup
     alarm_id: Mapped[str] = mapped_column(String(36), index=True)
-    url: Mapped[str] = mapped_column(String(2000))
+    url: Mapped[str] = mapped_column(String(URL_LENGTH))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed | cancelled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
     trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
@@ -123,7 +130,7 @@ class RecoveryRecord(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the workflow id
     incident_id: Mapped[str] = mapped_column(String(36), index=True)
-    host: Mapped[str] = mapped_column(String(255), index=True)
+    host: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
     level: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -145,9 +152,9 @@ class EvacuationRecord(Base):
     )
     recovery_id: Mapped[str] = mapped_column(String(128), index=True)
     server_id: Mapped[str] = mapped_column(String(36), index=True)
-    server_name: Mapped[str] = mapped_column(String(255))
-    from_host: Mapped[str] = mapped_column(String(255))
-    to_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    server_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    from_host: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    to_host: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     result: Mapped[str] = mapped_column(String(32))  # running | recovered | already-moved | failed

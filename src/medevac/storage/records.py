@@ -15,6 +15,7 @@ from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, u
 
 from medevac.storage.db import Database
 from medevac.storage.models import (
+    TEXT_LENGTH,
     AlarmChange,
     AlarmRecord,
     AuditEvent,
@@ -197,7 +198,7 @@ class AlarmStore:
             values = {
                 "project_id": row.project_id,
                 "state": row.state,
-                "state_reason": row.state_reason,
+                "state_reason": row.state_reason[:TEXT_LENGTH],
                 "state_timestamp": dt(row.state_timestamp),
                 "timestamp": dt(row.timestamp),
                 "spec": row.spec,
@@ -249,7 +250,7 @@ class AlarmStore:
             {
                 "key": alarm_id,
                 "state": state,
-                "state_reason": reason[:1000],
+                "state_reason": reason[:TEXT_LENGTH],
                 "state_timestamp": dt(at),
             }
             for alarm_id, state, reason, at in states
@@ -336,7 +337,7 @@ class OutboxStore:
             if status == "delivered":
                 delivered.append(row)
             else:
-                retried.append({**row, "error": (error or "")[:1000]})
+                retried.append({**row, "error": (error or "")[:TEXT_LENGTH]})
         with self.db.session() as s:
             conn = s.connection()
             common = {"status": "status", "attempts": "attempts"}
