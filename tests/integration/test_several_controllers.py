@@ -19,11 +19,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from medevac.storage import Database
 from medevac.storage.records import HostStore
-from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, free_port, port_open, wait_for, wait_healthy
+from tests.conftest import (
+    ADMIN_TOKEN,
+    free_port,
+    port_open,
+    throwaway_postgres,
+    wait_for,
+    wait_healthy,
+)
 
 HOSTS = [f"compute-{i}" for i in range(1, 10)]
 TIMEOUT = 2.0  # shorter flaps under load on a 2-core machine with three controllers
@@ -35,16 +41,8 @@ def store_url() -> Iterator[str]:
     """A PostgreSQL database of its own, dropped afterwards."""
     if not port_open(6379):
         pytest.fail("Redis is not running on 127.0.0.1:6379 (make services starts it)")
-    if not port_open(5432):
-        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (make services starts it)")
-    admin = Database(POSTGRES_URL)
-    name = f"medevac_ha_{uuid.uuid4().hex[:10]}"
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_postgres("medevac_ha") as url:
+        yield url
 
 
 class Controller:
