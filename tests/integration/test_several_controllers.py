@@ -354,3 +354,32 @@ def test_a_host_silent_only_to_its_owner_gets_no_verdict_until_all_agree(
     finally:
         agent.kill()
         paths.close()
+
+
+def test_an_alarm_made_through_one_controller_is_known_to_all_within_a_second(
+    controllers: list[Controller],
+) -> None:
+    first, second, third = controllers
+    body = {
+        "name": "vm-down",
+        "type": "event",
+        "alarm_actions": ["http://192.0.2.10/hook"],  # a documentation address
+        "event_rule": {"event_type": "compute.instance.update", "query": []},
+    }
+    made = httpx.post(
+        f"http://127.0.0.1:{first.port}/v2/alarms", json=body, headers=AUTH, timeout=5
+    )
+    assert made.status_code == 201, made.text
+    alarm_id = made.json()["alarm_id"]
+    started = time.monotonic()
+
+    def known(c: Controller) -> bool:
+        r = httpx.get(f"http://127.0.0.1:{c.port}/v2/alarms/{alarm_id}", headers=AUTH, timeout=5)
+        return r.status_code == 200
+
+    wait_for("the others know it", lambda: known(second) and known(third), 3)
+    took = time.monotonic() - started
+    print(f"an alarm made on one controller was known to the others in {took:.2f} s")
+    gone = httpx.delete(f"http://127.0.0.1:{third.port}/v2/alarms/{alarm_id}", headers=AUTH)
+    assert gone.status_code == 204
+    wait_for("deleted everywhere", lambda: not known(first) and not known(second), 3)

@@ -28,7 +28,7 @@ CONFLICTS = {
     ("post", "/v1/hosts/{host}/release"): "the host is not back, or Nova refuses",
     ("get", "/v1/incidents/{incident_id}/profile"): "the incident has no profile yet",
 }
-UNKNOWN_HOST = {("put", "/events"), ("post", "/v1/alertmanager")}
+UNKNOWN_HOST = {("put", "/events"), ("post", "/v1/alertmanager"), ("get", "/v1/cluster/silence")}
 ALARM_BODIES = {("post", "/v2/alarms"), ("put", "/v2/alarms/{alarm_id}")}
 ALARM_ANSWERS = {
     ("post", "/v2/alarms"): "201",

@@ -55,6 +55,18 @@ def aodh_payload(alarm: Alarm, previous: str, event: dict[str, Any], reason: str
     }
 
 
+def _alarm(r: AlarmRow) -> Alarm:
+    return Alarm(
+        r.alarm_id,
+        AlarmSpec.model_validate(r.spec),
+        r.project_id,
+        r.state,
+        r.state_timestamp,
+        r.timestamp,
+        r.state_reason,
+    )
+
+
 def _reason(alarm: Alarm, event: Event) -> str:
     return (
         f"Event <id={event.message_id},event_type={event.event_type}> "
@@ -140,18 +152,37 @@ class Notifier:
     async def load(self) -> int:
         rows = await asyncio.to_thread(self.store.all)
         for r in rows:
-            alarm = Alarm(
-                r.alarm_id,
-                AlarmSpec.model_validate(r.spec),
-                r.project_id,
-                r.state,
-                r.state_timestamp,
-                r.timestamp,
-                r.state_reason,
-            )
-            self.index.put(alarm)
+            self.index.put(_alarm(r))
         self.loaded = True
         return len(rows)
+
+    async def follow_store(self, every: float) -> None:
+        """Several controllers share the alarms: every ``every`` s, the ones another
+        controller created, changed (rule or state) or deleted are taken into the index.
+        One cheap read of each alarm's two timestamps; only what changed is read whole."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except Exception as exc:  # the store away: the next round catches up
+                log.warning("alarms not refreshed from the store: %s", exc)
+
+    async def refresh(self) -> int:
+        """Take the store's alarms into the index; returns how many changed."""
+        stored = await asyncio.to_thread(self.store.versions)
+        known = self.index.alarms
+        changed = [
+            i
+            for i, (at, state_at) in stored.items()
+            if i not in known or (known[i].timestamp, known[i].state_timestamp) < (at, state_at)
+        ]
+        gone = [i for i in known if i not in stored]
+        for alarm_id in gone:
+            self.index.remove(alarm_id)
+            self.outbox.cancel_alarm(alarm_id)
+        for row in await asyncio.to_thread(self.store.some, changed) if changed else []:
+            self.index.put(_alarm(row))
+        return len(changed) + len(gone)
 
     async def start(self) -> int:
         """Load the alarms, resume the outbox, open the channels; returns deliveries resumed."""

@@ -192,6 +192,17 @@ class AlarmStore:
         with self.db.reading() as s:
             return [_alarm_row(r) for r in s.scalars(select(AlarmRecord))]
 
+    def versions(self) -> dict[str, tuple[float, float]]:
+        """Each alarm's (timestamp, state timestamp): what changed is read in full."""
+        q = select(AlarmRecord.id, AlarmRecord.timestamp, AlarmRecord.state_timestamp)
+        with self.db.reading() as s:
+            return {i: (ts(t) or 0.0, ts(st) or 0.0) for i, t, st in s.execute(q)}
+
+    def some(self, alarm_ids: Iterable[str]) -> list[AlarmRow]:
+        q = select(AlarmRecord).where(AlarmRecord.id.in_(list(alarm_ids)))
+        with self.db.reading() as s:
+            return [_alarm_row(r) for r in s.scalars(q)]
+
     def put(self, row: AlarmRow, change: HistoryRow) -> None:
         with self.db.session() as s:
             rec = s.get(AlarmRecord, row.alarm_id)
