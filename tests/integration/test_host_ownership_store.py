@@ -78,3 +78,23 @@ def test_a_claimed_host_moves_through_its_lifecycle(fresh_db: Database) -> None:
         "ctl-1",
         1,
     )
+
+
+def test_a_gone_controllers_pending_deliveries_are_adopted_once(fresh_db: Database) -> None:
+    from medevac.storage.records import AlarmStore, DeliveryRow, OutboxStore
+
+    fresh_db.migrate()
+    alarms, outbox = AlarmStore(fresh_db), OutboxStore(fresh_db)
+    rows = [
+        DeliveryRow(f"d{i}", f"a{i}", "http://c/x", {}, float(i), owner=owner)
+        for i, owner in enumerate(["ctl-1", "ctl-1", "ctl-2", None])
+    ]
+    alarms.record_firing((), (), rows)
+    outbox.settle([("d1", "delivered", 1, 3.0, None)])
+    assert [r.id for r in outbox.pending("ctl-1")] == ["d0"]  # its own, still pending
+    orphans = outbox.orphans({"ctl-2", "ctl-3"})
+    assert sorted(r.id for r in orphans) == ["d0", "d3"]  # ctl-1 is gone; d3 had no owner
+    taken = outbox.adopt(orphans, "ctl-3")
+    assert sorted((r.id, r.owner) for r in taken) == [("d0", "ctl-3"), ("d3", "ctl-3")]
+    assert outbox.adopt(orphans, "ctl-2") == []  # already taken: never sent by two
+    assert sorted(r.id for r in outbox.pending("ctl-3")) == ["d0", "d3"]

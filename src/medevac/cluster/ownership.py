@@ -158,13 +158,19 @@ class SharedOwnership:
             if self.on_gained is not None:
                 self.on_gained(gained)
 
-    async def keep_checking(self, every: float, view: Callable[[], ClusterView]) -> None:
-        """Apply the current view again every ``every`` s: a claim another member made
-        on a view this one never saw is found and answered within that time."""
+    async def keep_checking(
+        self,
+        every: float,
+        view: Callable[[], ClusterView],
+        apply: Callable[[ClusterView], None] | None = None,
+    ) -> None:
+        """Apply the current view again every ``every`` s (through ``apply``, default
+        ``on_view``): a claim another member made on a view this one never saw is found
+        and answered within that time."""
         while True:
             await asyncio.sleep(every)
             if self._applying is None or self._applying.done():
-                self.on_view(view())
+                (apply or self.on_view)(view())
 
     def share(self, members: Iterable[str]) -> set[str]:
         live = list(members)

@@ -112,6 +112,7 @@ class Outbox:
         on_checkpoint: CheckpointHook | None = None,
         alarm_state: Callable[[str], AlarmState | None] | None = None,
         on_failed: FailedHook | None = None,
+        member_id: str | None = None,
     ) -> None:
         self.alarms = alarms
         self.store = store
@@ -127,6 +128,9 @@ class Outbox:
         # A delivery given up: the notifier turns it into a ``medevac.delivery.failed``
         # event (the outbox records the audit entry).
         self.on_failed = on_failed
+        # Several controllers: it resumes only its own deliveries, and adopts a dead
+        # controller's (``adopt_orphans``).
+        self.member_id = member_id
         self.random: Callable[[], float] = random.random  # the retries' jitter
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
@@ -156,7 +160,8 @@ class Outbox:
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> int:
-        """Resume every delivery still pending in the outbox; returns how many."""
+        """Resume every delivery still pending in the outbox (several controllers: this
+        one's); returns how many."""
         # Loading the CA store costs tens of ms: once here, not on the first alarm.
         tls = await asyncio.to_thread(ssl.create_default_context)
         self._http = WebhookClient(
@@ -165,11 +170,28 @@ class Outbox:
             tls=tls,
             targets=self.settings.targets,
         )
-        pending = await asyncio.to_thread(self.store.pending)
+        pending = await asyncio.to_thread(self.store.pending, self.member_id)
         for row in pending:
             self._spawn(self._deliver(row, counted=False), row.alarm_id)
         self._flusher = asyncio.create_task(self._flush_loop())
         return len(pending)
+
+    async def adopt_orphans(self, live: frozenset[str], mine: Callable[[str], bool]) -> int:
+        """Send the pending deliveries of controllers no longer ``live``: the ones
+        ``mine`` says (by alarm id) this controller takes, each taken in the store first,
+        so that one survivor sends it. Returns how many were taken."""
+        if self.member_id is None or self._http is None:
+            return 0
+        orphans = await asyncio.to_thread(self.store.orphans, live)
+        taken = await asyncio.to_thread(
+            self.store.adopt, [r for r in orphans if mine(r.alarm_id)], self.member_id
+        )
+        for row in taken:
+            self._spawn(self._deliver(row, counted=False), row.alarm_id)
+        if taken:
+            log.warning("took over %d pending deliveries of controllers gone", len(taken))
+        self.counters["adopted"] += len(taken)
+        return len(taken)
 
     async def close(self) -> None:
         # What was submitted reaches the database first: a webhook not yet written

@@ -123,8 +123,11 @@ class Notifier:
         channels: Iterable[Channel] = (),
         clock: Callable[[], float] = time.time,
         first_alarms_wait: float = 0.005,
+        member_id: str | None = None,
     ) -> None:
         self.store = store
+        # Several controllers: the deliveries it makes are its own to send.
+        self.member_id = member_id
         # The notifier's own outbox: it reads the alarms' states from the notifier's
         # index and reports the deliveries it gives up.
         self.outbox = Outbox(
@@ -135,6 +138,7 @@ class Notifier:
             on_checkpoint=on_checkpoint,
             alarm_state=self._alarm_state,
             on_failed=self._delivery_failed,
+            member_id=member_id,
         )
         self.channels = list(channels)
         self.clock = clock
@@ -325,7 +329,15 @@ class Notifier:
                 aodh_event = event.as_aodh()  # once per event, whatever fires on it
             payload = aodh_payload(alarm, previous, aodh_event, reason)
             deliveries.extend(
-                DeliveryRow(str(uuid.uuid4()), alarm.alarm_id, url, payload, now, event.trace_id)
+                DeliveryRow(
+                    str(uuid.uuid4()),
+                    alarm.alarm_id,
+                    url,
+                    payload,
+                    now,
+                    event.trace_id,
+                    owner=self.member_id,
+                )
                 for url in alarm.spec.alarm_actions
             )
 

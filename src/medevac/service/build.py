@@ -135,7 +135,12 @@ def build_notifier(
     if n.bus_url:
         channels.append(BusPublisher(n.bus_url, n.bus_exchange, n.bus_topic))
     return Notifier(
-        alarms, OutboxStore(db), delivery, on_checkpoint=on_checkpoint, channels=channels
+        alarms,
+        OutboxStore(db),
+        delivery,
+        on_checkpoint=on_checkpoint,
+        channels=channels,
+        member_id=settings.cluster.member_id if settings.cluster.enabled else None,
     )
 
 

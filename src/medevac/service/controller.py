@@ -19,9 +19,10 @@ from starlette.applications import Starlette
 from medevac.bmc.power import BmcPowerReader
 from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
 from medevac.cloud.nova_view import CloudNovaView
-from medevac.cluster.membership import Membership
+from medevac.cluster.membership import ClusterView, Membership
 from medevac.cluster.ownership import Ownership, SharedOwnership, SoleController
 from medevac.cluster.quorum import PeerQuorum
+from medevac.cluster.ring import owner_of
 from medevac.config import (
     Settings,
 )
@@ -200,7 +201,7 @@ class Controller:
             c.member_id,
             c.api_url or base_url(settings.api),
             timeout=c.membership_timeout,
-            on_view=lambda view: self.shared.on_view(view) if self.shared else None,
+            on_view=self._cluster_view,
             on_lapsed=self._lapsed,
             group=c.group.encode(),
         )
@@ -226,6 +227,27 @@ class Controller:
             slack=settings.monitor.interval,
             floor=1.5 * settings.monitor.interval,
         )
+
+    def _cluster_view(self, view: ClusterView) -> None:
+        """The live members changed: hosts move, and the pending deliveries of a
+        controller gone are shared out among the survivors like hosts."""
+        assert self.shared is not None
+        self.shared.on_view(view)
+        if view.isolated or not view.members:
+            return
+        me = self.shared.member_id
+
+        async def adopt() -> None:
+            try:
+                await self.notifier.outbox.adopt_orphans(
+                    view.members, lambda alarm_id: owner_of(alarm_id, view.members) == me
+                )
+            except Exception:  # the store away: the next view or check tries again
+                log.exception("could not take over the deliveries of controllers gone")
+
+        task = asyncio.ensure_future(adopt())
+        self._takeovers.add(task)
+        task.add_done_callback(self._takeovers.discard)
 
     def _hosts_gained(self, hosts: set[str]) -> None:
         task = asyncio.ensure_future(self._take_over(hosts))
@@ -382,7 +404,9 @@ class Controller:
             membership = self.membership
             checking = asyncio.create_task(
                 self.shared.keep_checking(
-                    self.settings.cluster.membership_timeout, lambda: membership.view
+                    self.settings.cluster.membership_timeout,
+                    lambda: membership.view,
+                    self._cluster_view,
                 )
             )
             self._takeovers_keep.add(checking)

@@ -121,6 +121,9 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
     trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The controller that sends it (several controllers): one at a time, and a dead
+    # one's pending deliveries are adopted by one survivor each.
+    owner: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
 
 
 class RecoveryRecord(Base):

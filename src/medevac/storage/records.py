@@ -7,11 +7,11 @@ transaction and blocking: callers on the event loop run them in a thread.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
 
 from medevac.storage.db import Database
 from medevac.storage.models import (
@@ -154,6 +154,7 @@ class DeliveryRow:
     next_attempt_at: float | None = None
     delivered_at: float | None = None
     last_error: str | None = None
+    owner: str | None = None  # the controller sending it (several controllers)
 
 
 def _alarm_row(r: AlarmRecord) -> AlarmRow:
@@ -181,6 +182,7 @@ def _delivery_row(r: Delivery) -> DeliveryRow:
         next_attempt_at=ts(r.next_attempt_at),
         delivered_at=ts(r.delivered_at),
         last_error=r.last_error,
+        owner=r.owner,
     )
 
 
@@ -302,6 +304,7 @@ def _delivery_rows(deliveries: Iterable[DeliveryRow]) -> list[dict[str, Any]]:
             "created_at": dt(d.created_at),
             "next_attempt_at": dt(d.created_at),
             "trace_id": d.trace_id,
+            "owner": d.owner,
         }
         for d in deliveries
     ]
@@ -333,10 +336,45 @@ class OutboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def pending(self) -> list[DeliveryRow]:
+    def pending(self, owner: str | None = None) -> list[DeliveryRow]:
+        """The deliveries still to send; ``owner``: only that controller's."""
+        q = select(Delivery).where(Delivery.status == "pending")
+        if owner is not None:
+            q = q.where(Delivery.owner == owner)
         with self.db.reading() as s:
-            q = select(Delivery).where(Delivery.status == "pending").order_by(Delivery.created_at)
-            return [_delivery_row(r) for r in s.scalars(q)]
+            return [_delivery_row(r) for r in s.scalars(q.order_by(Delivery.created_at))]
+
+    def orphans(self, live: Iterable[str]) -> list[DeliveryRow]:
+        """Pending deliveries whose controller is not among the ``live`` ones (or that
+        no controller was named for: made by a single controller before)."""
+        q = select(Delivery).where(
+            Delivery.status == "pending",
+            or_(Delivery.owner.is_(None), Delivery.owner.not_in(list(live))),
+        )
+        with self.db.reading() as s:
+            return [_delivery_row(r) for r in s.scalars(q.order_by(Delivery.created_at))]
+
+    def adopt(self, rows: Iterable[DeliveryRow], owner: str) -> list[DeliveryRow]:
+        """Make ``owner`` the sender of ``rows``, each only if still pending under the
+        controller it was read under (another survivor may have taken it): returns the
+        ones taken."""
+        taken = []
+        with self.db.session() as s:
+            for row in rows:
+                done = s.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id == row.id,
+                        Delivery.status == "pending",
+                        Delivery.owner.is_(None)
+                        if row.owner is None
+                        else Delivery.owner == row.owner,
+                    )
+                    .values(owner=owner)
+                )
+                if cast(Any, done).rowcount == 1:
+                    taken.append(replace(row, owner=owner))
+        return taken
 
     def settle(self, outcomes: Iterable[tuple[str, str, int, float, str | None]]) -> None:
         """Record attempts: (id, status, attempts, at, error); ``at`` is the delivery time
