@@ -24,6 +24,7 @@ from medevac.storage import Database
 from medevac.storage.records import HostStore
 from tests.conftest import (
     ADMIN_TOKEN,
+    ConsumerProcess,
     free_port,
     port_open,
     throwaway_postgres,
@@ -69,6 +70,7 @@ class Controller:
             f'[cluster]\ncoordination_url = "redis://127.0.0.1:6379"\nmember_id = "{name}"\n'
             f'membership_timeout = {TIMEOUT}\ngroup = "{group}"\npeer_token = "{ADMIN_TOKEN}"\n'
             f"[monitor]\nlisten_port = {self.heartbeat_port}\n"
+            '[notifier]\naction_allow_networks = ["127.0.0.0/8"]\nretry_initial = 0.2\n'
             f"{hosts}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -383,3 +385,45 @@ def test_an_alarm_made_through_one_controller_is_known_to_all_within_a_second(
     gone = httpx.delete(f"http://127.0.0.1:{third.port}/v2/alarms/{alarm_id}", headers=AUTH)
     assert gone.status_code == 204
     wait_for("deleted everywhere", lambda: not known(first) and not known(second), 3)
+
+
+def test_a_killed_controllers_pending_deliveries_are_sent_by_a_survivor(
+    controllers: list[Controller], consumer: ConsumerProcess
+) -> None:
+    """An alarm fires on one controller while its consumer is down; that controller is
+    killed; once the consumer is back, a survivor sends the delivery, once."""
+    victim = max(controllers, key=lambda c: len(c.owned()))
+    host = sorted(victim.owned())[0]
+    survivors = [c for c in controllers if c is not victim]
+    body = {
+        "name": "host-down",
+        "type": "event",
+        "alarm_actions": [f"{consumer.url}/vnfm"],
+        "event_rule": {"event_type": "compute.host.down", "query": []},
+    }
+    made = httpx.post(f"http://127.0.0.1:{victim.port}/v2/alarms", json=body, headers=AUTH)
+    assert made.status_code == 201, made.text
+    consumer.down()
+    report = [
+        {
+            "id": "e1",
+            "time": "2026-01-01T00:00:00Z",
+            "type": "compute.host.down",
+            "details": {"hostname": host, "status": "down"},
+        }
+    ]
+    put = httpx.put(f"http://127.0.0.1:{victim.port}/events", json=report, headers=AUTH)
+    assert put.status_code in (200, 202, 204), put.text
+
+    def tried() -> bool:
+        return bool(consumer.state().get("refused"))
+
+    wait_for("the delivery tried against the consumer down", tried, 20)
+    assert victim.proc is not None
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    consumer.up()
+    got = wait_for("a survivor delivered it", consumer.received, 20)
+    assert len({r["delivery_id"] for r in got}) == 1, got  # the one delivery
+    assert consumer.state()["duplicates"] == 0
+    adopted = [c for c in survivors if "took over 1 pending deliveries" in c.log.read_text()]
+    assert len(adopted) == 1  # by one survivor
