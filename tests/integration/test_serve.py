@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,3 +49,27 @@ def test_serve_with_invalid_config_exits_with_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "api.port" in result.stderr
+
+
+def test_the_cli_fails_over_to_the_next_controller(tmp_path: Path) -> None:
+    config, port = serve_config(tmp_path)
+    env = {**os.environ, "MEDEVAC_CONFIG": str(config), "MEDEVAC_TOKEN": ADMIN_TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "medevac", "serve"], env=env)
+    dead = "http://127.0.0.1:9"  # nothing listens there
+
+    def cli(url: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "medevac", "hosts", "--json", "--url", url]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    try:
+        wait_healthy(port)
+        both = cli(f"{dead},http://127.0.0.1:{port}")
+        assert both.returncode == 0, both.stderr
+        assert "hosts" in json.loads(both.stdout)
+        alone = cli(dead)
+        assert alone.returncode == 1 and "cannot reach the controller: http://127.0.0.1:9" in (
+            alone.stderr
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

@@ -247,23 +247,52 @@ def _pair(value: str) -> tuple[str, str]:
     return name, interface
 
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="MEDEVAC_URL", help="Controller API.")]
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="MEDEVAC_URL",
+        help="Controller API; several controllers comma-separated, tried in turn.",
+    ),
+]
 TokenOption = Annotated[str, typer.Option(envvar="MEDEVAC_TOKEN", help="API token.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DEFAULT_URL = "http://127.0.0.1:8780"
 
 
-def api_get(url: str, token: str, path: str) -> Any:
-    """GET a controller endpoint; exit with the API's own message on failure."""
+def api_call(method: str, url: str, token: str, path: str, timeout: float = 10) -> Any:
+    """Call a controller; with several URLs (``a,b,c``), the next is tried when one
+    does not answer, or answers that another controller owns the host. Returns the
+    response; exits with the API's own message (or why none answered) otherwise."""
     import httpx
 
-    try:
-        resp = httpx.get(f"{url}{path}", headers={"X-Auth-Token": token}, timeout=10)
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the controller at {url}: {exc}") from None
+    from medevac.cluster.ownership import NOT_OWNER
+
+    urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+    failures: list[str] = []
+    resp = None
+    for base in urls:
+        try:
+            resp = httpx.request(
+                method, f"{base}{path}", headers={"X-Auth-Token": token}, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            failures.append(f"{base}: {exc}")
+            continue
+        if resp.status_code == 409 and NOT_OWNER in _message(resp) and base != urls[-1]:
+            failures.append(f"{base}: {_message(resp)}")
+            continue
+        break
+    if resp is None:
+        raise fail("cannot reach the controller: " + "; ".join(failures))
     if resp.status_code != 200:
         raise fail(f"{resp.status_code}: {_message(resp)}")
     return resp.json()
+
+
+def api_get(url: str, token: str, path: str) -> Any:
+    """GET a controller endpoint; exit with the API's own message on failure."""
+    return api_call("GET", url, token, path)
 
 
 @app.command()
@@ -304,17 +333,7 @@ def host_release(
     token: TokenOption = "",
 ) -> None:
     """Put a host that came back into service (unset force-down, enable, restore ports)."""
-    import httpx
-
-    try:
-        resp = httpx.post(
-            f"{url}/v1/hosts/{host}/release", headers={"X-Auth-Token": token}, timeout=60
-        )
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the controller at {url}: {exc}") from None
-    if resp.status_code != 200:
-        raise fail(f"{resp.status_code}: {_message(resp)}")
-    body = resp.json()
+    body = api_call("POST", url, token, f"/v1/hosts/{host}/release", timeout=60)
     Console().print(f"{host} released: {body['ports_restored']} ports restored")
 
 

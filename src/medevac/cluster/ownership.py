@@ -24,12 +24,15 @@ from medevac.storage.records import HostStore, StaleOwner
 log = logging.getLogger(__name__)
 
 
+NOT_OWNER = "does not own"  # in NotOwner's message: clients try another controller
+
+
 class NotOwner(Exception):
     """An effect asked of a controller that does not own the host (any more)."""
 
     def __init__(self, member_id: str, host: str) -> None:
         self.member_id, self.host = member_id, host
-        super().__init__(f"{member_id} does not own {host}: its owner acts on it")
+        super().__init__(f"{member_id} {NOT_OWNER} {host}: its owner acts on it")
 
 
 class Ownership(Protocol):
