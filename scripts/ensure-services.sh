@@ -2,7 +2,8 @@
 # Brings up the local services the tests use, installing them from Debian's packages
 # when they are missing: PostgreSQL on 127.0.0.1:5432 (the storage, outbox, alarm,
 # incident and workflow suites run on it as well as on SQLite), Redis on :6379 and
-# RabbitMQ on :5672 (Nova's versioned notifications). Quick when they already run.
+# etcd on :2379 (the controllers' coordination backends), and RabbitMQ on :5672
+# (Nova's versioned notifications). Quick when they already run.
 # Exits non-zero, naming each service that could not be brought up: no test is ever
 # skipped for want of one.
 set -uo pipefail
@@ -90,6 +91,35 @@ ensure_redis() {
   fail "Redis did not answer PING on 127.0.0.1:6379 (see /var/log/redis/ci.log)" Redis
 }
 
+etcd_answers() {
+  (
+    exec 3<>/dev/tcp/127.0.0.1/2379 || exit 1
+    printf 'GET /version HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    grep -q etcdserver <&3
+  ) 2>/dev/null
+}
+
+ensure_etcd() {
+  etcd_answers && return 0
+  if ! port_open 2379; then
+    if ! command -v etcd >/dev/null; then
+      echo "etcd is not installed: installing Debian's etcd-server"
+      install_packages etcd-server || { fail "cannot install etcd (Debian package etcd-server)" etcd; return; }
+    fi
+    etcd_answers && return 0
+    echo "starting etcd"
+    # On loopback only, its data throwaway like the tests'.
+    local data=/var/tmp/medevac-etcd
+    $SUDO mkdir -p "$data"
+    $SUDO sh -c "nohup etcd --data-dir '$data' --listen-client-urls http://127.0.0.1:2379 \
+      --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+      >'$data.log' 2>&1 &"
+    wait_port 2379 15
+  fi
+  for _ in $(seq 1 20); do etcd_answers && return 0; sleep 0.25; done
+  fail "etcd did not answer on 127.0.0.1:2379 (see /var/tmp/medevac-etcd.log)" etcd
+}
+
 ensure_rabbitmq() {
   port_open 5672 && return 0
   if ! command -v rabbitmq-server >/dev/null; then
@@ -104,6 +134,7 @@ ensure_rabbitmq() {
 
 ensure_postgresql
 ensure_redis
+ensure_etcd
 ensure_rabbitmq
 if [ ${#failed[@]} -gt 0 ]; then
   echo "error: the tests need ${failed[*]}, which could not be brought up" >&2

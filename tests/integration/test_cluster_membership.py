@@ -1,6 +1,6 @@
-"""Controllers in the coordination group, on a real Redis: each sees the others, a
-killed one is gone within the membership timeout, a paused one loses its lease and
-is told it was replaced when it wakes."""
+"""Controllers in the coordination group, on a real Redis and a real etcd 3: each sees
+the others, a killed one is gone within the membership timeout, a paused one loses
+its lease and is told it was replaced when it wakes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ from medevac.cluster.membership import ClusterView, Membership, backend_url, dis
 from tests.conftest import port_open
 
 REDIS = "redis://127.0.0.1:6379"
+ETCD = "etcd3+http://127.0.0.1:2379"
+BACKENDS = {REDIS: 6379, ETCD: 2379}
 TIMEOUT = 1.0
+# etcd grants no lease shorter than about 1.5 s (its election timeout times 1.5).
+TIMEOUTS = {REDIS: TIMEOUT, ETCD: 2.0}
 
 
 def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -35,10 +39,16 @@ def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     return sync
 
 
+@pytest.fixture(params=list(BACKENDS), ids=["redis", "etcd"])
+def backend(request: pytest.FixtureRequest) -> str:
+    url: str = request.param
+    if not port_open(BACKENDS[url]):
+        pytest.fail(f"nothing listens for {url} (make services starts it)")
+    return url
+
+
 @pytest.fixture
 def group() -> bytes:
-    if not port_open(6379):
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (make services starts it)")
     return f"medevac-test-{uuid.uuid4().hex[:8]}".encode()
 
 
@@ -58,12 +68,12 @@ class Seen:
         return self.views[-1].members if self.views else frozenset()
 
 
-def member(group: bytes, name: str, seen: Seen, url: str = REDIS) -> Membership:
+def member(group: bytes, name: str, seen: Seen, url: str) -> Membership:
     return Membership(
         url,
         name,
         f"http://{name}:8775",
-        timeout=TIMEOUT,
+        timeout=TIMEOUTS.get(url, TIMEOUT),
         on_view=seen.view,
         on_lapsed=seen.lapse,
         group=group,
@@ -80,9 +90,9 @@ async def until(what: str, check: Callable[[], object], within: float) -> float:
 
 
 @run
-async def test_members_see_each_other_with_their_api_urls(group: bytes) -> None:
+async def test_members_see_each_other_with_their_api_urls(group: bytes, backend: str) -> None:
     seen = {n: Seen() for n in ("ctl-1", "ctl-2", "ctl-3")}
-    ms = [member(group, n, s) for n, s in seen.items()]
+    ms = [member(group, n, s, backend) for n, s in seen.items()]
     loop = asyncio.get_running_loop()
     for m in ms:
         m.start(loop)
@@ -118,17 +128,19 @@ MEMBER = textwrap.dedent(
 
 
 @run
-async def test_a_killed_member_is_gone_within_the_membership_timeout(group: bytes) -> None:
+async def test_a_killed_member_is_gone_within_the_membership_timeout(
+    group: bytes, backend: str
+) -> None:
     seen = Seen()
-    survivor = member(group, "survivor", seen)
+    survivor = member(group, "survivor", seen, backend)
     survivor.start(asyncio.get_running_loop())
     victim = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         MEMBER,
-        REDIS,
+        backend,
         group.decode(),
-        str(TIMEOUT),
+        str(TIMEOUTS[backend]),
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -136,9 +148,10 @@ async def test_a_killed_member_is_gone_within_the_membership_timeout(group: byte
         assert await asyncio.wait_for(victim.stdout.readline(), 10) == b"joined\n"
         await until("the victim seen", lambda: "victim" in seen.members, 5)
         os.kill(victim.pid, signal.SIGKILL)
-        took = await until("the victim gone", lambda: "victim" not in seen.members, TIMEOUT + 1)
+        timeout = TIMEOUTS[backend]
+        took = await until("the victim gone", lambda: "victim" not in seen.members, timeout + 1)
         assert seen.members == {"survivor"}
-        print(f"a killed member was gone after {took * 1000:.0f} ms (timeout {TIMEOUT} s)")
+        print(f"a killed member was gone after {took * 1000:.0f} ms (timeout {timeout} s)")
     finally:
         if victim.returncode is None:
             victim.kill()
@@ -147,10 +160,12 @@ async def test_a_killed_member_is_gone_within_the_membership_timeout(group: byte
 
 
 @run
-async def test_a_paused_member_loses_its_lease_and_learns_it_was_replaced(group: bytes) -> None:
+async def test_a_paused_member_loses_its_lease_and_learns_it_was_replaced(
+    group: bytes, backend: str
+) -> None:
     other, sleeper_seen = Seen(), Seen()
-    watcher = member(group, "watcher", other)
-    sleeper = member(group, "sleeper", sleeper_seen)
+    watcher = member(group, "watcher", other, backend)
+    sleeper = member(group, "sleeper", sleeper_seen, backend)
     loop = asyncio.get_running_loop()
     watcher.start(loop)
     sleeper.start(loop)
@@ -161,7 +176,8 @@ async def test_a_paused_member_loses_its_lease_and_learns_it_was_replaced(group:
         frozen = real()
         sleeper.clock = lambda: frozen
         paused = threading_pause(sleeper)
-        await until("the sleeper dropped", lambda: other.members == {"watcher"}, TIMEOUT + 1)
+        gone = TIMEOUTS[backend] + 1
+        await until("the sleeper dropped", lambda: other.members == {"watcher"}, gone)
         sleeper.clock = real
         assert not sleeper.lease_valid()  # awake, not yet heard: it must act on nothing
         paused.set()

@@ -33,6 +33,9 @@ from tests.conftest import (
 )
 
 HOSTS = [f"compute-{i}" for i in range(1, 10)]
+REDIS = "redis://127.0.0.1:6379"
+ETCD = "etcd3+http://127.0.0.1:2379"
+BACKEND_PORTS = {REDIS: 6379, ETCD: 2379}
 TIMEOUT = 2.0  # shorter flaps under load on a 2-core machine with three controllers
 AUTH = {"X-Auth-Token": ADMIN_TOKEN}
 
@@ -40,14 +43,12 @@ AUTH = {"X-Auth-Token": ADMIN_TOKEN}
 @pytest.fixture
 def store_url() -> Iterator[str]:
     """A PostgreSQL database of its own, dropped afterwards."""
-    if not port_open(6379):
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (make services starts it)")
     with throwaway_postgres("medevac_ha") as url:
         yield url
 
 
 class Controller:
-    def __init__(self, tmp: Path, name: str, store: str, group: str) -> None:
+    def __init__(self, tmp: Path, name: str, store: str, group: str, backend: str) -> None:
         self.name = name
         self.port = free_port()
         self.heartbeat_port = free_port(socket.SOCK_DGRAM)
@@ -67,7 +68,7 @@ class Controller:
             f"[api]\nport = {self.port}\n"
             f'[[api.tokens]]\nname = "ops"\ntoken = "{ADMIN_TOKEN}"\nrole = "admin"\n'
             f'[storage]\nurl = "{store}"\n'
-            f'[cluster]\ncoordination_url = "redis://127.0.0.1:6379"\nmember_id = "{name}"\n'
+            f'[cluster]\ncoordination_url = "{backend}"\nmember_id = "{name}"\n'
             f'membership_timeout = {TIMEOUT}\ngroup = "{group}"\npeer_token = "{ADMIN_TOKEN}"\n'
             f"[monitor]\nlisten_port = {self.heartbeat_port}\n"
             '[notifier]\naction_allow_networks = ["127.0.0.0/8"]\nretry_initial = 0.2\n'
@@ -118,9 +119,18 @@ def shares_settled(ctls: list[Controller], members: int) -> bool:
 
 
 @pytest.fixture
-def controllers(tmp_path: Path, store_url: str) -> Iterator[list[Controller]]:
+def coordination(request: pytest.FixtureRequest) -> str:
+    """The coordination backend: Redis, or etcd 3 where a test asks for it."""
+    url: str = getattr(request, "param", REDIS)
+    if not port_open(BACKEND_PORTS[url]):
+        pytest.fail(f"nothing listens for {url} (make services starts it)")
+    return url
+
+
+@pytest.fixture
+def controllers(tmp_path: Path, store_url: str, coordination: str) -> Iterator[list[Controller]]:
     group = f"medevac-test-{uuid.uuid4().hex[:8]}"
-    ctls = [Controller(tmp_path, f"ctl-{i}", store_url, group) for i in (1, 2, 3)]
+    ctls = [Controller(tmp_path, f"ctl-{i}", store_url, group, coordination) for i in (1, 2, 3)]
     try:
         for c in ctls:
             c.start()
@@ -157,6 +167,7 @@ def test_each_host_has_one_owner_under_a_recorded_epoch(
         db.dispose()
 
 
+@pytest.mark.parametrize("coordination", [REDIS, ETCD], ids=["redis", "etcd"], indirect=True)
 def test_a_killed_controllers_hosts_move_within_the_membership_timeout(
     controllers: list[Controller], store_url: str
 ) -> None:
