@@ -555,3 +555,23 @@ async def test_the_hosts_lifecycle_follows_its_loss_recovery_return_and_release(
         "UP",
     ]
     await inspector.drain()
+
+
+@sync
+async def test_an_adopted_lost_host_whose_recovery_never_started_gets_one() -> None:
+    """Its previous owner died between the verdict and recording the recovery: the
+    controller taking the host over starts it, with the servers' states as known."""
+    cloud = RecordingCloud()
+    dying, _ = build(cloud)
+    dying.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))  # no recovery configured there
+    await dying.drain()
+    inc = Incident.from_dict(dying.open["h1"].as_dict())  # as the store gives it back
+    assert inc.recovery_id is None
+    heir, _ = build(cloud)
+    heir.recovery = starter = Starter()
+    heir.adopt([inc])
+    assert heir.recover_adopted(heir.open["h1"]) == f"recover-{inc.id}"
+    assert [(h, v) for h, v, _ in starter.started] == [("h1", "HOST_UNREACHABLE")]
+    heir.open["h1"].recovery_ended_at = 5.0
+    assert heir.recover_adopted(heir.open["h1"]) is None  # ended: nothing to run
+    assert len(starter.started) == 1

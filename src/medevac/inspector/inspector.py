@@ -190,6 +190,26 @@ class Inspector:
                 self.open[inc.host] = inc
                 self._by_trace[inc.trace_id] = inc
 
+    def recover_adopted(self, inc: Incident) -> str | None:
+        """An incident taken over from another controller, its host lost: its recovery
+        starts here unless it already exists (the id comes from the incident, so a
+        recovery the previous owner started is found, never started twice). The one a
+        dying owner had not yet recorded in the workflow store starts now. Returns its
+        id, or None when no recovery is to run."""
+        held = inc.state is IncidentState.HELD
+        if self.recovery is None or not self.settings.act or not inc.host_lost or held:
+            return None
+        if inc.recovery_ended_at is not None:
+            return None
+        lost = [v["kind"] for v in inc.verdicts if VerdictKind(v["kind"]).host_lost]
+        servers = self.recovery.order(inc.host, self.topology.servers_on(inc.host))
+        before = {s.id: s.vm_state or "" for s in servers}
+        inc.recovery_id = self.recovery.start(
+            inc.id, inc.host, lost[0] if lost else "HOST_UNREACHABLE", before, inc.trace_id
+        )
+        self.saver.save(inc)
+        return inc.recovery_id
+
     def forget(self, hosts: set[str]) -> int:
         """Another controller owns ``hosts`` now: their open incidents leave memory (the
         store keeps them; the new owner adopts them). Returns how many left."""

@@ -47,6 +47,10 @@ class Recovery:
         if self.queue is not None:
             await DBOS.register_queue_async(self.queue, polling_interval_sec=0.1)
 
+    async def recorded(self, recovery_id: str) -> bool:
+        """Whether the workflow store has this recovery (started, by any controller)."""
+        return await DBOS.get_workflow_status_async(recovery_id) is not None
+
     async def take_over(self, recovery_ids: Iterable[str]) -> list[str]:
         """Resume, on this controller, the recoveries (and their servers' evacuations)
         that another executor left pending: their hosts are this controller's now,

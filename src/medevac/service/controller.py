@@ -27,7 +27,7 @@ from medevac.config import (
     Settings,
 )
 from medevac.inspector.host_states import HostStates
-from medevac.inspector.incidents import ServiceView
+from medevac.inspector.incidents import Incident, ServiceView
 from medevac.inspector.inspector import Inspector
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
@@ -266,14 +266,30 @@ class Controller:
                 if inc.host_lost:
                     self.monitor.presume_lost(inc.host)
             self.monitor.taken(hosts)
+        if self.recovery is not None:
+            try:
+                await self._take_over_recoveries(self.recovery, incidents)
+            except Exception:  # the workflow store away
+                log.exception("could not take over the recoveries of %s", sorted(hosts))
+
+    async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
+        # A recovery its dying owner decided on but never recorded starts here; one
+        # recorded is resumed, never started a second time.
+        unstarted = [
+            i
+            for i in incidents
+            if i.host_lost
+            and i.recovery_ended_at is None
+            and (i.recovery_id is None or not await recovery.recorded(i.recovery_id))
+        ]
+        if unstarted:
+            await self.sync.ready.wait()  # the servers' states before the fault
+            for inc in unstarted:
+                self.inspector.recover_adopted(inc)
         running = [
             i.recovery_id for i in incidents if i.recovery_id and i.recovery_ended_at is None
         ]
-        if self.recovery is not None and running:
-            try:
-                await self.recovery.take_over(running)
-            except Exception:  # the workflow store away: the next claim tries again
-                log.exception("could not take over the recoveries of %s", sorted(hosts))
+        await recovery.take_over(running)
 
     def _hosts_lost(self, hosts: set[str]) -> None:
         if n := self.inspector.forget(hosts):
