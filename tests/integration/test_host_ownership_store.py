@@ -98,3 +98,18 @@ def test_a_gone_controllers_pending_deliveries_are_adopted_once(fresh_db: Databa
     assert sorted((r.id, r.owner) for r in taken) == [("d0", "ctl-3"), ("d3", "ctl-3")]
     assert outbox.adopt(orphans, "ctl-2") == []  # already taken: never sent by two
     assert sorted(r.id for r in outbox.pending("ctl-3")) == ["d0", "d3"]
+
+
+def test_many_hosts_are_claimed_in_chunks_and_two_claimers_never_deadlock(
+    fresh_db: Database,
+) -> None:
+    fresh_db.migrate()
+    store = HostStore(fresh_db)
+    hosts = {f"h{i:04d}": "z" for i in range(1200)}  # three chunks of 500 at most
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda who: store.claim_many(hosts, who, 1.0), ["c1", "c2"])
+    assert set(first) == set(second) == set(hosts)
+    rows = {r.name: r for r in store.all()}
+    assert all(r.epoch == 2 for r in rows.values())  # each claimed once by each
+    assert all(rows[h].owner == ("c1" if first[h] == 2 else "c2") for h in hosts)
+    assert all({first[h], second[h]} == {1, 2} for h in hosts)

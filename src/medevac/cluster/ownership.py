@@ -149,13 +149,15 @@ class SharedOwnership:
             self._changed("lost", stale)
             if self.on_lost is not None:
                 self.on_lost(stale)  # what it knew of them may be old: taken afresh below
+        wanted = {h: self.hosts[h] for h in mine - set(self.held)}
         gained: set[str] = set()
-        for host in sorted(mine - set(self.held)):
-            self.held[host] = await asyncio.to_thread(
-                self.store.claim, host, self.hosts[host], self.member_id, self.clock()
+        if wanted:
+            epochs = await asyncio.to_thread(
+                self.store.claim_many, wanted, self.member_id, self.clock()
             )
-            self.claims += 1
-            gained.add(host)
+            self.held.update(epochs)
+            self.claims += len(epochs)
+            gained = set(epochs)
         if gained:
             self._changed("gained", gained)
             if self.on_gained is not None:

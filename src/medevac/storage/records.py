@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from medevac.storage.db import Database
 from medevac.storage.models import (
@@ -643,26 +644,61 @@ class HostStore:
     def claim(self, name: str, zone: str, owner: str, at: float) -> int:
         """Make ``owner`` the owner of ``name`` under a new epoch (one above the stored
         one), recorded with its audit entry; returns the new epoch."""
+        return self.claim_many({name: zone}, owner, at)[name]
+
+    def claim_many(
+        self, hosts: dict[str, str], owner: str, at: float, chunk: int = 500
+    ) -> dict[str, int]:
+        """``claim`` for many hosts (name -> zone), a few hundred per transaction, their
+        rows locked in name order (two claimers never deadlock); returns the epochs."""
+        epochs: dict[str, int] = {}
+        names = sorted(hosts)
+        for i in range(0, len(names), chunk):
+            part = names[i : i + chunk]
+            try:
+                epochs |= self._claim_chunk(part, hosts, owner, at)
+            except IntegrityError:  # another claimer made a missing row first: again
+                epochs |= self._claim_chunk(part, hosts, owner, at)
+        return epochs
+
+    def _claim_chunk(
+        self, names: list[str], hosts: dict[str, str], owner: str, at: float
+    ) -> dict[str, int]:
         with self.db.session() as s:
-            row = s.get(HostRecord, name, with_for_update=True)
-            if row is None:
-                row = HostRecord(
-                    name=name, zone=zone, state="UP", state_since=dt(at), generation=0, epoch=0
-                )
-                s.add(row)
-            before = (row.owner, row.epoch or 0)
-            row.owner, row.epoch = owner, (row.epoch or 0) + 1
-            s.add(
-                AuditEvent(
-                    at=dt(at),
-                    kind="host.owner",
-                    subject=name,
-                    actor=owner,
-                    trace_id=None,
-                    detail={"from": before[0], "to": owner, "epoch": row.epoch},
-                )
+            q = (
+                select(HostRecord)
+                .where(HostRecord.name.in_(names))
+                .order_by(HostRecord.name)
+                .with_for_update()
             )
-            return row.epoch
+            rows = {r.name: r for r in s.scalars(q)}
+            epochs = {}
+            for name in names:
+                row = rows.get(name)
+                if row is None:
+                    row = HostRecord(
+                        name=name,
+                        zone=hosts[name],
+                        state="UP",
+                        state_since=dt(at),
+                        generation=0,
+                        epoch=0,
+                    )
+                    s.add(row)
+                before = row.owner
+                row.owner, row.epoch = owner, (row.epoch or 0) + 1
+                epochs[name] = row.epoch
+                s.add(
+                    AuditEvent(
+                        at=dt(at),
+                        kind="host.owner",
+                        subject=name,
+                        actor=owner,
+                        trace_id=None,
+                        detail={"from": before, "to": owner, "epoch": row.epoch},
+                    )
+                )
+            return epochs
 
     def record_effect(
         self,
