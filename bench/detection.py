@@ -306,13 +306,18 @@ def compare(measured: dict[int, dict[tuple[str, str], list[float]]], docs: Path 
             ]
             table.append("| " + " | ".join([*cells, *ratios]) + " |")
     counts = [base_n, *others]
-    shown = [key for key in figures if any(line[0] == key for line in lines)]
+    # The chart: the verdict and its two parts (the table has every figure).
+    charted = ("first host verdict", "silence noticed (T01)", "T01 to verdict")
+    shown = [k for k in figures if k[1] in charted and any(line[0] == k for line in lines)]
     label = {c: f"{c} controller{'s' if c > 1 else ''}" for c in counts}
     chart = write_chart(
         docs,
         "detection-controllers",
         "fault injected to verdict (ms), one controller and several",
-        [f"{k[0]}:\n{k[1]}" for k in shown],
+        [
+            f"{k[0]}:\n{k[1].replace('silence noticed ', '').replace('first host ', '')}"
+            for k in shown
+        ],
         {label[c]: [statistics.median(measured[c][k]) * 1000 for k in shown] for c in counts},
         "ms",
         whiskers=(
