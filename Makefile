@@ -55,12 +55,15 @@ types: venv
 
 ## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
 ## `make bench` (under 15 min), `make bench QUICK=1` (a smoke run, under 3 min, writes
-## nothing), `make bench-long` (the 10-minute soak and the 100- and 50-server labs).
+## nothing), `make bench-long` (the 10-minute soak, the 100- and 50-server labs, 100
+## takeovers). Detection on one controller and on three takes about 4 min (2 each),
+## takeover with 20 kills and 20 pauses about 4 min; QUICK: about 45 s each.
 DOCS := --write-docs docs/benchmarks.md
 bench: venv lab-venv deps services
 ifdef QUICK
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2
-	$(VENV)/bin/python bench/detection.py --runs 3
+	$(VENV)/bin/python bench/detection.py --runs 2 --controllers 1,3
+	$(VENV)/bin/python bench/takeover.py --kills 2
 	$(VENV)/bin/python bench/notify_path.py --runs 5 --sizes 1,100 --background 1000
 	$(VENV)/bin/python bench/topology.py --servers 50000
 	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 10 --soak-hosts 10 --ingest-hosts 1000 --ingest-seconds 5
@@ -68,7 +71,8 @@ ifdef QUICK
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 3
 else
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2,10x5 $(DOCS)
-	$(VENV)/bin/python bench/detection.py --runs 20 $(DOCS)
+	$(VENV)/bin/python bench/detection.py --runs 20 --controllers 1,3 $(DOCS)
+	$(VENV)/bin/python bench/takeover.py --kills 20 $(DOCS)
 	$(VENV)/bin/python bench/notify_path.py --runs 20 $(DOCS)
 	$(VENV)/bin/python bench/topology.py $(DOCS)
 	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 $(DOCS) --section heartbeats
@@ -81,6 +85,7 @@ bench-long: venv lab-venv deps services
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 100,50,10,1,0 $(DOCS) --section notification-long
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 50 $(DOCS) --section recovery-level2
+	$(VENV)/bin/python bench/takeover.py --kills 100 $(DOCS) --section takeover-long
 
 clean:
 	-$(VENV)/bin/medevac lab down 2>/dev/null
