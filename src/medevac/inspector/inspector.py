@@ -210,6 +210,14 @@ class Inspector:
         self.saver.save(inc)
         return inc.recovery_id
 
+    def drop(self, incident_id: str, host: str) -> bool:
+        """Forget one incident the store would not keep (its host has another open
+        incident, another controller's): True when it was the host's open one here."""
+        inc = self.open.get(host)
+        if inc is None or inc.id != incident_id:
+            return False
+        return self.forget({host}) == 1
+
     def forget(self, hosts: set[str]) -> int:
         """Another controller owns ``hosts`` now: their open incidents leave memory (the
         store keeps them; the new owner adopts them). Returns how many left."""

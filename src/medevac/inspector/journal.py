@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from medevac.inspector.incidents import Incident
 from medevac.storage.records import IncidentStore
@@ -15,8 +18,17 @@ log = logging.getLogger(__name__)
 class IncidentJournal:
     """``save`` marks an incident dirty; one writer task writes the latest snapshots."""
 
-    def __init__(self, store: IncidentStore, coalesce: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: IncidentStore,
+        coalesce: float = 0.05,
+        on_conflict: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.store = store
+        # An incident the store refuses because its host already has another open one
+        # (another controller's, with several): never retried, the owner is told.
+        self.on_conflict = on_conflict
+        self.conflicts = 0
         # Waiting a little before writing batches bursts of changes and leaves the
         # database to the outbox in the milliseconds after a verdict.
         self.coalesce = coalesce
@@ -56,8 +68,23 @@ class IncidentJournal:
                 self._idle.set()
 
     def _write(self, bodies: list[dict[str, Any]]) -> None:
+        """Each incident in its own transaction. One the store refuses for a conflict
+        (its host has another open incident) is dropped, never retried: retrying it
+        would hold back every incident written after it. Any other error (the store
+        away) is raised, and the batch retried."""
         for body in bodies:
-            self.store.save(body)
+            try:
+                self.store.save(body)
+            except IntegrityError as exc:
+                self.conflicts += 1
+                log.error(
+                    "incident %s of %s not kept: its host has another open incident (%s)",
+                    body["id"],
+                    body["host"],
+                    type(exc.orig).__name__,
+                )
+                if self.on_conflict is not None:
+                    self.on_conflict(body)
 
     async def flush(self) -> None:
         """Wait until everything saved so far is in the database."""

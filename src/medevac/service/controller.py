@@ -104,7 +104,7 @@ class Controller:
         p = settings.profiler
         self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
         self._exports: set[asyncio.Task[None]] = set()
-        self.journal = IncidentJournal(IncidentStore(self.db))
+        self.journal = IncidentJournal(IncidentStore(self.db), on_conflict=self._incident_conflict)
         self.audit = AuditLog(self.db)
         self.bmc_threads = bmc_thread_pool(len(settings.hosts))
         bmcs = build_bmc_clients(settings, self.bmc_threads)
@@ -290,6 +290,12 @@ class Controller:
             i.recovery_id for i in incidents if i.recovery_id and i.recovery_ended_at is None
         ]
         await recovery.take_over(running)
+
+    def _incident_conflict(self, body: dict[str, Any]) -> None:
+        """The store refused an incident: its host has another open one, another
+        controller's. Ours leaves memory (from the journal's thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.inspector.drop, body["id"], body["host"])
 
     def _hosts_lost(self, hosts: set[str]) -> None:
         if n := self.inspector.forget(hosts):

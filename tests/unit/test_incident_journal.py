@@ -1,0 +1,43 @@
+"""The incident journal: an incident the store refuses for a conflict (its host has
+another open incident) is dropped and reported, never retried, and every other
+incident is still written."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from medevac.inspector.incidents import Incident
+from medevac.inspector.journal import IncidentJournal
+
+
+class Store:
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.saved: list[str] = []
+
+    def save(self, body: dict[str, Any]) -> None:
+        if body["host"] in self.refused:
+            raise IntegrityError("INSERT", {}, Exception("unique open_host"))
+        self.saved.append(body["host"])
+
+
+def test_a_conflict_is_dropped_and_the_journal_goes_on() -> None:
+    async def scenario() -> tuple[Store, list[str], IncidentJournal]:
+        store = Store(refused={"h2"})
+        told: list[str] = []
+        journal = IncidentJournal(store, coalesce=0.0, on_conflict=lambda b: told.append(b["host"]))  # type: ignore[arg-type]
+        journal.start()
+        for host in ("h1", "h2", "h3"):
+            journal.save(Incident(host, "z", 1.0, "t"))
+        await asyncio.wait_for(journal.flush(), 5)
+        journal.save(Incident("h4", "z", 2.0, "t"))  # later ones are written too
+        await asyncio.wait_for(journal.flush(), 5)
+        await journal.close()
+        return store, told, journal
+
+    store, told, journal = asyncio.run(scenario())
+    assert store.saved == ["h1", "h3", "h4"]
+    assert told == ["h2"] and journal.conflicts == 1
