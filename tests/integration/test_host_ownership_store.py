@@ -23,6 +23,7 @@ def test_a_claim_raises_the_epoch_and_is_audited(fresh_db: Database) -> None:
     assert store.claim("h1", "z", "ctl-2", 2.0) == 2
     row = store.get("h1")
     assert row is not None and (row.owner, row.epoch, row.state) == ("ctl-2", 2, "UP")
+    assert store.epochs_of("ctl-2") == {"h1": 2} and store.epochs_of("ctl-1") == {}
     moves = [(e.detail["from"], e.detail["to"]) for e in reversed(fresh_db.audit_events("h1"))]
     assert moves == [(None, "ctl-1"), ("ctl-1", "ctl-2")]
 

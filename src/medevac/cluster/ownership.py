@@ -139,10 +139,8 @@ class SharedOwnership:
         # Views differ between members for a moment: another one may have claimed a
         # host this one still holds (it never saw a view where the host was not its
         # own). What the store says wins: such a host is claimed again.
-        stored = {r.name: (r.owner, r.epoch) for r in await asyncio.to_thread(self.store.all)}
-        stale = {
-            h for h in mine & set(self.held) if stored.get(h) != (self.member_id, self.held[h])
-        }
+        stored = await asyncio.to_thread(self.store.epochs_of, self.member_id)
+        stale = {h for h in mine & set(self.held) if stored.get(h) != self.held[h]}
         for host in stale:
             del self.held[host]
         if stale:

@@ -641,6 +641,12 @@ class HostStore:
             )
             return True
 
+    def epochs_of(self, owner: str) -> dict[str, int]:
+        """The hosts the store says ``owner`` owns, with their epochs."""
+        q = select(HostRecord.name, HostRecord.epoch).where(HostRecord.owner == owner)
+        with self.db.reading() as s:
+            return {name: epoch for name, epoch in s.execute(q)}
+
     def claim(self, name: str, zone: str, owner: str, at: float) -> int:
         """Make ``owner`` the owner of ``name`` under a new epoch (one above the stored
         one), recorded with its audit entry; returns the new epoch."""
