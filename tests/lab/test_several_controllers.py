@@ -213,3 +213,73 @@ def test_a_killed_owner_s_recovery_is_finished_by_another_controller(
     owners = [e["detail"]["to"] for e in reversed(audit) if e["kind"] == "host.owner"]
     assert owners[-2:] == [victim.member_id, heir.member_id], owners
     assert reowned_after < MEMBERSHIP_TIMEOUT + 3
+
+
+def test_an_owner_paused_mid_recovery_does_nothing_more_once_woken(
+    clab: RunningLab, ctls: list[Controller]
+) -> None:
+    """The owner of a crashed host is paused (SIGSTOP) right after it fenced the host,
+    for longer than the membership timeout: another controller finishes the recovery;
+    woken, the paused one records no effect on the host (its steps find their epoch
+    stale and stand down), restarts afresh and rejoins."""
+    host = "host3"
+    live = [c for c in ctls if c.proc.poll() is None]
+    ha = [s for s in clab.servers_on(host) if s["metadata"].get("HA_Enabled") == "True"]
+    first = owner(live, host)
+    assert first is not None and ha, (first, ha)
+    sleeper, _ = first
+    t0 = time.time()
+    with TwoHostWatch(clab.client) as watch:
+        clab.client.inject("host-crash", host)
+
+        def fenced() -> dict[str, Any] | None:
+            rec = recovery_of(sleeper, host, t0)
+            return rec if rec is not None and rec["state"] not in BEFORE_FENCED else None
+
+        rec = wait_for(f"{sleeper.member_id} to fence {host}", fenced, 60, 0.02)
+        assert rec["state"] not in ENDED, f"the recovery ended before the pause: {rec['state']}"
+        struck = clab.client.inject("controller-pause", host)
+        paused_at = float(struck["time"])
+        assert struck["member_id"] == sleeper.member_id, struck
+        others = [c for c in live if c is not sleeper]
+        try:
+
+            def finished() -> tuple[Controller, dict[str, Any]] | None:
+                for c in others:
+                    r = recovery_of(c, host, t0)
+                    if r is not None and r["state"] in ENDED:
+                        return c, r
+                return None
+
+            heir, done = wait_for(f"{host}'s recovery finished by another", finished, 120, 0.2)
+            # Asleep for 10 s at least, as the acceptance asks, before it wakes.
+            wait_for("ten seconds of sleep", lambda: time.time() - paused_at >= 10, 15, 0.5)
+        finally:
+            clab.client.heal("controller-pause", str(sleeper.member_id))
+        wait_for(
+            "it says it was replaced",
+            lambda: "was replaced while it was not heard from" in sleeper.log.read_text(),
+            30,
+        )
+    assert done["state"] == "COMPLETED", json.dumps(done, indent=1)
+    audit = heir.get(f"/v1/audit?subject={host}&limit=1000")["events"]
+    after_pause = [
+        e
+        for e in audit
+        if e["actor"] == sleeper.member_id
+        and epoch_seconds(e["at"]) > paused_at
+        and (e["kind"].startswith("host.recovery.") or e["kind"] == "host.actions")
+    ]
+    assert after_pause == [], after_pause  # no effect on the host after the pause
+    refused = [
+        e for e in audit if e["kind"] == "host.stale_owner" and e["actor"] == sleeper.member_id
+    ]
+    rows = heir.get(f"/v1/history?host={host}&limit=1000")["evacuations"]
+    assert sorted(r["server_id"] for r in rows) == sorted(s["id"] for s in ha), rows
+    assert len(heir.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1
+    assert watch.samples > 5 and watch.twice == [], f"servers on two hosts: {watch.twice[:3]}"
+    print(
+        f"\n{host}: {sleeper.member_id} paused {paused_at - t0:.2f} s after T00, in "
+        f"{rec['state']}; {heir.member_id} finished the recovery; the sleeper, woken, "
+        f"recorded no effect and had {len(refused)} steps refused"
+    )
