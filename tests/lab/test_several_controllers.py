@@ -261,6 +261,7 @@ def test_an_owner_paused_mid_recovery_does_nothing_more_once_woken(
             lambda: "was replaced while it was not heard from" in sleeper.log.read_text(),
             30,
         )
+        wait_for("back, afresh, with its share", lambda: shared_out(live), 60)
     assert done["state"] == "COMPLETED", json.dumps(done, indent=1)
     audit = heir.get(f"/v1/audit?subject={host}&limit=1000")["events"]
     after_pause = [
