@@ -438,3 +438,26 @@ def test_a_killed_controllers_pending_deliveries_are_sent_by_a_survivor(
     assert consumer.state()["duplicates"] == 0
     adopted = [c for c in survivors if "took over 1 pending deliveries" in c.log.read_text()]
     assert len(adopted) == 1  # by one survivor
+
+
+def test_a_controller_that_cannot_reach_the_backend_owns_nothing_and_says_so(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Its coordination backend does not answer: it never holds a lease, owns no host,
+    shows itself isolated and logs the critical line (with its critical event)."""
+    lonely = Controller(tmp_path, "lonely", store_url, "medevac-test-lonely", "redis://127.0.0.1:9")
+    lonely.start()
+    try:
+        wait_healthy(lonely.port, timeout=60)
+
+        def isolated() -> bool:
+            view = lonely.cluster()
+            return bool(view and view["isolated"] and not view["hosts"])
+
+        wait_for("it shows itself isolated", isolated, 3 * TIMEOUT)
+        view = lonely.cluster()
+        assert view is not None and not view["lease_valid"] and view["claims"] == 0
+        assert "cannot reach the coordination backend" in lonely.log.read_text()
+    finally:
+        code = lonely.stop()
+    assert code == 0, lonely.log.read_text()[-3000:]

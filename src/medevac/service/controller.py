@@ -427,7 +427,13 @@ class Controller:
             checking = asyncio.create_task(
                 self.shared.keep_checking(
                     self.settings.cluster.membership_timeout,
-                    lambda: membership.view,
+                    # A lease run out is isolation, even while the membership
+                    # thread still waits on a backend that does not answer.
+                    lambda: (
+                        membership.view
+                        if membership.lease_valid()
+                        else ClusterView(frozenset(), isolated=True)
+                    ),
                     self._cluster_view,
                 )
             )
