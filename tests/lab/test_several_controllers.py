@@ -76,6 +76,20 @@ def recovery_of(ctl: Controller, host: str, after: float) -> dict[str, Any] | No
     return None
 
 
+def crash_until_fenced(
+    clab: RunningLab, ctl: Controller, host: str, since: float
+) -> dict[str, Any]:
+    """Crash ``host`` and wait until ``ctl``, its owner, has fenced it: its recovery."""
+    clab.client.inject("host-crash", host)
+
+    def fenced() -> dict[str, Any] | None:
+        rec = recovery_of(ctl, host, since)
+        return rec if rec is not None and rec["state"] not in BEFORE_FENCED else None
+
+    found: dict[str, Any] = wait_for(f"{ctl.member_id} to fence {host}", fenced, 60, 0.02)
+    return found
+
+
 def epoch_seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -143,13 +157,7 @@ def test_a_killed_owner_s_recovery_is_finished_by_another_controller(
     victim, epoch = first
     t0 = time.time()
     with TwoHostWatch(clab.client) as watch:
-        clab.client.inject("host-crash", host)
-
-        def fenced() -> dict[str, Any] | None:
-            rec = recovery_of(victim, host, t0)
-            return rec if rec is not None and rec["state"] not in BEFORE_FENCED else None
-
-        rec = wait_for(f"{victim.member_id} to fence {host}", fenced, 60, 0.02)
+        rec = crash_until_fenced(clab, victim, host, t0)
         assert rec["state"] not in ENDED, f"the recovery ended before the kill: {rec['state']}"
         struck = clab.client.inject("controller-kill", host)
         killed_at = float(struck["time"])
@@ -230,13 +238,7 @@ def test_an_owner_paused_mid_recovery_does_nothing_more_once_woken(
     sleeper, _ = first
     t0 = time.time()
     with TwoHostWatch(clab.client) as watch:
-        clab.client.inject("host-crash", host)
-
-        def fenced() -> dict[str, Any] | None:
-            rec = recovery_of(sleeper, host, t0)
-            return rec if rec is not None and rec["state"] not in BEFORE_FENCED else None
-
-        rec = wait_for(f"{sleeper.member_id} to fence {host}", fenced, 60, 0.02)
+        rec = crash_until_fenced(clab, sleeper, host, t0)
         assert rec["state"] not in ENDED, f"the recovery ended before the pause: {rec['state']}"
         struck = clab.client.inject("controller-pause", host)
         paused_at = float(struck["time"])

@@ -129,24 +129,13 @@ class SharedOwnership:
                 self.on_isolated(view.isolated)
         self.members = view.members
         mine = set() if view.isolated else self.share(view.members)
-        lost = set(self.held) - mine
-        for host in lost:
-            del self.held[host]  # first: nothing more is done to it
-        if lost:
-            self._changed("lost", lost)
-            if self.on_lost is not None:
-                self.on_lost(lost)
+        self._drop(set(self.held) - mine)
         # Views differ between members for a moment: another one may have claimed a
         # host this one still holds (it never saw a view where the host was not its
         # own). What the store says wins: such a host is claimed again.
         stored = await asyncio.to_thread(self.store.epochs_of, self.member_id)
-        stale = {h for h in mine & set(self.held) if stored.get(h) != self.held[h]}
-        for host in stale:
-            del self.held[host]
-        if stale:
-            self._changed("lost", stale)
-            if self.on_lost is not None:
-                self.on_lost(stale)  # what it knew of them may be old: taken afresh below
+        # What it knew of those may be old: they are dropped, and taken afresh below.
+        self._drop({h for h in mine & set(self.held) if stored.get(h) != self.held[h]})
         wanted = {h: self.hosts[h] for h in mine - set(self.held)}
         gained: set[str] = set()
         if wanted:
@@ -174,6 +163,16 @@ class SharedOwnership:
             await asyncio.sleep(every)
             if self._applying is None or self._applying.done():
                 (apply or self.on_view)(view())
+
+    def _drop(self, hosts: set[str]) -> None:
+        """No longer this controller's: forgotten first, so nothing more is done to them."""
+        if not hosts:
+            return
+        for host in hosts:
+            del self.held[host]
+        self._changed("lost", hosts)
+        if self.on_lost is not None:
+            self.on_lost(hosts)
 
     def share(self, members: Iterable[str]) -> set[str]:
         live = list(members)
@@ -215,10 +214,7 @@ class SharedOwnership:
             self.refused += 1
             log.error("refused %s: %s", effect, exc)
             if self.held.get(host) == epoch:
-                del self.held[host]
-                self._changed("lost", {host})
-                if self.on_lost is not None:
-                    self.on_lost({host})
+                self._drop({host})
                 self.on_view(ClusterView(self.members, isolated=self.isolated))  # look again
             return False
         except Exception as exc:  # no record, no effect: the store decides who owns
