@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from medevac.storage import Database
-from medevac.storage.records import HostRow, HostStore, StaleOwner
+from medevac.storage.records import Fence, HostRow, HostStore, StaleOwner
 
 
 def effect(store: HostStore, owner: str, epoch: int, what: str = "force_down") -> None:
-    store.record_effect("h1", owner, epoch, effect=what, detail={"n": 1}, trace_id="t1", at=5.0)
+    store.record_effect(Fence("h1", owner, epoch, what, {"n": 1}, "t1", 5.0))
 
 
 def test_a_claim_raises_the_epoch_and_is_audited(fresh_db: Database) -> None:
@@ -46,6 +46,52 @@ def test_only_the_current_epoch_records_an_effect(fresh_db: Database) -> None:
     assert kinds.count("host.stale_owner") == 2
     stale = fresh_db.audit_events("h1")[0]
     assert stale.detail["refused"] == "force_down" and stale.detail["owner_now"] == "ctl-1"
+
+
+def test_a_recovery_is_recorded_only_under_the_current_epoch(fresh_db: Database) -> None:
+    """The recovery's own rows are written in the transaction that checks the epoch:
+    a replaced owner's write leaves the new owner's record untouched."""
+    from medevac.storage.records import RecoveryStore
+
+    fresh_db.migrate()
+    hosts, recoveries = HostStore(fresh_db), RecoveryStore(fresh_db)
+    first = hosts.claim("h1", "z", "ctl-1", 1.0)
+
+    def fence(owner: str, epoch: int, what: str) -> Fence:
+        return Fence("h1", owner, epoch, what, {}, None, 2.0)
+
+    recoveries.put("r1", "i1", "h1", 1, "FENCING", 2.0, {}, fence=fence("ctl-1", first, "a"))
+    recoveries.put_evacuation(
+        "r1", "s1", "vm", "h1", result="running", at=2.0, fence=fence("ctl-1", first, "b")
+    )
+    second = hosts.claim("h1", "z", "ctl-2", 3.0)
+    recoveries.put("r1", "i1", "h1", 1, "EVACUATING", 4.0, {}, fence=fence("ctl-2", second, "c"))
+    with pytest.raises(StaleOwner):
+        recoveries.put(
+            "r1", "i1", "h1", 1, "FAILED", 5.0, {"x": 1}, True, fence=fence("ctl-1", first, "d")
+        )
+    with pytest.raises(StaleOwner):
+        recoveries.put_evacuation(
+            "r1",
+            "s1",
+            "vm",
+            "h1",
+            result="failed",
+            at=5.0,
+            ended=True,
+            fence=fence("ctl-1", first, "e"),
+        )
+    rec = recoveries.get("r1")
+    assert rec is not None and rec["state"] == "EVACUATING" and rec["ended_at"] is None, rec
+    assert [e["result"] for e in rec["evacuations"]] == ["running"], rec
+    kinds = [(e.kind, e.actor) for e in reversed(fresh_db.audit_events("h1"))]
+    assert [k for k in kinds if k[0] != "host.owner"] == [
+        ("host.a", "ctl-1"),
+        ("host.b", "ctl-1"),
+        ("host.c", "ctl-2"),
+        ("host.stale_owner", "ctl-1"),
+        ("host.stale_owner", "ctl-1"),
+    ]
 
 
 def test_an_unknown_host_has_no_owner(fresh_db: Database) -> None:

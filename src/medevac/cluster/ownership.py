@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from medevac.cluster.membership import ClusterView
 from medevac.cluster.ring import owner_of
-from medevac.storage.records import HostStore, StaleOwner
+from medevac.storage.records import Fence, HostStore, StaleOwner
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,22 @@ class Ownership(Protocol):
         """Whether this controller owns ``host`` now (in memory: for the hot paths)."""
         ...
 
+    def epoch_of(self, host: str) -> int | None:
+        """The epoch under which this controller holds ``host`` (None: not its own)."""
+        ...
+
     async def authorize(
-        self, host: str, effect: str, detail: dict[str, Any], trace_id: str | None
+        self,
+        host: str,
+        effect: str,
+        detail: dict[str, Any],
+        trace_id: str | None,
+        write: Callable[[Fence | None], None] | None = None,
     ) -> bool:
         """Record ``effect`` on ``host`` under this controller's epoch; False: it does
-        not own the host (any more) and must not act."""
+        not own the host (any more), or the store did not answer, and it must not act.
+        ``write`` (run in a thread) records the caller's own rows through the fence it
+        is given, in the same transaction as the check (None: nothing to check)."""
         ...
 
 
@@ -60,9 +71,19 @@ class SoleController:
     def holds(self, host: str) -> bool:
         return True
 
+    def epoch_of(self, host: str) -> int | None:
+        return 0
+
     async def authorize(
-        self, host: str, effect: str, detail: dict[str, Any], trace_id: str | None
+        self,
+        host: str,
+        effect: str,
+        detail: dict[str, Any],
+        trace_id: str | None,
+        write: Callable[[Fence | None], None] | None = None,
     ) -> bool:
+        if write is not None:
+            await asyncio.to_thread(write, None)
         return True
 
 
@@ -190,8 +211,16 @@ class SharedOwnership:
     def holds(self, host: str) -> bool:
         return host in self.held and self.lease_valid()
 
+    def epoch_of(self, host: str) -> int | None:
+        return self.held.get(host)
+
     async def authorize(
-        self, host: str, effect: str, detail: dict[str, Any], trace_id: str | None
+        self,
+        host: str,
+        effect: str,
+        detail: dict[str, Any],
+        trace_id: str | None,
+        write: Callable[[Fence | None], None] | None = None,
     ) -> bool:
         epoch = self.held.get(host)
         if epoch is None or not self.lease_valid():
@@ -199,17 +228,9 @@ class SharedOwnership:
             why = "not its host" if epoch is None else "its lease ran out"
             log.warning("%s refused %s on %s: %s", self.member_id, effect, host, why)
             return False
+        fence = Fence(host, self.member_id, epoch, effect, detail, trace_id, self.clock())
         try:
-            await asyncio.to_thread(
-                self.store.record_effect,
-                host,
-                self.member_id,
-                epoch,
-                effect=effect,
-                detail=detail,
-                trace_id=trace_id,
-                at=self.clock(),
-            )
+            await asyncio.to_thread(write or self.store.record_effect, fence)
         except StaleOwner as exc:
             self.refused += 1
             log.error("refused %s: %s", effect, exc)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,9 +18,15 @@ from medevac.notifier.events import Event
 from medevac.recovery.fence import Fencer
 from medevac.recovery.policy import HostGroup
 from medevac.recovery.task_ends import TaskEnds
-from medevac.storage.records import RecoveryStore
+from medevac.storage.records import Fence, RecoveryStore
 
 log = logging.getLogger(__name__)
+
+# The host this execution of a workflow acts on and the epoch it started under, set
+# at its start in its own task: its steps' tasks inherit it, a second execution of
+# the same workflow (a resume) has its own.
+_run_pin: ContextVar[tuple[str, int | None] | None] = ContextVar("recovery_run", default=None)
+PINS_KEPT = 10_000  # executions remembered (what a takeover asks of them), oldest dropped
 
 
 class RecoveryCloud(Protocol):
@@ -93,21 +101,52 @@ class RecoveryRuntime:
     # Who owns each host: a step acts on a host only under this controller's epoch.
     ownership: Ownership = field(default_factory=SoleController)
     stood_down: int = 0  # steps that found their host owned by another controller
+    pinned: OrderedDict[str, tuple[str, int | None]] = field(default_factory=OrderedDict)
     # Evacuation slots per host group, shared by the group's recoveries (in-process:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
-    async def acting_on(self, host: str, step: str) -> None:
+    async def acting_on(
+        self, host: str, step: str, write: Callable[[Fence | None], None] | None = None
+    ) -> None:
         """Return once this controller may do ``step`` on ``host`` (recorded under its
-        epoch). When another controller owns the host, never return: that controller
-        resumes the recovery from its last recorded step, and this copy of it stands
-        down until the process ends, recording nothing (a step that ended here with
-        an error or a result would overwrite the new owner's record)."""
-        if await self.ownership.authorize(host, f"recovery.{step}", {}, None):
-            return
+        epoch, with ``write`` in the same transaction). While it still holds the host
+        under the same epoch, a refusal (the store did not answer, the lease is being
+        renewed) is tried again. When another controller owns the host, never return:
+        that controller resumes the recovery from its last recorded step, and this
+        copy of it stands down until the process ends, recording nothing (a step that
+        ended here with an error or a result would overwrite the new owner's record)."""
+        held = self.ownership.epoch_of(host)
+        pin = _run_pin.get()
+        if pin is not None and pin[0] == host and pin[1] != held:
+            held = None  # this execution began under another epoch: a stale copy
+        wait = 0.25
+        while held is not None and self.ownership.epoch_of(host) == held:
+            if await self.ownership.authorize(host, f"recovery.{step}", {}, None, write):
+                return
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 5.0)
         self.stood_down += 1
         log.warning("%s's recovery step %s stands down: another controller owns it", host, step)
         await asyncio.Event().wait()
+
+    def pin(self, workflow_id: str, host: str) -> None:
+        """At the start of each execution of a workflow: its steps act on ``host`` only
+        under the epoch this controller holds it at now. An execution still running
+        after its controller lost the host stands down at its next step, even once
+        the host is back under a newer epoch: the one resumed then does the rest."""
+        epoch = self.ownership.epoch_of(host)
+        _run_pin.set((host, epoch))
+        self.pinned[workflow_id] = (host, epoch)
+        self.pinned.move_to_end(workflow_id)
+        while len(self.pinned) > PINS_KEPT:
+            self.pinned.popitem(last=False)
+
+    def stale_here(self, workflow_id: str) -> bool:
+        """Whether this process's execution of the workflow began under an epoch it no
+        longer holds (it stands down at its next step: the workflow is to resume)."""
+        pin = self.pinned.get(workflow_id)
+        return pin is not None and pin[1] != self.ownership.epoch_of(pin[0])
 
     async def next_read(self, told: asyncio.Event, *, ending: bool = False) -> bool:
         """``ending``: Nova already said the task ended, the rest follows within moments."""

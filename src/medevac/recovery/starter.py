@@ -67,8 +67,9 @@ class Recovery:
                 load_output=False,
             )
             for wf in pending:
-                if wf.executor_id == me and wf.status == "PENDING":
-                    continue  # already running here
+                mine = wf.executor_id == me and wf.status == "PENDING"
+                if mine and not self.workflows.steps.rt.stale_here(wf.workflow_id):
+                    continue  # running here, under the epoch this controller holds now
                 await DBOS.resume_workflow_async(wf.workflow_id, queue_name=self.queue)
                 resumed.append(wf.workflow_id)
         self.taken_over += len(resumed)

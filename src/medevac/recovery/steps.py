@@ -17,6 +17,7 @@ from medevac.cloud.models import DataPlaneStatus
 from medevac.notifier.events import Event
 from medevac.recovery.policy import Arrival, Restart, judge_arrival, restart_action, runs
 from medevac.recovery.runtime import RecoveryRuntime
+from medevac.storage.records import Fence
 
 REBUILDING = frozenset({"rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"})
 
@@ -44,11 +45,12 @@ class RecoverySteps(DBOSConfiguredInstance):
         trace_id: str,
     ) -> None:
         r = self.rt
-        await r.acting_on(host, f"record.{state.lower()}")
         at = time.time()
-        await asyncio.to_thread(
-            r.store.put, recovery_id, incident_id, host, level, state, at, detail, ended
-        )
+
+        def write(fence: Fence | None) -> None:
+            r.store.put(recovery_id, incident_id, host, level, state, at, detail, ended, fence)
+
+        await r.acting_on(host, f"record.{state.lower()}", write)
         if r.progress is not None:
             r.progress(incident_id, recovery_id, state, at, ended)
         await asyncio.to_thread(
@@ -78,19 +80,24 @@ class RecoverySteps(DBOSConfiguredInstance):
         detail: dict[str, Any],
         ended: bool,
     ) -> None:
-        await asyncio.to_thread(
-            self.rt.store.put_evacuation,
-            recovery_id,
-            server_id,
-            name,
-            from_host,
-            result=result,
-            at=time.time(),
-            to_host=to_host,
-            attempts=attempts,
-            detail=detail,
-            ended=ended,
-        )
+        at = time.time()
+
+        def write(fence: Fence | None) -> None:
+            self.rt.store.put_evacuation(
+                recovery_id,
+                server_id,
+                name,
+                from_host,
+                result=result,
+                at=at,
+                to_host=to_host,
+                attempts=attempts,
+                detail=detail,
+                ended=ended,
+                fence=fence,
+            )
+
+        await self.rt.acting_on(from_host, f"record.evacuation.{result}", write)
 
     # -- the host -------------------------------------------------------------------
 
@@ -211,6 +218,7 @@ class RecoverySteps(DBOSConfiguredInstance):
                 if seen is Arrival.FAILED:
                     return {"ok": False, "why": "rebuilt in ERROR", **last}
                 if seen is Arrival.STOP_IT:
+                    await r.acting_on(failed_host, "stop")
                     await r.cloud.stop_server(server_id)  # it was stopped before the fault
                     stop_asked = True
                 # Nova says the rebuild ended before its compute moves the server to its
@@ -244,13 +252,14 @@ class RecoverySteps(DBOSConfiguredInstance):
         return {"host": s.host, "status": s.status, "power": s.power_state, "metadata": s.metadata}
 
     @DBOS.step()
-    async def restart_attempt(self, server_id: str) -> str:
+    async def restart_attempt(self, host: str, server_id: str) -> str:
         """Start a server Nova stopped, hard-reboot one whose domain is dead; idempotent."""
         cloud = self.rt.cloud
         s = await cloud.get_server(server_id)
         action = restart_action(s.status, s.power_state, s.task_state)
         if action in (Restart.RUNNING, Restart.BUSY):
             return action.value
+        await self.rt.acting_on(host, "restart")
         try:
             if action is Restart.START:
                 await cloud.start_server(server_id)

@@ -50,6 +50,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
     ) -> dict[str, Any]:
         st = self.steps
         rid = str(DBOS.workflow_id)
+        st.rt.pin(rid, host)
         group = group_of(host, self.groups)
         level = group.level
         common = {"host": host, "recovery_id": rid, "level": int(level), "group": group.name}
@@ -132,6 +133,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         trace_id: str,
     ) -> dict[str, Any]:
         st = self.steps
+        st.rt.pin(str(DBOS.workflow_id), failed_host)
         sid, name = server["server_id"], server["name"]
         # Every server's evacuation starts at once and waits here for one of its group's
         # slots, first come first served: a window that moves on as each one ends, in
@@ -223,6 +225,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         runs, a bounded number of times; then say it could not."""
         st = self.steps
         rid = str(DBOS.workflow_id)
+        st.rt.pin(rid, host)
         facts = await st.server_facts(server_id)
         action, _ = server_action(facts["metadata"], group_of(host, self.groups))
         traits = {"instance_id": server_id, "host": host, "recovery_id": rid}
@@ -238,7 +241,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         attempts = st.rt.settings.restart_attempts
         running: dict[str, Any] = {}
         for attempt in range(1, attempts + 1):
-            outcome = await st.restart_attempt(server_id)
+            outcome = await st.restart_attempt(host, server_id)
             running = await st.running(server_id)
             if running["ok"]:
                 detail = {"server_id": server_id, "attempts": attempt, "outcome": outcome}
@@ -258,6 +261,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         say so. Never an evacuation: the host and its servers are fine."""
         st = self.steps
         rid = str(DBOS.workflow_id)
+        st.rt.pin(rid, host)
         traits = {"host": host, "binary": "nova-compute", "recovery_id": rid}
         await st.record(rid, incident_id, host, 0, "RESTARTING_COMPUTE", {}, False, trace_id)
         attempts = st.rt.settings.compute_restart_attempts

@@ -64,6 +64,7 @@ from medevac.storage.records import (
 from medevac.storage.retention import run_retention
 
 log = logging.getLogger(__name__)
+TAKEOVER_RETRY = 0.5  # s: the first wait before a takeover the store refused is tried again
 
 
 class AppFactory(Protocol):
@@ -255,9 +256,23 @@ class Controller:
         task.add_done_callback(self._takeovers.discard)
 
     async def _take_over(self, hosts: set[str]) -> None:
-        """Hosts just claimed: their open incidents are adopted, the ones lost stay
-        lost (no second verdict), the ones silent already are suspected, and their
-        recoveries left pending by another executor resume here."""
+        """Hosts just claimed: taken over, and again (after TAKEOVER_RETRY s, doubling
+        up to 5 s)
+        while the store does not answer and this controller still holds them."""
+        wait = TAKEOVER_RETRY
+        while hosts := {h for h in hosts if self.ownership.holds(h)}:
+            try:
+                await self._take_over_once(hosts)
+                return
+            except Exception:  # the store (or the workflow store) away
+                log.exception("could not take over %s: again in %g s", sorted(hosts), wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 5.0)
+
+    async def _take_over_once(self, hosts: set[str]) -> None:
+        """Their open incidents are adopted, the ones lost stay lost (no second
+        verdict), the ones silent already are suspected, and their recoveries left
+        pending by another executor resume here."""
         incidents = [i for i in await self.journal.load_open() if i.host in hosts]
         incidents = [i for i in incidents if i.host not in self.inspector.open]
         self.inspector.adopt(incidents)
@@ -267,10 +282,7 @@ class Controller:
                     self.monitor.presume_lost(inc.host)
             self.monitor.taken(hosts)
         if self.recovery is not None:
-            try:
-                await self._take_over_recoveries(self.recovery, incidents)
-            except Exception:  # the workflow store away
-                log.exception("could not take over the recoveries of %s", sorted(hosts))
+            await self._take_over_recoveries(self.recovery, incidents)
 
     async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
         # A recovery its dying owner decided on but never recorded starts here; one

@@ -6,13 +6,14 @@ transaction and blocking: callers on the event loop run them in a thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from medevac.storage.db import Database
 from medevac.storage.models import (
@@ -460,8 +461,11 @@ class RecoveryStore:
         at: float,
         detail: dict[str, Any],
         ended: bool = False,
+        fence: Fence | None = None,
     ) -> None:
-        with self.db.session() as s:
+        """Record a recovery's state; under ``fence``, only while it holds."""
+
+        def write(s: Session) -> None:
             row = s.get(RecoveryRecord, recovery_id)
             if row is None:
                 row = RecoveryRecord(
@@ -478,6 +482,8 @@ class RecoveryStore:
             if ended:
                 row.ended_at = dt(at)
 
+        fenced_write(self.db, fence, write)
+
     def put_evacuation(
         self,
         recovery_id: str,
@@ -491,8 +497,11 @@ class RecoveryStore:
         attempts: int = 0,
         detail: dict[str, Any] | None = None,
         ended: bool = False,
+        fence: Fence | None = None,
     ) -> None:
-        with self.db.session() as s:
+        """Record a server's evacuation; under ``fence``, only while it holds."""
+
+        def write(s: Session) -> None:
             row = s.scalars(
                 select(EvacuationRecord).where(
                     EvacuationRecord.recovery_id == recovery_id,
@@ -515,6 +524,8 @@ class RecoveryStore:
             row.detail = {**(row.detail or {}), **(detail or {})}
             if ended:
                 row.ended_at = dt(at)
+
+        fenced_write(self.db, fence, write)
 
     def get(self, recovery_id: str) -> dict[str, Any] | None:
         with self.db.reading() as s:
@@ -577,6 +588,51 @@ class StaleOwner(Exception):
         super().__init__(
             f"{owner} no longer owns {host} (its epoch {epoch}; now {held_by} at {held_at})"
         )
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A fencing token for one effect: ``owner`` does ``effect`` on ``host`` only while
+    ``epoch`` is still the host's current one, checked in the transaction that records
+    it."""
+
+    host: str
+    owner: str
+    epoch: int
+    effect: str
+    detail: dict[str, Any]
+    trace_id: str | None
+    at: float
+
+
+def fenced_write(db: Database, fence: Fence | None, write: Callable[[Session], None]) -> None:
+    """``write`` in one transaction with ``fence``'s check and its audit entry (the
+    host row locked, so an epoch cannot change between the check and the write).
+    Raises StaleOwner, with the refusal audited and nothing written, when the fence
+    does not hold. ``fence`` None: one controller, nothing to check."""
+    with db.session() as s:
+        current: tuple[str | None, int] | None = None
+        if fence is not None:
+            row = s.get(HostRecord, fence.host, with_for_update=True)
+            held = (row.owner, row.epoch) if row is not None else (None, 0)
+            ok = held == (fence.owner, fence.epoch)
+            refusal = {"refused": fence.effect, "owner_now": held[0], "epoch_now": held[1]}
+            s.add(
+                AuditEvent(
+                    at=dt(fence.at),
+                    kind=f"host.{fence.effect}" if ok else "host.stale_owner",
+                    subject=fence.host,
+                    actor=fence.owner,
+                    trace_id=fence.trace_id,
+                    detail={"epoch": fence.epoch, **fence.detail} | ({} if ok else refusal),
+                )
+            )
+            current = None if ok else held
+        if current is None:
+            write(s)
+    if current is not None:
+        assert fence is not None
+        raise StaleOwner(fence.host, fence.owner, fence.epoch, current)
 
 
 class HostStore:
@@ -706,38 +762,8 @@ class HostStore:
                 )
             return epochs
 
-    def record_effect(
-        self,
-        name: str,
-        owner: str,
-        epoch: int,
-        *,
-        effect: str,
-        detail: dict[str, Any],
-        trace_id: str | None,
-        at: float,
-    ) -> None:
-        """Record that ``owner`` does ``effect`` on ``name`` under ``epoch``: in the same
-        transaction, check that the epoch is still the host's current one. Raises
-        StaleOwner (and records the refusal instead) when it is not."""
-        with self.db.session() as s:
-            row = s.get(HostRecord, name, with_for_update=True)
-            current = (row.owner, row.epoch) if row is not None else (None, 0)
-            ok = current == (owner, epoch)
-            s.add(
-                AuditEvent(
-                    at=dt(at),
-                    kind=f"host.{effect}" if ok else "host.stale_owner",
-                    subject=name,
-                    actor=owner,
-                    trace_id=trace_id,
-                    detail={"epoch": epoch, **detail}
-                    | (
-                        {}
-                        if ok
-                        else {"refused": effect, "owner_now": current[0], "epoch_now": current[1]}
-                    ),
-                )
-            )
-        if not ok:
-            raise StaleOwner(name, owner, epoch, current)
+    def record_effect(self, fence: Fence) -> None:
+        """Record that ``fence.owner`` does ``fence.effect`` on its host under its epoch;
+        raises StaleOwner (and records the refusal instead) when the epoch is not the
+        host's current one any more."""
+        fenced_write(self.db, fence, lambda s: None)
