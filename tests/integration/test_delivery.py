@@ -96,6 +96,36 @@ def test_a_consumer_that_was_down_receives_everything_once(
     assert OutboxStore(db).counts() == {"delivered": 20}
 
 
+def test_a_controller_without_its_lease_sends_no_retry_until_it_has_it_again(
+    db: Database, consumer: ConsumerProcess
+) -> None:
+    """Several controllers: a controller whose membership lease ran out (paused, cut
+    off) may be replaced, and its pending deliveries adopted by another: it retries
+    none of them meanwhile. A fresh alarm still goes out at once (the controller's
+    own isolation event is one)."""
+    lease = [False]
+
+    async def scenario() -> None:
+        n = Notifier(AlarmStore(db), OutboxStore(db), FAST_RETRY, may_send=lambda: lease[0])
+        await n.outbox.start()
+        await n.create(spec("s1", consumer.url + "/failure"), "p1")
+        await n.create(spec("s2", consumer.url + "/failure"), "p1")
+        consumer.down()
+        assert n.emit([failure("s1")]) == 1  # its first attempt is refused
+        await until("its retry held", lambda: n.outbox.counters["held_without_lease"] == 1, 5)
+        consumer.up()
+        assert n.emit([failure("s2")]) == 1
+        await until("the fresh alarm", lambda: n.outbox.counters["delivered"] == 1, 5)
+        got = [r["traits"]["instance_id"] for r in consumer.received()]
+        assert got == ["s2"], got  # s1's retry, due long before, was held
+        lease[0] = True
+        await until("the held retry", lambda: n.outbox.counters["delivered"] == 2, 5)
+        await n.outbox.close()
+
+    asyncio.run(scenario())
+    assert sorted(r["traits"]["instance_id"] for r in consumer.received()) == ["s1", "s2"]
+
+
 def test_a_slow_consumer_does_not_delay_another(db: Database, consumer: ConsumerProcess) -> None:
     slow = ConsumerProcess()
     try:

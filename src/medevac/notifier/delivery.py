@@ -113,6 +113,7 @@ class Outbox:
         alarm_state: Callable[[str], AlarmState | None] | None = None,
         on_failed: FailedHook | None = None,
         member_id: str | None = None,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         self.alarms = alarms
         self.store = store
@@ -131,6 +132,11 @@ class Outbox:
         # Several controllers: it resumes only its own deliveries, and adopts a dead
         # controller's (``adopt_orphans``).
         self.member_id = member_id
+        # Several controllers: it retries (and resumes) deliveries only while its
+        # membership lease holds. One that was paused or cut off and woke up replaced
+        # retries nothing more (it restarts): its pending deliveries are another
+        # controller's to send by then.
+        self.may_send = may_send
         self.random: Callable[[], float] = random.random  # the retries' jitter
         self.counters: Counter[str] = Counter()
         self.failing: Counter[str] = Counter()  # consumer origin -> failed attempts
@@ -529,6 +535,12 @@ class Outbox:
             if owed[0]:
                 self._tried()  # cancelled before its first attempt ended
 
+    async def _until_may_send(self) -> None:
+        self.counters["held_without_lease"] += 1
+        assert self.may_send is not None
+        while not self.may_send():  # noqa: ASYNC110 (a lease read by time: no event)
+            await asyncio.sleep(0.05)
+
     def _breaker(self, name: str) -> Breaker:
         """The circuit of the consumer ``name`` (host:port)."""
         b = self.breakers.get(name)
@@ -552,6 +564,11 @@ class Outbox:
                 self.counters["cancelled"] += 1
                 self._settled.append((row.id, "cancelled", attempts, self.clock(), "alarm deleted"))
                 return
+            # A fresh alarm's first try goes at once (the isolation event is one).
+            fresh = owed[0] or begun is not None
+            if not fresh and self.may_send is not None and not self.may_send():
+                await self._until_may_send()
+                continue
             probe = False
             if breaker.state != "closed":
                 if owed[0]:  # a consumer known down: nothing to wait for

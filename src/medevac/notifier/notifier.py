@@ -124,6 +124,7 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         first_alarms_wait: float = 0.005,
         member_id: str | None = None,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         # Several controllers: the deliveries it makes are its own to send.
@@ -139,6 +140,7 @@ class Notifier:
             alarm_state=self._alarm_state,
             on_failed=self._delivery_failed,
             member_id=member_id,
+            may_send=may_send,
         )
         self.channels = list(channels)
         self.clock = clock

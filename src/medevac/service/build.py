@@ -111,7 +111,10 @@ def build_bmc_clients(
 
 
 def build_notifier(
-    settings: Settings, db: Database, on_checkpoint: CheckpointHook | None = None
+    settings: Settings,
+    db: Database,
+    on_checkpoint: CheckpointHook | None = None,
+    may_send: Callable[[], bool] | None = None,
 ) -> Notifier:
     n = settings.notifier
     delivery = DeliverySettings(
@@ -141,6 +144,7 @@ def build_notifier(
         on_checkpoint=on_checkpoint,
         channels=channels,
         member_id=settings.cluster.member_id if settings.cluster.enabled else None,
+        may_send=may_send,
     )
 
 

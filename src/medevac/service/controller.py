@@ -99,8 +99,12 @@ class Controller:
         self.task_ends = TaskEnds(lambda: self.listener is not None and self.listener.connected)
         # The notifier's marks go to the incident their events came from: the inspector,
         # built below, is looked up when a mark comes.
+        self.membership: Membership | None = None
         self.notifier = build_notifier(
-            settings, self.db, lambda trace, mark, at: self.inspector.checkpoint(trace, mark, at)
+            settings,
+            self.db,
+            lambda trace, mark, at: self.inspector.checkpoint(trace, mark, at),
+            may_send=lambda: self.membership is None or self.membership.lease_valid(),
         )
         p = settings.profiler
         self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
@@ -187,7 +191,6 @@ class Controller:
     def _build_cluster(self, settings: Settings) -> None:
         """One controller owns every host; with a coordination backend, this one owns
         its share among the live members (``cluster`` in the configuration)."""
-        self.membership: Membership | None = None
         self.shared: SharedOwnership | None = None
         self.ownership: Ownership = SoleController()
         self.quorum: PeerQuorum | None = None
