@@ -4,12 +4,13 @@ collaborators passed through its constructor."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from medevac.bmc.ipmi import IpmiClient, IpmiTarget
 from medevac.bmc.power import PowerControl
 from medevac.bmc.redfish import RedfishClient, RedfishTarget
+from medevac.bmc.threads import DaemonThreads
 from medevac.cloud import CloudDriver
 from medevac.cluster.ownership import Ownership
 from medevac.config import (
@@ -72,7 +73,7 @@ def monitor_settings(cfg: MonitorConfig) -> MonitorSettings:
     )
 
 
-def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
+def bmc_thread_pool(hosts: int) -> DaemonThreads:
     """The threads every BMC call runs in, and nothing else.
 
     Fencing must not queue behind database writes, workflow steps or API reads in
@@ -80,13 +81,14 @@ def bmc_thread_pool(hosts: int) -> ThreadPoolExecutor:
     waits there for a thread misses its deadline and reads as a BMC that does not
     answer. Each client runs one call at a time, plus at most one abandoned call
     that pyghmi is still giving up on, so two threads per host cover every BMC
-    at once up to the cap.
+    at once up to the cap. Daemon threads: a call to a silent BMC does not hold up
+    the controller's exit.
     """
-    return ThreadPoolExecutor(max_workers=max(4, min(64, 2 * hosts)), thread_name_prefix="bmc")
+    return DaemonThreads(max_workers=max(4, min(64, 2 * hosts)), thread_name_prefix="bmc")
 
 
 def build_bmc_clients(
-    settings: Settings, executor: ThreadPoolExecutor | None = None
+    settings: Settings, executor: Executor | None = None
 ) -> dict[str, PowerControl]:
     """One BMC client per host (IPMI or Redfish), shared by the monitor (reads) and
     recovery (fencing): pyghmi shares a session per BMC and user, so two clients
