@@ -39,6 +39,16 @@ def test_audit_round_trip(fresh_db: Database) -> None:
     assert only[0].at.tzinfo is not None or fresh_db.url.get_backend_name() == "sqlite"
 
 
+def test_a_float_json_cannot_hold_is_stored_as_null(fresh_db: Database) -> None:
+    """PostgreSQL refuses Infinity and NaN in JSON: every database stores null instead,
+    and the rest of the record is kept."""
+    fresh_db.migrate()
+    detail = {"phi": float("inf"), "gap": [1.5, float("nan")], "peer": {"s": -float("inf")}}
+    fresh_db.record_audit("host.verdict", "h1", "monitor", detail)
+    [event] = fresh_db.audit_events("h1")
+    assert event.detail == {"phi": None, "gap": [1.5, None], "peer": {"s": None}}
+
+
 def test_bad_url_and_unreachable_database_are_clear_errors() -> None:
     with pytest.raises(StorageError, match="not a database URL"):
         Database("this is not a url")

@@ -65,3 +65,11 @@ def test_a_young_detectors_short_suspicion_needs_the_peers_silent_past_the_floor
         Agreement.HEARD_ELSEWHERE
     )
     assert decide(young, {"b": 0.2, "c": 0.045}, SLACK, FLOOR).agreement is Agreement.AGREED
+
+
+def test_a_peer_that_never_heard_it_is_evidence_json_can_hold() -> None:
+    import json
+
+    d = decide(OWN, {"ctl-2": float("inf"), "ctl-3": None, "ctl-4": 0.61234}, SLACK, FLOOR)
+    said = json.loads(json.dumps(d.as_evidence(), allow_nan=False))
+    assert said["peers"] == {"ctl-2": "never heard it", "ctl-3": None, "ctl-4": 0.612}

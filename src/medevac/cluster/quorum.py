@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,15 @@ class Decision:
             "agreement": self.agreement.value,
             "silent": self.silent,
             "needed": self.needed,
-            "peers": {p: (round(s, 3) if s is not None else None) for p, s in self.answers.items()},
+            "peers": {p: _said(s) for p, s in self.answers.items()},
         }
+
+
+def _said(silence: float | None) -> float | str | None:
+    """A peer's answer as evidence (JSON has no infinity)."""
+    if silence is None:
+        return None
+    return "never heard it" if math.isinf(silence) else round(silence, 3)
 
 
 def decide(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +68,25 @@ def redact_url(url: str) -> str:
     return url[:start] + user + (":***" if colon else "") + url[at:]
 
 
+def to_json(value: Any) -> str:
+    """JSON as every database takes it: JSON has no Infinity or NaN (PostgreSQL refuses
+    them; SQLite would keep them), so such a float is stored as null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 class Database:
     """One database: ``migrate()`` once at start, then ``session()`` per unit of work."""
 
@@ -77,7 +98,9 @@ class Database:
         self.url = parsed
         try:
             # Errors never quote a statement's values: they may hold a consumer's URL.
-            self.engine: Engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+            self.engine: Engine = create_engine(
+                parsed, pool_pre_ping=True, hide_parameters=True, json_serializer=to_json
+            )
         except NoSuchModuleError:
             raise StorageError(
                 f"storage.url names an unknown database driver {parsed.drivername!r}: "
