@@ -136,3 +136,25 @@ def test_a_process_cut_off_gets_no_answer_from_redis_and_healed_leaves_nothing()
         proc.kill()
         proc.wait()
         partition.clean(tag)
+
+
+def test_what_a_crashed_lab_left_is_removed_by_the_next_clean() -> None:
+    """A cut whose lab died without healing it (no Partition object left): clean()
+    finds its rules by their tag and its cgroup by name, and moves the process out."""
+    tag = f"medevac-lab-crash{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        if not _can_cut():
+            assert partition.clean(tag) == 0  # nothing could have been left
+            return
+        ports = CutPorts(api=1, heartbeat=2, coordination=6379, peers=(3,))
+        Partition.cut(tag, "ctl-2", proc.pid, ports)  # and forgotten, as in a crash
+        rules, cgroups = partition.leftovers(tag)
+        assert len(rules) == 5 and len(cgroups) == 1, (rules, cgroups)
+        assert partition.clean(tag) == 6
+        assert partition.leftovers(tag) == ([], [])
+        assert proc.poll() is None and partition.cgroup_of(proc.pid) == "/"
+    finally:
+        proc.kill()
+        proc.wait()
+        partition.clean(tag)
