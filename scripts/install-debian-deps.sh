@@ -3,7 +3,8 @@
 # by default those the lab and the tests use.
 set -euo pipefail
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd)
+# iptables: the lab's controller-partition fault.
+[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

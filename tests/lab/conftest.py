@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from medevac.cloud import CloudDriver
+from medevac.lab import partition
 from medevac.lab.client import LabClient
 from medevac.lab.layout import LabError, LabPaths, find_lab_python
 from tests.conftest import wait_for
@@ -180,6 +181,8 @@ def start_lab(
         ]
         medevac("lab", "down", "--state-dir", str(state_dir))
         assert lab_processes(state_dir) == []
+        cut = partition.leftovers(partition.lab_tag(state_dir))
+        assert cut == ([], []), f"controller-partition left rules or cgroups: {cut}"
         assert all(port_free(socket.SOCK_STREAM, p) for p in tcp_ports), "a TCP port stayed in use"
         assert all(port_free(socket.SOCK_DGRAM, p) for p in udp_ports), "a BMC port stayed in use"
 

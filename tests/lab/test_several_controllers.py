@@ -17,10 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from medevac.lab import partition
 from medevac.lab.client import TwoHostWatch
-from tests.conftest import wait_for
+from tests.conftest import ConsumerProcess, wait_for
 from tests.lab.conftest import Controller, RunningLab, shared_out, start_lab
 
 ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
@@ -53,9 +55,16 @@ def ctls(clab: RunningLab) -> Iterator[list[Controller]]:
     try:
         yield controllers
     finally:
+        failed: list[BaseException] = []
         for c in controllers:
             if c.proc.poll() is None:
-                c.stop()
+                try:
+                    c.stop()
+                except BaseException as exc:  # the others still stop; this one is killed
+                    failed.append(exc)
+                    c.kill()
+        if failed:
+            raise failed[0]
 
 
 def owner(ctls: list[Controller], host: str) -> tuple[Controller, int] | None:
@@ -144,6 +153,120 @@ def test_a_paused_owner_is_replaced_and_rejoins_once_healed(
     )
     wait_for("every controller back with its share", lambda: shared_out(ctls), 60)
     assert sleeper.proc.poll() is None
+
+
+def test_a_cut_off_owner_acts_on_nothing_and_another_recovers_its_host(
+    clab: RunningLab, ctls: list[Controller], consumer: ConsumerProcess
+) -> None:
+    """The owner of a host is cut off by the kernel (controller-partition: no Redis, no
+    peers, no heartbeats; the store, Nova, the BMCs and the consumer still reachable)
+    and the host crashes right after, before its lease runs out: the cut-off one
+    records no verdict and no effect on any host, says it is isolated (critical event,
+    delivered), and another controller recovers the host, once. Healed, it rejoins
+    (restarting afresh) and nothing is recovered twice."""
+    host = "host4"  # host1-host3 are the other tests'
+    ha = [s for s in clab.servers_on(host) if s["metadata"].get("HA_Enabled") == "True"]
+    first = owner(ctls, host)
+    assert first is not None and ha, (first, ha)
+    cut, epoch = first
+    others = [c for c in ctls if c is not cut]
+    alarm = {
+        "name": "controller-isolated",
+        "type": "event",
+        "alarm_actions": [f"{consumer.url}/isolated"],
+        "event_rule": {"event_type": "medevac.controller.isolated", "query": []},
+    }
+    made = httpx.post(
+        cut.url + "/v2/alarms", json=alarm, headers={"X-Auth-Token": cut.token}, timeout=10
+    )
+    assert made.status_code == 201, made.text
+    # A zone held (the lab's agents stalled on a loaded machine) would hold the
+    # recovery for minutes: say so rather than time out below.
+    held = {c.member_id: c.get("/v1/inspector")["guard"] for c in others}
+    assert not any(held.values()), f"a zone is held before the fault: {held}"
+    t0 = time.time()
+    with TwoHostWatch(clab.client) as watch:
+        struck = clab.client.inject("controller-partition", host)
+        cut_at = float(struck["time"])
+        assert struck["member_id"] == cut.member_id and struck["rules"] >= 6, struck
+        clab.client.inject("host-crash", host)
+        try:
+
+            def reowned() -> tuple[Controller, int] | None:
+                found = owner(others, host)
+                return found if found is not None and found[1] > epoch else None
+
+            heir, new_epoch = wait_for(f"{host} re-owned", reowned, MEMBERSHIP_TIMEOUT + 10, 0.02)
+            reowned_after = time.time() - cut_at
+
+            def isolated_event() -> dict[str, Any] | None:
+                for r in consumer.received():
+                    if r["event_type"] == "medevac.controller.isolated" and r["traits"].get(
+                        "controller"
+                    ) == str(cut.member_id):
+                        return r
+                return None
+
+            told = wait_for("its critical isolated event delivered", isolated_event, 20, 0.05)
+
+            def ended() -> dict[str, Any] | None:
+                r = recovery_of(heir, host, t0)
+                return r if r is not None and r["state"] in ENDED else None
+
+            done = wait_for(f"{host}'s recovery to end", ended, 120, 0.2)
+            assert cut.proc.poll() is None  # still running, still cut off, still trying
+            tries = cut.log.read_text().count("coordination backend")
+        finally:
+            healed_at = float(clab.client.heal("controller-partition", str(cut.member_id))["time"])
+        wait_for(
+            "it says it was replaced",
+            lambda: "was replaced while it was not heard from" in cut.log.read_text(),
+            30,
+        )
+        wait_for("back, afresh, with its share", lambda: shared_out(ctls), 60)
+        back_after = time.time() - healed_at
+    assert not any(partition.leftovers(partition.lab_tag(clab.paths.root))), "a rule stayed"
+    assert done["state"] == "COMPLETED", json.dumps(done, indent=1)
+    # Nothing done by the cut-off controller while cut, on any host: every effect is
+    # recorded under its actor; refusals (host.stale_owner) are not effects.
+    acted = [
+        e
+        for h in clab.info["hosts"]
+        for e in heir.get(f"/v1/audit?subject={h}&limit=1000")["events"]
+        if e["actor"] == cut.member_id
+        and cut_at < epoch_seconds(e["at"]) < healed_at
+        and e["kind"] != "host.stale_owner"
+    ]
+    assert acted == [], acted
+    # Every verdict on a host while it was cut off was another's: each is in the memory
+    # of a controller never cut off (the audit log names the monitor, not the member).
+    verdicts = {
+        e["trace_id"]: (h, e["kind"])
+        for h in clab.info["hosts"]
+        for e in heir.get(f"/v1/audit?subject={h}&limit=1000")["events"]
+        if e["kind"].startswith("verdict.") and cut_at < epoch_seconds(e["at"]) < healed_at
+    }
+    theirs = {v["trace_id"] for c in others for v in c.verdicts()}
+    assert (host, "verdict.HOST_UNREACHABLE") in verdicts.values(), verdicts
+    assert set(verdicts) <= theirs, (verdicts, theirs)
+    assert told["traits"].get("isolated") in (True, "True", "true"), told
+    # Replaced, it took nothing more before its restart (the new process begins with
+    # its store's migration): no claim by a process going away.
+    dying = cut.log.read_text().split("was replaced while it was not heard from", 1)[1]
+    assert " gained " not in dying.split("alembic.runtime.migration", 1)[0], dying[:2000]
+    # The host recovered once, by the heir; still once now that the cut-off one is back.
+    rows = heir.get(f"/v1/history?host={host}&limit=1000")["evacuations"]
+    assert sorted(r["server_id"] for r in rows) == sorted(s["id"] for s in ha), rows
+    assert len(heir.get(f"/v1/recoveries?host={host}")["recoveries"]) == 1
+    assert sorted(e["server_id"] for e in done["evacuations"]) == sorted(s["id"] for s in ha)
+    assert watch.samples > 5 and watch.twice == [], f"servers on two hosts: {watch.twice[:3]}"
+    print(
+        f"\n{cut.member_id} cut off ({struck['rules']} rules), {host} crashed: "
+        f"{heir.member_id} owned it {reowned_after * 1000:.0f} ms after the cut (epoch "
+        f"{epoch} -> {new_epoch}); isolated event received {told['at'] - cut_at:.2f} s "
+        f"after it; recovery {done['state']}; {tries} backend errors logged while cut; "
+        f"back with its share {back_after:.1f} s after the heal"
+    )
 
 
 def test_a_killed_owner_s_recovery_is_finished_by_another_controller(

@@ -247,8 +247,10 @@ def _fault_command(inject: bool) -> Any:
         target: Annotated[
             str,
             typer.Argument(
-                help="Host name, or server id for server-crash; for controller-kill and "
-                "controller-pause, a member id (ctl-2) or a host (its owner is struck)."
+                help="Host name, or server id for server-crash; for controller-kill, "
+                "controller-pause and controller-partition (cut off from Redis, its peers and "
+                "the agents by cgroup and iptables rules; needs root), a member id (ctl-2) "
+                "or a host (its owner is struck)."
             ),
         ],
         physnet: Annotated[

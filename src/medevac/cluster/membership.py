@@ -5,7 +5,8 @@ live members every ``beat`` and hands each new view to the event loop. The threa
 keeps this controller's lease: the time of its last heartbeat the backend took. Other
 members drop it ``timeout`` after that heartbeat, so once ``timeout - beat`` has passed
 without one it must act on nothing (``lease_valid``), and when the lease has lapsed it
-was replaced: whatever it had started is another member's now (``on_lapsed``).
+was replaced: whatever it had started is another member's now (``on_lapsed``), and
+this process holds no lease and hands on no view again (it restarts afresh).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Membership:
         self.errors = 0
         self.last_error: str | None = None
         self._last_ok: float | None = None  # monotonic time of the last heartbeat taken
+        self.replaced = False  # told it lapsed: no view is handed on any more
         self._coordinator: Any = None
         self._joined = False
         self._stop = threading.Event()
@@ -101,8 +103,11 @@ class Membership:
         """Whether this controller may act: its last heartbeat is recent enough that no
         other member can have replaced it yet. Read by time, not by the thread's
         views: a call to a backend that does not answer can block the thread for many
-        seconds (tooz retries), and the lease runs out meanwhile all the same."""
+        seconds (tooz retries), and the lease runs out meanwhile all the same. Never
+        again once replaced: this process restarts afresh."""
         last = self._last_ok
+        if self.replaced:
+            return False
         return last is not None and self.clock() - last < self.timeout - self.beat
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -146,11 +151,16 @@ class Membership:
                 view, lapsed = None, False
                 if not self.lease_valid():
                     view = ClusterView(frozenset(), isolated=True)
-            if view is not None and view != self.view:
+            if lapsed:
+                # Replaced: this process restarts afresh and takes nothing more (no
+                # lease, no view). A view now would claim hosts and adopt their
+                # recoveries in a process about to exit, taking them from the members
+                # that just took them over.
+                self.replaced = True
+                self._tell(self.on_lapsed)
+            if view is not None and view != self.view and not self.replaced:
                 self.view = view
                 self._tell(self.on_view, view)
-            if lapsed:
-                self._tell(self.on_lapsed)
             self._stop.wait(max(0.0, self.beat - (self.clock() - started)))
 
     def _read(self) -> tuple[ClusterView, bool]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from medevac.lab import partition
 from medevac.lab.layout import LabError, LabPaths, find_lab_python, pid_alive, write_json_atomic
 
 UP_TIMEOUT = 300.0
@@ -307,6 +308,7 @@ def lab_down(paths: LabPaths) -> bool:
     if pid is None:
         paths.info.unlink(missing_ok=True)
         paths.lock.unlink(missing_ok=True)
+        partition.clean(partition.lab_tag(paths.root))
         _drop_cluster_database(paths)
         return False
     _kill_group(pid, signal.SIGTERM)
@@ -320,6 +322,7 @@ def lab_down(paths: LabPaths) -> bool:
             time.sleep(0.05)
     paths.info.unlink(missing_ok=True)
     paths.lock.unlink(missing_ok=True)
+    partition.clean(partition.lab_tag(paths.root))  # a supervisor killed leaves its cuts
     _drop_cluster_database(paths)
     return True
 

@@ -1,4 +1,5 @@
-"""Faults of the lab's controllers (a lab of several): kill or pause a `medevac serve`.
+"""Faults of the lab's controllers (a lab of several): kill, pause or cut off (its own
+cgroup and iptables rules, medevac.lab.partition) a `medevac serve`.
 
 The lab does not start its controllers (the user, the demo or a test does, each as
 `MEDEVAC_CONFIG=<its configuration> medevac serve` or `medevac serve --config ...`),
@@ -12,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from medevac.lab.faults import FaultError, FaultKind
+from medevac.lab.partition import CutPorts, Partition
 
 
 def serve_pids(config: str) -> list[int]:
@@ -37,14 +41,41 @@ def serve_pids(config: str) -> list[int]:
     return found
 
 
-class ControllerFaults:
-    """Kills and pauses the lab's controllers (``controllers``: what `lab up` wrote of
-    each: member_id, url, config)."""
+BACKEND_PORTS = {"redis": 6379, "etcd3": 2379, "etcd3+http": 2379, "etcd3+https": 2379}
 
-    def __init__(self, controllers: list[dict[str, Any]], admin_token: str) -> None:
+
+def cut_ports(controllers: list[dict[str, Any]], member: str) -> CutPorts:
+    """What cutting ``member`` off drops, from the configurations `lab up` wrote: its
+    API and heartbeat ports, its coordination backend's port, its peers' API ports."""
+    me = next(c for c in controllers if c["member_id"] == member)
+    config = tomllib.loads(Path(me["config"]).read_text())
+    backend = urlsplit(str(config["cluster"]["coordination_url"]))
+    port = backend.port or BACKEND_PORTS.get(backend.scheme)
+    if port is None:
+        raise FaultError(409, f"{member}: no port in its coordination URL {backend.scheme}://...")
+    peers = tuple(
+        int(urlsplit(c["url"]).port or 80) for c in controllers if c["member_id"] != member
+    )
+    return CutPorts(
+        api=int(config["api"]["port"]),
+        heartbeat=int(config["monitor"]["listen_port"]),
+        coordination=port,
+        peers=peers,
+    )
+
+
+class ControllerFaults:
+    """Kills, pauses and cuts off the lab's controllers (``controllers``: what `lab up`
+    wrote of each: member_id, url, config; ``tag``: the comment on the lab's rules)."""
+
+    def __init__(
+        self, controllers: list[dict[str, Any]], admin_token: str, tag: str = "medevac-lab"
+    ) -> None:
         self.controllers = controllers
         self.admin = {"X-Auth-Token": admin_token}
+        self.tag = tag
         self.paused: dict[str, int] = {}  # member id -> pid stopped
+        self.partitioned: dict[str, Partition] = {}  # member id -> its cut
 
     def _cluster(self, ctl: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -62,8 +93,8 @@ class ControllerFaults:
                 return ctl
         owners = []
         for ctl in self.controllers:
-            if ctl["member_id"] in self.paused:
-                continue  # a paused controller answers nothing (and owns nothing soon)
+            if ctl["member_id"] in self.paused or ctl["member_id"] in self.partitioned:
+                continue  # it answers nothing (and owns nothing soon)
             view = self._cluster(ctl)
             if view is not None and target in view.get("hosts", {}):
                 owners.append((view["hosts"][target], ctl))
@@ -86,6 +117,8 @@ class ControllerFaults:
             pid = self._pid(ctl)
             os.kill(pid, signal.SIGKILL)
             return {"member_id": ctl["member_id"], "pid": pid}
+        if kind is FaultKind.CONTROLLER_PARTITION:
+            return self._partition(target, inject)
         if inject:
             ctl = self.resolve(target)
             if ctl["member_id"] in self.paused:
@@ -105,6 +138,27 @@ class ControllerFaults:
             os.kill(pid, signal.SIGCONT)
         return {"member_id": member, "pid": pid}
 
+    def _partition(self, target: str, inject: bool) -> dict[str, Any]:
+        if inject:
+            ctl = self.resolve(target)
+            member = str(ctl["member_id"])
+            if member in self.partitioned:
+                raise FaultError(409, f"{member} is already cut off")
+            pid = self._pid(ctl)
+            cut = Partition.cut(self.tag, member, pid, cut_ports(self.controllers, member))
+            self.partitioned[member] = cut
+            return {"member_id": member, "pid": pid, "rules": len(cut.rules)}
+        found = target if target in self.partitioned else None
+        if found is None and len(self.partitioned) == 1:
+            found = next(iter(self.partitioned))
+        if found is None:
+            raise FaultError(
+                409, f"no controller cut off as {target!r} (cut off: {sorted(self.partitioned)})"
+            )
+        cut = self.partitioned.pop(found)
+        cut.heal()
+        return {"member_id": found, "pid": cut.pid, "rules": 0}
+
     def _pid(self, ctl: dict[str, Any]) -> int:
         pids = serve_pids(str(ctl["config"]))
         if len(pids) != 1:
@@ -115,8 +169,12 @@ class ControllerFaults:
         return pids[0]
 
     def resume_all(self) -> None:
-        """At the lab's stop: no controller is left stopped."""
+        """At the lab's stop: no controller is left stopped or cut off."""
         for pid in self.paused.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         self.paused.clear()
+        for cut in self.partitioned.values():
+            with contextlib.suppress(OSError):
+                cut.heal()
+        self.partitioned.clear()

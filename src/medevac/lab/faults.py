@@ -22,10 +22,15 @@ class FaultKind(enum.StrEnum):
     # A lab of several controllers: the owner of a host (or a member id) is struck.
     CONTROLLER_KILL = "controller-kill"
     CONTROLLER_PAUSE = "controller-pause"
+    CONTROLLER_PARTITION = "controller-partition"
 
     @property
     def targets_controller(self) -> bool:
-        return self in (FaultKind.CONTROLLER_KILL, FaultKind.CONTROLLER_PAUSE)
+        return self in (
+            FaultKind.CONTROLLER_KILL,
+            FaultKind.CONTROLLER_PAUSE,
+            FaultKind.CONTROLLER_PARTITION,
+        )
 
     @property
     def targets_server(self) -> bool:

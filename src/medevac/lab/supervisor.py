@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from medevac.lab import partition
 from medevac.lab.agents import LabAgents
 from medevac.lab.bmcs import LabBmcs
 from medevac.lab.control_api import control_app
@@ -89,12 +90,16 @@ class Lab:
             self.faults, [hb for _, hb in self.controller.ports], self.controller.agent_key
         )
         self.configs: list[Path] = []
+        self.tag = partition.lab_tag(paths.root)  # its controller-partition rules
 
     def _faults_changed(self) -> None:
         self.agents.changed()
 
     async def start(self) -> None:
         t0 = time.monotonic()
+        # A lab of this state dir that crashed may have left a controller cut off.
+        if stale := await asyncio.to_thread(partition.clean, self.tag):
+            log.warning("removed %d firewall rules and cgroups a previous lab left", stale)
         await self.services.start(
             self.host_names,
             report_interval=self.spec.report_interval,
@@ -125,7 +130,7 @@ class Lab:
         )
         if self.cluster is not None:
             self.faults.controllers = ControllerFaults(
-                self.controllers(), self.controller.admin_token
+                self.controllers(), self.controller.admin_token, self.tag
             )
         self.agents.start()
 
@@ -146,6 +151,7 @@ class Lab:
     def stop(self) -> None:
         if self.faults.controllers is not None:
             self.faults.controllers.resume_all()
+            partition.clean(self.tag)
         self.agents.stop()
         self.bmcs.stop()
         self.faults.stop()

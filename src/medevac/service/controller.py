@@ -521,8 +521,13 @@ class Controller:
             proxy_headers=False,
         )
         server = self._server = uvicorn.Server(config)
+
+        def stop_asked() -> None:
+            self.restart_asked = False  # a stop asked while restarting is a stop
+            server.should_exit = True
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+            loop.add_signal_handler(sig, stop_asked)
         log.info(
             "medevac serving on %s (storage %s, %d hosts watched)",
             base_url(self.settings.api),
