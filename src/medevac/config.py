@@ -192,7 +192,8 @@ class ClusterConfig(_Section):
 
     coordination_url: str | None = Field(
         default=None,
-        description="tooz backend: redis://host:6379, or etcd3+http://host:2379 (etcd 3)",
+        description="tooz backend: redis://host:6379 (keys in the namespace medevac.<group> "
+        "unless ?namespace= is given), or etcd3+http://host:2379 (etcd 3)",
     )
     member_id: str = Field(
         default_factory=socket.gethostname,

@@ -219,7 +219,8 @@ async def test_a_backend_that_does_not_answer_never_gives_a_lease(group: bytes) 
 
 
 def test_the_backend_url_gets_timeouts_and_its_password_is_never_shown() -> None:
-    url = backend_url("redis://:s3cret@10.0.0.1:6379", 2.0)
+    url = backend_url("redis://:s3cret@10.0.0.1:6379", 2.0, "g1")
     assert "membership_timeout=2" in url and "lock_timeout=2" in url
+    assert "namespace=medevac.g1" in url  # two groups on one Redis never share a key
     assert "s3cret" not in display(url)
-    assert "membership_timeout=9" in backend_url("redis://h?membership_timeout=9", 2.0)
+    assert "membership_timeout=9" in backend_url("redis://h?membership_timeout=9", 2.0, "g1")

@@ -38,15 +38,19 @@ class ClusterView:
     isolated: bool = False
 
 
-def backend_url(url: str, timeout: float) -> str:
+def backend_url(url: str, timeout: float, group: str) -> str:
     """``url`` with tooz's membership and lock timeouts set to ``timeout`` (tooz's
-    defaults, 30 s, would make a takeover wait that long) unless it sets them."""
+    defaults, 30 s, would make a takeover wait that long) unless it sets them; on
+    Redis, its keys in a namespace of the group's: tooz keys a member's heartbeat by
+    the member id alone, so two groups on one Redis with a member id in common (every
+    host named the same, ctl-1 in two labs) would keep each other's member alive."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     seconds = f"{timeout:g}"
     for key in ("membership_timeout", "lock_timeout", "timeout"):
         query.setdefault(key, seconds)
     if parts.scheme.startswith("redis"):
+        query.setdefault("namespace", f"medevac.{group}")
         # tooz retries a refused connection 15 times: each try must be short.
         short = f"{max(timeout / 3, 0.2):g}"
         query.setdefault("socket_timeout", short)
@@ -79,7 +83,7 @@ class Membership:
         group: bytes,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = backend_url(url, timeout)
+        self.url = backend_url(url, timeout, group.decode())
         self.member_id = member_id
         self.api_url = api_url
         self.timeout = timeout

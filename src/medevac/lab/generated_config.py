@@ -61,17 +61,6 @@ class ClusterSetup:
     coordination_url: str = "redis://127.0.0.1:6379"
     membership_timeout: float = 2.0
 
-    @property
-    def backend_url(self) -> str:
-        """What the controllers are configured with: on Redis, their keys namespaced by
-        the group. tooz keys a member's heartbeat by its id alone, and every lab names
-        its controllers ctl-1, ctl-2, ...: two labs (or tests) on one Redis would keep
-        each other's members alive, a controller cut off among them."""
-        if not self.coordination_url.startswith("redis") or "namespace=" in self.coordination_url:
-            return self.coordination_url
-        sep = "&" if "?" in self.coordination_url else "?"
-        return f"{self.coordination_url}{sep}namespace={self.group}"
-
 
 def member_id(index: int) -> str:
     """The lab's name for its ``index``-th controller (from 1)."""
@@ -201,7 +190,7 @@ def _controller_toml(
     if cluster is not None and index is not None:
         lines += [
             "[cluster]",
-            "coordination_url = " + json.dumps(cluster.backend_url),
+            "coordination_url = " + json.dumps(cluster.coordination_url),
             f'member_id = "{member_id(index)}"',
             "group = " + json.dumps(cluster.group),
             f"membership_timeout = {cluster.membership_timeout}",
