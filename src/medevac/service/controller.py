@@ -64,6 +64,7 @@ from medevac.storage.records import (
 from medevac.storage.retention import run_retention
 
 log = logging.getLogger(__name__)
+GRACEFUL_STOP = 5.0  # s: the API's in-flight requests at a stop
 TAKEOVER_RETRY = 0.5  # s: the first wait before a takeover the store refused is tried again
 
 
@@ -519,6 +520,9 @@ class Controller:
             # The client address is the TCP peer's, never X-Forwarded-For: fault reports
             # from monitor.tokenless_fault_networks are judged on it.
             proxy_headers=False,
+            # A stop (or a restart after a lapsed lease) waits this long at most for the
+            # requests still being answered: a hung client never holds the process.
+            timeout_graceful_shutdown=GRACEFUL_STOP,
         )
         server = self._server = uvicorn.Server(config)
 
