@@ -55,9 +55,10 @@ types: venv
 
 ## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
 ## `make bench` (under 15 min), `make bench QUICK=1` (a smoke run, under 3 min, writes
-## nothing), `make bench-long` (the 10-minute soak, the 100- and 50-server labs, 100
-## takeovers). Detection on one controller and on three takes about 4 min (2 each),
-## takeover with 20 kills and 20 pauses about 4 min; QUICK: about 45 s each.
+## nothing), `make bench-long` (the 10-minute soaks, the bursty soak at three probe
+## timeouts, the 100- and 50-server labs, 100 takeovers). Detection on one controller
+## and on three takes about 4 min (2 each), heartbeats about 5 min, takeover with 20
+## kills and 20 pauses about 4 min; QUICK: about 45 s each.
 DOCS := --write-docs docs/benchmarks.md
 bench: venv lab-venv deps services
 ifdef QUICK
@@ -66,7 +67,7 @@ ifdef QUICK
 	$(VENV)/bin/python bench/takeover.py --kills 2
 	$(VENV)/bin/python bench/notify_path.py --runs 5 --sizes 1,100 --background 1000
 	$(VENV)/bin/python bench/topology.py --servers 50000
-	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 10 --soak-hosts 10 --ingest-hosts 1000 --ingest-seconds 5
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 10 --soak-hosts 10 --ingest-hosts 1000 --ingest-seconds 5 --bursty-seconds 5 --cluster-hosts 3000 --cluster-seconds 3
 	$(VENV)/bin/python bench/notification.py --runs 2 --layout 10,1,0
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 3
 else
@@ -75,13 +76,14 @@ else
 	$(VENV)/bin/python bench/takeover.py --kills 20 $(DOCS)
 	$(VENV)/bin/python bench/notify_path.py --runs 20 $(DOCS)
 	$(VENV)/bin/python bench/topology.py $(DOCS)
-	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 $(DOCS) --section heartbeats
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 --bursty-seconds 20 --cluster-seconds 10 $(DOCS) --section heartbeats
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 50,10,1,0 $(DOCS)
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 10 $(DOCS)
 endif
 
 bench-long: venv lab-venv deps services
-	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 600 $(DOCS) --section heartbeats-long
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 600 --cluster-seconds 30 --cluster-runs 3 $(DOCS) --section heartbeats-long
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 0 --ingest-runs 0 --ingest-controllers '' --bursty-seconds 300 --bursty-probe-timeouts 0.04,0.3,1.0 $(DOCS) --section heartbeats-bursty-probes
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 100,50,10,1,0 $(DOCS) --section notification-long
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 50 $(DOCS) --section recovery-level2

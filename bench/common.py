@@ -70,7 +70,7 @@ def ms(values: Sequence[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} / {tail(values)[1] * 1000:.0f} ms"
 
 
-def _cpu_ticks() -> tuple[int, int]:
+def cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
@@ -86,9 +86,9 @@ def wait_quiet(
     returns the last window's busy share, so that every run starts on a quiet lab."""
     start = time.monotonic()
     while True:
-        busy0, total0 = _cpu_ticks()
+        busy0, total0 = cpu_ticks()
         time.sleep(window)
-        busy1, total1 = _cpu_ticks()
+        busy1, total1 = cpu_ticks()
         busy = (busy1 - busy0) / max(1, total1 - total0)
         waited = time.monotonic() - start
         if busy < busy_below or waited > at_most:

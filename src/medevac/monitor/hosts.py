@@ -317,6 +317,10 @@ class HostMonitor(asyncio.DatagramProtocol):
                 lag = self.loop_lag.observe(now)
                 if lag > self.settings.stall:
                     self._postpone_deadlines(lag)
+                    # Its own work is no stall: with tens of thousands of hosts it can
+                    # take longer than ``stall``, and the next tick, counted from before
+                    # it, would postpone again, and again, and never judge anyone.
+                    self.loop_lag.resume(self.clock())
                     continue
                 self._evaluate(now)
         finally:
@@ -328,11 +332,16 @@ class HostMonitor(asyncio.DatagramProtocol):
         """The heartbeats sent while this loop stalled are still in the socket: nobody
         is suspected for a silence the controller caused itself."""
         self.stalls += 1
-        self._deadlines = [(d + by, name) for d, name in self._deadlines]
-        heapq.heapify(self._deadlines)
         for watch in self.hosts.values():
             if watch.deadline is not None:
                 watch.deadline += by
+        # Rebuilt from the hosts' own deadlines, the only entries ``_evaluate`` acts on:
+        # the stale ones go, so the heap is at most one entry a host (O(hosts), not
+        # O(heartbeats since the last tick that evaluated)).
+        self._deadlines = [
+            (w.deadline, w.name) for w in self.hosts.values() if w.deadline is not None
+        ]
+        heapq.heapify(self._deadlines)
 
     def _evaluate(self, now: float) -> None:
         # Only hosts whose deadline has passed are looked at: O(due), not O(hosts).
@@ -870,3 +879,7 @@ class LoopLag(Delays):
             self.add(lag)
         self._expected = now + self.tick
         return lag
+
+    def resume(self, now: float) -> None:
+        """The next wake-up is expected a tick after ``now``, not after the last one."""
+        self._expected = now + self.tick
