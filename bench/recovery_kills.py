@@ -25,7 +25,12 @@ Each round checks, and the run fails (exit 1) at the first broken one:
   and one ``evacuate`` each in Nova's own instance actions (os-instance-actions);
 - no server on two hosts at any moment (``TwoHostWatch`` over the whole round);
 - no audit record by the killed controller after its kill (until it was started
-  again), and none later under the epoch it held.
+  again), and none later under the epoch it held;
+- no host recovery workflow started in the round left pending in DBOS (a recovery
+  stuck: no controller runs it and none will take it over).
+A round whose recovery ended before its point showed is "missed" (no kill). With
+``--keep-going`` a broken round is reported in its row and the soak goes on; the
+run exits 1 all the same.
 
 Prints a table (point, state at kill, kill to re-owned, to resumed, to completed) and
 median and max (``common.tail``) of each time.
@@ -61,6 +66,10 @@ from medevac.lab.layout import LabPaths
 POLL = 0.01  # s between reads of the store while waiting for a point
 MEMBERSHIP_TIMEOUT = 2.0  # what `lab up --controllers` writes
 ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
+
+
+class Missed(Exception):
+    """The recovery ended before the round's point showed: nothing to kill."""
 
 
 class SoakFailure(Exception):
@@ -197,6 +206,22 @@ class Store:
             )
             return [dict(r._mapping) for r in rows]
 
+    def workflows_left(self, since: float) -> list[tuple[str, str, str]]:
+        """Host recoveries (DBOS workflows ``recover-<incident>``, the same database)
+        created since ``since`` and not finished: (id, status, executor)."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as c:
+            rows = c.execute(
+                text(
+                    "SELECT workflow_uuid, status, executor_id FROM dbos.workflow_status"
+                    " WHERE workflow_uuid LIKE 'recover-%' AND workflow_uuid NOT LIKE '%:%'"
+                    " AND created_at >= :t AND status IN ('PENDING', 'ENQUEUED')"
+                ),
+                {"t": int(since * 1000)},
+            )
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -219,10 +244,11 @@ def ladder(per_server: int) -> list[tuple[str, Check]]:
         ("fencing: BMC asked", lambda s: s.effects("recovery.fence") > 0),
         ("FENCED", lambda s: s.effects("recovery.record.fenced") > 0),
         ("forced down", lambda s: s.effects("recovery.force_down") > 0),
-        # The incident is saved once its corrections all landed: both show at once.
+        # The incident is saved once its corrections all landed (servers reset to error,
+        # their ports DOWN; a server already gone from the host needs none): at once.
         (
             "servers reset, ports down",
-            lambda s: s.actions("reset-state")[0] > 0 and s.actions("port-status")[0] > 0,
+            lambda s: bool(s.incidents) and s.incidents[0]["state"] in ("CORRECTED", "PARTIAL"),
         ),
         ("EVACUATING", lambda s: s.effects("recovery.record.evacuating") > 0),
     ]
@@ -524,70 +550,80 @@ class Soak:
         host, ha = self.pick(self.per_server + 1, self.last_victim)
         r = Round(name, host, len(ha))
         t0 = time.time()
-        with TwoHostWatch(self.lab, every=0.05) as watch:
-            crashing = self.crash(host)
-            deadline = time.monotonic() + 60
-            while not check(snap := self.snap(host, t0)):
-                if time.monotonic() > deadline:
-                    raise SoakFailure(f"{name}: never reached on {host} ({snap.describe()})")
-                time.sleep(POLL)
-            reached = time.time()
-            # The lab's controller-kill aimed at the owner the store names: resolving a
-            # host asks every controller over HTTP first, hundreds of ms on a busy lab.
-            if snap.owner is None:
-                raise SoakFailure(f"{name}: the store names no owner of {host}")
-            target, epoch = snap.owner
-            struck = self.lab.inject("controller-kill", target)
-            killed_at = float(struck["time"])
-            r.latency = killed_at - reached
-            victim = next(c for c in self.ctls if c.member_id == struck["member_id"])
-            r.victim = self.last_victim = victim.member_id
-            assert victim.proc is not None
-            victim.proc.wait(10)
-            snap = self.snap(host, t0)
-            r.at_kill, r.snapshot = furthest(points, snap), snap.describe()
-            survivors = [c for c in self.ctls if c is not victim]
+        try:
+            with TwoHostWatch(self.lab, every=0.05) as watch:
+                crashing = self.crash(host)
+                deadline = time.monotonic() + 60
+                while not check(snap := self.snap(host, t0)):
+                    if snap.state in ENDED:  # the point never came: no kill, no verdict
+                        raise Missed(str(snap.state))
+                    if time.monotonic() > deadline:
+                        raise SoakFailure(f"{name}: never reached on {host} ({snap.describe()})")
+                    time.sleep(POLL)
+                reached = time.time()
+                # The lab's controller-kill aimed at the owner the store names: resolving a
+                # host asks every controller over HTTP first, hundreds of ms on a busy lab.
+                if snap.owner is None:
+                    raise SoakFailure(f"{name}: the store names no owner of {host}")
+                target, epoch = snap.owner
+                struck = self.lab.inject("controller-kill", target)
+                killed_at = float(struck["time"])
+                r.latency = killed_at - reached
+                victim = next(c for c in self.ctls if c.member_id == struck["member_id"])
+                r.victim = self.last_victim = victim.member_id
+                assert victim.proc is not None
+                victim.proc.wait(10)
+                snap = self.snap(host, t0)
+                r.at_kill, r.snapshot = furthest(points, snap), snap.describe()
+                survivors = [c for c in self.ctls if c is not victim]
 
-            def reowned() -> tuple[Controller, int] | None:
-                found = owner(survivors, host)
-                return found if found is not None and found[1] > epoch else None
+                def reowned() -> tuple[Controller, int] | None:
+                    found = owner(survivors, host)
+                    return found if found is not None and found[1] > epoch else None
 
-            try:
-                heir, new_epoch = wait(f"{host} re-owned", reowned, MEMBERSHIP_TIMEOUT + 15, POLL)
-            except RuntimeError:
-                self.diagnose()
-                views = {c.member_id: c.cluster() for c in survivors}
-                raise SoakFailure(
-                    f"round {name!r}: {host} not re-owned after {r.victim} (epoch {epoch}) was "
-                    f"killed at {r.at_kill!r}; the survivors' views: {views}"
-                ) from None
-            r.reowned = time.time() - killed_at
-            r.heir = heir.member_id
+                try:
+                    heir, new_epoch = wait(
+                        f"{host} re-owned", reowned, MEMBERSHIP_TIMEOUT + 15, POLL
+                    )
+                except RuntimeError:
+                    self.diagnose()
+                    views = {c.member_id: c.cluster() for c in survivors}
+                    raise SoakFailure(
+                        f"round {name!r}: {host} not re-owned after {r.victim} (epoch {epoch}) was "
+                        f"killed at {r.at_kill!r}; the survivors' views: {views}"
+                    ) from None
+                r.reowned = time.time() - killed_at
+                r.heir = heir.member_id
 
-            def acted() -> float | None:
-                acts = [
-                    e["at"].timestamp()
-                    for e in self.snap(host, t0).audit
-                    if e["actor"] == heir.member_id
-                    and _authorized(e)
-                    and e["detail"]["epoch"] == new_epoch
-                ]
-                return min(acts) if acts else None
+                def acted() -> float | None:
+                    acts = [
+                        e["at"].timestamp()
+                        for e in self.snap(host, t0).audit
+                        if e["actor"] == heir.member_id
+                        and _authorized(e)
+                        and e["detail"]["epoch"] == new_epoch
+                    ]
+                    return min(acts) if acts else None
 
-            def ended() -> Snapshot | None:
-                """Once one recovery of the round ended (and a moment more: a second
-                one, which must not exist, would show); None before."""
-                s = self.snap(host, t0)
-                return s if any(x["state"] in ENDED for x in s.recoveries) else None
+                def ended() -> Snapshot | None:
+                    """Once one recovery of the round ended (and a moment more: a second
+                    one, which must not exist, would show); None before."""
+                    s = self.snap(host, t0)
+                    return s if any(x["state"] in ENDED for x in s.recoveries) else None
 
-            if snap.state not in ENDED:
-                r.resumed = wait("the heir's first effect", acted, 60, POLL) - killed_at
-            done = wait(f"{host}'s recovery to end", ended, 180, 0.05)
-            last = max(x["ended_at"] for x in done.recoveries if x["ended_at"] is not None)
-            r.completed = 0.0 if snap.state in ENDED else last.timestamp() - killed_at
+                if snap.state not in ENDED:
+                    r.resumed = wait("the heir's first effect", acted, 60, POLL) - killed_at
+                done = wait(f"{host}'s recovery to end", ended, 180, 0.05)
+                last = max(x["ended_at"] for x in done.recoveries if x["ended_at"] is not None)
+                r.completed = 0.0 if snap.state in ENDED else last.timestamp() - killed_at
+                crashing.join(60)
+                # Their evacuations ended: the watch has seen every move of this round.
+                time.sleep(0.2)
+        except Missed as missed:
             crashing.join(60)
-            # Their evacuations ended: the watch has seen every move of this round.
-            time.sleep(0.2)
+            r.result = r.at_kill = f"missed (the recovery ended {missed} first)"
+            self.put_back(host, t0)
+            return r
         time.sleep(2.0)  # a second recovery of the host, or an effect late, would show
         restarted_at = time.time()
         try:
@@ -610,7 +646,7 @@ class Soak:
             raise SoakFailure(f"round {name}: {victim.member_id} acted under epoch {epoch}: {late}")
         self.put_back(host, t0)
         if r.result != "ok":
-            print(f"round {name!r} on {host}: {r.result}", flush=True)
+            print(f"round {name!r} on {host}: {r.result}", flush=True)  # a broken one
         return r
 
     def trace(self, points: list[tuple[str, Check]]) -> None:
@@ -652,6 +688,12 @@ class Soak:
         if len(recs) != 1:
             told = [(x["id"], x["state"]) for x in recs]
             raise SoakFailure(f"{where}: {len(recs)} recoveries of {host}: {told}")
+        # Rounds run one at a time: every host recovery started in this one is this
+        # host's. One left pending (no controller runs it, none will take it over) is
+        # a recovery stuck, even one that never wrote its record.
+        left = self.store.workflows_left(t0)
+        if left:
+            raise SoakFailure(f"{where}: recovery workflows left unfinished: {left}")
         rec = heir.get(f"/v1/recoveries/{recs[0]['id']}")
         if rec["state"] != "COMPLETED":
             raise SoakFailure(f"{where}: recovery ended {rec['state']}: {rec['detail']}")
@@ -781,8 +823,8 @@ def main() -> None:
                     failure = str(exc)
                     break
                 rounds.append(r)
-                if r.result != "ok":
-                    failure = failure or f"round {name!r}: {r.result}"
+                if r.result.startswith("FAILED"):
+                    failure = failure or r.result
                 print(
                     f"round {i + 1}/{len(chosen)} {name!r} on {r.host} ({r.ha} HA): "
                     f"{r.victim} killed {r.latency * 1000:.0f} ms after, at {r.at_kill!r} "
@@ -846,6 +888,9 @@ def report(args: argparse.Namespace, rounds: list[Round], took: float, *, write:
         "|---|---|---|---|---|---|",
     ]
     for r in rounds:
+        if r.reowned != r.reowned:  # missed: the recovery ended before the point
+            table.append(f"| {r.point} | - | - | - | - | {r.result} |")
+            continue
         resumed = "-" if r.resumed != r.resumed else f"{r.resumed * 1000:.0f} ms"
         table.append(
             f"| {r.point} | {r.at_kill}: {r.snapshot} | {r.reowned * 1000:.0f} ms | "
@@ -854,10 +899,11 @@ def report(args: argparse.Namespace, rounds: list[Round], took: float, *, write:
     body = "\n".join(table)
     print(body)
     summary = []
+    killed = [r for r in rounds if r.reowned == r.reowned]  # not the missed ones
     for label, values in (
-        ("kill to re-owned", [r.reowned for r in rounds]),
-        ("kill to resumed", [r.resumed for r in rounds if r.resumed == r.resumed]),
-        ("kill to completed", [r.completed for r in rounds]),
+        ("kill to re-owned", [r.reowned for r in killed]),
+        ("kill to resumed", [r.resumed for r in killed if r.resumed == r.resumed]),
+        ("kill to completed", [r.completed for r in killed]),
     ):
         if not values:
             continue
@@ -865,14 +911,15 @@ def report(args: argparse.Namespace, rounds: list[Round], took: float, *, write:
         summary.append(
             f"| {label} | {len(values)} | {statistics.median(values):.2f} s | {far:.2f} s |"
         )
-    column = tail_name([r.reowned for r in rounds])
+    column = tail_name([r.reowned for r in killed])
     head = [f"| from the kill | rounds | median | {column} |", "|---|---|---|---|"]
     stats = "\n".join([*head, *summary])
     print(stats)
-    distinct = len({r.at_kill for r in rounds})
-    held = sum(1 for r in rounds if r.result == "ok")
+    distinct = len({r.at_kill for r in killed})
+    held = sum(1 for r in killed if r.result == "ok")
     print(
-        f"recovery-kills soak: {len(rounds)} rounds, {distinct} distinct points hit, {took:.0f} s"
+        f"recovery-kills soak: {len(killed)} rounds with a kill ({len(rounds)} run), "
+        f"{held} held every invariant, {distinct} distinct points hit, {took:.0f} s"
     )
     if not write or not args.write_docs or not rounds:
         return
@@ -886,7 +933,7 @@ def report(args: argparse.Namespace, rounds: list[Round], took: float, *, write:
             f"{MEMBERSHIP_TIMEOUT:g} s); evacuations {args.concurrency} at a time. Each "
             f"round crashes the healthy host with most HA servers and SIGKILLs its owner "
             f"(the lab's controller-kill) once the store, read every {POLL * 1000:.0f} ms, "
-            f"shows the point reached. {held} of {len(rounds)} rounds held every "
+            f"shows the point reached. {held} of {len(killed)} rounds held every "
             f"invariant (the recovery COMPLETED, one recovery and one incident, each HA "
             f"server evacuated once by medevac's history and Nova's instance actions, no "
             f"server on two hosts, nothing recorded by the killed controller); "
