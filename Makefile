@@ -91,7 +91,7 @@ bench-long: venv lab-venv deps services
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 50 $(DOCS) --section recovery-level2
 	$(VENV)/bin/python bench/takeover.py --kills 100 $(DOCS) --section takeover-long
-	$(VENV)/bin/python bench/recovery_kills.py $(DOCS) --section recovery-kills-long
+	$(VENV)/bin/python bench/recovery_kills.py --keep-going $(DOCS) --section recovery-kills-long
 
 clean:
 	-$(VENV)/bin/medevac lab down 2>/dev/null
