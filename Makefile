@@ -56,9 +56,12 @@ types: venv
 ## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
 ## `make bench` (under 15 min), `make bench QUICK=1` (a smoke run, under 3 min, writes
 ## nothing), `make bench-long` (the 10-minute soaks, the bursty soak at three probe
-## timeouts, the 100- and 50-server labs, 100 takeovers). Detection on one controller
-## and on three takes about 4 min (2 each), heartbeats about 5 min, takeover with 20
-## kills and 20 pauses about 4 min; QUICK: about 45 s each.
+## timeouts, the 100- and 50-server labs, 100 takeovers, the owner killed at every point
+## of a recovery). Detection on one controller and on three takes about 4 min (2 each),
+## heartbeats about 5 min, takeover with 20 kills and 20 pauses about 4 min; QUICK:
+## about 45 s each. The owner killed mid-recovery: about 25 s a point and 45 s for its
+## lab; 4 points in `make bench` (about 2.5 min), all 23 in bench-long (about 12 min),
+## 2 with QUICK.
 DOCS := --write-docs docs/benchmarks.md
 bench: venv lab-venv deps services
 ifdef QUICK
@@ -70,6 +73,7 @@ ifdef QUICK
 	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 10 --soak-hosts 10 --ingest-hosts 1000 --ingest-seconds 5 --bursty-seconds 5 --cluster-hosts 3000 --cluster-seconds 3
 	$(VENV)/bin/python bench/notification.py --runs 2 --layout 10,1,0
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 3
+	$(VENV)/bin/python bench/recovery_kills.py --points 2
 else
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2,10x5 $(DOCS)
 	$(VENV)/bin/python bench/detection.py --runs 20 --controllers 1,3 $(DOCS)
@@ -79,6 +83,7 @@ else
 	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 --bursty-seconds 20 --cluster-seconds 10 $(DOCS) --section heartbeats
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 50,10,1,0 $(DOCS)
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 10 $(DOCS)
+	$(VENV)/bin/python bench/recovery_kills.py --points 4 $(DOCS)
 endif
 
 bench-long: venv lab-venv deps services
@@ -88,6 +93,7 @@ bench-long: venv lab-venv deps services
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 50 $(DOCS) --section recovery-level2
 	$(VENV)/bin/python bench/takeover.py --kills 100 $(DOCS) --section takeover-long
+	$(VENV)/bin/python bench/recovery_kills.py --keep-going $(DOCS) --section recovery-kills-long
 
 clean:
 	-$(VENV)/bin/medevac lab down 2>/dev/null

@@ -278,7 +278,11 @@ class Controller:
         verdict), the ones silent already are suspected, and their recoveries left
         pending by another executor resume here."""
         incidents = [i for i in await self.journal.load_open() if i.host in hosts]
-        incidents = [i for i in incidents if i.host not in self.inspector.open]
+        # A host lost again while the journal was read (two views applied back to back)
+        # is its new owner's: a copy of its incident kept here would never be forgotten.
+        assert self.shared is not None
+        hosts = hosts & set(self.shared.held)
+        incidents = [i for i in incidents if i.host in hosts and i.host not in self.inspector.open]
         self.inspector.adopt(incidents)
         if self.monitor is not None:
             for inc in incidents:
