@@ -41,3 +41,27 @@ def test_a_conflict_is_dropped_and_the_journal_goes_on() -> None:
     store, told, journal = asyncio.run(scenario())
     assert store.saved == ["h1", "h3", "h4"]
     assert told == ["h2"] and journal.conflicts == 1
+
+
+def test_a_recovery_waits_until_its_incident_is_written_and_not_for_the_coalescing() -> None:
+    """``durable``: the incident's latest snapshot is in the store when it returns
+    (written at once, not after the coalescing wait); False when the store refused it."""
+
+    async def scenario() -> tuple[Store, list[bool]]:
+        store = Store(refused={"h2"})
+        journal = IncidentJournal(store, coalesce=30.0)  # type: ignore[arg-type]
+        journal.start()
+        first, second = Incident("h1", "z", 1.0, "t"), Incident("h2", "z", 1.0, "t")
+        journal.save(first)
+        journal.save(second)
+        said = [
+            await asyncio.wait_for(journal.durable(first.id), 5),  # not the 30 s wait
+            "h1" in store.saved,
+            await asyncio.wait_for(journal.durable(second.id), 5),
+            await asyncio.wait_for(journal.durable("never-saved"), 5),
+        ]
+        await journal.close()
+        return store, said
+
+    store, said = asyncio.run(scenario())
+    assert said == [True, True, False, True] and store.saved == ["h1"]

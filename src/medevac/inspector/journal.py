@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,10 @@ class IncidentJournal:
         # database to the outbox in the milliseconds after a verdict.
         self.coalesce = coalesce
         self._dirty: dict[str, dict[str, Any]] = {}
+        self._writing: set[str] = set()  # ids in the batch being written
+        self._refused: set[str] = set()  # ids the store refused (conflicts)
+        self._hurry = asyncio.Event()  # someone waits on a write: no coalescing wait
+        self._written = asyncio.Condition()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -43,6 +48,23 @@ class IncidentJournal:
         self._idle.clear()
         self._wake.set()
 
+    async def durable(self, incident_id: str) -> bool:
+        """Wait until the incident's latest snapshot is in the store (written at once,
+        not after the coalescing wait). False: the store refused it (its host has
+        another open incident, another controller's). A recovery starts only after
+        this: a controller that dies between the two leaves an incident whose recovery
+        its host's next owner starts (under the same id), never a recovery without
+        its incident, which a new verdict would duplicate."""
+        if self._task is None:
+            await self.flush()
+        else:
+            async with self._written:
+                while incident_id in self._dirty or incident_id in self._writing:
+                    self._hurry.set()
+                    self._wake.set()
+                    await self._written.wait()
+        return incident_id not in self._refused
+
     async def load_open(self) -> list[Incident]:
         return [Incident.from_dict(b) for b in await asyncio.to_thread(self.store.open_incidents)]
 
@@ -52,9 +74,12 @@ class IncidentJournal:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.coalesce)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), self.coalesce)
+            self._hurry.clear()
             self._wake.clear()
             batch, self._dirty = self._dirty, {}
+            self._writing = set(batch)
             try:
                 await asyncio.to_thread(self._write, list(batch.values()))
             except Exception:  # keep the snapshots; a newer one for the same id wins
@@ -64,6 +89,10 @@ class IncidentJournal:
                 await asyncio.sleep(1.0)
                 self._wake.set()
                 continue
+            finally:
+                self._writing = set()
+                async with self._written:
+                    self._written.notify_all()
             if not self._dirty:
                 self._idle.set()
 
@@ -77,6 +106,7 @@ class IncidentJournal:
                 self.store.save(body)
             except IntegrityError as exc:
                 self.conflicts += 1
+                self._refused.add(body["id"])
                 log.error(
                     "incident %s of %s not kept: its host has another open incident (%s)",
                     body["id"],

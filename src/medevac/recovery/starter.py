@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from dbos import DBOS, SetWorkflowID
@@ -33,8 +33,16 @@ S = TypeVar("S", bound=Described)
 class Recovery:
     """The inspector's ``RecoveryStarter`` over one set of workflows."""
 
-    def __init__(self, workflows: RecoveryWorkflows, member_id: str | None = None) -> None:
+    def __init__(
+        self,
+        workflows: RecoveryWorkflows,
+        member_id: str | None = None,
+        durable: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.workflows = workflows
+        # Waits until the incident is in the store (False: refused): a recovery starts
+        # only then, so that none ever exists without its incident.
+        self.durable = durable
         # Several controllers: recoveries taken over go to this controller's own queue.
         self.queue = takeover_queue(member_id) if member_id is not None else None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -106,6 +114,10 @@ class Recovery:
         self, rid: str, workflow: Callable[..., Coroutine[Any, Any, dict[str, Any]]], *args: Any
     ) -> str:
         async def go() -> None:
+            incident_id = str(args[0])
+            if self.durable is not None and not await self.durable(incident_id):
+                log.warning("%s not started: the store refused incident %s", rid, incident_id)
+                return
             with SetWorkflowID(rid):
                 await DBOS.start_workflow_async(workflow, *args)
 

@@ -150,7 +150,7 @@ class Controller:
                 )
             )
             member = self.shared.member_id if self.shared is not None else None
-            self.recovery = Recovery(RecoveryWorkflows(steps), member)
+            self.recovery = Recovery(RecoveryWorkflows(steps), member, self.journal.durable)
             configure_dbos(r.workflows_url(settings.storage.url), member)
         self.host_states = HostStates(HostStore(self.db))
         self.inspector = build_inspector(
