@@ -237,9 +237,9 @@ def ladder(per_server: int) -> list[tuple[str, Check]]:
     points: list[tuple[str, Check]] = [
         ("crashed (no verdict)", lambda s: s.crashed),
         ("corrections authorized", lambda s: s.effects("actions") > 0),
-        ("recovery STARTED", lambda s: s.state is not None),
-        # The journal writes the incident a little after the recovery's first record.
+        # A recovery starts only once its incident is in the store.
         ("incident recorded", lambda s: bool(s.incidents)),
+        ("recovery STARTED", lambda s: s.state is not None),
         ("FENCING recorded", lambda s: s.effects("recovery.record.fencing") > 0),
         ("fencing: BMC asked", lambda s: s.effects("recovery.fence") > 0),
         ("FENCED", lambda s: s.effects("recovery.record.fenced") > 0),
