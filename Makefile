@@ -54,7 +54,7 @@ types: venv
 	MYPYPATH=bench $(VENV)/bin/mypy --strict --explicit-package-bases bench/*.py
 
 ## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
-## `make bench` (under 15 min), `make bench QUICK=1` (a smoke run, under 3 min, writes
+## `make bench` (the parts' times below), `make bench QUICK=1` (a smoke run, writes
 ## nothing), `make bench-long` (the 10-minute soaks, the bursty soak at three probe
 ## timeouts, the 100- and 50-server labs, 100 takeovers, the owner killed at every point
 ## of a recovery). Detection on one controller and on three takes about 4 min (2 each),
