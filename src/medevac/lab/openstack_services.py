@@ -45,8 +45,10 @@ class OpenStackServices:
         report_interval: float,
         service_down_time: int,
         transport_url: str | None,
+        keystone_port: int | None = None,
     ) -> None:
-        """Start Nova and Neutron at once; return when both wrote their ready file."""
+        """Start Nova and Neutron (and Keystone on ``keystone_port``, if given) at once;
+        return when each wrote its ready file."""
         nova_args = [
             "--hosts",
             ",".join(hosts),
@@ -65,7 +67,21 @@ class OpenStackServices:
             "neutron_service.py",
             ["--physnets", ",".join(PHYSNETS), "--db", str(neutron_db)],
         )
-        await asyncio.gather(self._wait_ready(nova), self._wait_ready(neutron))
+        children = [nova, neutron]
+        if keystone_port is not None:
+            children.append(
+                self._spawn(
+                    "keystone",
+                    "keystone_service.py",
+                    [
+                        "--state-dir",
+                        str(self.paths.root / "keystone"),
+                        "--port",
+                        str(keystone_port),
+                    ],
+                )
+            )
+        await asyncio.gather(*(self._wait_ready(c) for c in children))
 
     def _spawn(self, name: str, script: str, args: list[str]) -> ChildService:
         ready = self.paths.service_file(name)
@@ -110,6 +126,12 @@ class OpenStackServices:
     @property
     def neutron(self) -> dict[str, Any]:
         return self.children["neutron"].info
+
+    @property
+    def keystone(self) -> dict[str, Any] | None:
+        """Keystone's ready file (URL, auth URL, bootstrap password); None without one."""
+        child = self.children.get("keystone")
+        return child.info if child is not None else None
 
     def nova_req(
         self,
