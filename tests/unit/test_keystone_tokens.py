@@ -3,12 +3,21 @@ validated token is trusted (pure: the lab test runs a real Keystone)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
 
 import pytest
 from pydantic import ValidationError
 
-from medevac.api.auth import Principal, TokenCache, keystone_principal, trust_for
+from medevac.api.auth import (
+    KeystoneValidator,
+    Principal,
+    TokenCache,
+    keystone_principal,
+    trust_for,
+)
+from medevac.api.errors import ApiError
 from medevac.config import KeystoneConfig, Role
 
 
@@ -87,3 +96,44 @@ def test_keystone_needs_the_service_users_password() -> None:
     config = KeystoneConfig(auth_url="http://keystone:5000/v3", password="s3cret-pass")
     assert config.enabled
     assert "s3cret-pass" not in repr(config)
+
+
+class CountingValidator(KeystoneValidator):
+    """Keystone's answer given here (the lab test asks a real Keystone): how many
+    times it was asked, and when it may answer."""
+
+    def __init__(self) -> None:
+        super().__init__(KeystoneConfig(auth_url="http://keystone.invalid/v3", password="pw"))
+        self.calls = 0
+        self.release = threading.Event()
+        self.asked = threading.Event()
+
+    def validate_blocking(self, token: str) -> tuple[Principal | None, float] | None:
+        self.calls += 1
+        self.asked.set()
+        self.release.wait(5)
+        if token == "bad":
+            return None
+        return Principal("keystone:u", Role.READER, None), 60.0
+
+
+def test_one_new_token_asked_at_once_is_validated_once() -> None:
+    async def scenario() -> None:
+        v = CountingValidator()
+        first = asyncio.create_task(v.principal("tok"))
+        others = [asyncio.create_task(v.principal("tok")) for _ in range(4)]
+        assert await asyncio.to_thread(v.asked.wait, 5)  # Keystone is being asked
+        first.cancel()  # the request that asked first goes away: the others still get it
+        v.release.set()
+        answers = await asyncio.gather(*others)
+        assert answers == [Principal("keystone:u", Role.READER, None)] * 4
+        assert v.calls == 1
+        assert await v.principal("tok") == answers[0] and v.calls == 1  # cached
+        with pytest.raises(ApiError) as caught:
+            await v.principal("bad")
+        assert caught.value.status == 401
+        with pytest.raises(ApiError):
+            await v.principal("bad")
+        assert v.calls == 3  # an invalid token is not cached
+
+    asyncio.run(scenario())

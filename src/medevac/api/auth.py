@@ -215,42 +215,43 @@ class KeystoneValidator:
     async def principal(self, token: str) -> Principal | None:
         """The token's principal (None: valid, but no role gives access), from the
         cache or from Keystone. Raises ApiError 401 for an invalid token, 503 when
-        Keystone cannot say. Concurrent requests with one new token share one call."""
+        Keystone cannot say. Concurrent requests with one new token share one call,
+        which goes on if the request that started it goes away."""
         digest = _digest(token)
         cached = self.cache.get(digest)
         if cached is not None:
             return cached
         pending = self._pending.get(digest)
         if pending is None:
-            pending = asyncio.get_running_loop().create_future()
+            pending = asyncio.ensure_future(self._look_up(token, digest))
             self._pending[digest] = pending
-            try:
-                answer = await asyncio.to_thread(self.validate_blocking, token)
-            except KeystoneUnavailable as exc:
-                log.warning("cannot validate a token: %s", exc)
-                pending.set_exception(ApiError(503, f"cannot validate the token: {exc}"))
-            except Exception as exc:  # never a 500 that could carry the token
-                log.warning("cannot validate a token: %s", type(exc).__name__)
-                pending.set_exception(
-                    ApiError(503, f"cannot validate the token in Keystone ({type(exc).__name__})")
-                )
-            else:
-                if answer is None:
-                    pending.set_exception(
-                        ApiError(
-                            401,
-                            "invalid token: Keystone does not accept it (unknown, "
-                            "expired or revoked)",
-                        )
-                    )
-                else:
-                    principal, ttl = answer
-                    if principal is not None:
-                        self.cache.put(digest, principal, ttl)
-                    pending.set_result(principal)
-            finally:
-                del self._pending[digest]
+            pending.add_done_callback(lambda done: self._settled(digest, done))
         return await asyncio.shield(pending)
+
+    def _settled(self, digest: bytes, done: asyncio.Future[Principal | None]) -> None:
+        self._pending.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: no warning when every waiter went away
+
+    async def _look_up(self, token: str, digest: bytes) -> Principal | None:
+        try:
+            answer = await asyncio.to_thread(self.validate_blocking, token)
+        except KeystoneUnavailable as exc:
+            log.warning("cannot validate a token: %s", exc)
+            raise ApiError(503, f"cannot validate the token: {exc}") from None
+        except Exception as exc:  # never a 500, whose text could hold the token
+            log.warning("cannot validate a token: %s", type(exc).__name__)
+            raise ApiError(
+                503, f"cannot validate the token in Keystone ({type(exc).__name__})"
+            ) from None
+        if answer is None:
+            raise ApiError(
+                401, "invalid token: Keystone does not accept it (unknown, expired or revoked)"
+            )
+        principal, ttl = answer
+        if principal is not None:
+            self.cache.put(digest, principal, ttl)
+        return principal
 
 
 class TokenRegistry:
