@@ -1,6 +1,7 @@
 """Keystone tokens in medevac's API, on a lab with a real Keystone
 (`lab up --identity keystone`): each lab user signs in with its password through
-keystoneauth and calls a real `medevac serve`."""
+keystoneauth and calls a real `medevac serve`; the lab's Nova and Neutron, and the
+real `openstack` CLI, take the same tokens."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from medevac.config import KeystoneConfig
 from medevac.lab.consumer import doctor_alarm
 from medevac.lab.layout import find_lab_python
 from tests.conftest import free_port, wait_for
-from tests.lab.conftest import Controller, RunningLab, start_lab
+from tests.lab.conftest import Controller, RunningLab, as_json, openstack, start_lab
 
 CACHE_SECONDS = 2.0
 
@@ -194,3 +195,45 @@ def test_no_token_or_password_in_the_controllers_log(
         *(u["password"] for u in ks_lab.info["keystone"]["users"]),
     ):
         assert secret not in log
+
+
+# The lab's Nova and Neutron validate Keystone's tokens too (`lab up --identity
+# keystone`), and the real `openstack` CLI signs in with clouds.yaml's passwords.
+
+
+def test_openstack_cli_signs_in_to_the_lab_keystone(ks_lab: RunningLab) -> None:
+    catalog = as_json(ks_lab, "catalog", "list", cloud="medevac-lab-user-admin")
+    assert {"identity", "compute", "network", "alarming"} <= {c["Type"] for c in catalog}
+    issued = as_json(ks_lab, "token", "issue", cloud="medevac-lab-tenant-a")
+    assert issued["project_id"] == project_id(ks_lab, "tenant-a")
+
+    everyone = ks_lab.status()["servers"]
+    listed = as_json(ks_lab, "server", "list", "--all-projects", cloud="medevac-lab-user-admin")
+    assert {s["ID"] for s in listed} == {s["id"] for s in everyone}
+    for tenant in ("tenant-a", "tenant-b"):
+        mine = as_json(ks_lab, "server", "list", cloud=f"medevac-lab-{tenant}")
+        own = {s["id"] for s in everyone if s["project_id"] == project_id(ks_lab, tenant)}
+        assert own and {s["ID"] for s in mine} == own
+    other = next(s["id"] for s in everyone if s["project_id"] == project_id(ks_lab, "tenant-b"))
+    refused = openstack(ks_lab, "server", "show", other, cloud="medevac-lab-tenant-a")
+    assert refused.returncode != 0
+    # Nova's roles hold in their project only: the reader (of project admin) sees no
+    # tenant's servers there, where medevac's reader role reads every project.
+    assert as_json(ks_lab, "server", "list", cloud="medevac-lab-user-reader") == []
+    refused = openstack(ks_lab, "server", "show", other, cloud="medevac-lab-user-reader")
+    assert refused.returncode != 0
+    ports = as_json(ks_lab, "port", "list", cloud="medevac-lab-tenant-a")
+    assert ports  # through the catalog's network endpoint, as the member
+
+
+def test_nova_and_neutron_refuse_what_keystone_refuses(ks_lab: RunningLab) -> None:
+    nova, neutron = ks_lab.info["nova_url"], ks_lab.info["neutron_url"] + "/v2.0"
+    for garbage in ("garbage", "lab-admin", "lab-project-tenant-a"):
+        for url in (nova + "/servers", neutron + "/ports"):
+            r = httpx.get(url, headers={"X-Auth-Token": garbage}, timeout=30)
+            assert r.status_code == 401, (url, garbage, r.text)
+    assert httpx.get(nova + "/servers", timeout=30).status_code == 401  # no token at all
+    member = token(ks_lab, "member-tenant-a")
+    r = httpx.get(nova + "/servers", headers={"X-Auth-Token": member}, timeout=30)
+    assert r.status_code == 200
+    assert r.json()["servers"]

@@ -9,10 +9,11 @@ logs never do.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from medevac.lab.layout import PROJECTS
+from medevac.lab.layout import PROJECTS, LabError
 
 IDENTITIES = ("static", "keystone")
 SERVICE_PROJECT = "service"
@@ -49,6 +50,40 @@ class KeystoneSetup:
             "users": [u.as_dict() for u in self.users],
             "projects": self.projects,
         }
+
+
+class SignIn:
+    """Tokens from the lab's Keystone for the supervisor's own calls to Nova and
+    Neutron: the admin's, or a member's of a tenant (by project id). keystoneauth
+    keeps each and signs in again before it expires."""
+
+    def __init__(self, setup: KeystoneSetup) -> None:
+        self.setup = setup
+        self._sessions: dict[str | None, Any] = {}
+
+    def token(self, project_id: str | None = None) -> str:
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        sess = self._sessions.get(project_id)
+        if sess is None:
+            names = {v: k for k, v in self.setup.projects.items()}
+            if project_id is None:
+                user = self.setup.user("admin")
+            elif project_id in names:
+                user = self.setup.user(f"member-{names[project_id]}")
+            else:
+                raise LabError(f"no lab user is a member of project {project_id}")
+            auth = v3.Password(
+                auth_url=self.setup.auth_url,
+                username=user.name,
+                password=user.password,
+                project_name=user.project,
+                user_domain_name="Default",
+                project_domain_name="Default",
+            )
+            sess = self._sessions[project_id] = session.Session(auth=auth)
+        return str(sess.get_token())
 
 
 def lab_users() -> list[LabUser]:
@@ -115,6 +150,38 @@ def seed(
         # Last: a new password ends the admin's tokens, this connection's too.
         admin = next(u for u in users if u.name == "admin")
         ident.update_user(ident.find_user("admin"), password=admin.password)
+        _await_fresh_admin_token(auth_url, admin)
         return {name: str(p.id) for name, p in projects.items()}
     finally:
         conn.close()
+
+
+def _await_fresh_admin_token(auth_url: str, admin: LabUser, within: float = 10.0) -> None:
+    """Return once a token the admin gets now is valid: the revocation a password
+    change makes counts in whole seconds, so a token issued in the same second as
+    the change is refused too."""
+    import httpx
+    from keystoneauth1 import session
+    from keystoneauth1.identity import v3
+
+    deadline = time.monotonic() + within
+    while True:
+        auth = v3.Password(
+            auth_url=auth_url,
+            username=admin.name,
+            password=admin.password,
+            project_name=admin.project,
+            user_domain_id="default",
+            project_domain_id="default",
+        )
+        token = str(session.Session(auth=auth).get_token())
+        r = httpx.get(
+            auth_url + "/auth/tokens",
+            headers={"X-Auth-Token": token, "X-Subject-Token": token},
+            timeout=10,
+        )
+        if r.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"a new admin token is still refused by Keystone ({r.status_code})")
+        time.sleep(0.2)

@@ -38,7 +38,7 @@ from medevac.lab.generated_config import (
     write_clouds_yaml,
     write_controller_config,
 )
-from medevac.lab.identity import IDENTITIES, KeystoneSetup, lab_users, seed
+from medevac.lab.identity import IDENTITIES, KeystoneSetup, SignIn, lab_users, seed
 from medevac.lab.layout import PROJECTS, LabError, LabPaths, write_json_atomic
 from medevac.lab.openstack_services import OpenStackServices
 from medevac.lab.ports import free_port
@@ -118,6 +118,8 @@ class Lab:
         if self.keystone_port is not None:
             self.keystone = await asyncio.to_thread(self._seed_keystone)
             projects = [self.keystone.projects[p] for p in PROJECTS]
+            # Nova and Neutron take Keystone's tokens only: the supervisor's calls too.
+            self.services.sign_in = SignIn(self.keystone).token
             # The tenants are Keystone's projects: servers and member tokens use their ids.
             self.controller = dataclasses.replace(
                 self.controller,
