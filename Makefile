@@ -74,6 +74,7 @@ ifdef QUICK
 	$(VENV)/bin/python bench/notification.py --runs 2 --layout 10,1,0
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 3
 	$(VENV)/bin/python bench/recovery_kills.py --points 2
+	$(VENV)/bin/python bench/identity.py --requests 50 --unseen 5
 else
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2,10x5 $(DOCS)
 	$(VENV)/bin/python bench/detection.py --runs 20 --controllers 1,3 $(DOCS)
@@ -84,6 +85,7 @@ else
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 50,10,1,0 $(DOCS)
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 10 $(DOCS)
 	$(VENV)/bin/python bench/recovery_kills.py --points 4 $(DOCS)
+	$(VENV)/bin/python bench/identity.py --requests 300 --unseen 30 $(DOCS)
 endif
 
 bench-long: venv lab-venv deps services

@@ -140,6 +140,61 @@ class ApiConfig(_Section):
         return self
 
 
+class KeystoneConfig(_Section):
+    """Keystone tokens, accepted by the API beside api.tokens: a token not seen before is
+    validated once in Keystone (as the service user below), then trusted until
+    cache_seconds pass or it expires. Roles map to the API's: admin to admin; member
+    to a member of the token's project; reader (without member) to reader."""
+
+    auth_url: str | None = Field(
+        default=None,
+        description="Keystone's v3 URL, e.g. http://keystone:5000/v3; unset: only api.tokens",
+    )
+    username: str = Field(
+        default="medevac", description="the service user medevac validates tokens as"
+    )
+    password: SecretStr | None = Field(
+        default=None, description="its password; required with auth_url, never logged"
+    )
+    project_name: str = Field(default="service", description="the service user's project")
+    user_domain_name: str = Field(default="Default", description="the service user's domain")
+    project_domain_name: str = Field(default="Default", description="its project's domain")
+    interface: Literal["public", "internal", "admin"] = Field(
+        default="public", description="which of the catalog's identity endpoints to call"
+    )
+    region_name: str | None = Field(
+        default=None, description="the catalog region of that endpoint; unset: any"
+    )
+    cache_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="how long a validated token is trusted before Keystone is asked again "
+        "(a revoked token is refused at most this late; never past its expiry); 0: ask "
+        "every time",
+    )
+    cache_size: int = Field(
+        default=10_000, ge=1, description="tokens cached at most; the least recently used go"
+    )
+    timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="one call to Keystone (s); past it, or if Keystone does not answer, 503",
+    )
+    cafile: Path | None = Field(
+        default=None, description="CA bundle for an HTTPS Keystone; unset: the system's"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.auth_url is not None
+
+    @model_validator(mode="after")
+    def _password_with_url(self) -> KeystoneConfig:
+        if self.auth_url is not None and self.password is None:
+            raise ValueError("keystone.auth_url is set: keystone.password must be set too")
+        return self
+
+
 class CloudConfig(_Section):
     """The OpenStack cloud, reached through openstacksdk and clouds.yaml."""
 
@@ -700,6 +755,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiConfig = Field(default_factory=ApiConfig)
+    keystone: KeystoneConfig = Field(default_factory=KeystoneConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)

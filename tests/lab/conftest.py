@@ -141,6 +141,7 @@ def start_lab(
     redfish: str = "",
     keep_store: bool = False,
     controllers: int = 1,
+    identity: str = "static",
 ) -> Iterator[RunningLab]:
     try:
         find_lab_python()
@@ -158,6 +159,7 @@ def start_lab(
         *(["--redfish", redfish] if redfish else []),
         *(["--keep-store"] if keep_store else []),
         *(["--controllers", str(controllers)] if controllers > 1 else []),
+        *(["--identity", identity] if identity != "static" else []),
     )
     paths = LabPaths(state_dir)
     info = json.loads(paths.info.read_text())
@@ -172,7 +174,12 @@ def start_lab(
         loop.close()
         tcp_ports = [
             int(url.rsplit(":", 1)[1].split("/")[0])
-            for url in (info["control_url"], info["nova_url"], info["neutron_url"])
+            for url in (
+                info["control_url"],
+                info["nova_url"],
+                info["neutron_url"],
+                *([info["keystone"]["auth_url"]] if info.get("keystone") else []),
+            )
         ]
         udp_ports = [
             int(line.split("=")[1])

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from medevac import __version__
 from medevac.api.alarms import alarms_router
-from medevac.api.auth import Principal, TokenRegistry, require
+from medevac.api.auth import KeystoneValidator, Principal, TokenRegistry, require
 from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.health import Health
@@ -65,7 +65,8 @@ def create_app(
         redoc_url=None,
     )
     install_openapi(app)
-    app.state.tokens = TokenRegistry(settings.api.tokens)
+    keystone = KeystoneValidator(settings.keystone) if settings.keystone.enabled else None
+    app.state.tokens = TokenRegistry(settings.api.tokens, keystone)
     app.state.db = db
     install_error_handlers(app)
     # Innermost first: NUL characters are looked for in a body already bounded in size.

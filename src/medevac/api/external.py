@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any
@@ -91,12 +91,12 @@ async def _submit_all(sink: FaultSink, faults: Sequence[RawFault]) -> Tally:
     return tally
 
 
-def _reporter(tokenless: Sequence[Network]) -> Callable[[Request], Principal]:
+def _reporter(tokenless: Sequence[Network]) -> Callable[[Request], Awaitable[Principal]]:
     """The caller of a fault route: an admin's token, or no token at all from one of
     the ``tokenless`` networks (judged on the TCP peer's address)."""
     admin = require(Role.ADMIN)
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:
         headers = request.headers
         if tokenless and "x-auth-token" not in headers and "authorization" not in headers:
             network = _network_of(request.client.host if request.client else None, tokenless)
@@ -105,7 +105,7 @@ def _reporter(tokenless: Sequence[Network]) -> Callable[[Request], Principal]:
                 principal = Principal(f"network {network}", Role.ADMIN, None)
                 request.state.principal = principal
                 return principal
-        return admin(request)
+        return await admin(request)
 
     return dependency
 

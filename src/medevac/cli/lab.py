@@ -74,6 +74,14 @@ def up(
             "medevac-N.toml; the agents heartbeat to all of them."
         ),
     ] = 1,
+    identity: Annotated[
+        str,
+        typer.Option(
+            help="static: no Keystone, a token's form says who it is; keystone: a real "
+            "Keystone with an admin, a reader, a member of each tenant and medevac's "
+            "service user, whose tokens the controller accepts."
+        ),
+    ] = "static",
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
@@ -94,6 +102,7 @@ def up(
             redfish=[h for h in redfish.split(",") if h],
             keep_store=keep_store,
             controllers=controllers,
+            identity=identity,
         )
     except LabError as exc:
         raise fail(exc) from None
@@ -113,7 +122,19 @@ def up(
             f"{len(info['controllers'])} controllers configured on {info['storage_url']} "
             f"and Redis group {info['group']}; `medevac lab env` says how to start each"
         )
+    if info.get("keystone"):
+        out.print(keystone_summary(info["keystone"]))
     out.print("use it: eval $(medevac lab env)")
+
+
+def keystone_summary(keystone: dict[str, Any]) -> str:
+    """The lab Keystone's URL and its users' credentials (lab-only secrets)."""
+    lines = [f"keystone at {keystone['auth_url']}; users (clouds.yaml: medevac-lab-user-NAME):"]
+    for u in keystone["users"]:
+        lines.append(
+            f"  {u['name']} / {u['password']}   role {u['role']} in project {u['project']}"
+        )
+    return "\n".join(lines)
 
 
 @lab_app.command("down")
@@ -134,6 +155,11 @@ def env(state_dir: StateDir = None) -> None:
         raise fail(exc) from None
     for key, value in values.items():
         typer.echo(f"export {key}={shlex.quote(value)}")
+    info = _paths(state_dir).read_info() or {}
+    if info.get("keystone"):
+        # On stderr, like the note below: `eval` runs only the exports.
+        for line in keystone_summary(info["keystone"]).splitlines():
+            typer.echo(f"# {line}", err=True)
     controllers = lab_controllers(_paths(state_dir))
     if len(controllers) > 1:
         # On stderr: `eval "$(medevac lab env)"` runs the exports and shows this.
@@ -215,10 +241,13 @@ def status(
         data = client.status()
     except LabError as exc:
         raise fail(exc) from None
+    info = _paths(state_dir).read_info() or {}
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps({**data, "keystone": info.get("keystone")}, indent=2))
     else:
         render_status(data)
+        if info.get("keystone"):
+            out.print(keystone_summary(info["keystone"]), highlight=False)
 
 
 @lab_app.command("running")

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from medevac.lab import partition
+from medevac.lab.identity import IDENTITIES
 from medevac.lab.layout import LabError, LabPaths, find_lab_python, pid_alive, write_json_atomic
 
 UP_TIMEOUT = 300.0
@@ -111,6 +112,7 @@ def lab_up(
     redfish: list[str] | None = None,
     keep_store: bool = False,
     controllers: int = 1,
+    identity: str = "static",
 ) -> dict[str, Any]:
     """Start a lab supervisor in the background and wait until it is ready.
 
@@ -125,6 +127,10 @@ def lab_up(
     ``servers_per_host`` are then ignored).
 
     ``redfish`` names the hosts whose BMC speaks Redfish (the others speak IPMI).
+
+    ``identity`` "keystone" runs a real Keystone: users with passwords in clouds.yaml
+    and lab.json, and the controller accepts their tokens; "static" (the default)
+    has none, and a token's form decides who it is.
 
     ``transport_url`` "auto" publishes Nova's notifications to a local RabbitMQ
     when one answers on 127.0.0.1:5672; "none" or None never does.
@@ -145,6 +151,8 @@ def lab_up(
         raise LabError("--servers-per-host cannot be negative")
     if controllers < 1:
         raise LabError("--controllers must be at least 1")
+    if identity not in IDENTITIES:
+        raise LabError(f"--identity must be one of {', '.join(IDENTITIES)}, not {identity!r}")
     find_lab_python()  # fail early with the install hint
     if transport_url == "auto":
         transport_url = LOCAL_RABBIT if _port_open(5672) else None
@@ -187,6 +195,8 @@ def lab_up(
     if redfish:
         cmd += ["--redfish", ",".join(redfish)]
     cmd += cluster
+    if identity != "static":
+        cmd += ["--identity", identity]
     with paths.log.open("ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from medevac.lab.bmc_emulator import BmcSpec
+from medevac.lab.identity import SERVICE_USER, KeystoneSetup
 from medevac.lab.layout import PROJECTS, LabPaths, write_text_atomic
 from medevac.lab.ports import free_port
 
@@ -67,8 +68,24 @@ def member_id(index: int) -> str:
     return f"ctl-{index}"
 
 
-def write_clouds_yaml(paths: LabPaths, control_port: int, nova_url: str, neutron_url: str) -> None:
-    """The lab's cloud as an admin sees it, and one cloud per tenant project."""
+def write_clouds_yaml(
+    paths: LabPaths,
+    control_port: int,
+    nova_url: str,
+    neutron_url: str,
+    keystone: KeystoneSetup | None = None,
+) -> None:
+    """The lab's cloud as an admin sees it, and one cloud per tenant project; with
+    ``keystone``, each signs in to it with a password, and there is one more per user."""
+    if keystone is not None:
+        write_text_atomic(
+            paths.clouds_yaml,
+            yaml.safe_dump(
+                {"clouds": _keystone_clouds(control_port, nova_url, neutron_url, keystone)}
+            ),
+            mode=0o600,
+        )
+        return
     identity = f"http://127.0.0.1:{control_port}/identity/v3"
     base = {
         "auth_type": "none",
@@ -91,6 +108,42 @@ def write_clouds_yaml(paths: LabPaths, control_port: int, nova_url: str, neutron
     write_text_atomic(paths.clouds_yaml, yaml.safe_dump({"clouds": clouds}))
 
 
+def _keystone_clouds(
+    control_port: int, nova_url: str, neutron_url: str, keystone: KeystoneSetup
+) -> dict[str, Any]:
+    def password(user: str) -> dict[str, Any]:
+        u = keystone.user(user)
+        return {
+            "auth_type": "password",
+            "auth": {
+                "auth_url": keystone.auth_url,
+                "username": u.name,
+                "password": u.password,
+                "project_name": u.project,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
+            "region_name": "RegionOne",
+            "interface": "public",
+            # The lab has no Glance: the control API's read-only one.
+            "image_endpoint_override": f"http://127.0.0.1:{control_port}/image",
+        }
+
+    # medevac's own entry keeps its endpoints pinned; the others find theirs in the catalog.
+    clouds: dict[str, Any] = {
+        CLOUD_NAME: {
+            **password("admin"),
+            "compute_endpoint_override": nova_url,
+            "network_endpoint_override": neutron_url,
+        }
+    }
+    for project in PROJECTS:
+        clouds[f"{CLOUD_NAME}-{project}"] = password(f"member-{project}")
+    for u in keystone.users:
+        clouds[f"{CLOUD_NAME}-user-{u.name}"] = password(u.name)
+    return clouds
+
+
 def write_controller_config(
     paths: LabPaths,
     access: ControllerAccess,
@@ -98,6 +151,7 @@ def write_controller_config(
     redfish_hosts: set[str],
     notifications_url: str | None,
     cluster: ClusterSetup | None = None,
+    keystone: KeystoneSetup | None = None,
 ) -> list[Path]:
     """The controller's configuration, its agent key and its BMC secrets file; with
     ``cluster``, one configuration per controller of ``access.ports``, each with its own
@@ -111,6 +165,7 @@ def write_controller_config(
         body = _controller_toml(
             paths, access, bmcs, redfish_hosts, notifications_url, access.ports[0], None, None
         )
+        body += _keystone_toml(keystone)
         write_text_atomic(paths.controller_config, body, mode=0o600)
         return [paths.controller_config]
     written = []
@@ -118,10 +173,29 @@ def write_controller_config(
         body = _controller_toml(
             paths, access, bmcs, redfish_hosts, notifications_url, ports, cluster, index
         )
+        body += _keystone_toml(keystone)
         path = paths.controller_config_of(index)
         write_text_atomic(path, body, mode=0o600)
         written.append(path)
     return written
+
+
+def _keystone_toml(keystone: KeystoneSetup | None) -> str:
+    if keystone is None:
+        return ""
+    service = keystone.user(SERVICE_USER)
+    return "\n".join(
+        [
+            "",
+            "# Keystone tokens too, validated as medevac's service user.",
+            "[keystone]",
+            "auth_url = " + json.dumps(keystone.auth_url),
+            "username = " + json.dumps(service.name),
+            "password = " + json.dumps(service.password),
+            "project_name = " + json.dumps(service.project),
+            "",
+        ]
+    )
 
 
 def _controller_toml(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,14 @@ class OpenStackServices:
         self.paths = paths
         self.children: dict[str, ChildService] = {}
         self.http = httpx.Client(timeout=60.0)
+        # With the lab's Keystone: a token for a project's member (by project id), or
+        # the admin's (None); else the tokens' lab form stands for them.
+        self.sign_in: Callable[[str | None], str] | None = None
+
+    def token(self, project: str | None = None) -> str:
+        if self.sign_in is not None:
+            return self.sign_in(project)
+        return f"lab-project-{project}" if project else "lab-admin"
 
     async def start(
         self,
@@ -45,8 +54,10 @@ class OpenStackServices:
         report_interval: float,
         service_down_time: int,
         transport_url: str | None,
+        keystone_port: int | None = None,
     ) -> None:
-        """Start Nova and Neutron at once; return when both wrote their ready file."""
+        """Start Nova and Neutron (and Keystone on ``keystone_port``, if given) at once;
+        return when each wrote its ready file."""
         nova_args = [
             "--hosts",
             ",".join(hosts),
@@ -59,13 +70,29 @@ class OpenStackServices:
             nova_args += ["--transport-url", transport_url]
         neutron_db = self.paths.root / "neutron.sqlite"
         neutron_db.unlink(missing_ok=True)  # every lab starts from an empty cloud
+        neutron_args = ["--physnets", ",".join(PHYSNETS), "--db", str(neutron_db)]
+        if keystone_port is not None:
+            # Both validate tokens in the lab's Keystone, which starts beside them.
+            keystone = ["--keystone-url", f"http://127.0.0.1:{keystone_port}/v3"]
+            nova_args += keystone
+            neutron_args += keystone
         nova = self._spawn("nova", "nova_service.py", nova_args)
-        neutron = self._spawn(
-            "neutron",
-            "neutron_service.py",
-            ["--physnets", ",".join(PHYSNETS), "--db", str(neutron_db)],
-        )
-        await asyncio.gather(self._wait_ready(nova), self._wait_ready(neutron))
+        neutron = self._spawn("neutron", "neutron_service.py", neutron_args)
+        children = [nova, neutron]
+        if keystone_port is not None:
+            children.append(
+                self._spawn(
+                    "keystone",
+                    "keystone_service.py",
+                    [
+                        "--state-dir",
+                        str(self.paths.root / "keystone"),
+                        "--port",
+                        str(keystone_port),
+                    ],
+                )
+            )
+        await asyncio.gather(*(self._wait_ready(c) for c in children))
 
     def _spawn(self, name: str, script: str, args: list[str]) -> ChildService:
         ready = self.paths.service_file(name)
@@ -111,6 +138,12 @@ class OpenStackServices:
     def neutron(self) -> dict[str, Any]:
         return self.children["neutron"].info
 
+    @property
+    def keystone(self) -> dict[str, Any] | None:
+        """Keystone's ready file (URL, auth URL, bootstrap password); None without one."""
+        child = self.children.get("keystone")
+        return child.info if child is not None else None
+
     def nova_req(
         self,
         method: str,
@@ -120,7 +153,7 @@ class OpenStackServices:
         mv: str = "2.74",
         project: str | None = None,
     ) -> Any:
-        token = f"lab-project-{project}" if project else "lab-admin"
+        token = self.token(project)
         resp = self.http.request(
             method,
             self.nova["api_url"] + path,
@@ -136,7 +169,7 @@ class OpenStackServices:
             method,
             self.neutron["url"] + "/v2.0" + path,
             json=json_body,
-            headers={"X-Auth-Token": "lab-admin"},
+            headers={"X-Auth-Token": self.token()},
         )
         if resp.status_code >= 400:
             raise LabError(f"neutron {method} {path}: {resp.status_code} {resp.text[:300]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from medevac.lab.layout import PHYSNETS, PROJECTS, LabError
@@ -36,9 +37,12 @@ def create_networks(services: OpenStackServices) -> dict[str, str]:
     return networks
 
 
-def server_plan(host_names: list[str], counts: list[int]) -> list[dict[str, Any]]:
+def server_plan(
+    host_names: list[str], counts: list[int], projects: Sequence[str] = PROJECTS
+) -> list[dict[str, Any]]:
     """The lab's servers: a mix of projects and HA policies, spread over hosts
-    (``counts[i]`` servers on ``host_names[i]``)."""
+    (``counts[i]`` servers on ``host_names[i]``); ``projects``: the tenant projects'
+    ids (their names, unless Keystone gave them ids)."""
     plan = []
     n = -1
     for host, count in zip(host_names, counts, strict=True):
@@ -49,7 +53,7 @@ def server_plan(host_names: list[str], counts: list[int]) -> list[dict[str, Any]
                 {
                     "name": f"vm-{host}-{s + 1}",
                     "host": host,
-                    "project": PROJECTS[n % len(PROJECTS)],
+                    "project": projects[n % len(projects)],
                     "physnet": PHYSNETS[n % len(PHYSNETS)],
                     "metadata": {"HA_Enabled": "True" if ha else "False"},
                 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -37,7 +38,8 @@ from medevac.lab.generated_config import (
     write_clouds_yaml,
     write_controller_config,
 )
-from medevac.lab.layout import LabError, LabPaths, write_json_atomic
+from medevac.lab.identity import IDENTITIES, KeystoneSetup, SignIn, lab_users, seed
+from medevac.lab.layout import PROJECTS, LabError, LabPaths, write_json_atomic
 from medevac.lab.openstack_services import OpenStackServices
 from medevac.lab.ports import free_port
 from medevac.lab.provisioning import boot_servers, create_networks, server_plan
@@ -58,6 +60,7 @@ class LabSpec:
     controllers: int = 1  # several: on a shared PostgreSQL store and a Redis group
     storage_url: str | None = None  # their store (lab up creates the database)
     group: str | None = None  # their coordination group
+    identity: str = "static"  # or "keystone": a real Keystone, and tokens from it
 
     def servers_on_each_host(self) -> list[int]:
         if self.layout:
@@ -91,6 +94,8 @@ class Lab:
         )
         self.configs: list[Path] = []
         self.tag = partition.lab_tag(paths.root)  # its controller-partition rules
+        self.keystone_port = free_port() if spec.identity == "keystone" else None
+        self.keystone: KeystoneSetup | None = None
 
     def _faults_changed(self) -> None:
         self.agents.changed()
@@ -105,12 +110,27 @@ class Lab:
             report_interval=self.spec.report_interval,
             service_down_time=self.spec.service_down_time,
             transport_url=self.spec.transport_url,
+            keystone_port=self.keystone_port,
         )
         log.info("nova and neutron ready in %.1f s", time.monotonic() - t0)
         nova_url, neutron_url = self.services.nova["api_url"], self.services.neutron["url"]
-        write_clouds_yaml(self.paths, self.control_port, nova_url, neutron_url)
+        projects: list[str] = list(PROJECTS)
+        if self.keystone_port is not None:
+            self.keystone = await asyncio.to_thread(self._seed_keystone)
+            projects = [self.keystone.projects[p] for p in PROJECTS]
+            # Nova and Neutron take Keystone's tokens only: the supervisor's calls too.
+            self.services.sign_in = SignIn(self.keystone).token
+            # The tenants are Keystone's projects: servers and member tokens use their ids.
+            self.controller = dataclasses.replace(
+                self.controller,
+                project_tokens={
+                    self.keystone.projects[p]: t for p, t in self.controller.project_tokens.items()
+                },
+            )
+            log.info("keystone seeded in %.1f s", time.monotonic() - t0)
+        write_clouds_yaml(self.paths, self.control_port, nova_url, neutron_url, self.keystone)
         networks = await asyncio.to_thread(create_networks, self.services)
-        plan = server_plan(self.host_names, self.spec.servers_on_each_host())
+        plan = server_plan(self.host_names, self.spec.servers_on_each_host(), projects)
         self.faults.servers = await asyncio.to_thread(boot_servers, self.services, plan, networks)
         log.info(
             "%d servers on %d hosts ready in %.1f s",
@@ -127,12 +147,26 @@ class Lab:
             set(self.bmcs.redfish),
             self.spec.transport_url if notifications else None,
             self.cluster,
+            self.keystone,
         )
         if self.cluster is not None:
             self.faults.controllers = ControllerFaults(
                 self.controllers(), self.controller.admin_token, self.tag
             )
         self.agents.start()
+
+    def _seed_keystone(self) -> KeystoneSetup:
+        """Projects, users and the catalog in the lab's fresh Keystone."""
+        info = self.services.keystone
+        assert info is not None
+        users = lab_users()
+        catalog = {
+            "compute": ("nova", self.services.nova["api_url"]),
+            "network": ("neutron", self.services.neutron["url"]),
+            "alarming": ("medevac", f"http://127.0.0.1:{self.controller.controller_port}"),
+        }
+        projects = seed(info["auth_url"], info["admin_password"], users, catalog)
+        return KeystoneSetup(info["auth_url"], users, projects)
 
     def controllers(self) -> list[dict[str, Any]]:
         """Each controller `lab up` configured: its member id, API, configuration."""
@@ -209,6 +243,8 @@ async def run(paths: LabPaths, spec: LabSpec) -> None:
                 "servers": len(lab.faults.servers),
                 "notifications": bool(lab.services.nova.get("notifications")),
                 "started_at": wall_clock()[1],
+                "identity": spec.identity,
+                "keystone": lab.keystone.as_dict() if lab.keystone else None,
             },
             mode=0o600,
         )
@@ -238,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--controllers", type=int, default=1)
     p.add_argument("--storage-url", default=None, help="the controllers' store (several)")
     p.add_argument("--group", default=None, help="the controllers' group (several)")
+    p.add_argument("--identity", choices=IDENTITIES, default="static")
     args = p.parse_args(argv)
     paths = LabPaths(args.state_dir)
     logging.basicConfig(
@@ -254,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         controllers=args.controllers,
         storage_url=args.storage_url,
         group=args.group,
+        identity=args.identity,
     )
     try:
         asyncio.run(run(paths, spec))

@@ -18,7 +18,8 @@ URL layout (as a real Neutron behind its api-paste pipeline):
   GET /            -> Neutron's own versions document (links to /v2.0/)
   /v2.0/...        -> Neutron's v2.0 API (ports, networks, extensions, ...)
 
-Identity (no Keystone), from the X-Auth-Token header:
+Identity, with --keystone-url URL: what the lab Keystone says of the X-Auth-Token
+(an invalid one: 401). Without it (no Keystone), from the X-Auth-Token header:
   lab-project-<PROJECT_ID>               member+reader of that project
   lab-project-<PROJECT_ID>-user-<USER>   the same, with that user id
   anything else or missing               admin (project "admin"; resources
@@ -49,6 +50,8 @@ os.environ.pop("OS_TEST_TIMEOUT", None)
 warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
 warnings.filterwarnings("ignore", message=r'The selected oslo_service backend is "eventlet"')
 
+from lab_keystone import Identity, KeystoneTokens  # noqa: E402 (after the warnings filters)
+
 LOG = logging.getLogger("lab.neutron")
 
 ADMIN_PROJECT = "admin"
@@ -65,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ready-file", required=True)
     p.add_argument("--db", default=None, help="sqlite file (default: in-memory database)")
     p.add_argument("--log-file", default=None)
+    p.add_argument(
+        "--keystone-url",
+        default=None,
+        help="the lab Keystone's v3 URL: tokens are validated there (default: the token's form)",
+    )
     p.add_argument(
         "--fix-data-plane-status-unset",
         action="store_true",
@@ -228,12 +236,25 @@ def make_context(token: str | None) -> Any:
     )
 
 
+def keystone_context(identity: Identity) -> Any:
+    """The request context keystonemiddleware's headers would give Neutron."""
+    from neutron_lib import context as n_context
+
+    return n_context.Context(
+        user_id=identity.user_id,
+        project_id=identity.project_id,
+        roles=list(identity.roles),
+        is_admin=identity.is_admin,
+    )
+
+
 class LabApp:
     """Maps / to the versions document and /v2.0 to Neutron's v2.0 app."""
 
-    def __init__(self, api: Any, versions_app: Any) -> None:
+    def __init__(self, api: Any, versions_app: Any, keystone: KeystoneTokens | None = None) -> None:
         self.api = api
         self.versions_app = versions_app
+        self.keystone = keystone
         # One request at a time: sqlite (one shared connection when in memory).
         self.lock = threading.Lock()
 
@@ -242,7 +263,16 @@ class LabApp:
         if path == "/v2.0" or path.startswith("/v2.0/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/v2.0"
             environ["PATH_INFO"] = path[len("/v2.0") :] or "/"
-            environ["neutron.context"] = make_context(environ.get("HTTP_X_AUTH_TOKEN"))
+            token = environ.get("HTTP_X_AUTH_TOKEN")
+            if self.keystone is None:
+                environ["neutron.context"] = make_context(token)
+            else:
+                judged = self.keystone.judge(token)
+                if isinstance(judged, tuple):
+                    status, headers, refusal = judged
+                    start_response(status, headers)
+                    return [refusal]
+                environ["neutron.context"] = keystone_context(judged)
             app = self.api
         elif path == "/":
             app = self.versions_app
@@ -307,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     server = simple_server.make_server(
         "127.0.0.1",
         0,
-        LabApp(case.api, versions_app),
+        LabApp(
+            case.api,
+            versions_app,
+            KeystoneTokens(args.keystone_url) if args.keystone_url else None,
+        ),
         server_class=ThreadingWSGIServer,
         handler_class=QuietHandler,
     )

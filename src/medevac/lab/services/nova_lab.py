@@ -19,6 +19,7 @@ import traceback
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+from lab_keystone import KeystoneTokens
 from nova_api_server import (
     QuietWSGIHandler,
     ThreadingWSGIServer,
@@ -132,7 +133,8 @@ class Lab:
         self.computes.start(case, self.args.hosts)
         LOG.info("%d computes up in %.2fs", len(self.computes.hosts), time.monotonic() - t0)
 
-        app = identity_wrapper(case.api_fixture.app())
+        keystone = KeystoneTokens(self.args.keystone_url) if self.args.keystone_url else None
+        app = identity_wrapper(case.api_fixture.app(), keystone)
         self.api_server = ThreadingWSGIServer(("127.0.0.1", 0), QuietWSGIHandler)
         self.api_server.set_app(app)
         serve_in_thread(self.api_server, "lab-api")

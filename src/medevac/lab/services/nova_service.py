@@ -5,7 +5,8 @@ Run with the lab venv's interpreter (it does not import ``medevac``)::
     .venv-lab/bin/python src/medevac/lab/services/nova_service.py \\
         --hosts host1,host2 --ready-file /tmp/nova.json \\
         [--report-interval 1] [--service-down-time 5] \\
-        [--transport-url rabbit://guest:guest@127.0.0.1:5672/] [--log-file F]
+        [--transport-url rabbit://guest:guest@127.0.0.1:5672/] [--log-file F] \\
+        [--keystone-url http://127.0.0.1:K/v3]
 
 It reuses the fixtures Nova ships for its functional tests: real Nova API,
 conductor, scheduler, compute managers, service-group heartbeat logic and
@@ -33,7 +34,11 @@ Nova API (``api_url``)
     ``lab-project-<PROJECT>-user-<USER>``: then a member (roles member,reader)
     of PROJECT (user ``lab-user`` by default). ``host_status`` (both the
     ``show:host_status`` and ``show:host_status:unknown-only`` policies) is
-    opened to members of the server's own project, as NFV clouds do.
+    opened to members of the server's own project, as NFV clouds do. With
+    ``--keystone-url`` (``lab up --identity keystone``) the token is validated in
+    the lab's Keystone instead (lab_keystone.py): a token it refuses gets 401, and
+    a valid one stands for its user, project and roles (an admin as user ``admin``,
+    which Nova's stubbed Keystone makes the admin).
 
 Control API (``control_url``, JSON)
     GET  /healthz                       {"ok": true}
@@ -142,6 +147,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ready-file", required=True)
     p.add_argument("--transport-url", default=None)
     p.add_argument("--log-file", default=None)
+    p.add_argument(
+        "--keystone-url",
+        default=None,
+        help="the lab Keystone's v3 URL: tokens are validated there (default: the token's form)",
+    )
     args = p.parse_args(argv)
     args.hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
     if not args.hosts:
