@@ -38,9 +38,9 @@ def take_over(lose: set[str]) -> dict[str, Incident]:
         inspector=inspector,
         monitor=None,
         recovery=None,
-        shared=SimpleNamespace(held=held),
+        ownership=SimpleNamespace(holds=held.__contains__),
     )
-    asyncio.run(Controller._take_over(me, {"h1"}))  # type: ignore[arg-type]
+    asyncio.run(Controller._take_over_once(me, {"h1"}))  # type: ignore[arg-type]
     return inspector.open
 
 

@@ -261,8 +261,7 @@ class Controller:
 
     async def _take_over(self, hosts: set[str]) -> None:
         """Hosts just claimed: taken over, and again (after TAKEOVER_RETRY s, doubling
-        up to 5 s)
-        while the store does not answer and this controller still holds them."""
+        up to 5 s) while the store does not answer and this controller still holds them."""
         wait = TAKEOVER_RETRY
         while hosts := {h for h in hosts if self.ownership.holds(h)}:
             try:
@@ -280,8 +279,7 @@ class Controller:
         incidents = [i for i in await self.journal.load_open() if i.host in hosts]
         # A host lost again while the journal was read (two views applied back to back)
         # is its new owner's: a copy of its incident kept here would never be forgotten.
-        assert self.shared is not None
-        hosts = hosts & set(self.shared.held)
+        hosts = {h for h in hosts if self.ownership.holds(h)}
         incidents = [i for i in incidents if i.host in hosts and i.host not in self.inspector.open]
         self.inspector.adopt(incidents)
         if self.monitor is not None:
