@@ -144,7 +144,8 @@ class KeystoneConfig(_Section):
     """Keystone tokens, accepted by the API beside api.tokens: a token not seen before is
     validated once in Keystone (as the service user below), then trusted until
     cache_seconds pass or it expires. Roles map to the API's: admin to admin; member
-    to a member of the token's project; reader (without member) to reader."""
+    to a member of the token's project; reader (without member) to reader, when the
+    token is system-scoped or scoped to one of reader_projects."""
 
     auth_url: str | None = Field(
         default=None,
@@ -174,6 +175,11 @@ class KeystoneConfig(_Section):
     )
     cache_size: int = Field(
         default=10_000, ge=1, description="tokens cached at most; the least recently used go"
+    )
+    reader_projects: list[str] = Field(
+        default=["admin"],
+        description="projects (by name) whose readers read every project, as system-scoped "
+        "readers do; a reader of any other project is refused (403)",
     )
     timeout: float = Field(
         default=5.0,

@@ -21,14 +21,22 @@ from medevac.api.errors import ApiError
 from medevac.config import KeystoneConfig, Role
 
 
+def test_a_reader_reads_every_project_only_from_the_system_or_a_readers_project() -> None:
+    every = Principal("keystone:u", Role.READER, None)
+    assert keystone_principal("u", "p0", ["reader"], project_name="admin") == every
+    assert keystone_principal("u", None, ["reader"], system=True) == every
+    assert keystone_principal("u", "p9", ["reader"], project_name="ops", reader_projects=["ops"])
+    assert keystone_principal("u", "p1", ["reader"], project_name="tenant-a") is None
+
+
 @pytest.mark.parametrize(
     ("roles", "project", "expected"),
     [
         (["admin", "member", "reader"], "p1", Principal("keystone:u", Role.ADMIN, None)),
         (["member", "reader"], "p1", Principal("keystone:u", Role.MEMBER, "p1")),
         (["Member"], "p1", Principal("keystone:u", Role.MEMBER, "p1")),
-        (["reader"], "p1", Principal("keystone:u", Role.READER, None)),
-        (["reader"], None, Principal("keystone:u", Role.READER, None)),
+        (["reader"], "p1", None),  # a tenant's reader must not read the others
+        (["reader"], None, None),
         (["member", "reader"], None, None),  # a member of no project: no access
         (["service"], "svc", None),
         ([], "p1", None),

@@ -64,18 +64,26 @@ def _digest(token: str) -> bytes:
 
 
 def keystone_principal(
-    user_name: str, project_id: str | None, roles: Iterable[str]
+    user_name: str,
+    project_id: str | None,
+    roles: Iterable[str],
+    *,
+    project_name: str | None = None,
+    system: bool = False,
+    reader_projects: Iterable[str] = ("admin",),
 ) -> Principal | None:
-    """The API's view of a Keystone token's user, project and roles: ``admin`` is an
-    admin; ``member`` a member of the token's project; ``reader`` (without member) a
-    reader. None when no role gives access (or a member token has no project)."""
+    """The API's view of a Keystone token's user, scope and roles: ``admin`` is an
+    admin; ``member`` a member of the token's project; ``reader`` (without member)
+    reads every project, but only scoped to the system or to one of
+    ``reader_projects``: a reader of a tenant's project must not read the others'
+    (the API has no reader of one project). None when no role gives access."""
     held = {r.lower() for r in roles}
     name = f"keystone:{user_name}"
     if "admin" in held:
         return Principal(name, Role.ADMIN, None)
     if "member" in held:
         return Principal(name, Role.MEMBER, project_id) if project_id else None
-    if "reader" in held:
+    if "reader" in held and (system or project_name in set(reader_projects)):
         return Principal(name, Role.READER, None)
     return None
 
@@ -208,7 +216,12 @@ class KeystoneValidator:
             raise KeystoneUnavailable(f"{where} failed ({type(exc).__name__})") from None
         ref = access.create(resp=resp)
         principal = keystone_principal(
-            ref.username or ref.user_id or "?", ref.project_id, ref.role_names or ()
+            ref.username or ref.user_id or "?",
+            ref.project_id,
+            ref.role_names or (),
+            project_name=ref.project_name,
+            system=bool(ref.system_scoped),
+            reader_projects=c.reader_projects,
         )
         return principal, trust_for(c.cache_seconds, ref.expires)
 
