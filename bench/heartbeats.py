@@ -641,14 +641,15 @@ def report(out: Any, owned: int, within: float = 120.0) -> dict[str, Any]:
 
 
 def cluster_ab(
-    counts: list[int], hosts: int, seconds: float, senders: int, runs: int
+    counts: list[int], hosts: int, seconds: float, senders: int, runs: int, quiet_wait: float
 ) -> dict[str, Any]:
     """Each number of controllers in turn (alternated when ``runs`` > 1), so that all
     see the same machine; the ratio is each one's per-monitor CPU against the first's."""
     by: dict[int, list[dict[str, Any]]] = {c: [] for c in counts}
     for _ in range(runs):
         for c in counts:
-            wait_quiet(f"cluster ingest, {c} controllers", at_most=30)
+            if quiet_wait > 0:
+                wait_quiet(f"cluster ingest, {c} controllers", at_most=quiet_wait)
             g = cluster_ingest(c, hosts, 1.0, seconds, senders)
             print(f"cluster ingest ({c} controllers):", g, flush=True)
             by[c].append(g)
@@ -787,6 +788,12 @@ def main() -> None:
     p.add_argument("--cluster-seconds", type=float, default=20)
     p.add_argument("--cluster-runs", type=int, default=1, help="runs of each number")
     p.add_argument("--cluster-senders", type=int, default=2, help="sender processes")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each cluster run, wait at most this long (s) for a quiet machine; 0: not",
+    )
     p.add_argument("--write-docs", type=Path)
     p.add_argument("--section", default="heartbeats", help="the docs section name")
     args = p.parse_args()
@@ -838,6 +845,7 @@ def main() -> None:
             args.cluster_seconds,
             args.cluster_senders,
             args.cluster_runs,
+            args.quiet_wait,
         )
         print("cluster ingest summary:", k, flush=True)
         rows += [*([""] if rows else []), cluster_intro(k, counts), "", *cluster_rows(k, counts)]

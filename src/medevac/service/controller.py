@@ -458,7 +458,9 @@ class Controller:
             self._takeovers_keep.add(checking)
             # Alarms made through another controller are evaluated here within a second.
             self._takeovers_keep.add(asyncio.create_task(self.notifier.follow_store(0.5)))
-            if not await self.membership.joined(10 * self.settings.cluster.membership_timeout):
+            # Serving does not wait long on a backend that does not answer: hosts are
+            # claimed whenever the first view comes.
+            if not await self.membership.joined(3 * self.settings.cluster.membership_timeout):
                 log.critical(
                     "%s could not join the controllers' group (%s): it owns no host yet",
                     self.settings.cluster.member_id,
