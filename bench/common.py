@@ -8,7 +8,8 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -54,6 +55,13 @@ def wait(what: str, check: Callable[[], T | None], timeout: float = 30.0, every:
             return value
         time.sleep(every)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+def print_log_tails(logs: Iterable[tuple[str, Path]], chars: int = 3000) -> None:
+    """The end of each (name, log file) that exists: why a run broke."""
+    for name, log in logs:
+        if log.exists():
+            print(f"--- {name}\n{log.read_text(errors='replace')[-chars:]}")
 
 
 def free_port() -> int:

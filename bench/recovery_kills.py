@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import tail, tail_name, wait
+from common import print_log_tails, tail, tail_name, wait
 from docs_section import write_section
 
 from medevac.lab.client import LAB_POSTGRES, LAB_POSTGRES_ENV, LabClient, TwoHostWatch, lab_down
@@ -834,9 +834,7 @@ def main() -> None:
                     flush=True,
                 )
         except BaseException:
-            for c in ctls:
-                if c.log.exists():
-                    print(f"--- {c.member_id}\n{c.log.read_text(errors='replace')[-3000:]}")
+            print_log_tails((c.member_id, c.log) for c in ctls)
             raise
         finally:
             failed = failure is not None or sys.exc_info()[0] is not None

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, tail, tail_name, wait
+from common import free_port, print_log_tails, tail, tail_name, wait
 from docs_section import write_chart, write_section
 
 from medevac.lab.client import LAB_POSTGRES, LAB_POSTGRES_ENV
@@ -245,9 +245,7 @@ def main() -> None:
                         flush=True,
                     )
             except BaseException:
-                for c in ctls:
-                    if c.log.exists():
-                        print(f"--- {c.name}\n{c.log.read_text(errors='replace')[-2000:]}")
+                print_log_tails(((c.name, c.log) for c in ctls), 2000)
                 raise
             finally:
                 for c in ctls:
