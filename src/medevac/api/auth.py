@@ -29,6 +29,7 @@ from fastapi import Request
 
 from medevac.api.errors import ApiError
 from medevac.config import ApiToken, KeystoneConfig, Role
+from medevac.storage.db import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class KeystoneValidator:
         from keystoneauth1 import exceptions as ks
 
         c = self.config
-        where = f"Keystone at {c.auth_url}"
+        where = f"Keystone at {redact_url(c.auth_url or '')}"  # a password in it stays out
         try:
             resp = self._sess().get(
                 "/auth/tokens",

@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tooz import coordination
 
+from medevac.storage.db import redact_url as display  # the URL for logs and errors
+
 log = logging.getLogger(__name__)
 
 
@@ -56,15 +58,6 @@ def backend_url(url: str, timeout: float, group: str) -> str:
         query.setdefault("socket_timeout", short)
         query.setdefault("socket_connect_timeout", short)
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def display(url: str) -> str:
-    """``url`` without its password (for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Membership:
