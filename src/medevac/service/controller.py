@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -54,7 +55,7 @@ from medevac.service.build import (
     monitor_settings,
     retention_policy,
 )
-from medevac.service.metrics import BlocksCollector, ControllerMetrics
+from medevac.service.metrics import BlocksCollector, ControllerMetrics, scraper_app
 from medevac.serving import base_url, server_config
 from medevac.storage import Database
 from medevac.storage.records import (
@@ -82,6 +83,14 @@ class AppFactory(Protocol):
     ) -> Starlette:
         """The controller's API over its blocks (the surface passes its own)."""
         ...
+
+
+class _Listener(uvicorn.Server):
+    """A second server on the loop: the API's server handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Controller:
@@ -370,6 +379,27 @@ class Controller:
     def _compute_alive(self, host: str) -> bool | None:
         return self.monitor.compute_alive(host) if self.monitor is not None else None
 
+    def _scraper(self) -> uvicorn.Server | None:
+        """The metrics' own listener (``metrics.listen``), without a token, answering
+        the scraper networks only; None when it is off."""
+        address = self.settings.metrics.address()
+        if address is None:
+            return None
+        app = scraper_app(self.metrics, self.settings.metrics.scraper_networks)
+        host, port = address
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        log.info("metrics for scrapers on %s (no token)", self.settings.metrics.listen)
+        return _Listener(config)
+
+    def _scraper_socket(self) -> socket.socket:
+        address = self.settings.metrics.address()
+        assert address is not None
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family)
+
     def _checkpoint(self, trace_id: str | None, mark: str, at: float) -> None:
         """The notifier's marks: the incident keeps each one's first, the metrics the
         last webhook received."""
@@ -558,6 +588,11 @@ class Controller:
             timeout_graceful_shutdown=GRACEFUL_STOP,
         )
         server = self._server = uvicorn.Server(config)
+        scraper = self._scraper()
+        scraping = None
+        if scraper is not None:
+            scraper_socket = self._scraper_socket()  # a port taken fails the start here
+            scraping = asyncio.create_task(scraper.serve(sockets=[scraper_socket]))
 
         def stop_asked() -> None:
             self.restart_asked = False  # a stop asked while restarting is a stop
@@ -574,6 +609,10 @@ class Controller:
         try:
             await server.serve()
         finally:
+            if scraper is not None and scraping is not None:
+                scraper.should_exit = True
+                with contextlib.suppress(Exception):
+                    await scraping
             if self.membership is not None:
                 await asyncio.to_thread(self.membership.stop)  # the others take over now
             if self.quorum is not None:

@@ -11,16 +11,21 @@ process-wide default: tests run several controllers in one process.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from medevac import __version__
 from medevac.checkpoints import Mark
@@ -34,6 +39,8 @@ from medevac.monitor.verdicts import Verdict
 from medevac.notifier.notifier import Notifier
 from medevac.profiler.profile import Profile
 from medevac.recovery.fence import Fencer, FenceResult
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Seconds. Detection: a few hundred ms, seconds for a slow BMC or a quorum.
 DETECTION_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2, 5, 10, 30, 60)
@@ -391,6 +398,23 @@ class BlocksCollector(Collector):
             "Effects refused for not owning the host or holding a stale epoch.",
             s.get("refused", 0),
         )
+
+
+def scraper_app(metrics: ControllerMetrics, networks: Sequence[Network]) -> Starlette:
+    """GET /metrics without a token, for peers on ``networks`` only (judged on the TCP
+    peer's address, never a forwarded header); 403 for any other peer, 404 elsewhere."""
+
+    async def scrape(request: Request) -> Response:
+        try:
+            peer = ipaddress.ip_address(request.client.host if request.client else "")
+        except ValueError:
+            peer = None
+        if peer is None or not any(peer in n for n in networks):
+            return PlainTextResponse("not a scraper network: see metrics.scraper_networks", 403)
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
 
 
 class ControllerMetrics:
