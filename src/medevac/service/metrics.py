@@ -35,7 +35,7 @@ from medevac.inspector.inspector import Inspector
 from medevac.inspector.lifecycle import HostState as Lifecycle
 from medevac.monitor.hosts import HostMonitor, HostState
 from medevac.monitor.protocol import DropReason
-from medevac.monitor.verdicts import Verdict
+from medevac.monitor.verdicts import Verdict, VerdictKind
 from medevac.notifier.notifier import Notifier
 from medevac.profiler.profile import Profile
 from medevac.recovery.fence import Fencer, FenceResult
@@ -100,6 +100,16 @@ class FaultMetrics:
             buckets=RECOVERY_BUCKETS,
             registry=registry,
         )
+        # Shown at 0 before their first observation: rate() and increase() need the start.
+        for kind in VerdictKind:
+            self.verdicts.labels(kind.value)
+        for since in ("silence", "fault"):
+            self.detection.labels(since)
+        for kind in ("host", "link", "process", "server"):
+            self.correction.labels(kind)
+            for webhook in ("first", "last"):
+                self.notification.labels(kind, webhook)
+        self.recovery.labels("completed")
         self._last_received: OrderedDict[str, float] = OrderedDict()  # trace -> last T09
         self._over: OrderedDict[str, None] = OrderedDict()  # incidents observed
         self._over_lock = threading.Lock()  # faults end in worker threads
