@@ -101,8 +101,8 @@ class FaultMetrics:
             registry=registry,
         )
         # Shown at 0 before their first observation: rate() and increase() need the start.
-        for kind in VerdictKind:
-            self.verdicts.labels(kind.value)
+        for verdict_kind in VerdictKind:
+            self.verdicts.labels(verdict_kind.value)
         for since in ("silence", "fault"):
             self.detection.labels(since)
         for kind in ("host", "link", "process", "server"):
@@ -174,12 +174,10 @@ class FaultMetrics:
         return True
 
 
-class CountedFencer:
-    """A fencer whose outcomes are counted: confirmed off, or not (rule 2 then holds
-    the host for an operator)."""
+class FencingMetrics:
+    """Fencing outcomes and times (registered even when recovery is off: shown at 0)."""
 
-    def __init__(self, inner: Fencer, registry: CollectorRegistry) -> None:
-        self.inner = inner
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.outcomes = Counter(
             "medevac_fencing",
             "Fencing attempts through a BMC, by outcome (confirmed: power off read back; "
@@ -196,10 +194,22 @@ class CountedFencer:
         for outcome in ("confirmed", "failed"):
             self.outcomes.labels(outcome)
 
-    async def fence(self, host: str) -> FenceResult:
-        result = await self.inner.fence(host)
+    def observe(self, result: FenceResult) -> None:
         self.outcomes.labels("confirmed" if result.confirmed else "failed").inc()
         self.seconds.observe(result.seconds)
+
+
+class CountedFencer:
+    """A fencer whose outcomes are counted: confirmed off, or not (rule 2 then holds
+    the host for an operator)."""
+
+    def __init__(self, inner: Fencer, metrics: FencingMetrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def fence(self, host: str) -> FenceResult:
+        result = await self.inner.fence(host)
+        self.metrics.observe(result)
         return result
 
 
@@ -434,11 +444,12 @@ class ControllerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.faults = FaultMetrics(self.registry)
+        self.fencing = FencingMetrics(self.registry)
         self._blocks: BlocksCollector | None = None
 
     def counted(self, fencer: Fencer) -> CountedFencer:
         """``fencer``, its outcomes counted in this registry."""
-        return CountedFencer(fencer, self.registry)
+        return CountedFencer(fencer, self.fencing)
 
     def watch(self, blocks: BlocksCollector) -> None:
         """Read these blocks at each scrape (once; a later call replaces them)."""
