@@ -8,11 +8,17 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from medevac.api import create_app
+from medevac.checkpoints import Mark
 from medevac.config import Settings
+from medevac.inspector.incidents import Incident
 from medevac.monitor.verdicts import Verdict, VerdictKind
+from medevac.service.controller import Controller
 from medevac.storage import Database
+from medevac.storage.records import IncidentStore, RecoveryStore
 from tests.api_world import build_world
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
 from tests.monitor_fakes import Agents
@@ -109,3 +115,41 @@ def test_metrics_follow_heartbeats_drops_verdicts_and_incidents(
             assert value(after, "medevac_event_loop_lag_seconds") >= 0
 
     asyncio.run(run())
+
+
+@pytest.mark.databases
+def test_a_finished_fault_read_back_from_the_store_feeds_the_stage_histograms(
+    settings: Settings,
+) -> None:
+    recovery_off = settings.recovery.model_copy(update={"enabled": False})
+    ctl = Controller(settings.model_copy(update={"recovery": recovery_off}), create_app)
+    try:
+        ctl.db.migrate()
+        inc = Incident("h1", "z", 100.0, "trace-9", recovery_id="rec-1")
+        inc.faults["host:"] = 100.0
+        inc.stamps = {Mark.T01: 99.9, Mark.V: 100.0, Mark.T09: 100.01, Mark.T03: 100.2}
+        inc.stamps[Mark.T04] = 100.9
+        IncidentStore(ctl.db).save(inc.as_dict())
+        recoveries = RecoveryStore(ctl.db)
+        recoveries.put("rec-1", inc.id, "h1", 2, "EVACUATING", 100.3, {})
+        recoveries.put_evacuation("rec-1", "s1", "vm", "h1", result="running", at=100.5)
+        recoveries.put_evacuation("rec-1", "s1", "vm", "h1", result="ok", at=129.0, ended=True)
+        recoveries.put("rec-1", inc.id, "h1", 2, "COMPLETED", 130.0, {}, ended=True)
+        ctl.metrics.faults.checkpoint("trace-9", Mark.T09, 100.05)  # a later consumer
+        # Read from the store, as by a controller that took the fault over.
+        ctl._fault_profile(inc.id, None)
+        ctl._fault_profile(inc.id, None)  # its incident closing later: observed once
+        r = ctl.metrics.registry
+
+        def total(name: str, **labels: str) -> float:
+            return r.get_sample_value(name, labels) or 0.0
+
+        assert total("medevac_recovery_seconds_count", outcome="completed") == 1
+        assert abs(total("medevac_recovery_seconds_sum", outcome="completed") - 29.0) < 1e-6
+        notified = total("medevac_notification_seconds_sum", kind="host", webhook="last")
+        assert abs(notified - 0.05) < 1e-6
+        assert abs(total("medevac_state_correction_seconds_sum", kind="host") - 0.9) < 1e-6
+    finally:
+        asyncio.run(ctl.cloud.close())
+        ctl.bmc_threads.shutdown(wait=False)
+        ctl.db.dispose()
