@@ -188,6 +188,11 @@ def test_prometheus_scrapes_both_ways_and_sees_detection_after_a_host_crash(
         assert median is not None and math.isfinite(median) and 0 < median <= 60
         lost = scalar(prometheus, 'medevac_hosts{job="medevac",state="LOST"}')
         assert lost == 1
+        # Nova polled and the topology listed through the driver: counted by result.
+        nova_ok = scalar(
+            prometheus, 'medevac_cloud_calls_total{job="medevac",service="compute",result="ok"}'
+        )
+        assert nova_ok is not None and nova_ok > 0
     finally:
         lab.client.heal("host-crash", HOST)
     controller.wait_verdict("HOST_UP", HOST, n)

@@ -284,6 +284,11 @@ class CloudDriver:
         with self._calls_lock:
             self.results[service, result] += 1
 
+    def call_results(self) -> dict[tuple[str, str], int]:
+        """Calls made so far by (service, result), copied while no worker counts."""
+        with self._calls_lock:
+            return dict(self.results)
+
     async def _call(
         self,
         service: str,

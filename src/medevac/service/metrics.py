@@ -274,7 +274,7 @@ class BlocksCollector(Collector):
                 "(ok, client_error 4xx, server_error 5xx, no_answer).",
                 labels=["service", "result"],
             )
-            for (service, result), n in sorted(self.cloud.results.items()):
+            for (service, result), n in sorted(self.cloud.call_results().items()):
                 calls.add_metric([service, result], n)
             yield calls
         if self.cluster is not None:
