@@ -3,8 +3,9 @@
 # by default those the lab and the tests use.
 set -euo pipefail
 want=("$@")
-# iptables: the lab's controller-partition fault.
-[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables)
+# iptables: the lab's controller-partition fault; prometheus (and its promtool): the
+# metrics endpoint's lab test and the example alert rules' check.
+[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables prometheus)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
