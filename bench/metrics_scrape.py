@@ -22,7 +22,7 @@ from common import tail
 
 from medevac.api import create_app
 from medevac.cloud.driver import CloudDriver
-from medevac.config import ApiToken, Role, Settings, StorageConfig
+from medevac.config import ApiConfig, ApiToken, Role, Settings, StorageConfig
 from medevac.inspector.executor import ActionExecutor
 from medevac.inspector.guard import ZoneGuard
 from medevac.inspector.incidents import Incident
@@ -144,10 +144,10 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = Settings(
             storage=StorageConfig(url=url),
-            api={  # type: ignore[arg-type]
-                "tokens": [ApiToken(name="prom", token=TOKEN, role=Role.READER)],  # type: ignore[arg-type]
-                "rate_limit": 0,  # each GET is timed, not throttled
-            },
+            api=ApiConfig(
+                tokens=[ApiToken(name="prom", token=TOKEN, role=Role.READER)],
+                rate_limit=0,  # each GET is timed, not throttled
+            ),
         )
         db = Database(url)
         db.migrate()
