@@ -6,7 +6,9 @@ soak:    N agents (the real agent code) send every 100 ms, twice each, through a
          positive: every host stays alive the whole time.
 bursty:  the same soak, each link's losses from a two-state (Gilbert-Elliott) model:
          a good state that loses nothing, a bad one that loses most datagrams, so
-         that losses come in bursts of several consecutive datagrams, 5 % on average.
+         that losses come in bursts of several consecutive datagrams, 5 % on average;
+         with one controller, and with three (every agent sends to each through a link
+         of its own; a verdict needs the quorum's majority, as with several controllers).
 ingest:  one sender signs and sends heartbeats for --ingest-hosts hosts at 1 Hz; the
          monitor's CPU use (its process's user+system time) is measured.
 cluster: --cluster-hosts hosts at 1 Hz, each heartbeat sent to every one of C
@@ -37,6 +39,7 @@ from common import cpu_ticks, tail, wait_quiet
 from docs_section import write_section
 
 from medevac.agent.agent import Agent, AgentConfig
+from medevac.cluster.quorum import Decision, decide
 from medevac.cluster.ring import shares
 from medevac.monitor.hosts import HostMonitor, MonitorSettings
 from medevac.monitor.protocol import Checks, Datagram, DatagramKind, encode, host_key
@@ -44,6 +47,7 @@ from medevac.monitor.udp import open_draining_endpoint
 from medevac.monitor.verdicts import Verdict
 
 KEY = b"bench-key-0123456789abcdef"
+STALL = 0.05  # the agents' loop this late (s) counts as a stall of their process
 
 
 class Collect:
@@ -137,6 +141,93 @@ def run_monitor(
     asyncio.run(main())
 
 
+class LocalQuorum:
+    """The controllers' quorum over monitors in this process: a peer's answer is what its
+    ``/v1/cluster/silence`` says (``silence_of``), the decision the product's own, with
+    the controller's slack and floor; only the HTTP hop on loopback is left out."""
+
+    def __init__(self, me: str, monitors: dict[str, HostMonitor], interval: float) -> None:
+        self.me, self.monitors, self.interval = me, monitors, interval
+        self.heard_elsewhere = 0
+
+    async def ask(self, host: str) -> dict[str, float | None]:
+        answers: dict[str, float | None] = {}
+        for name, peer in self.monitors.items():
+            if name != self.me:
+                silence = peer.silence_of(host)
+                answers[name] = math.inf if silence is None else silence
+        return answers
+
+    def decide(self, suspect_after: float, answers: dict[str, float | None]) -> Decision:
+        decision = decide(suspect_after, answers, self.interval, 1.5 * self.interval)
+        self.heard_elsewhere += decision.agreement.value == "heard-elsewhere"
+        return decision
+
+
+def run_quorum_monitors(
+    ports: list[int], hosts: int, stop: Any, out: Any, interval: float, probe_timeout: float
+) -> None:
+    """One monitor per port in this process, each owning its share of the hosts by the
+    rendezvous hash and judging only with its peers' majority; reports as run_monitor."""
+
+    async def main() -> None:
+        names = [f"controller-{i + 1}" for i in range(len(ports))]
+        hostnames = [f"h{i}" for i in range(hosts)]
+        owned = shares(hostnames, names)
+        monitors: dict[str, HostMonitor] = {}
+        sinks: dict[str, Collect] = {}
+        quorums: dict[str, LocalQuorum] = {}
+        for name in names:
+            sinks[name] = Collect()
+            quorums[name] = LocalQuorum(name, monitors, interval)
+            monitors[name] = HostMonitor(
+                {h: "z" for h in hostnames},
+                KEY,
+                sinks[name],
+                AlwaysOn(),
+                NoNova(),
+                MonitorSettings(
+                    interval=interval,
+                    bmc_refresh=0,
+                    nova_refresh=3600,
+                    probe_timeout=probe_timeout,
+                ),
+                owns=frozenset(owned[name]).__contains__,
+                quorum=quorums[name],
+            )
+        transports = [
+            await open_draining_endpoint(monitors[name], "127.0.0.1", port)
+            for name, port in zip(names, ports, strict=True)
+        ]
+        tasks = [asyncio.create_task(m.run()) for m in monitors.values()]
+        gc.freeze()
+        await asyncio.to_thread(stop.wait)
+        for t in tasks:
+            t.cancel()
+        for transport in transports:
+            transport.close()
+        counters = [m.counters() for m in monitors.values()]
+        out.put(
+            {
+                "verdicts": [
+                    (v.kind.value, v.host, v.at, v.evidence.get("silence_s"))
+                    for sink in sinks.values()
+                    for v in sink.verdicts
+                ],
+                "counters": {
+                    "received": sum(c["received"] for c in counters),
+                    "suspicions_cleared": sum(c["suspicions_cleared"] for c in counters),
+                    "loop_lag_ms": max(
+                        (c["loop_lag_ms"] for c in counters), key=lambda lag: lag["p99"]
+                    ),
+                },
+                "heard_elsewhere": sum(q.heard_elsewhere for q in quorums.values()),
+            }
+        )
+
+    asyncio.run(main())
+
+
 def arrived(monitor: HostMonitor) -> int:
     """Every datagram the monitor read: taken, copies, and dropped for any reason."""
     return monitor.received + monitor.copies + sum(monitor.drops.values())
@@ -220,14 +311,17 @@ class Bursty(Independent):
 
 
 class LossyAgent(Agent):
-    """The real agent, behind a link that loses and delays datagrams."""
+    """The real agent, behind links (one per controller's port) that lose and delay
+    datagrams."""
 
-    def __init__(self, *args: Any, link: Independent, jitter: float, rng: random.Random) -> None:
+    def __init__(
+        self, *args: Any, links: dict[int, Independent], jitter: float, rng: random.Random
+    ) -> None:
         super().__init__(*args)
-        self.link, self.jitter, self.rng = link, jitter, rng
+        self.links, self.jitter, self.rng = links, jitter, rng
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.link.lose():
+        if self.links[addr[1]].lose():
             return
         delay = self.rng.uniform(0, self.jitter)
         asyncio.get_running_loop().call_later(delay, super()._send, data, addr)
@@ -245,37 +339,55 @@ def soak(
     jitter: float,
     bursts: GilbertElliott | None = None,
     probe_timeout: float | None = None,
+    controllers: int = 1,
 ) -> dict[str, Any]:
-    """Independent losses of ``loss`` per datagram, or with ``bursts`` that model's."""
-    port = free_udp_port()
+    """Independent losses of ``loss`` per datagram, or with ``bursts`` that model's;
+    ``controllers``: monitors, each hearing every agent through a link of its own."""
+    ports = [free_udp_port() for _ in range(controllers)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     stop = ctx.Event()
+    timeout = probe_timeout or MonitorSettings.probe_timeout
     child = ctx.Process(
-        target=run_monitor,
-        args=(port, hosts, stop, out, 0.1),
-        kwargs={"probe_timeout": probe_timeout},
+        target=run_monitor if controllers == 1 else run_quorum_monitors,
+        args=(ports[0] if controllers == 1 else ports, hosts, stop, out, 0.1),
+        kwargs={"probe_timeout": timeout},
         daemon=True,  # never left behind by a failure here
     )
     child.start()
     time.sleep(1.0)
     rng = random.Random(7)
     links = [
-        Independent(loss, rng) if bursts is None else Bursty(bursts, rng) for _ in range(hosts)
+        {port: Independent(loss, rng) if bursts is None else Bursty(bursts, rng) for port in ports}
+        for _ in range(hosts)
     ]
 
+    # The agents' own process stalling (a loaded machine) silences every link at once:
+    # no quorum can tell that from a dead host, and real hosts do not share one loop.
+    stalls: list[tuple[float, float]] = []
+
+    async def watch_lag(step: float = 0.01) -> None:
+        last = time.time()
+        while True:
+            await asyncio.sleep(step)
+            now = time.time()
+            if now - last > step + STALL:
+                stalls.append((last, now))
+            last = now
+
     async def agents() -> None:
+        lag = asyncio.create_task(watch_lag())
         tasks = [
             asyncio.create_task(
                 LossyAgent(
                     AgentConfig(
                         f"h{i}",
-                        (("127.0.0.1", port),),
+                        tuple(("127.0.0.1", port) for port in ports),
                         host_key(KEY, f"h{i}"),
                         bind=("127.0.0.1", 0),
                     ),
                     Fixed(),
-                    link=links[i],
+                    links=links[i],
                     jitter=jitter,
                     rng=rng,
                 ).run()
@@ -284,16 +396,19 @@ def soak(
         ]
         await asyncio.sleep(seconds)
         stop.set()
-        for t in tasks:
+        for t in [*tasks, lag]:
             t.cancel()
 
     asyncio.run(agents())
     result: dict[str, Any] = out.get(timeout=60)
     child.join(10)
     host_verdicts = [v for v in result["verdicts"] if v[0] in ("HOST_DOWN", "HOST_UNREACHABLE")]
-    sent = sum(link.sent for link in links)
-    lost = sum(link.lost for link in links)
+    every_link = [link for per_host in links for link in per_host.values()]
+    sent = sum(link.sent for link in every_link)
+    lost = sum(link.lost for link in every_link)
     out_: dict[str, Any] = {
+        "controllers": controllers,
+        "verdicts_refused_heard_elsewhere": result.get("heard_elsewhere", 0),
         "hosts": hosts,
         "seconds": seconds,
         "loss": loss,
@@ -305,7 +420,7 @@ def soak(
         "loop_lag_ms": result["counters"]["loop_lag_ms"],
         "datagrams": sent,
         "measured_loss": lost / max(1, sent),
-        "measured_mean_burst": lost / max(1, sum(link.bursts for link in links)),
+        "measured_mean_burst": lost / max(1, sum(link.bursts for link in every_link)),
     }
     if bursts is not None:
         out_["model"] = {
@@ -315,7 +430,7 @@ def soak(
             "p_bad_to_good": round(bursts.bad_to_good, 5),
             "expected_mean_burst": round(bursts.mean_burst, 2),
         }
-    out_["probe_timeout_ms"] = 1000 * (probe_timeout or MonitorSettings.probe_timeout)
+    out_["probe_timeout_ms"] = 1000 * timeout
     # Each false verdict's whole silence: from the last datagram heard before it to the
     # heartbeat that brought the host back (its HOST_UP), in seconds.
     silences = []
@@ -326,6 +441,12 @@ def soak(
         if back and silence is not None:
             silences.append(min(back) - at + silence)
     out_["false_verdict_silences_s"] = sorted(round(x, 3) for x in silences)
+    out_["agents_stalls"] = len(stalls)
+    out_["agents_worst_stall_ms"] = round(max((b - a for a, b in stalls), default=0) * 1000)
+    out_["false_verdicts_in_agents_stall"] = sum(
+        any(a < at and b > at - (silence or 0) for a, b in stalls)
+        for _kind, _host, at, silence in host_verdicts
+    )
     out_["false_verdict_hosts"] = len({v[1] for v in host_verdicts})
     return out_
 
@@ -692,17 +813,35 @@ def soak_row(label: str, s: dict[str, Any]) -> str:
             f"after a silence of median {statistics.median(silences) * 1000:.0f} ms, "
             f"{name} {far * 1000:.0f} ms)"
         )
+    if s["agents_stalls"]:
+        row += (
+            f" ({s['false_verdicts_in_agents_stall']} of them during a stall of the agents' "
+            f"own process, which silences every link at once: {s['agents_stalls']} stalls "
+            f"of over {STALL * 1000:.0f} ms, the worst {s['agents_worst_stall_ms']} ms)"
+        )
+    if s["controllers"] > 1:
+        row += (
+            f"; {s['verdicts_refused_heard_elsewhere']} verdicts refused by the quorum (a "
+            "majority of the controllers still heard the host)"
+        )
     return (
         row + f"; {s['suspicions_cleared_by_probes']} suspicions cleared by probes; "
         f"loop lag p99 {s['loop_lag_ms']['p99']} ms |"
     )
 
 
+def controllers(count: int) -> str:
+    if count == 1:
+        return "1 controller"
+    return f"{count} controllers (each its own link to every agent; the quorum's majority)"
+
+
 def bursty_label(b: dict[str, Any]) -> str:
     m = b["model"]
     default = b["probe_timeout_ms"] == 1000 * MonitorSettings.probe_timeout
     return (
-        f"soak, bursty: {b['hosts']} hosts, {b['seconds']:.0f} s, two-state loss per link "
+        f"soak, bursty, {controllers(b['controllers'])}: {b['hosts']} hosts, "
+        f"{b['seconds']:.0f} s, two-state loss per link "
         f"(good: {m['good_loss']:.0%} lost, bad: {m['bad_loss']:.0%}; per datagram good to "
         f"bad {m['p_good_to_bad']}, bad to good {m['p_bad_to_good']}: {b['loss']:.0%} on "
         f"average, {m['expected_mean_burst']} lost in a row expected), up to "
@@ -776,6 +915,11 @@ def main() -> None:
         default=str(MonitorSettings.probe_timeout),
         help="the monitor's probe timeouts (s) to soak with, in turn",
     )
+    p.add_argument(
+        "--bursty-controllers",
+        default="1,3",
+        help="numbers of controllers to soak with bursty loss, in turn (same seed each)",
+    )
     p.add_argument("--ingest-hosts", type=int, default=10_000)
     p.add_argument("--ingest-seconds", type=float, default=20)
     p.add_argument("--ingest-runs", type=int, default=3, help="runs of each endpoint")
@@ -816,9 +960,18 @@ def main() -> None:
     for timeout in [float(t) for t in args.bursty_probe_timeouts.split(",") if t]:
         if bursty_seconds <= 0:
             break
-        b = soak(args.soak_hosts, bursty_seconds, 0.05, 0.02, bursts, probe_timeout=timeout)
-        print("bursty soak:", b, flush=True)
-        rows.append(soak_row(bursty_label(b), b))
+        for count in [int(c) for c in args.bursty_controllers.split(",") if c]:
+            b = soak(
+                args.soak_hosts,
+                bursty_seconds,
+                0.05,
+                0.02,
+                bursts,
+                probe_timeout=timeout,
+                controllers=count,
+            )
+            print("bursty soak:", b, flush=True)
+            rows.append(soak_row(bursty_label(b), b))
     if args.ingest_runs > 0:
         g = ingest_ab(args.ingest_hosts, args.ingest_seconds, args.ingest_runs)
         print("ingest summary:", g, flush=True)

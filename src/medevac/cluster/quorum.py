@@ -1,9 +1,12 @@
 """Quorum before a verdict: a host is judged lost only when a majority of the live
-controllers agree that it is silent.
+controllers agree that it is silent, and none of those that answered still hears it.
 
 Every controller hears every host, so when the owner finds a host silent it asks the
 others how long they have not heard it. A peer that heard it recently shows the
-silence is the owner's own (its network, its load), and no verdict is given; an owner
+silence is not the host's (the owner's network, a burst of loss on some links), and
+no verdict is given, even when a majority is silent: a dead host is silent to every
+controller at once, so the veto costs a real failure nothing, while a lossy link
+silent on two controllers at once would otherwise fence a live host; an owner
 that cannot get answers from enough peers to make a majority is the one cut off, and
 gives none either. The question goes out with the confirmation's probes, so the
 answers are in before the probes' wait ends: agreement adds no wait of its own.
@@ -25,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Agreement(enum.StrEnum):
-    AGREED = "agreed"  # a majority of the live controllers finds it silent
-    HEARD_ELSEWHERE = "heard-elsewhere"  # peers still hear it: the silence is ours
+    AGREED = "agreed"  # a majority of the live controllers finds it silent, none hears it
+    HEARD_ELSEWHERE = "heard-elsewhere"  # a peer still hears it: the silence is not the host's
     NO_MAJORITY = "no-majority"  # too few peers answered: this controller is cut off
 
 
@@ -57,7 +60,8 @@ def decide(
     suspect_after: float, answers: Mapping[str, float | None], slack: float, floor: float
 ) -> Decision:
     """Whether a majority of the live controllers (this one, which found the host
-    silent, and ``answers``' peers) finds the host silent. A peer agrees when it has not
+    silent, and ``answers``' peers) finds the host silent, with no peer still hearing
+    it (one that does vetoes the verdict). A peer agrees when it has not
     heard the host for at least ``suspect_after`` (the silence this one suspects it
     at) less ``slack`` (heartbeats reach controllers a little apart), and never less
     than ``floor`` (a young detector suspects after very little: a peer that heard the
@@ -68,11 +72,11 @@ def decide(
     bar = max(suspect_after - slack, floor)
     silent = 1 + sum(1 for s in answers.values() if s is not None and s >= bar)
     heard = sum(1 for s in answers.values() if s is not None and s < bar)
+    if heard:
+        return Decision(Agreement.HEARD_ELSEWHERE, silent, needed, answers)
     if silent >= needed:
         return Decision(Agreement.AGREED, silent, needed, answers)
-    return Decision(
-        Agreement.HEARD_ELSEWHERE if heard else Agreement.NO_MAJORITY, silent, needed, answers
-    )
+    return Decision(Agreement.NO_MAJORITY, silent, needed, answers)
 
 
 class PeerQuorum:
