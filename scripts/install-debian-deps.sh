@@ -3,8 +3,8 @@
 # by default those the lab and the tests use.
 set -euo pipefail
 want=("$@")
-# iptables: the lab's controller-partition fault.
-[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables)
+# iptables: the lab's controller-partition fault; chromium: the dashboard's browser tests.
+[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables chromium)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
