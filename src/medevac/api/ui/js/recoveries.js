@@ -24,8 +24,9 @@ function progress(rec) {
   );
 }
 
-function retryButton(rec, ctx) {
-  if (ctx.me.role !== "admin" || rec.state !== "FENCING_FAILED") return null;
+// Only a host's latest recovery may be retried: the server refuses an older one.
+function retryButton(rec, ctx, latest) {
+  if (ctx.me.role !== "admin" || rec.state !== "FENCING_FAILED" || !latest) return null;
   return h(
     "button",
     {
@@ -46,7 +47,7 @@ function retryButton(rec, ctx) {
   );
 }
 
-function card(rec, ctx) {
+function card(rec, ctx, latest = true) {
   const took = (e) => (e.ended_at !== null ? seconds(e.ended_at - e.started_at) : seconds(Date.now() / 1000 - e.started_at));
   return h(
     "article",
@@ -59,7 +60,7 @@ function card(rec, ctx) {
       h("span", {}, `level ${rec.level}`),
       h("span", {}, `started ${when(rec.started_at)}`),
       h("span", {}, rec.ended_at !== null ? `took ${seconds(rec.ended_at - rec.started_at)}` : "running"),
-      retryButton(rec, ctx),
+      retryButton(rec, ctx, latest),
     ),
     progress(rec),
     rec.evacuations.length
@@ -92,9 +93,11 @@ export const recoveriesPage = {
       recoveries.slice(0, SHOWN_IN_FULL).map((r) => api(`/v1/recoveries/${encodeURIComponent(r.id)}`)),
     );
     const rest = recoveries.slice(SHOWN_IN_FULL);
+    const hosts = new Set();
+    const latest = (r) => !hosts.has(r.host) && hosts.add(r.host); // newest first
     return [
       h("h2", {}, `Recoveries (${recoveries.length})`),
-      full.length ? full.map((r) => card(r, ctx)) : h("p", { class: "hint" }, "No recovery yet."),
+      full.length ? full.map((r) => card(r, ctx, latest(r))) : h("p", { class: "hint" }, "No recovery yet."),
       rest.length
         ? table(
             ["Started", "Host", "State", "Level", "Ended"],
