@@ -120,7 +120,12 @@ export const hostsPage = {
         h("td", { "data-col": "monitor" }, badge(x.state)),
         h("td", { class: "num" }, d.phi === undefined ? "-" : d.phi.toFixed(2)),
         h("td", { class: "num" }, d.last_heartbeat_age_s === null ? "never" : seconds(d.last_heartbeat_age_s)),
-        h("td", {}, x.bmc?.power ?? "-", x.bmc?.error ? h("span", { class: "error", title: x.bmc.error }, " !") : null),
+        h(
+          "td",
+          { "data-col": "bmc" },
+          x.bmc?.power ?? "-",
+          x.bmc?.error ? h("small", { class: "error", title: x.bmc.error }, " (no answer)") : null,
+        ),
         h("td", {}, nova(x.nova)),
         h("td", { "data-col": "lifecycle" }, badge(x.lifecycle?.state ?? "UP"), x.lifecycle?.since ? h("small", {}, ` since ${when(x.lifecycle.since)}`) : null),
       ];
