@@ -78,7 +78,7 @@ def test_a_crash_shows_live_and_an_admin_retries_the_recovery_its_fencing_failed
         expect(card).to_contain_text("nothing moved")
         open_tab(page, "hosts")
         lifecycle = page.locator(f"#hosts-table tr[data-host={host}] td[data-col=lifecycle]")
-        expect(lifecycle).to_contain_text("FENCING_FAILED")
+        expect(lifecycle.locator(".badge")).to_have_text("FENCING_FAILED")
         shot(page, tmp_path, "hosts-fencing-failed")
 
         dlab.client.heal("bmc-unreachable", host)
@@ -119,5 +119,34 @@ def test_a_crash_shows_live_and_an_admin_retries_the_recovery_its_fencing_failed
         assert kinds.index("recovery.retried") < kinds.index("recovery.fenced")
         open_tab(page, "audit")
         expect(page.locator("#audit-table tr[data-kind='recovery.retried']")).to_have_count(attempt)
+
+        # Powered on again, the host is heard from and waits for an operator's release.
+        on = dlab.ipmitool(host, "chassis", "power", "on")
+        assert on.returncode == 0, on.stderr
+        open_tab(page, "hosts")
+        row = page.locator(f"#hosts-table tr[data-host={host}]")
+        expect(row.locator("td[data-col=lifecycle]")).to_contain_text(
+            "AWAITING_RELEASE", timeout=60_000
+        )
+        shot(page, tmp_path, "hosts-awaiting-release")
+
+        def release() -> bool:
+            # Nova refuses while the host's nova-compute has not cleaned up the servers
+            # evacuated from it: the page says so, and the operator asks again.
+            row.locator("button[data-action=release]").click()
+            expect(page.locator("#confirm")).to_be_visible()
+            with page.expect_response(lambda r: r.url.endswith("/release")) as sent:
+                page.click("#confirm-ok")
+            return sent.value.status == 200
+
+        wait_for(f"{host} released from the page", release, 90, 1.0)
+        lifecycle_badge = row.locator("td[data-col=lifecycle] .badge")
+        expect(lifecycle_badge).to_have_text("UP", timeout=SEEN_WITHIN_MS)
+        released = [
+            e
+            for e in ctl.get(f"/v1/audit?subject={host}&limit=200")["events"]
+            if e["kind"] == "host.released"
+        ]
+        assert len(released) == 1 and released[0]["actor"] == admin, released
         tab.no_script_errors()
     dlab.no_server_runs_twice()
