@@ -12,6 +12,7 @@ import enum
 import os
 import socket
 import tomllib
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -744,6 +745,53 @@ class ProfilerConfig(_Section):
     )
 
 
+LOOPBACK: tuple[IPv4Network | IPv6Network, ...] = (
+    IPv4Network("127.0.0.0/8"),
+    IPv6Network("::1/128"),
+)
+
+
+class MetricsConfig(_Section):
+    """The Prometheus metrics (docs/metrics.md): always on the API (GET /metrics, an
+    admin or reader token); with a listen address, also on a listener of their own,
+    without a token, for scrapers on the networks named."""
+
+    listen: str | None = Field(
+        default=None,
+        description="host:port (an IPv6 host in brackets) of a listener serving only GET "
+        "/metrics, without a token, over plain HTTP, e.g. 127.0.0.1:9781; none: the "
+        "metrics are served by the API only",
+    )
+    scraper_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: list(LOOPBACK),
+        description="networks (CIDRs) the listener answers, judged on the TCP peer's "
+        "address; any other peer gets 403 (loopback by default)",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        """The listener's (host, port), or None when it is off."""
+        return split_listen(self.listen) if self.listen else None
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as (host, port); ValueError if it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9781)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: an IPv6 address goes in brackets, [::1]:9781")
+    return host, int(port)
+
+
 class BmcCredentials(_Section):
     """One host's BMC login, in the file bmc_secrets_file names (a table per host)."""
 
@@ -771,6 +819,7 @@ class Settings(BaseSettings):
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     profiler: ProfilerConfig = Field(default_factory=ProfilerConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     hosts: dict[Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)], HostConfig] = Field(
         default_factory=dict
     )

@@ -117,9 +117,13 @@ def a_new_lab_in_the_same_place_recovers_host1_again(state_dir: Path, demo_incid
         ctl = Controller.start(lab)
         try:
             # The demo's incident named servers this lab never had: Nova shows host1 in
-            # service, so the controller closed it at start, before any new verdict.
-            old = ctl.get(f"/v1/incidents/{demo_incident}")
-            assert old["state"] == "CLOSED", old
+            # service, so the controller closes it once started (its ports' topology loaded
+            # and the store written), before any new verdict.
+            def closed() -> dict[str, Any] | None:
+                incident: dict[str, Any] = ctl.get(f"/v1/incidents/{demo_incident}")
+                return incident if incident["state"] == "CLOSED" else None
+
+            old = wait_for("the demo's stale incident to close", closed, 20)
             assert old["closed_by"].startswith("released by the cloud"), old
             t0 = time.time()
             lab.client.inject("mgmt-partition", "host1")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp
 
 from medevac import __version__
@@ -34,6 +34,7 @@ from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
 from medevac.notifier.notifier import Notifier
+from medevac.service.metrics import BlocksCollector, ControllerMetrics
 from medevac.storage import Database
 from medevac.storage.records import IncidentStore, RecoveryStore
 
@@ -57,10 +58,12 @@ def create_app(
     inspector: Inspector | None = None,
     notifier: Notifier | None = None,
     cluster: Callable[[], dict[str, Any]] | None = None,
+    metrics: ControllerMetrics | None = None,
     changes: ChangeFeed | None = None,
 ) -> FastAPI:
-    """Build the API for one controller; the caller owns the blocks passed in
-    (``changes``: what ``/v1/stream`` follows)."""
+    """Build the API for one controller; the caller owns the blocks passed in.
+    ``metrics``: the controller's (else a registry over the blocks passed);
+    ``changes``: what ``/v1/stream`` follows."""
     app = MedevacApi(
         title="medevac",
         version=__version__,
@@ -89,6 +92,29 @@ def create_app(
     health = app.state.health = Health(db, notifier=notifier, monitor=monitor)
     with contextlib.suppress(RuntimeError):  # built outside a loop: started on first use
         health.loop.start()
+    if metrics is None:
+        metrics = ControllerMetrics()
+        metrics.watch(
+            BlocksCollector(
+                monitor=monitor, inspector=inspector, notifier=notifier, cluster=cluster
+            )
+        )
+    assert metrics.blocks is not None
+    metrics.blocks.loop_lag = health.loop.worst
+    app.state.metrics = metrics
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "the metrics"}},
+    )
+    async def prometheus_metrics(request: Request, _: AdminOrReader) -> Response:
+        """This controller's metrics in Prometheus' text format (OpenMetrics when the
+        Accept header asks for it); admin and reader tokens (docs/metrics.md)."""
+        health.loop.start()
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     @app.get(
         "/healthz",

@@ -170,6 +170,9 @@ class CloudDriver:
         # Calls made, by service, method and path with its ids elided: what medevac
         # costs the cloud, readable on /v1/inspector.
         self.calls: Counter[str] = Counter()
+        # Their results by service: ok, client_error (4xx), server_error (5xx), or
+        # no_answer (no connection, a timeout), for the metrics.
+        self.results: Counter[tuple[str, str]] = Counter()
         self._calls_lock = threading.Lock()  # counted from the worker threads
 
     # -- plumbing -----------------------------------------------------------------
@@ -258,16 +261,33 @@ class CloudDriver:
             kwargs["microversion"] = _mv(microversion)
         # The socket's own timeout frees this worker from a cloud that went silent
         # (the SDK sets none): otherwise every worker could hang on one such cloud.
-        resp = adapter.request(url, method, timeout=timeout, **kwargs)
+        try:
+            resp = adapter.request(url, method, timeout=timeout, **kwargs)
+        except Exception:
+            self._result(service, "no_answer")
+            raise
+        status = resp.status_code
+        self._result(
+            service, "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        )
         body: Any = None
         if resp.content:
             try:
                 body = resp.json()
             except ValueError:
                 body = resp.text
-        if resp.status_code >= 400:
-            _raise_for(resp.status_code, body, operation)
+        if status >= 400:
+            _raise_for(status, body, operation)
         return body
+
+    def _result(self, service: str, result: str) -> None:
+        with self._calls_lock:
+            self.results[service, result] += 1
+
+    def call_results(self) -> dict[tuple[str, str], int]:
+        """Calls made so far by (service, result), copied while no worker counts."""
+        with self._calls_lock:
+            return dict(self.results)
 
     async def _call(
         self,

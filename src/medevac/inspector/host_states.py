@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,10 @@ class HostStates:
         return {
             h: {"state": life.state.value, "since": life.since} for h, life in self._lives.items()
         }
+
+    def counts(self) -> Counter[HostState]:
+        """How many hosts are in each state (hosts never moved are UP and not counted)."""
+        return Counter(life.state for life in self._lives.values())
 
     def start(self) -> None:
         if self.store is not None:

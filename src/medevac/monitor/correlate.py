@@ -74,4 +74,6 @@ def loss_evidence(seen: Sighting, *, phi_threshold: float, probes: int) -> dict[
         "raw_received_at": seen.raw_received_at,
         # The profiler's T00 estimate: the source's word, else the last sign of life.
         "fault_estimated_at": seen.observed_at or seen.last_heartbeat_sent_at,
+        # When the reporting monitor says the fault happened (None: no report dated it).
+        "fault_reported_at": seen.observed_at,
     }

@@ -731,13 +731,18 @@ class Outbox:
             return
         self._store_answered()
 
+    @property
+    def pending(self) -> int:
+        """Deliveries being written or sent (each until delivered or given up)."""
+        return len(self._tasks) + len(self._writing)
+
     def stats(self) -> dict[str, Any]:
         return {
             "queued": self.counters["queued"],
             "delivered": self.counters["delivered"],
             "retried": self.counters["retried"],
             "failed": self.counters["failed"],
-            "in_flight": len(self._tasks) + len(self._writing),
+            "in_flight": self.pending,
             "failing_consumers": dict(self.failing),
             "probes": self.counters["probes"],
             "circuits": {

@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -55,6 +56,7 @@ from medevac.service.build import (
     monitor_settings,
     retention_policy,
 )
+from medevac.service.metrics import BlocksCollector, ControllerMetrics, scraper_app
 from medevac.serving import base_url, server_config
 from medevac.storage import Database
 from medevac.storage.records import (
@@ -78,10 +80,19 @@ class AppFactory(Protocol):
         inspector: Inspector | None = None,
         notifier: Notifier | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
+        metrics: ControllerMetrics | None = None,
         changes: ChangeFeed | None = None,
     ) -> Starlette:
         """The controller's API over its blocks (the surface passes its own)."""
         ...
+
+
+class _Listener(uvicorn.Server):
+    """A second server on the loop: the API's server handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Controller:
@@ -105,10 +116,12 @@ class Controller:
         # The notifier's marks go to the incident their events came from: the inspector,
         # built below, is looked up when a mark comes.
         self.membership: Membership | None = None
+        # Its own registry: several controllers (tests) may share a process.
+        self.metrics = ControllerMetrics()
         self.notifier = build_notifier(
             settings,
             self.db,
-            lambda trace, mark, at: self.inspector.checkpoint(trace, mark, at),
+            self._checkpoint,
             may_send=lambda: self.membership is None or self.membership.lease_valid(),
         )
         p = settings.profiler
@@ -130,10 +143,12 @@ class Controller:
             steps = RecoverySteps(
                 RecoveryRuntime(
                     cloud=self.cloud,
-                    fencer=BmcFencer(
-                        bmcs,
-                        check_interval=r.check_interval,
-                        check_max_count=r.check_max_count,
+                    fencer=self.metrics.counted(
+                        BmcFencer(
+                            bmcs,
+                            check_interval=r.check_interval,
+                            check_max_count=r.check_max_count,
+                        )
                     ),
                     store=RecoveryStore(self.db),
                     groups=[host_group(g) for g in r.groups],
@@ -171,11 +186,7 @@ class Controller:
             self.audit,
             self.host_states,
             self.recovery,
-            on_closed=(
-                (lambda inc: self.fault_over(inc.id, inc.as_dict()))
-                if self.spans is not None
-                else None
-            ),
+            on_closed=lambda inc: self.fault_over(inc.id, inc.as_dict()),
             ownership=self.ownership,
         )
         self.sync = TopologySync(
@@ -186,7 +197,7 @@ class Controller:
             self.monitor = HostMonitor(
                 {name: h.zone for name, h in settings.hosts.items()},
                 settings.agent_key(),
-                VerdictFanout(self.inspector, VerdictAudit(self.audit)),
+                VerdictFanout(self.inspector, VerdictAudit(self.audit), self.metrics.faults),
                 self.power,
                 CloudNovaView(self.cloud),
                 monitor_settings(settings.monitor),
@@ -197,6 +208,15 @@ class Controller:
                 quorum=self.quorum,
                 on_state=lambda host, state: self.changes.publish(HOSTS, host, monitor=state),
             )
+        self.metrics.watch(
+            BlocksCollector(
+                monitor=self.monitor,
+                inspector=self.inspector,
+                notifier=self.notifier,
+                cloud=self.cloud,
+                cluster=self.shared.status if self.shared is not None else None,
+            )
+        )
 
     # -- several controllers ---------------------------------------------------------
 
@@ -363,7 +383,7 @@ class Controller:
         self._loop.call_soon_threadsafe(
             self.inspector.recovery_progress, incident_id, recovery_id, state, at, ended
         )
-        if ended and self.spans is not None:
+        if ended:
             self._loop.call_soon_threadsafe(self.fault_over, incident_id)
 
     def _restart_compute(self, host: str) -> bool:
@@ -372,17 +392,44 @@ class Controller:
     def _compute_alive(self, host: str) -> bool | None:
         return self.monitor.compute_alive(host) if self.monitor is not None else None
 
+    def _scraper(self) -> uvicorn.Server | None:
+        """The metrics' own listener (``metrics.listen``), without a token, answering
+        the scraper networks only; None when it is off."""
+        address = self.settings.metrics.address()
+        if address is None:
+            return None
+        app = scraper_app(self.metrics, self.settings.metrics.scraper_networks)
+        host, port = address
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        log.info("metrics for scrapers on %s (no token)", self.settings.metrics.listen)
+        return _Listener(config)
+
+    def _scraper_socket(self) -> socket.socket:
+        address = self.settings.metrics.address()
+        assert address is not None
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family)
+
+    def _checkpoint(self, trace_id: str | None, mark: str, at: float) -> None:
+        """The notifier's marks: the incident keeps each one's first, the metrics the
+        last webhook received."""
+        self.inspector.checkpoint(trace_id, mark, at)
+        self.metrics.faults.checkpoint(trace_id, mark, at)
+
     def fault_over(self, incident_id: str, body: dict[str, Any] | None = None) -> None:
-        """A fault ended (recovery over, or incident closed): export its profile."""
+        """A fault ended (recovery over, or incident closed): its profile's stage times
+        go to the metrics (once), and the profile to the span exporter."""
         if body is None:
             live = [i for i in self.inspector.open.values() if i.id == incident_id]
             body = live[0].as_dict() if live else None
-        task = asyncio.ensure_future(asyncio.to_thread(self._export_profile, incident_id, body))
+        task = asyncio.ensure_future(asyncio.to_thread(self._fault_profile, incident_id, body))
         self._exports.add(task)
         task.add_done_callback(self._exports.discard)
 
-    def _export_profile(self, incident_id: str, body: dict[str, Any] | None) -> None:
-        assert self.spans is not None
+    def _fault_profile(self, incident_id: str, body: dict[str, Any] | None) -> None:
         try:
             body = body or IncidentStore(self.db).get(incident_id)
             if body is None:
@@ -390,6 +437,17 @@ class Controller:
             rid = body.get("recovery_id")
             recovery = RecoveryStore(self.db).get(rid) if rid else None
             profile = incident_profile(body, recovery)
+            faults = self.metrics.faults
+            last = faults.last_received(body["trace_id"])
+            faults.fault_over(incident_id, body["kind"], profile, recovery, last)
+        except ValueError:  # no checkpoint at all (an incident from an older version)
+            return
+        except Exception:  # metrics are an aid: never a reason to fail anything
+            log.exception("could not read the profile of incident %s", incident_id)
+            return
+        if self.spans is None:
+            return
+        try:
             self.spans.export(
                 profile,
                 {
@@ -524,6 +582,7 @@ class Controller:
             inspector=self.inspector,
             notifier=self.notifier,
             cluster=self.shared.status if self.shared is not None else None,
+            metrics=self.metrics,
             changes=self.changes,
         )
         # Everything built so far lives as long as the process: keep it out of the
@@ -544,6 +603,11 @@ class Controller:
             timeout_graceful_shutdown=GRACEFUL_STOP,
         )
         server = self._server = uvicorn.Server(config)
+        scraper = self._scraper()
+        scraping = None
+        if scraper is not None:
+            scraper_socket = self._scraper_socket()  # a port taken fails the start here
+            scraping = asyncio.create_task(scraper.serve(sockets=[scraper_socket]))
 
         def stop_asked() -> None:
             self.restart_asked = False  # a stop asked while restarting is a stop
@@ -561,6 +625,10 @@ class Controller:
         try:
             await server.serve()
         finally:
+            if scraper is not None and scraping is not None:
+                scraper.should_exit = True
+                with contextlib.suppress(Exception):
+                    await scraping
             if self.membership is not None:
                 await asyncio.to_thread(self.membership.stop)  # the others take over now
             if self.quorum is not None:
@@ -590,8 +658,8 @@ class Controller:
             await self.audit.drain()
             await self.journal.close()
             await self.host_states.close()
+            await asyncio.gather(*self._exports, return_exceptions=True)
             if self.spans is not None:
-                await asyncio.gather(*self._exports, return_exceptions=True)
                 await asyncio.to_thread(self.spans.close)
             if self.power is not None:
                 await self.power.close()
