@@ -4,8 +4,9 @@
 set -euo pipefail
 want=("$@")
 # iptables: the lab's controller-partition fault; prometheus (and its promtool): the
-# metrics endpoint's lab test and the example alert rules' check.
-[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables prometheus)
+# metrics endpoint's lab test and the example alert rules' check; chromium: the
+# dashboard's browser tests.
+[ ${#want[@]} -eq 0 ] && want=(ipmitool snmptrapd iptables prometheus chromium)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

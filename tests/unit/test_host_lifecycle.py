@@ -77,3 +77,31 @@ def test_only_a_release_or_a_healing_brings_a_host_back_up(happenings: list[Happ
 def test_every_happening_leads_somewhere_from_somewhere() -> None:
     assert set(TRANSITIONS) == set(Happening)
     assert all(applies_in for applies_in, _ in TRANSITIONS.values())
+
+
+def test_a_retried_recovery_goes_through_fencing_again() -> None:
+    assert walk(
+        Happening.LOST,
+        Happening.FENCING,
+        Happening.FENCING_FAILED,
+        Happening.RETRIED,
+        Happening.FENCING,
+        Happening.FENCED,
+        Happening.EVACUATING,
+        Happening.RECOVERY_ENDED,
+    ) == [
+        HostState.LOST,
+        HostState.FENCING,
+        HostState.FENCING_FAILED,
+        HostState.LOST,
+        HostState.FENCING,
+        HostState.FENCED,
+        HostState.RECOVERING,
+        HostState.RECOVERED,
+    ]
+
+
+def test_only_a_host_whose_fencing_failed_may_be_retried() -> None:
+    allowed = {s for s in HostState if advance(s, Happening.RETRIED) is not None}
+    assert allowed == {HostState.FENCING_FAILED}
+    assert advance(HostState.FENCING_FAILED, Happening.RETRIED) is HostState.LOST

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from medevac import __version__
 from medevac.api.alarms import alarms_router
 from medevac.api.auth import KeystoneValidator, Principal, TokenRegistry, require
+from medevac.api.dashboard import dashboard_app
 from medevac.api.errors import ApiError, install_error_handlers
 from medevac.api.external import external_router
 from medevac.api.health import Health
@@ -24,8 +25,11 @@ from medevac.api.openapi import install_openapi
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
 from medevac.api.request_id import RequestIds
+from medevac.api.stream import stream_router
+from medevac.changes import AUDIT, ChangeFeed
 from medevac.cloud.errors import CloudError
 from medevac.cluster.ownership import NotOwner
+from medevac.cluster.ring import owner_of
 from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
@@ -55,9 +59,11 @@ def create_app(
     notifier: Notifier | None = None,
     cluster: Callable[[], dict[str, Any]] | None = None,
     metrics: ControllerMetrics | None = None,
+    changes: ChangeFeed | None = None,
 ) -> FastAPI:
     """Build the API for one controller; the caller owns the blocks passed in.
-    ``metrics``: the controller's (else a registry over the blocks passed)."""
+    ``metrics``: the controller's (else a registry over the blocks passed);
+    ``changes``: what ``/v1/stream`` follows."""
     app = MedevacApi(
         title="medevac",
         version=__version__,
@@ -71,6 +77,7 @@ def create_app(
     keystone = KeystoneValidator(settings.keystone) if settings.keystone.enabled else None
     app.state.tokens = TokenRegistry(settings.api.tokens, keystone)
     app.state.db = db
+    app.state.changes = changes
     install_error_handlers(app)
     # Innermost first: NUL characters are looked for in a body already bounded in size.
     app.add_middleware(NulRefusal)
@@ -207,7 +214,9 @@ def create_app(
     @app.get("/v1/hosts", tags=["monitor"])
     async def hosts(_: AdminOrReader) -> dict[str, Any]:
         """Every watched host: detector state, its lifecycle (what was decided and done),
-        BMC power as last seen, Nova's view, verdict."""
+        BMC power as last seen, Nova's view, verdict; with several controllers, its
+        ``owner`` (this one's id when it holds the host, else the member the live
+        members' hash gives it to)."""
         if monitor is None:
             return {"hosts": [], "counters": None}
         hosts = monitor.snapshot()
@@ -215,6 +224,12 @@ def create_app(
             lives = inspector.host_states.view()
             for h in hosts:
                 h["lifecycle"] = lives.get(h["name"], {"state": "UP", "since": None})
+        if cluster is not None:
+            view = cluster()
+            held, members = view.get("hosts", {}), view.get("members", [])
+            for h in hosts:
+                name = h["name"]
+                h["owner"] = view["member_id"] if name in held else owner_of(name, members)
         return {"hosts": hosts, "counters": monitor.counters()}
 
     @app.post("/v1/hosts/{host}/release", tags=["recovery"])
@@ -234,6 +249,8 @@ def create_app(
         except NotOwner as exc:
             raise ApiError(409, str(exc)) from None
         await asyncio.to_thread(db.record_audit, "host.released", host, principal.name, result)
+        if changes is not None:
+            changes.publish(AUDIT, host)
         return result
 
     @app.get("/v1/verdicts", tags=["monitor"])
@@ -247,7 +264,9 @@ def create_app(
         chosen = Page(limit, offset).of(recent[::-1])[::-1]
         return {"verdicts": [v.as_dict() for v in chosen]}
 
-    app.include_router(recoveries_router(RecoveryStore(db)))
+    app.include_router(recoveries_router(RecoveryStore(db), db, inspector, changes))
+    if changes is not None:
+        app.include_router(stream_router(changes))
     if notifier is not None:
         targets = settings.notifier.action_targets()
         app.include_router(
@@ -264,4 +283,7 @@ def create_app(
                 incidents_router(IncidentStore(db), RecoveryStore(db), inspector, notifier)
             )
 
+    # The operators' pages: static, tokenless files; every datum they show comes from
+    # the routes above, under the token the page asks for.
+    app.mount("/ui", dashboard_app(), name="ui")
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from medevac.api.auth import Principal, require
 from medevac.api.errors import ApiError
@@ -13,7 +13,8 @@ from medevac.api.paging import Paged
 from medevac.config import Role
 from medevac.inspector.inspector import Inspector
 from medevac.notifier.notifier import Notifier
-from medevac.profiler.profile import incident_profile
+from medevac.profiler.profile import Profile, incident_profile
+from medevac.profiler.render import svg_chart
 from medevac.storage.records import IncidentStore, RecoveryStore
 
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
@@ -64,6 +65,18 @@ def incidents_router(
     async def get_incident(incident_id: str, _: AdminOrReader) -> dict[str, Any]:
         return await incident(incident_id)
 
+    async def profile_of(
+        incident_id: str, fault_at: float | None
+    ) -> tuple[dict[str, Any], Profile]:
+        body = await incident(incident_id)
+        recovery = None
+        if body.get("recovery_id"):
+            recovery = await asyncio.to_thread(recoveries.get, body["recovery_id"])
+        try:
+            return body, incident_profile(body, recovery, fault_at=fault_at)
+        except ValueError as exc:
+            raise ApiError(409, f"incident {incident_id} has no profile yet: {exc}") from exc
+
     @router.get("/v1/incidents/{incident_id}/profile")
     async def get_profile(
         incident_id: str,
@@ -73,15 +86,24 @@ def incidents_router(
         """The incident's checkpoints (T00 to T09, R1 to R3), and per goal (alarm
         received, state corrected, servers recovered) the components' time on the
         critical path. ``fault_at`` (epoch seconds): the known fault time as T00."""
-        body = await incident(incident_id)
-        recovery = None
-        if body.get("recovery_id"):
-            recovery = await asyncio.to_thread(recoveries.get, body["recovery_id"])
-        try:
-            profile = incident_profile(body, recovery, fault_at=fault_at)
-        except ValueError as exc:
-            raise ApiError(409, f"incident {incident_id} has no profile yet: {exc}") from exc
+        body, profile = await profile_of(incident_id, fault_at)
         return {"incident_id": incident_id, "host": body["host"], **profile.as_dict()}
+
+    @router.get(
+        "/v1/incidents/{incident_id}/profile.svg",
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}},
+    )
+    async def get_profile_chart(
+        incident_id: str,
+        _: AdminOrReader,
+        fault_at: Annotated[float | None, Query(gt=0)] = None,
+    ) -> Response:
+        """The profile's chart (the checkpoints as a Gantt chart, the critical path
+        solid), as SVG."""
+        _body, profile = await profile_of(incident_id, fault_at)
+        svg = await asyncio.to_thread(svg_chart, profile)
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     @router.get("/v1/inspector")
     async def inspector_state(_: AdminOrReader) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Recoveries and the evacuation history: ``/v1/recoveries``, ``/v1/history``."""
+"""Recoveries and the evacuation history: ``/v1/recoveries``, ``/v1/history``, and the
+retry of a recovery whose fencing failed."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ from fastapi import APIRouter, Depends
 from medevac.api.auth import Principal, require
 from medevac.api.errors import ApiError
 from medevac.api.paging import Paged
+from medevac.changes import AUDIT, ChangeFeed
+from medevac.cluster.ownership import NotOwner
 from medevac.config import Role
+from medevac.inspector.inspector import Inspector, RetryRefused
+from medevac.storage import Database
 from medevac.storage.records import RecoveryStore
 
 AdminOrReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.READER))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
-def recoveries_router(store: RecoveryStore) -> APIRouter:
+def recoveries_router(
+    store: RecoveryStore,
+    db: Database | None = None,
+    inspector: Inspector | None = None,
+    changes: ChangeFeed | None = None,
+) -> APIRouter:
     router = APIRouter(tags=["recovery"])
 
     @router.get("/v1/recoveries")
@@ -36,6 +47,31 @@ def recoveries_router(store: RecoveryStore) -> APIRouter:
         if body is None:
             raise ApiError(404, f"recovery {recovery_id} not found")
         return body
+
+    @router.post(
+        "/v1/recoveries/{recovery_id}/retry",
+        responses={409: {"description": "not the host's latest recovery, or not FENCING_FAILED"}},
+    )
+    async def retry(recovery_id: str, principal: Admin) -> dict[str, Any]:
+        """Start a host's recovery again after its fencing failed (an operator saw to
+        the BMC): fenced first again, nothing moved unless that is confirmed. Only the
+        host's latest recovery, only while the host is in FENCING_FAILED; audited."""
+        body = await asyncio.to_thread(store.get, recovery_id)
+        if body is None:
+            raise ApiError(404, f"recovery {recovery_id} not found")
+        if inspector is None or db is None:
+            raise ApiError(409, "this controller runs no recoveries")
+        if body["state"] != "FENCING_FAILED":
+            raise ApiError(409, f"recovery {recovery_id} is {body['state']}, not FENCING_FAILED")
+        host = body["host"]
+        try:
+            result = await inspector.retry_recovery(host, principal.name, recovery_id)
+        except (RetryRefused, NotOwner) as exc:
+            raise ApiError(409, str(exc)) from None
+        await asyncio.to_thread(db.record_audit, "recovery.retried", host, principal.name, result)
+        if changes is not None:
+            changes.publish(AUDIT, host)
+        return result
 
     @router.get("/v1/history")
     async def history(

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from medevac.changes import AUDIT, HOSTS, ChangeFeed
 from medevac.inspector.lifecycle import Happening, HostLife, HostState, advance
 from medevac.storage.records import HostRow, HostStore
 
@@ -21,10 +22,14 @@ class HostStates:
     away, so none is lost or reordered."""
 
     def __init__(
-        self, store: HostStore | None = None, clock: Callable[[], float] = time.time
+        self,
+        store: HostStore | None = None,
+        clock: Callable[[], float] = time.time,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.changes = changes
         self._lives: dict[str, HostLife] = {}
         self._queue: asyncio.Queue[tuple[HostRow, dict[str, Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +63,8 @@ class HostStates:
         now = self.clock()
         moved = HostLife(to, now, life.generation + 1)
         self._lives[host] = moved
+        if self.changes is not None:
+            self.changes.publish(HOSTS, host, lifecycle=to.value)
         if self.store is not None:
             row = HostRow(host, zone, to.value, now, moved.generation)
             entry = {
@@ -96,6 +103,8 @@ class HostStates:
                     log.error("cannot write %s's state %s (%s); retrying", row.name, row.state, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+            if ok and self.changes is not None:
+                self.changes.publish(AUDIT, row.name)
             if not ok:
                 # Another writer moved the row: its state stands; ours goes on from it.
                 self.conflicts += 1

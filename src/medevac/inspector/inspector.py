@@ -100,6 +100,19 @@ class RecoveryStarter(Protocol):
         """The host's servers in the order its recovery will move them."""
         ...
 
+    def retry(
+        self,
+        incident_id: str,
+        attempt: int,
+        host: str,
+        verdict: str,
+        before: dict[str, str],
+        trace_id: str,
+    ) -> str:
+        """Start the ``attempt``-th retry of an incident's host recovery (idempotent);
+        returns its id."""
+        ...
+
     def restart_compute(self, incident_id: str, host: str, trace_id: str) -> str:
         """Start the restart of a host's nova-compute (idempotent); returns its id."""
         ...
@@ -130,6 +143,17 @@ class InspectorSettings:
     notify_head_start: float = 0.05
     # COMPUTE_PROCESS_DOWN: also have the host's agent restart nova-compute.
     restart_compute: bool = False
+
+
+class RetryRefused(Exception):
+    """A recovery cannot be retried now (the message says why)."""
+
+
+def retry_attempt(incident_id: str, recovery_id: str) -> int:
+    """The number of the retry that follows ``recovery_id`` (the incident's first
+    recovery, or its latest retry)."""
+    _, found, n = recovery_id.rpartition(f"recover-{incident_id}-retry")
+    return int(n) + 1 if found and n.isdigit() else 1
 
 
 class Inspector:
@@ -481,6 +505,48 @@ class Inspector:
         finally:
             self._releasing.discard(host)
         return {"host": host, "released_by": actor, "ports_restored": restored}
+
+    async def retry_recovery(
+        self, host: str, actor: str, recovery_id: str | None = None
+    ) -> dict[str, Any]:
+        """Start the host's recovery again after its fencing failed (an operator saw to
+        the BMC): fencing is tried first again, and nothing moves unless it is
+        confirmed. ``recovery_id``: the one the operator saw, which must be the host's
+        latest. Raises RetryRefused when the host is not in FENCING_FAILED (or no
+        recovery can run), NotOwner when another controller owns the host."""
+        inc = self.open.get(host)
+        state = self.host_states.life(host).state
+        if state is not HostState.FENCING_FAILED:
+            raise RetryRefused(f"{host} is {state.value}, not FENCING_FAILED")
+        if inc is None or inc.recovery_id is None or inc.recovery_ended_at is None:
+            raise RetryRefused(f"{host} has no ended recovery to retry")
+        if recovery_id is not None and inc.recovery_id != recovery_id:
+            raise RetryRefused(f"{recovery_id} is not {host}'s latest recovery")
+        if self.recovery is None or not self.settings.act:
+            raise RetryRefused("recovery is not enabled on this controller")
+        ownership = self.executor.ownership
+        if not await ownership.authorize(host, "recovery.retry", {"by": actor}, None):
+            raise NotOwner(ownership.member_id, host)
+        if self.host_states.life(host).state is not HostState.FENCING_FAILED:
+            raise RetryRefused(f"{host} moved on meanwhile")  # another retry won
+        previous = inc.recovery_id
+        attempt = retry_attempt(inc.id, previous)
+        lost = [v["kind"] for v in inc.verdicts if VerdictKind(v["kind"]).host_lost]
+        servers = self.recovery.order(host, self.topology.servers_on(host))
+        before = {s.id: s.vm_state or "" for s in servers}
+        self._happen(inc, Happening.RETRIED, {"by": actor, "previous": previous})
+        inc.recovery_ended_at = None
+        inc.recovery_id = self.recovery.retry(
+            inc.id, attempt, host, lost[0] if lost else "HOST_UNREACHABLE", before, inc.trace_id
+        )
+        self.saver.save(inc)
+        return {
+            "host": host,
+            "incident_id": inc.id,
+            "previous_recovery_id": previous,
+            "recovery_id": inc.recovery_id,
+            "retried_by": actor,
+        }
 
     # -- following the cloud ------------------------------------------------------
 

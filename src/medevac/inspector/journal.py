@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from medevac.changes import INCIDENTS, ChangeFeed
 from medevac.inspector.incidents import Incident
 from medevac.storage.records import IncidentStore
 
@@ -24,8 +25,11 @@ class IncidentJournal:
         store: IncidentStore,
         coalesce: float = 0.05,
         on_conflict: Callable[[dict[str, Any]], None] | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self.store = store
+        # Told once each snapshot is written: a page that reads it again finds it.
+        self.changes = changes
         # An incident the store refuses because its host already has another open one
         # (another controller's, with several): never retried, the owner is told.
         self.on_conflict = on_conflict
@@ -93,6 +97,9 @@ class IncidentJournal:
                 self._writing = set()
                 async with self._written:
                     self._written.notify_all()
+            if self.changes is not None:
+                for body in batch.values():
+                    self.changes.publish(INCIDENTS, body["id"], host=body["host"])
             if not self._dirty:
                 self._idle.set()
 

@@ -10,7 +10,8 @@ detector's, changing every few milliseconds; this one is what was decided and do
 ::
 
     UP ──lost──► LOST ──fencing──► FENCING ──fenced──► FENCED ──evacuating──► RECOVERING
-     ▲            │ └──held──► HELD   └──fencing-failed──► FENCING_FAILED         │
+     ▲            │▲└──held──► HELD   └──fencing-failed──► FENCING_FAILED         │
+     │            │└───────────retried (by an operator)────────────┘              │
      │            └─────────────evacuating (levels 1 and 3)──────────────────────►│
      │                                                        recovery-ended ▼
      ├──healed── LOST, HELD (no recovery ran)                        RECOVERED
@@ -46,6 +47,7 @@ class Happening(enum.StrEnum):
     BACK = "back"  # heard from again after a recovery started
     HEALED = "healed"  # heard from again, no recovery to release it from
     RELEASED = "released"  # put back in service: by medevac, by policy, or in the cloud
+    RETRIED = "retried"  # an operator starts its recovery again after fencing failed
 
 
 _DOWN = frozenset(
@@ -77,6 +79,7 @@ TRANSITIONS: dict[Happening, tuple[frozenset[HostState], HostState]] = {
     ),
     Happening.BACK: (_DOWN - {HostState.HELD}, HostState.AWAITING_RELEASE),
     Happening.HEALED: (frozenset({HostState.LOST, HostState.HELD}), HostState.UP),
+    Happening.RETRIED: (frozenset({HostState.FENCING_FAILED}), HostState.LOST),
     Happening.RELEASED: (
         frozenset({HostState.AWAITING_RELEASE, HostState.RECOVERED, HostState.FENCING_FAILED}),
         HostState.UP,

@@ -149,8 +149,11 @@ class HostMonitor(asyncio.DatagramProtocol):
         accept_master_key: bool = False,
         owns: Callable[[str], bool] | None = None,
         quorum: Quorum | None = None,
+        on_state: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
+        # Told each time a host's state changes (host, new state): the live views.
+        self.on_state = on_state
         # Whether this controller owns a host now. Every controller hears every host
         # (a new owner knows its rhythm at once); only the owner suspects, probes,
         # reads its BMC and gives verdicts on it.
@@ -294,8 +297,8 @@ class HostMonitor(asyncio.DatagramProtocol):
         if watch.state is HostState.ISOLATED and watch.zone in self.isolated_zones:
             self.isolated_zones.discard(watch.zone)
             self._zone_back_at[watch.zone] = arrival
-        if watch.state is not HostState.SUSPECT:
-            watch.state = HostState.UP
+        if watch.state is not HostState.SUSPECT and watch.state is not HostState.UP:
+            self._set_state(watch, HostState.UP)
         if d.checks != watch.checks:
             for kind, subject in check_changes(watch.checks, d.checks):
                 self._publish(watch, kind, {"agent_checks": _checks_dict(d.checks)}, subject)
@@ -380,7 +383,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         received_at: float | None = None,
         observed_at: float | None = None,
     ) -> None:
-        watch.state = HostState.SUSPECT
+        self._set_state(watch, HostState.SUSPECT)
         watch.suspect_since = now
         watch.raw_received_at = received_at if received_at is not None else self.wall()
         watch.observed_at = observed_at
@@ -391,6 +394,16 @@ class HostMonitor(asyncio.DatagramProtocol):
                 self.on_suspect(watch.name)
             except Exception:  # getting ready is an optimisation, never a failure
                 log.exception("preparing for a verdict on %s failed", watch.name)
+
+    def _set_state(self, watch: HostWatch, state: HostState) -> None:
+        if watch.state is state:
+            return
+        watch.state = state
+        if self.on_state is not None:
+            try:
+                self.on_state(watch.name, state.value)
+            except Exception:  # a live view must never cost a verdict
+                log.exception("on_state failed for %s", watch.name)
 
     def taken(self, hosts: set[str]) -> int:
         """This controller now owns ``hosts``: one already silent past its deadline
@@ -412,7 +425,7 @@ class HostMonitor(asyncio.DatagramProtocol):
     def _judge_again(self, watch: HostWatch) -> None:
         """No verdict for now (the other controllers still hear it, or too few answered):
         the host is looked at again a few intervals later, as long as it stays silent."""
-        watch.state = HostState.UP
+        self._set_state(watch, HostState.UP)
         again = self.clock() + 10 * self.settings.interval
         watch.deadline = again
         heapq.heappush(self._deadlines, (again, watch.name))
@@ -475,7 +488,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             if asked is not None:
                 asked.cancel()
             self.suspicions_cleared += 1
-            watch.state = HostState.UP
+            self._set_state(watch, HostState.UP)
             return
         # The BMC gets a short wait of its own: a slow answer must not delay the
         # verdict. Without it the verdict is HOST_UNREACHABLE (needs fencing), and the
@@ -494,7 +507,7 @@ class HostMonitor(asyncio.DatagramProtocol):
             if asked is not None:
                 asked.cancel()
             self.suspicions_cleared += 1
-            watch.state = HostState.UP
+            self._set_state(watch, HostState.UP)
             return
         # 3. Is it us? Most of the zone silent at once means an observer partition.
         if self._zone_isolated(watch.zone):
@@ -503,18 +516,18 @@ class HostMonitor(asyncio.DatagramProtocol):
                 now = self.clock()
                 silent = [h.name for h in self._zone(watch.zone) if self._went_silent(h, now)]
                 self._publish_zone(watch.zone, silent)
-            watch.state = HostState.ISOLATED
+            self._set_state(watch, HostState.ISOLATED)
             self._any_isolated = True
             return
         if not self.owns(watch.name):  # it moved to another controller meanwhile
-            watch.state = HostState.UP
+            self._set_state(watch, HostState.UP)
             return
         agreed: dict[str, Any] | None = None
         if asked is not None and self.quorum is not None:
             answers = await asked
             if watch.probe_answered.is_set():  # heard meanwhile
                 self.suspicions_cleared += 1
-                watch.state = HostState.UP
+                self._set_state(watch, HostState.UP)
                 return
             suspect_after = watch.detector.time_to_threshold(self.settings.phi_threshold)
             decision = self.quorum.decide(suspect_after, answers)
@@ -540,7 +553,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         evidence = loss_evidence(seen, phi_threshold=s.phi_threshold, probes=s.probes)
         if agreed is not None:
             evidence["quorum"] = agreed
-        watch.state = HostState.LOST
+        self._set_state(watch, HostState.LOST)
         self._publish(watch, kind, evidence)
         if kind is VerdictKind.HOST_UNREACHABLE:
             self._spawn(self._keep_reading_power(watch))
@@ -696,7 +709,7 @@ class HostMonitor(asyncio.DatagramProtocol):
         incident, and its silence is not judged again."""
         watch = self.hosts.get(host)
         if watch is not None and watch.state in (HostState.UNKNOWN, HostState.UP):
-            watch.state = HostState.LOST
+            self._set_state(watch, HostState.LOST)
 
     # -- raw faults from other inputs (FaultSink) ---------------------------------
 

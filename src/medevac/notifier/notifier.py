@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from medevac.changes import ALARMS, ChangeFeed
 from medevac.checkpoints import Mark
 from medevac.notifier.alarms import Alarm, AlarmIndex, AlarmSpec
 from medevac.notifier.delivery import (
@@ -147,6 +148,8 @@ class Notifier:
         # How long the rest of a burst waits for its first webhooks to be tried.
         self.first_alarms_wait = first_alarms_wait
         self.index = AlarmIndex()
+        # Told of every alarm created, changed, fired or deleted (the live views).
+        self.changes: ChangeFeed | None = None
         self.evaluated = 0
         self.fired = 0
         self.loaded = False  # the alarms are in the index (``load``)
@@ -314,6 +317,8 @@ class Notifier:
             if previous != "alarm":
                 alarm.state, alarm.state_timestamp, alarm.state_reason = "alarm", now, reason
                 states.append((alarm.alarm_id, "alarm", reason, now))
+                if self.changes is not None:
+                    self.changes.publish(ALARMS, alarm.alarm_id, alarm.project_id, state="alarm")
                 changes.append(
                     HistoryRow(
                         str(uuid.uuid4()),
@@ -409,6 +414,8 @@ class Notifier:
             str(uuid.uuid4()), alarm.alarm_id, alarm.project_id, change_type, detail, self.clock()
         )
         await self.outbox.write(self.store.put, row, change)
+        if self.changes is not None:
+            self.changes.publish(ALARMS, alarm.alarm_id, alarm.project_id, state=alarm.state)
 
     async def create(self, spec: AlarmSpec, project_id: str | None) -> Alarm:
         alarm = Alarm.new(spec, project_id, self.clock())
@@ -447,6 +454,8 @@ class Notifier:
         await self.outbox.write(self.store.delete, alarm_id, change)
         self.index.remove(alarm_id)
         self.outbox.cancel_alarm(alarm_id)
+        if self.changes is not None:
+            self.changes.publish(ALARMS, alarm_id, alarm.project_id, deleted=True)
 
     async def history(self, alarm_id: str) -> list[HistoryRow]:
         self.get(alarm_id)

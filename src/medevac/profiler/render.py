@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from rich.table import Table
 
 from medevac.checkpoints import Mark
 from medevac.profiler.profile import CHECKPOINTS, Profile, waited_for
+
+# pyplot keeps global state: charts drawn on the API's threads are drawn one at a time.
+_PLOTTING = threading.Lock()
 
 COLOURS = {
     "monitor": "#1f77b4",
@@ -141,6 +145,18 @@ def write_png(profile: Profile, path: Path) -> None:
     fig = _figure(profile)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def svg_chart(profile: Profile) -> str:
+    """The chart as one SVG document (what the dashboard shows of an incident)."""
+    import matplotlib.pyplot as plt
+
+    with _PLOTTING:
+        fig = _figure(profile)
+        out = io.StringIO()
+        fig.savefig(out, format="svg")
+        plt.close(fig)
+    return out.getvalue()
 
 
 def write_html(profile: Profile, path: Path, *, title: str) -> None:

@@ -89,6 +89,8 @@ class RecoveryRuntime:
     # state: its host's lifecycle follows; once ended, its incident follows the cloud
     # and the profiler exports the fault.
     progress: Callable[[str, str, str, float, bool], Any] | None = None
+    # Told (recovery id, server id, result) as a server's evacuation records each step.
+    evacuation_progress: Callable[[str, str, str], Any] | None = None
     # Asks a host's agent to restart nova-compute (False: the agent is not heard), and
     # what the agent last said of it; None when restarts are not configured.
     restart_compute: Callable[[str], bool] | None = None

@@ -94,6 +94,31 @@ class Recovery:
             f"recover-{incident_id}", wf, incident_id, host, verdict, before, trace_id
         )
 
+    def retry(
+        self,
+        incident_id: str,
+        attempt: int,
+        host: str,
+        verdict: str,
+        before: dict[str, str],
+        trace_id: str,
+    ) -> str:
+        """Start (or find) the ``attempt``-th retry of this incident's recovery, after
+        the previous one ended; its id comes from both, so a retry asked twice is one.
+        The servers' states before the fault are the first recovery's (``before`` only
+        when the workflow store no longer has it): by now the inspector has reset them."""
+        first = f"recover-{incident_id}"
+        rid = f"{first}-retry{attempt}"
+
+        async def with_first_states() -> tuple[Any, ...]:
+            found = await DBOS.list_workflows_async(workflow_ids=[first], load_input=True)
+            inputs = found[0].input if found else None
+            recorded = inputs["args"][3] if inputs and len(inputs["args"]) > 3 else None
+            states = recorded if isinstance(recorded, dict) else before
+            return (incident_id, host, verdict, states, trace_id)
+
+        return self._launch(rid, self.workflows.recover_host, with_first_states)
+
     def order(self, host: str, servers: list[S]) -> list[S]:
         """The host's servers in the order its recovery will evacuate them."""
         group = group_of(host, self.workflows.groups)
@@ -113,7 +138,22 @@ class Recovery:
     def _start(
         self, rid: str, workflow: Callable[..., Coroutine[Any, Any, dict[str, Any]]], *args: Any
     ) -> str:
+        async def given() -> tuple[Any, ...]:
+            return args
+
+        return self._launch(rid, workflow, given)
+
+    def _launch(
+        self,
+        rid: str,
+        workflow: Callable[..., Coroutine[Any, Any, dict[str, Any]]],
+        arguments: Callable[[], Awaitable[tuple[Any, ...]]],
+    ) -> str:
+        """Start ``workflow`` as ``rid`` with ``arguments()`` once its incident (the
+        first argument) is durable; returns ``rid`` at once."""
+
         async def go() -> None:
+            args = await arguments()
             incident_id = str(args[0])
             if self.durable is not None and not await self.durable(incident_id):
                 log.warning("%s not started: the store refused incident %s", rid, incident_id)

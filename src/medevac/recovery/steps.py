@@ -98,6 +98,8 @@ class RecoverySteps(DBOSConfiguredInstance):
             )
 
         await self.rt.acting_on(from_host, f"record.evacuation.{result}", write)
+        if self.rt.evacuation_progress is not None:
+            self.rt.evacuation_progress(recovery_id, server_id, result)
 
     # -- the host -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from medevac.changes import AUDIT, ChangeFeed
 from medevac.monitor.verdicts import Verdict, VerdictSink
 from medevac.storage import Database
 
@@ -15,8 +16,9 @@ class AuditLog:
 
     DELAY = 0.05
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: ChangeFeed | None = None) -> None:
         self._db = db
+        self._changes = changes
         self._tasks: set[asyncio.Future[int]] = set()
 
     def record(
@@ -29,6 +31,9 @@ class AuditLog:
         task = asyncio.ensure_future(asyncio.to_thread(self._db.record_audit, *entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._changes is not None:
+            changes, subject = self._changes, entry[1]
+            task.add_done_callback(lambda _: changes.publish(AUDIT, subject))
 
     async def drain(self) -> None:
         await asyncio.sleep(self.DELAY)  # entries still waiting for their moment

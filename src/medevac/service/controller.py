@@ -18,6 +18,7 @@ from dbos import DBOS
 from starlette.applications import Starlette
 
 from medevac.bmc.power import BmcPowerReader
+from medevac.changes import HOSTS, RECOVERIES, ChangeFeed
 from medevac.cloud.nova_events import NovaEvent, NovaNotificationListener
 from medevac.cloud.nova_view import CloudNovaView
 from medevac.cluster.membership import ClusterView, Membership
@@ -80,6 +81,7 @@ class AppFactory(Protocol):
         notifier: Notifier | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
         metrics: ControllerMetrics | None = None,
+        changes: ChangeFeed | None = None,
     ) -> Starlette:
         """The controller's API over its blocks (the surface passes its own)."""
         ...
@@ -103,6 +105,8 @@ class Controller:
         self._loop: asyncio.AbstractEventLoop | None = None  # set once running
         self._server: uvicorn.Server | None = None
         self.db = Database(settings.storage.url)
+        # What changes, for the live views (the dashboard's stream); free while unheard.
+        self.changes = ChangeFeed()
         self.cloud = build_cloud_driver(settings.cloud)
         self.power: BmcPowerReader | None = None
         self.monitor: HostMonitor | None = None
@@ -123,8 +127,11 @@ class Controller:
         p = settings.profiler
         self.spans = SpanExport.from_settings(p.otel_exporter, p.otel_endpoint, p.otel_service_name)
         self._exports: set[asyncio.Task[None]] = set()
-        self.journal = IncidentJournal(IncidentStore(self.db), on_conflict=self._incident_conflict)
-        self.audit = AuditLog(self.db)
+        self.journal = IncidentJournal(
+            IncidentStore(self.db), on_conflict=self._incident_conflict, changes=self.changes
+        )
+        self.audit = AuditLog(self.db, self.changes)
+        self.notifier.changes = self.changes
         self.bmc_threads = bmc_thread_pool(len(settings.hosts))
         bmcs = build_bmc_clients(settings, self.bmc_threads)
         self._build_cluster(settings)
@@ -159,6 +166,9 @@ class Controller:
                     restore_ports=lambda host, sid: self.inspector.restore_server_ports(host, sid),
                     task_ends=self.task_ends,
                     progress=self._recovery_progress,
+                    evacuation_progress=lambda rid, server, result: self.changes.publish(
+                        RECOVERIES, rid, server=server, result=result
+                    ),
                     restart_compute=self._restart_compute if r.restart_compute else None,
                     compute_alive=self._compute_alive if r.restart_compute else None,
                     ownership=self.ownership,
@@ -167,7 +177,7 @@ class Controller:
             member = self.shared.member_id if self.shared is not None else None
             self.recovery = Recovery(RecoveryWorkflows(steps), member, self.journal.durable)
             configure_dbos(r.workflows_url(settings.storage.url), member)
-        self.host_states = HostStates(HostStore(self.db))
+        self.host_states = HostStates(HostStore(self.db), changes=self.changes)
         self.inspector = build_inspector(
             settings,
             self.cloud,
@@ -196,6 +206,7 @@ class Controller:
                 accept_master_key=settings.monitor.accept_master_key,
                 owns=self.ownership.holds,
                 quorum=self.quorum,
+                on_state=lambda host, state: self.changes.publish(HOSTS, host, monitor=state),
             )
         self.metrics.watch(
             BlocksCollector(
@@ -356,6 +367,7 @@ class Controller:
         self.restart_asked = True
         if self._server is not None:
             self._server.should_exit = True
+        self.changes.close()
 
     def _nova_view(self, host: str, view: dict[str, Any], as_of: float) -> None:
         self.inspector.on_service_view(host, ServiceView.of(view, as_of))
@@ -367,6 +379,7 @@ class Controller:
         fault's profile is exported. Thread-safe: a workflow step may run off the loop."""
         if self._loop is None:
             return
+        self.changes.publish(RECOVERIES, recovery_id, state=state, ended=ended)
         self._loop.call_soon_threadsafe(
             self.inspector.recovery_progress, incident_id, recovery_id, state, at, ended
         )
@@ -484,6 +497,7 @@ class Controller:
         """Migrate, serve until SIGTERM/SIGINT, then shut down cleanly."""
         await asyncio.to_thread(self.db.migrate)
         loop = self._loop = asyncio.get_running_loop()
+        self.changes.bind(loop)
         # Before anything can fire: the alarms, the outbox, the incidents still open,
         # and the recoveries a dead predecessor left running (DBOS resumes them).
         resumed = await self.notifier.start()
@@ -569,6 +583,7 @@ class Controller:
             notifier=self.notifier,
             cluster=self.shared.status if self.shared is not None else None,
             metrics=self.metrics,
+            changes=self.changes,
         )
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic collector's full passes, which would otherwise pause the heartbeat loop
@@ -597,6 +612,7 @@ class Controller:
         def stop_asked() -> None:
             self.restart_asked = False  # a stop asked while restarting is a stop
             server.should_exit = True
+            self.changes.close()  # open streams end now: the stop waits on no browser
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_asked)
