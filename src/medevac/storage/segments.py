@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +30,8 @@ from medevac.storage.models import (
     SegmentHostRecord,
     SegmentRecord,
 )
+
+R = TypeVar("R")
 
 _generations: weakref.WeakKeyDictionary[Database, int] = weakref.WeakKeyDictionary()
 
@@ -99,8 +101,8 @@ class NotificationRow:
     updated_at: datetime | None
 
 
-def _row(cls: Any, record: Any) -> Any:
-    values = {f.name: getattr(record, f.name) for f in fields(cls)}
+def _row(cls: type[R], record: Any) -> R:
+    values = {f.name: getattr(record, f.name) for f in fields(cls)}  # type: ignore[arg-type]
     for name, value in values.items():
         if isinstance(value, datetime):
             values[name] = utc(value)
@@ -182,7 +184,9 @@ class SegmentStore:
 
         def write(s: Session) -> None:
             s.delete(self._segment_record(s, segment_uuid))
-            s.execute(delete(SegmentHostRecord).where(SegmentHostRecord.segment_uuid == segment_uuid))
+            s.execute(
+                delete(SegmentHostRecord).where(SegmentHostRecord.segment_uuid == segment_uuid)
+            )
 
         self._write(write, "")
 
@@ -283,6 +287,7 @@ class SegmentStore:
     def add_notification(
         self,
         *,
+        notification_uuid: str,
         type: str,
         host: SegmentHostRow,
         generated_time: datetime,
@@ -296,7 +301,7 @@ class SegmentStore:
         (and stops being reserved) in the same transaction, as Masakari does for a
         STOPPED host or process."""
         record = NotificationRecord(
-            uuid=str(uuidlib.uuid4()),
+            uuid=notification_uuid,
             type=type,
             hostname=host.name,
             source_host_uuid=host.uuid,
@@ -414,7 +419,9 @@ class SegmentStore:
 
     def _host_or_fail(self, host_uuid: str) -> SegmentHostRow:
         with self.db.reading() as s:
-            r = s.scalars(select(SegmentHostRecord).where(SegmentHostRecord.uuid == host_uuid)).first()
+            r = s.scalars(
+                select(SegmentHostRecord).where(SegmentHostRecord.uuid == host_uuid)
+            ).first()
             if r is None:
                 raise NotFound(f"no host {host_uuid}")
             return _row(SegmentHostRow, r)
