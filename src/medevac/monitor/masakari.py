@@ -78,7 +78,10 @@ def read_notification(
             finished=True,
         )
     if type == "PROCESS":
-        process = posixpath.basename(payload.get("process_name", ""))
+        # The monitors send the last part of the configured path: a name, maybe with
+        # arguments ("nova-compute --config-file ...").
+        words = payload.get("process_name", "").split()
+        process = posixpath.basename(words[0]) if words else ""
         if event != "STOPPED":
             return Reading(None, f"{process} started: nothing to do", finished=True)
         if process != COMPUTE_PROCESS:

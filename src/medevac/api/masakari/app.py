@@ -218,7 +218,10 @@ def masakari_app(
     # -- versions -------------------------------------------------------------------
 
     def _root(request: Request) -> str:
-        return str(request.base_url).rstrip("/")
+        # Where this application is mounted (``/instance-ha``), with the scheme and host
+        # the request came to: the clients follow these links.
+        mounted = str(request.scope.get("root_path", "")).rstrip("/")
+        return f"{request.url.scheme}://{request.url.netloc}{mounted}"
 
     @app.get("/")
     async def versions_list(request: Request) -> dict[str, Any]:
