@@ -32,7 +32,7 @@ def main(config: str, host_down: str, server: str) -> None:
     processes.set_process_list(
         [
             {
-                "process_name": "/usr/local/bin/nova-compute --config-file /nonexistent/m.conf",
+                "process_name": "/usr/local/bin/nova-compute --medevac-test-absent",
                 "start_command": "false",
                 "pre_start_command": None,
                 "post_start_command": None,
