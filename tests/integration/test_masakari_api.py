@@ -501,3 +501,15 @@ def test_the_recovery_sees_a_segment_edit_at_once(world: World) -> None:
         f"{V1}/segments/{seg['uuid']}", json={"segment": {"enabled": False}}, headers=ADMIN
     )
     assert asyncio.run(method("h1"))[0] == "rack"
+
+
+def test_a_report_of_a_host_already_lost_follows_its_incident(world: World) -> None:
+    seg = new_segment(world)
+    new_host(world, seg["uuid"], "h2")
+    opened = time.time() - 5
+    IncidentStore(world.db).save(incident_body("h2", "CORRECTING", opened))
+    world.monitor.presume_lost("h2")  # medevac's own heartbeats found it first
+    n = notify(world, "COMPUTE_HOST", "h2", STOPPED).json()["notification"]
+    assert n["status"] == "new"
+    shown = world.client.get(f"{V1}/notifications/{n['notification_uuid']}", headers=ADMIN)
+    assert shown.json()["notification"]["status"] == "running"

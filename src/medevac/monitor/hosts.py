@@ -716,7 +716,8 @@ class HostMonitor(asyncio.DatagramProtocol):
             reason = "another controller owns the host and judges it from its own reports"
         if reason is not None:
             log.info("%s %s on %s ignored: %s", fault.source, fault.kind, fault.host, reason)
-            return Ignored(reason)
+            lost = fault.kind is RawFaultKind.HOST_DOWN and watch.state is HostState.LOST
+            return Ignored(reason, under_way=lost)
         if fault.kind is RawFaultKind.HOST_DOWN and watch.state in (
             HostState.UP,
             HostState.UNKNOWN,

@@ -555,7 +555,9 @@ def masakari_app(
             except UnknownHost:
                 message = f"medevac does not watch host {host.name} (it is not in its [hosts])"
             else:
-                if isinstance(taken, Ignored):
+                if isinstance(taken, Ignored) and taken.under_way:
+                    outcome, message = "accepted", None  # it follows the incident under way
+                elif isinstance(taken, Ignored):
                     message = taken.reason
                 elif taken:
                     outcome, message = "accepted", None
