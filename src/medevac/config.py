@@ -316,7 +316,8 @@ class RetentionConfig(_Section):
     incidents_days: float = Field(
         default=_RETENTION.incidents_days,
         ge=0,
-        description="closed incidents, counted from their closing",
+        description="closed incidents, counted from their closing (and Masakari "
+        "notifications, from their arrival: their status derives from the incidents)",
     )
     alarm_history_days: float = Field(
         default=_RETENTION.alarm_history_days,

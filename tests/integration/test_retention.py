@@ -12,6 +12,7 @@ from medevac.storage import Database
 from medevac.storage.models import AlarmChange, AuditEvent, Delivery, IncidentRecord
 from medevac.storage.records import AlarmStore, DeliveryRow, HistoryRow, IncidentStore, OutboxStore
 from medevac.storage.retention import RetentionPolicy, purge
+from medevac.storage.segments import SegmentStore
 
 DAY = 86400.0
 NOW = time.time()
@@ -77,15 +78,34 @@ def test_each_kind_is_purged_after_its_bound_in_batches_and_only_when_over(
     for kind, days in [("host.released", 40), ("host.released", 400)]:
         backdate_audit(db, db.record_audit(kind, "h1", "ops"), days)
 
+    # Masakari notifications: with the incidents, from their arrival (100 and 10 days).
+    segments = SegmentStore(db)
+    seg = segments.add_segment(
+        name="s", recovery_method="auto", service_type="C", description=None, enabled=True,
+        at=datetime.fromtimestamp(NOW, UTC),
+    )  # fmt: skip
+    host = segments.add_host(
+        seg.uuid, name="h1", type="C", control_attributes="x", reserved=False,
+        on_maintenance=False, at=datetime.fromtimestamp(NOW, UTC),
+    )  # fmt: skip
+    for days in (100, 10):
+        at = datetime.fromtimestamp(NOW - days * DAY, UTC)
+        segments.add_notification(
+            notification_uuid=f"n{days}", type="VM", host=host, generated_time=at, payload={},
+            outcome="accepted", message=None, at=at, maintenance=False,
+        )  # fmt: skip
+
     deleted = asyncio.run(purge(db, RetentionPolicy(batch=2, pause=0.0), now=lambda: NOW))
 
     assert deleted == {
         "deliveries": 5,
         "verdicts": 3,
+        "notifications": 1,
         "incidents": 1,
         "alarm_history": 1,
         "audit": 1,
     }
+    assert [n.uuid for n in segments.notifications()] == ["n10"]
     assert {r.id for r in outbox.recent(limit=100)} == {"recent", "stuck"}
     assert [r.id for r in outbox.pending()] == ["stuck"]
     assert sorted(b["id"] for b in incidents.recent()) == ["i2", "i3"]
@@ -99,6 +119,7 @@ def test_each_kind_is_purged_after_its_bound_in_batches_and_only_when_over(
     assert asyncio.run(purge(db, forever, now=lambda: NOW + 1000 * DAY)) == {
         "deliveries": 1,
         "verdicts": 1,
+        "notifications": 1,
         "incidents": 1,
     }
     assert count(db, AlarmChange) == 1 and count(db, AuditEvent) == 1

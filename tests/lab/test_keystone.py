@@ -237,3 +237,43 @@ def test_nova_and_neutron_refuse_what_keystone_refuses(ks_lab: RunningLab) -> No
     r = httpx.get(nova + "/servers", headers={"X-Auth-Token": member}, timeout=30)
     assert r.status_code == 200
     assert r.json()["servers"]
+
+
+# Masakari's CLI finds medevac's Masakari API by the catalog alone (`instance-ha`,
+# registered as devstack registers Masakari), signs in to Keystone, and medevac checks
+# a segment's hosts against the lab's Nova.
+
+
+def test_openstack_segment_commands_find_medevac_by_the_catalog(
+    ks_lab: RunningLab, controller: Controller
+) -> None:
+    admin = "medevac-lab-user-admin"
+    catalog = as_json(ks_lab, "catalog", "list", cloud=admin)
+    assert "instance-ha" in {c["Type"] for c in catalog}
+    seg = as_json(ks_lab, "segment", "create", "lab-seg", "rh_priority", "COMPUTE", cloud=admin)
+    try:
+        host = as_json(
+            ks_lab, "segment", "host", "create", "host1", "COMPUTE", "SSH", seg["uuid"], cloud=admin
+        )
+        assert host["failover_segment_id"] == seg["uuid"]
+        listed = as_json(ks_lab, "segment", "host", "list", seg["uuid"], cloud=admin)
+        assert [h["name"] for h in listed] == ["host1"]
+        unknown = openstack(
+            ks_lab,
+            "segment",
+            "host",
+            "create",
+            "host99",
+            "COMPUTE",
+            "SSH",
+            seg["uuid"],
+            cloud=admin,
+        )
+        assert "could not be found" in unknown.stdout + unknown.stderr  # not one of Nova's
+        assert [s["name"] for s in as_json(ks_lab, "segment", "list", cloud=admin)] == ["lab-seg"]
+        refused = openstack(ks_lab, "segment", "list", cloud="medevac-lab-tenant-a")
+        assert "403" in refused.stdout + refused.stderr or refused.returncode != 0
+        openstack(ks_lab, "segment", "host", "delete", seg["uuid"], host["uuid"], cloud=admin)
+    finally:
+        openstack(ks_lab, "segment", "delete", seg["uuid"], cloud=admin)
+    assert as_json(ks_lab, "segment", "list", cloud=admin) == []

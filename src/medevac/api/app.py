@@ -21,6 +21,7 @@ from medevac.api.external import external_router
 from medevac.api.health import Health
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit, NulRefusal, TokenRateLimit
+from medevac.api.masakari import masakari_app
 from medevac.api.openapi import install_openapi
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
@@ -267,6 +268,8 @@ def create_app(
     app.include_router(recoveries_router(RecoveryStore(db), db, inspector, changes))
     if changes is not None:
         app.include_router(stream_router(changes))
+    nova_hosts = monitor.nova.compute_services if monitor is not None else None
+    app.mount("/instance-ha", masakari_app(db, app.state.tokens, monitor, nova_hosts))
     if notifier is not None:
         targets = settings.notifier.action_targets()
         app.include_router(

@@ -164,6 +164,11 @@ class Lab:
             "compute": ("nova", self.services.nova["api_url"]),
             "network": ("neutron", self.services.neutron["url"]),
             "alarming": ("medevac", f"http://127.0.0.1:{self.controller.controller_port}"),
+            # As devstack registers Masakari: the project's id in the path.
+            "instance-ha": (
+                "medevac-masakari",
+                f"http://127.0.0.1:{self.controller.controller_port}/instance-ha/v1/$(project_id)s",
+            ),
         }
         projects = seed(info["auth_url"], info["admin_password"], users, catalog)
         return KeystoneSetup(info["auth_url"], users, projects)

@@ -729,8 +729,12 @@ class HostMonitor(asyncio.DatagramProtocol):
             reason = "another controller owns the host and judges it from its own reports"
         if reason is not None:
             log.info("%s %s on %s ignored: %s", fault.source, fault.kind, fault.host, reason)
-            return Ignored(reason)
-        if watch.state in (HostState.UP, HostState.UNKNOWN):
+            lost = fault.kind is RawFaultKind.HOST_DOWN and watch.state is HostState.LOST
+            return Ignored(reason, under_way=lost)
+        if fault.kind is RawFaultKind.HOST_DOWN and watch.state in (
+            HostState.UP,
+            HostState.UNKNOWN,
+        ):
             self._suspect(
                 watch,
                 self.clock(),
@@ -738,7 +742,9 @@ class HostMonitor(asyncio.DatagramProtocol):
                 fault.received_at,
                 fault.observed_at,
             )
-        return True  # or SUSPECT: the confirmation under way decides
+        # SUSPECT: the confirmation under way decides; a process or server fault: the
+        # agent's own report of it is being acted on.
+        return True
 
     # -- Nova's notifications -----------------------------------------------------
 
@@ -832,10 +838,24 @@ def _not_acted_on(fault: RawFault, watch: HostWatch) -> str | None:
             "a host is back only when its own agent's heartbeats are, and stays "
             "forced down until released; a report of it up changes nothing"
         )
+    if _agent_agrees(fault, watch.checks):
+        return None
     return (
         f"{fault.kind} is judged from the host agent's own checks, sent with every "
         f"heartbeat, not from other monitors' reports ({_agent_view(watch.checks)})"
     )
+
+
+def _agent_agrees(fault: RawFault, c: Checks | None) -> bool:
+    """Whether the host's agent reports the same process or server fault: then the
+    report is acted on, as the agent's own (its verdict came, or comes, from it)."""
+    if c is None:
+        return False
+    if fault.kind is RawFaultKind.COMPUTE_PROCESS_DOWN:
+        return not c.compute_alive
+    if fault.kind is RawFaultKind.SERVER_DOWN:
+        return str(fault.details.get("server_id")) in c.domains_down
+    return False
 
 
 def _agent_view(c: Checks | None) -> str:

@@ -40,6 +40,9 @@ class Ignored:
     sender and in the log), so nothing accepted is dropped in silence."""
 
     reason: str
+    # The fault it reports is being handled already (the host was judged lost before
+    # this report came): not acted on again, but not in vain either.
+    under_way: bool = False
 
 
 class UnknownHost(Exception):

@@ -16,6 +16,7 @@ from medevac.cloud.models import ComputeService, DataPlaneStatus, Port, Server
 from medevac.cluster.ownership import Ownership, SoleController
 from medevac.notifier.events import Event
 from medevac.recovery.fence import Fencer
+from medevac.recovery.groups import GroupResolver
 from medevac.recovery.policy import HostGroup
 from medevac.recovery.task_ends import TaskEnds
 from medevac.storage.records import Fence, RecoveryStore
@@ -79,7 +80,8 @@ class RecoveryRuntime:
     cloud: RecoveryCloud
     fencer: Fencer
     store: RecoveryStore
-    groups: Sequence[HostGroup]
+    # The host groups (segments over the configured ones), or just configured ones.
+    groups: GroupResolver | Sequence[HostGroup]
     settings: RecoverySettings
     emit: Callable[[list[Event]], Any]
     audit: Callable[[str, str, dict[str, Any], str | None], Any]
@@ -107,6 +109,11 @@ class RecoveryRuntime:
     # Evacuation slots per host group, shared by the group's recoveries (in-process:
     # a resumed workflow takes a slot again, so nothing durable is needed).
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    host_groups: GroupResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        g = self.groups
+        self.host_groups = g if isinstance(g, GroupResolver) else GroupResolver(g)
 
     async def acting_on(
         self, host: str, step: str, write: Callable[[Fence | None], None] | None = None

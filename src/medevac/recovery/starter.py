@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from dbos import DBOS, SetWorkflowID
 
-from medevac.recovery.policy import group_of, order_key
+from medevac.recovery.policy import order_key
 from medevac.recovery.workflows import RecoveryWorkflows, takeover_queue
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Recovery:
 
     def order(self, host: str, servers: list[S]) -> list[S]:
         """The host's servers in the order its recovery will evacuate them."""
-        group = group_of(host, self.workflows.groups)
+        group = self.workflows.groups.group_of(host)
         return sorted(servers, key=lambda s: order_key(s.metadata, s.name, s.id, group))
 
     def restart(self, incident_id: str, host: str, server_id: str, trace_id: str) -> str:

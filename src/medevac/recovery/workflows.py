@@ -23,7 +23,6 @@ from medevac.recovery.policy import (
     ServerFacts,
     after_fencing,
     destinations,
-    group_of,
     must_fence,
     plan,
     server_action,
@@ -41,7 +40,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
 
     def __init__(self, steps: RecoverySteps, name: str = "medevac") -> None:
         self.steps = steps
-        self.groups = steps.rt.groups
+        self.groups = steps.rt.host_groups
         super().__init__(config_name=name)
 
     @DBOS.workflow()
@@ -51,7 +50,10 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         st = self.steps
         rid = str(DBOS.workflow_id)
         st.rt.pin(rid, host)
-        group = group_of(host, self.groups)
+        # Segments decide only where servers go (given to each server's workflow when it
+        # starts) and the configuration the rest: a replay after an edit of a segment
+        # takes the same steps.
+        group = await self.groups.fresh(host)
         level = group.level
         common = {"host": host, "recovery_id": rid, "level": int(level), "group": group.name}
 
@@ -139,7 +141,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         # slots, first come first served: a window that moves on as each one ends, in
         # the plan's order (the parent starts them in it), never a batch waiting for its
         # slowest.
-        async with st.rt.slots(group_of(failed_host, self.groups)):
+        async with st.rt.slots(self.groups.group_of(failed_host)):
             await st.settle(sid)  # the inspector's reset and port updates on it land first
             await st.record_evacuation(
                 recovery_id, sid, name, failed_host, "running", None, 0, {}, False
@@ -227,7 +229,7 @@ class RecoveryWorkflows(DBOSConfiguredInstance):
         rid = str(DBOS.workflow_id)
         st.rt.pin(rid, host)
         facts = await st.server_facts(server_id)
-        action, _ = server_action(facts["metadata"], group_of(host, self.groups))
+        action, _ = server_action(facts["metadata"], await self.groups.fresh(host))
         traits = {"instance_id": server_id, "host": host, "recovery_id": rid}
 
         async def record(state: str, detail: dict[str, Any], ended: bool) -> None:

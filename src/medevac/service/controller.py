@@ -40,6 +40,7 @@ from medevac.notifier.notifier import Notifier
 from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
 from medevac.recovery.fence import BmcFencer
+from medevac.recovery.groups import stored_groups
 from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
 from medevac.recovery.starter import Recovery
 from medevac.recovery.steps import RecoverySteps
@@ -151,7 +152,8 @@ class Controller:
                         )
                     ),
                     store=RecoveryStore(self.db),
-                    groups=[host_group(g) for g in r.groups],
+                    # Masakari segments in the store over the configured groups.
+                    groups=stored_groups([host_group(g) for g in r.groups], self.db),
                     settings=RecoverySettings(
                         evacuate_timeout=r.evacuate_timeout,
                         evacuate_attempts=r.evacuate_attempts,

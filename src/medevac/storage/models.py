@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The lengths of the string columns that outside input reaches (API bodies, the
@@ -163,3 +172,68 @@ class EvacuationRecord(Base):
     result: Mapped[str] = mapped_column(String(32))  # running | recovered | already-moved | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# -- Masakari's API v1: segments, their hosts, notifications ----------------------------
+# Integer ids, because Masakari's paging markers are ids; uuids, because its paths are.
+
+
+def _serial() -> Any:
+    return BigInteger().with_variant(Integer, "sqlite")
+
+
+class SegmentRecord(Base):
+    """A Masakari failover segment: a host group, editable at run time."""
+
+    __tablename__ = "masakari_segments"
+
+    id: Mapped[int] = mapped_column(_serial(), primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    description: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    recovery_method: Mapped[str] = mapped_column(String(32))
+    service_type: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SegmentHostRecord(Base):
+    """A host of a segment; a host name belongs to one segment at most."""
+
+    __tablename__ = "masakari_hosts"
+
+    id: Mapped[int] = mapped_column(_serial(), primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    segment_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    type: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    control_attributes: Mapped[str] = mapped_column(String(TEXT_LENGTH))
+    reserved: Mapped[bool] = mapped_column(Boolean, default=False)
+    on_maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class NotificationRecord(Base):
+    """A Masakari notification as received, with what the monitor made of it; its
+    status and progress are derived from the incident and recoveries it led to."""
+
+    __tablename__ = "masakari_notifications"
+    __table_args__ = (
+        Index("ix_masakari_notifications_host_type_time", "hostname", "type", "generated_time"),
+    )
+
+    id: Mapped[int] = mapped_column(_serial(), primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    hostname: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    source_host_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    segment_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    generated_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # accepted (acted on: a suspicion, or a fault its host's agent reports too) | ignored
+    outcome: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

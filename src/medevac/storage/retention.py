@@ -20,7 +20,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select
 
 from medevac.storage.db import Database
-from medevac.storage.models import AlarmChange, AuditEvent, Delivery, IncidentRecord
+from medevac.storage.models import (
+    AlarmChange,
+    AuditEvent,
+    Delivery,
+    IncidentRecord,
+    NotificationRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ class RetentionPolicy:
         return {
             "deliveries": self.deliveries_days,
             "verdicts": self.verdicts_days,
+            # Masakari's notifications go with the incidents their status derives from.
+            "notifications": self.incidents_days,
             "incidents": self.incidents_days,
             "alarm_history": self.alarm_history_days,
             "audit": self.audit_days,
@@ -58,6 +66,10 @@ def expired(kind: str, cutoff: datetime) -> tuple[Any, ColumnElement[bool]]:
         return Delivery.id, done & (Delivery.created_at < cutoff)
     if kind == "verdicts":
         return AuditEvent.id, verdict & (AuditEvent.at < cutoff)
+    if kind == "notifications":
+        # A notification's incident was open when it came, or opened soon after: one
+        # closed before the cutoff goes with every notification it answered.
+        return NotificationRecord.id, NotificationRecord.created_at < cutoff
     if kind == "incidents":
         closed = IncidentRecord.closed_at
         return IncidentRecord.id, closed.is_not(None) & (closed < cutoff)

@@ -1,0 +1,209 @@
+"""Masakari's own client code against medevac's Masakari API, unchanged: the real
+`openstack` CLI with python-masakariclient 8.9.0 (segments, their hosts, notifications),
+and masakari-monitors 22.0.0's host, process and instance monitors sending their
+reports through their own SendNotification; medevac served by uvicorn on loopback, its
+store on SQLite and on PostgreSQL. The clients run in the lab's venv, where they are
+installed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from medevac.api import create_app
+from medevac.config import Settings
+from medevac.lab.layout import LabError, find_lab_python
+from medevac.monitor.hosts import HostMonitor, HostState
+from medevac.storage import Database
+from tests.conftest import ADMIN_TOKEN, READER_TOKEN
+from tests.monitor_fakes import KEY, PowerOn, Sink
+from tests.serving import served
+
+pytestmark = pytest.mark.databases
+
+HERE = Path(__file__).parent
+ME = socket.gethostname()  # what masakari-monitors' process and instance monitors report
+HOSTS = ("h1", "h2", ME)
+SERVER = "0a6c6e35-1111-4c2d-9a57-0123456789ab"
+
+
+def _lab_bin() -> Path | None:
+    try:
+        return find_lab_python().parent
+    except LabError:
+        return None
+
+
+LAB_BIN = _lab_bin()
+if LAB_BIN is None or not (LAB_BIN / "openstack").exists():
+    pytest.skip("the lab venv with python-masakariclient is not installed", allow_module_level=True)
+
+
+class Nova:
+    async def compute_services(self) -> dict[str, dict[str, Any]]:
+        return {h: {"state": "up"} for h in HOSTS}
+
+
+@dataclass
+class Served:
+    url: str
+    monitor: HostMonitor
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/instance-ha/v1"
+
+    def api(self, path: str) -> Any:
+        r = httpx.get(
+            f"{self.endpoint}/{path}",
+            headers={"X-Auth-Token": ADMIN_TOKEN, "OpenStack-API-Version": "instance-ha 1.3"},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture
+def medevac(settings: Settings, db: Database) -> Iterator[Served]:
+    monitor = HostMonitor(dict.fromkeys(HOSTS, "z"), KEY, Sink(), PowerOn(), Nova())
+    with served(create_app(settings, db, monitor=monitor)) as url:
+        yield Served(url, monitor)
+
+
+def openstack(
+    server: Served, *args: str, token: str = ADMIN_TOKEN
+) -> subprocess.CompletedProcess[str]:
+    """The real `openstack` command, with keystoneauth's admin_token plugin."""
+    assert LAB_BIN is not None
+    env = {
+        "PATH": f"{LAB_BIN}:/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "OS_AUTH_TYPE": "admin_token",
+        "OS_ENDPOINT": server.endpoint,
+        "OS_TOKEN": token,
+    }
+    return subprocess.run(
+        [str(LAB_BIN / "openstack"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def as_json(server: Served, *args: str) -> Any:
+    result = openstack(server, *args, "-f", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_openstack_segment_and_notification_commands(medevac: Served) -> None:
+    seg = as_json(medevac, "segment", "create", "seg1", "auto", "COMPUTE")
+    assert (seg["name"], seg["recovery_method"], seg["is_enabled"]) == ("seg1", "auto", True)
+    as_json(medevac, "segment", "create", "seg2", "rh_priority", "COMPUTE")
+    listed = as_json(medevac, "segment", "list")
+    assert sorted(s["name"] for s in listed) == ["seg1", "seg2"]
+    shown = as_json(medevac, "segment", "show", "seg1")
+    assert shown["uuid"] == seg["uuid"]
+    updated = as_json(
+        medevac, "segment", "update", "seg1", "--recovery_method", "reserved_host",
+        "--is_enabled", "False", "--description", "rack 1",
+    )  # fmt: skip
+    assert (updated["recovery_method"], updated["is_enabled"]) == ("reserved_host", False)
+    assert as_json(medevac, "segment", "update", "seg1", "--is_enabled", "True")["is_enabled"]
+    taken = openstack(medevac, "segment", "create", "seg2", "auto", "COMPUTE")
+    assert "already exists" in taken.stdout + taken.stderr
+    openstack(medevac, "segment", "delete", "seg2")
+    assert [s["name"] for s in as_json(medevac, "segment", "list")] == ["seg1"]
+
+    h1 = as_json(medevac, "segment", "host", "create", "h1", "COMPUTE", "SSH", "seg1")
+    assert (h1["failover_segment_id"], h1["reserved"]) == (seg["uuid"], False)
+    as_json(
+        medevac, "segment", "host", "create", "h2", "COMPUTE", "SSH", "seg1", "--reserved", "True"
+    )
+    hosts = as_json(medevac, "segment", "host", "list", "seg1", "--sort", "name:asc")
+    assert [(h["name"], h["reserved"]) for h in hosts] == [("h1", False), ("h2", True)]
+    reserved = as_json(medevac, "segment", "host", "list", "seg1", "--filters", "reserved=True")
+    assert [h["name"] for h in reserved] == ["h2"]
+    h2 = as_json(medevac, "segment", "host", "update", "seg1", "h2", "--reserved", "False")
+    assert h2["reserved"] is False
+    unknown = openstack(medevac, "segment", "host", "create", "nowhere", "COMPUTE", "SSH", "seg1")
+    assert "could not be found" in unknown.stdout + unknown.stderr
+
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    payload = json.dumps({"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"})
+    n = as_json(medevac, "notification", "create", "COMPUTE_HOST", "h1", now, payload)
+    assert (n["type"], n["status"], n["source_host_uuid"]) == ("COMPUTE_HOST", "new", h1["uuid"])
+    assert medevac.monitor.hosts["h1"].state in (HostState.SUSPECT, HostState.LOST)
+    assert [x["notification_uuid"] for x in as_json(medevac, "notification", "list")] == [
+        n["notification_uuid"]
+    ]
+    shown_n = as_json(medevac, "notification", "show", n["notification_uuid"])
+    assert shown_n["payload"]["event"] == "STOPPED"
+    assert "recovery_workflow_details" in shown_n
+    again = openstack(medevac, "notification", "create", "COMPUTE_HOST", "h1", now, payload)
+    assert "maintenance" in again.stdout + again.stderr
+    refused = openstack(medevac, "segment", "create", "seg3", "auto", "COMPUTE", token=READER_TOKEN)
+    assert refused.returncode != 0 or "403" in refused.stdout + refused.stderr
+    assert [s["name"] for s in as_json(medevac, "segment", "list")] == ["seg1"]
+
+
+def test_masakari_monitors_report_to_medevac_unchanged(medevac: Served, tmp_path: Path) -> None:
+    seg = as_json(medevac, "segment", "create", "seg1", "auto", "COMPUTE")
+    for host in ("h2", ME):
+        as_json(medevac, "segment", "host", "create", host, "COMPUTE", "SSH", seg["uuid"])
+    config = tmp_path / "masakarimonitors.conf"
+    config.write_text(
+        "[api]\nauth_type = admin_token\n"
+        f"endpoint = {medevac.endpoint}\ntoken = {ADMIN_TOKEN}\n"
+        "region = RegionOne\napi_interface = public\n"
+        "[host]\ndisable_ipmi_check = True\napi_retry_max = 0\napi_retry_interval = 0\n"
+        "[process]\nrestart_retries = 1\nrestart_interval = 0\n"
+        "api_retry_max = 0\napi_retry_interval = 0\n"
+        "[callback]\nretry_max = 0\nretry_interval = 0\n"
+    )
+    assert LAB_BIN is not None
+    sent = subprocess.run(
+        [
+            str(LAB_BIN / "python"),
+            str(HERE / "masakari_monitors_send.py"),
+            str(config),
+            "h2",
+            SERVER,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert sent.returncode == 0 and "sent" in sent.stdout, sent.stderr
+    got = {n["type"]: n for n in medevac.api("notifications")["notifications"]}
+    assert set(got) == {"COMPUTE_HOST", "PROCESS", "VM"}, got
+    host = got["COMPUTE_HOST"]
+    assert host["payload"] == {
+        "event": "STOPPED",
+        "cluster_status": "OFFLINE",
+        "host_status": "NORMAL",
+    }
+    assert host["status"] == "new"  # a suspicion, confirmed by medevac's own checks
+    assert medevac.monitor.hosts["h2"].state in (HostState.SUSPECT, HostState.LOST)
+    process = got["PROCESS"]
+    assert process["payload"] == {
+        "event": "STOPPED",
+        "process_name": "nova-compute --medevac-test-absent",
+    }
+    # No agent of medevac runs on this machine: its own checks decide, and say why not.
+    assert process["status"] == "ignored" and "agent" in process["message"]
+    vm = got["VM"]
+    assert vm["payload"]["instance_uuid"] == SERVER
+    assert vm["payload"]["vir_domain_event"] == "STOPPED_FAILED"
+    assert vm["status"] == "ignored" and "agent" in vm["message"]
