@@ -175,6 +175,7 @@ def host_group(g: HostGroupConfig) -> HostGroup:
         on_shared_storage=g.on_shared_storage,
         concurrency=g.concurrency,
         auto_release=g.auto_release,
+        maintenance_migrate_all=g.maintenance_migrate_all,
     )
 
 
