@@ -20,6 +20,7 @@ from medevac.api.external import external_router
 from medevac.api.health import Health
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit, NulRefusal, TokenRateLimit
+from medevac.api.maintenance import maintenance_router
 from medevac.api.openapi import install_openapi
 from medevac.api.paging import Page, Paged
 from medevac.api.recoveries import recoveries_router
@@ -30,7 +31,9 @@ from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
 from medevac.notifier.notifier import Notifier
+from medevac.recovery.maintenance import Maintenance
 from medevac.storage import Database
+from medevac.storage.maintenances import MaintenanceStore
 from medevac.storage.records import IncidentStore, RecoveryStore
 
 AnyRole = Annotated[Principal, Depends(require())]
@@ -53,6 +56,7 @@ def create_app(
     inspector: Inspector | None = None,
     notifier: Notifier | None = None,
     cluster: Callable[[], dict[str, Any]] | None = None,
+    maintenance: Maintenance | None = None,
 ) -> FastAPI:
     """Build the API for one controller; the caller owns the blocks passed in."""
     app = MedevacApi(
@@ -68,6 +72,7 @@ def create_app(
     keystone = KeystoneValidator(settings.keystone) if settings.keystone.enabled else None
     app.state.tokens = TokenRegistry(settings.api.tokens, keystone)
     app.state.db = db
+    maintenances = MaintenanceStore(db)
     install_error_handlers(app)
     # Innermost first: NUL characters are looked for in a body already bounded in size.
     app.add_middleware(NulRefusal)
@@ -181,7 +186,7 @@ def create_app(
     @app.get("/v1/hosts", tags=["monitor"])
     async def hosts(_: AdminOrReader) -> dict[str, Any]:
         """Every watched host: detector state, its lifecycle (what was decided and done),
-        BMC power as last seen, Nova's view, verdict."""
+        BMC power as last seen, Nova's view, verdict, its open maintenance (null: none)."""
         if monitor is None:
             return {"hosts": [], "counters": None}
         hosts = monitor.snapshot()
@@ -189,6 +194,9 @@ def create_app(
             lives = inspector.host_states.view()
             for h in hosts:
                 h["lifecycle"] = lives.get(h["name"], {"state": "UP", "since": None})
+        maintained = await asyncio.to_thread(maintenances.open_all)
+        for h in hosts:
+            h["maintenance"] = maintained.get(h["name"])
         return {"hosts": hosts, "counters": monitor.counters()}
 
     @app.post("/v1/hosts/{host}/release", tags=["recovery"])
@@ -222,6 +230,9 @@ def create_app(
         return {"verdicts": [v.as_dict() for v in chosen]}
 
     app.include_router(recoveries_router(RecoveryStore(db)))
+    app.include_router(
+        maintenance_router(maintenance, maintenances, monitor.hosts if monitor is not None else ())
+    )
     if notifier is not None:
         targets = settings.notifier.action_targets()
         app.include_router(
