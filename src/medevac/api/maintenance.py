@@ -128,6 +128,8 @@ def maintenance_router(
         (do as planned) or ``leave`` (keep it on the host). A member answers for its
         own project's servers only; the last answer counts."""
         known(host)
+        if await asyncio.to_thread(store.current, host) is None:
+            raise ApiError(404, f"{host} has no open maintenance")
         project = None if principal.is_admin else (principal.project_id or "")
         try:
             return await available().answer(
