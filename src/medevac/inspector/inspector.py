@@ -153,6 +153,7 @@ class Inspector:
         release_retry: float = 5.0,
         release_for: float = 600.0,
         clock: Callable[[], float] = time.time,
+        maintenance_left: Callable[[str], int | None] = lambda host: None,
     ) -> None:
         self.recovery = recovery
         self.audit = audit
@@ -182,6 +183,10 @@ class Inspector:
         self._services: dict[str, ServiceView] = {}
         self._releasing: set[str] = set()  # hosts medevac itself is releasing now
         self.expected_losses = 0  # loss verdicts about empty hosts under maintenance
+        # How many servers a host's maintenance last found on it once its migrations
+        # ended (a listing of Nova's, newer than notifications still on their way);
+        # None: no such count, the topology says.
+        self.maintenance_left = maintenance_left
 
     def adopt(self, incidents: Iterable[Incident]) -> None:
         """Open incidents from the database after a restart, or of hosts taken over from
@@ -308,7 +313,8 @@ class Inspector:
         """An empty host under maintenance went silent or off: the planned work, not a
         failure. No incident, no action, no event; the audit log says so."""
         host = verdict.host
-        servers = len(self.topology.servers_on(host))
+        left = self.maintenance_left(host)
+        servers = left if left is not None else len(self.topology.servers_on(host))
         if not loss_is_expected(self.host_states.life(host).state, servers):
             return False
         self.expected_losses += 1

@@ -56,6 +56,7 @@ class Maintenance:
         audit: Callable[[str, str, str, dict[str, Any], str | None], Any],
         host_state: Callable[[str], str],
         lifecycle: Callable[[str, bool, dict[str, Any], str | None], Any],
+        on_state: Callable[[str, str, list[str] | None], Any] = lambda host, state, left: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.workflows = workflows
@@ -63,10 +64,11 @@ class Maintenance:
         self.cloud = cloud
         self.ownership = ownership
         self.emit = emit
-        self.audit = audit  # kind, subject, actor, detail, trace id
+        self.audit = audit  # kind, subject, actor, detail, trace id (blocking: a thread)
         self.host_state = host_state
         # Moves a host's lifecycle (host, started, detail, trace id): None if it did not.
         self.lifecycle = lifecycle
+        self.on_state = on_state  # (host, state, servers left): SCHEDULED and ENDED here
         self.clock = clock
 
     async def start(
@@ -100,9 +102,12 @@ class Maintenance:
             raise Refused(
                 f"{host} is {self.host_state(host)}: a maintenance starts on a host in service"
             )
+        self.on_state(host, "SCHEDULED", None)
         with SetWorkflowID(workflow_id(mid)):
             await DBOS.start_workflow_async(self.workflows.maintain, mid, host, trace_id)
-        self.audit("maintenance.started", host, by, {**detail, "deadline": deadline}, trace_id)
+        await self._audit(
+            "maintenance.started", host, by, {**detail, "deadline": deadline}, trace_id
+        )
         body = await asyncio.to_thread(self.store.get, mid)
         assert body is not None
         return body
@@ -125,7 +130,7 @@ class Maintenance:
         if row is None:
             raise NoMaintenance(f"server {server_id} is not in {host}'s maintenance")
         detail = {"maintenance_id": body["id"], "server_id": server_id, "answer": answer.value}
-        self.audit("maintenance.answer", host, by, detail, body["trace_id"])
+        await self._audit("maintenance.answer", host, by, detail, body["trace_id"])
         await self._wake(body["id"], {"answer": server_id})
         return row
 
@@ -159,13 +164,16 @@ class Maintenance:
             raise NotOwner(self.ownership.member_id, host)
         if was and was[0] == "SCHEDULED":
             await self._wake(body["id"] if body else "", {"end": True})
+        self.on_state(host, "ENDED", None)
         back = state == "MAINTENANCE"
         if back:
             await self.cloud.set_enabled(host, True)
             self.lifecycle(host, False, detail, trace_id)
         if body is not None:
             self._complete(host, body, back, trace_id)
-        self.audit("maintenance.ended", host, by, {**detail, "service_enabled": back}, trace_id)
+        await self._audit(
+            "maintenance.ended", host, by, {**detail, "service_enabled": back}, trace_id
+        )
         ended = await asyncio.to_thread(self.store.latest, host)
         return {**(ended or {}), "service_enabled": back}
 
@@ -190,6 +198,12 @@ class Maintenance:
         traits = {**common, "service_enabled": back}
         events.append(Event(COMPLETE_EVENT, now, traits, trace_id=trace_id))
         self.emit(events)
+
+    async def _audit(
+        self, kind: str, host: str, by: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        """Written before the caller is answered: an answer acknowledged is audited."""
+        await asyncio.to_thread(self.audit, kind, host, by, detail, trace_id)
 
     async def _wake(self, maintenance_id: str, message: dict[str, Any]) -> None:
         """Tell the workflow waiting for answers that one came (or an end)."""

@@ -81,6 +81,8 @@ class MaintenanceRuntime:
     host_state: Callable[[str], str]
     # A server as Nova just showed it: the inspector's topology takes it.
     seen: Callable[[Server], Any] = lambda server: None
+    # A maintenance's state changed (host, state, the servers left once it is over).
+    on_state: Callable[[str, str, list[str] | None], Any] = lambda host, state, left: None
     migrate_timeout: float = 300.0
     migrate_attempts: int = 2
 
@@ -181,6 +183,8 @@ class MaintenanceSteps(DBOSConfiguredInstance):
                 maintenance_id, to, at, allowed=allowed, detail=detail, fence=fence
             ),
         )
+        if was is not None:
+            self.mrt.on_state(host, to, detail.get("servers_left"))
         return was
 
     @DBOS.step()

@@ -129,6 +129,8 @@ class Controller:
         self.recovery: Recovery | None = None
         self.maintenance: Maintenance | None = None
         self.maintenances = MaintenanceStore(self.db)
+        # Servers each host's maintenance left on it once its migrations ended.
+        self._maintenance_left: dict[str, int] = {}
         if r.enabled:
             # The recovery waits on the inspector, which starts it: the waits are looked
             # up when a step runs, once both exist.
@@ -179,6 +181,7 @@ class Controller:
                 else None
             ),
             ownership=self.ownership,
+            maintenance_left=self._maintenance_left.get,
         )
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
@@ -213,6 +216,7 @@ class Controller:
                 seen=lambda server: self.inspector.topology.put_server(ServerInfo.of(server)),
                 migrate_timeout=r.maintenance_migrate_timeout,
                 migrate_attempts=r.maintenance_migrate_attempts,
+                on_state=self._maintenance_state,
             )
         )
         return Maintenance(
@@ -221,12 +225,28 @@ class Controller:
             self.cloud,
             self.ownership,
             emit=self.notifier.emit,
-            audit=self.audit.record,
+            audit=self.db.record_audit,
             host_state=self._host_state,
             lifecycle=lambda host, started, detail, trace: self.inspector.maintenance(
                 host, started=started, detail=detail, trace_id=trace
             ),
+            on_state=self._maintenance_state,
         )
+
+    def _maintenance_state(self, host: str, state: str, left: list[str] | None) -> None:
+        """A maintenance moved: once its migrations ended, how many servers it left on
+        the host is what the inspector's loss gate counts (a Nova listing, newer than
+        the notifications still on their way); at any other state, the topology."""
+        if left is not None and state in ("EMPTY", "READY", "PARTIAL"):
+            self._maintenance_left[host] = len(left)
+        else:
+            self._maintenance_left.pop(host, None)
+
+    async def _load_maintenances(self, hosts: set[str] | None = None) -> None:
+        """The open maintenances' counts of servers left (all, or these hosts')."""
+        for host, m in (await asyncio.to_thread(self.maintenances.open_all)).items():
+            if hosts is None or host in hosts:
+                self._maintenance_state(host, m["state"], m["detail"].get("servers_left"))
 
     def _host_state(self, host: str) -> str:
         return self.inspector.host_states.life(host).state.value
@@ -337,6 +357,7 @@ class Controller:
             open_ = await asyncio.to_thread(self.maintenances.open_all)
             ids = [workflow_id(m["id"]) for h, m in open_.items() if h in hosts]
             await self.recovery.take_over(ids)
+        await self._load_maintenances(hosts)
 
     async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
         # A recovery its dying owner decided on but never recorded starts here; one
@@ -482,6 +503,7 @@ class Controller:
             await self.recovery.launched()
         await self.host_states.load()
         self.host_states.start()
+        await self._load_maintenances()
         if self.membership is None:
             self.inspector.adopt(await self.journal.load_open())
             await self._follow_cloud_at_start()
