@@ -357,7 +357,7 @@ class Controller:
             open_ = await asyncio.to_thread(self.maintenances.open_all)
             ids = [workflow_id(m["id"]) for h, m in open_.items() if h in hosts]
             await self.recovery.take_over(ids)
-        await self._load_maintenances(hosts)
+            await self._load_maintenances(hosts)
 
     async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
         # A recovery its dying owner decided on but never recorded starts here; one
