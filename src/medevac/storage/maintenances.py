@@ -19,8 +19,6 @@ from medevac.storage.db import Database
 from medevac.storage.models import MaintenanceRecord, MaintenanceServerRecord
 from medevac.storage.records import Fence, dt, fenced_write, ts
 
-OPEN_STATES = ("SCHEDULED", "MIGRATING", "EMPTY", "READY", "PARTIAL", "INTERRUPTED")
-
 
 class MaintenanceExists(Exception):
     """The host already has an open maintenance."""
