@@ -16,6 +16,7 @@ from medevac.inspector.inspector import Inspector
 from medevac.inspector.topology import Topology
 from medevac.monitor.hosts import HostMonitor
 from medevac.notifier.notifier import Notifier
+from medevac.recovery.maintenance import Maintenance
 from medevac.storage import Database
 from medevac.storage.records import AlarmStore, OutboxStore
 from tests.monitor_fakes import KEY, NoNova, PowerOn, Sink
@@ -60,7 +61,7 @@ def with_other_member(settings: Settings) -> Settings:
     return settings.model_copy(update={"api": api})
 
 
-def build_world(settings: Settings, db: Database) -> World:
+def build_world(settings: Settings, db: Database, maintenance: Maintenance | None = None) -> World:
     store = AlarmStore(db)
     notifier = Notifier(store, OutboxStore(db))
     monitor = HostMonitor(dict.fromkeys(HOSTS, "z"), KEY, Sink(), PowerOn(), NoNova())
@@ -74,6 +75,11 @@ def build_world(settings: Settings, db: Database) -> World:
         ZoneGuard(),
     )
     app = create_app(
-        with_other_member(settings), db, monitor=monitor, inspector=inspector, notifier=notifier
+        with_other_member(settings),
+        db,
+        monitor=monitor,
+        inspector=inspector,
+        notifier=notifier,
+        maintenance=maintenance,
     )
     return World(app, notifier, monitor, cloud, inspector, db)

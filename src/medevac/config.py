@@ -680,6 +680,11 @@ class HostGroupConfig(_Section):
         description="put a fenced host that came back into service without an operator "
         "(tried every 5 s, for up to 10 minutes, until Nova accepts)",
     )
+    maintenance_migrate_all: bool = Field(
+        default=_GROUP.maintenance_migrate_all,
+        description="planned maintenance: also live-migrate servers without HA_Enabled=True "
+        "(false: they are left on the host)",
+    )
 
 
 class RecoveryConfig(_Section):
@@ -715,6 +720,15 @@ class RecoveryConfig(_Section):
     )
     compute_restart_wait: float = Field(
         default=30.0, gt=0, description="per attempt: until the agent says it runs (s)"
+    )
+    maintenance_migrate_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="planned maintenance: one server, from its live migration request to "
+        "running on another host (s)",
+    )
+    maintenance_migrate_attempts: int = Field(
+        default=2, ge=1, le=10, description="planned maintenance: live migrations tried per server"
     )
     groups: list[HostGroupConfig] = Field(
         default_factory=list,

@@ -575,3 +575,63 @@ async def test_an_adopted_lost_host_whose_recovery_never_started_gets_one() -> N
     heir.open["h1"].recovery_ended_at = 5.0
     assert heir.recover_adopted(heir.open["h1"]) is None  # ended: nothing to run
     assert len(starter.started) == 1
+
+
+class Audited:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(
+        self, kind: str, subject: str, actor: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        self.entries.append((kind, subject, detail))
+
+
+@sync
+async def test_an_empty_host_under_maintenance_going_silent_is_no_failure() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    inspector.audit = audit = Audited()
+    assert inspector.maintenance("h2", started=True, detail={"by": "op"}) is not None
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN, host="h2"))
+    await inspector.drain()
+    assert inspector.open == {} and cloud.calls == [] and events.events == []
+    assert inspector.expected_losses == 1
+    assert [(k, s) for k, s, _ in audit.entries] == [("maintenance.host.silent", "h2")]
+    assert inspector.host_states.life("h2").state.value == "MAINTENANCE"
+
+
+@sync
+async def test_a_host_under_maintenance_with_servers_left_is_recovered_as_any_other() -> None:
+    cloud = RecordingCloud()
+    inspector, events = build(cloud)
+    starter = inspector.recovery = Starter()
+    inspector.maintenance("h1", started=True, detail={})  # s0..s2 still on it
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
+    await inspector.drain()
+    assert "h1" in inspector.open and starter.started
+    assert ("force-down", "h1", True) in cloud.calls
+    assert events.types().count("compute.instance.update") == 4
+    assert inspector.host_states.life("h1").state.value == "LOST"
+    assert inspector.expected_losses == 0
+
+
+def test_a_maintenance_ends_only_where_it_started() -> None:
+    inspector, _ = build(RecordingCloud())
+    assert inspector.maintenance("h3", started=False, detail={}) is None
+    assert inspector.maintenance("h3", started=True, detail={}) is not None
+    assert inspector.maintenance("h3", started=True, detail={}) is None
+    assert inspector.maintenance("h3", started=False, detail={}) is not None
+    assert inspector.host_states.life("h3").state.value == "UP"
+
+
+@sync
+async def test_the_maintenances_own_count_of_servers_left_beats_a_stale_topology() -> None:
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.audit = Audited()
+    inspector.maintenance("h1", started=True, detail={})  # the topology still lists s0..s2
+    inspector.maintenance_left = {"h1": 0}.get  # Nova's listing after the migrations
+    inspector.on_verdict(verdict(VerdictKind.HOST_DOWN))
+    await inspector.drain()
+    assert inspector.open == {} and cloud.calls == [] and inspector.expected_losses == 1

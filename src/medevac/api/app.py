@@ -21,6 +21,7 @@ from medevac.api.external import external_router
 from medevac.api.health import Health
 from medevac.api.incidents import incidents_router
 from medevac.api.limits import BodySizeLimit, NulRefusal, TokenRateLimit
+from medevac.api.maintenance import maintenance_router
 from medevac.api.masakari import masakari_app
 from medevac.api.openapi import install_openapi
 from medevac.api.paging import Page, Paged
@@ -35,8 +36,10 @@ from medevac.config import Role, Settings
 from medevac.inspector.inspector import Inspector
 from medevac.monitor.hosts import KEPT_VERDICTS, HostMonitor
 from medevac.notifier.notifier import Notifier
+from medevac.recovery.maintenance import Maintenance
 from medevac.service.metrics import BlocksCollector, ControllerMetrics
 from medevac.storage import Database
+from medevac.storage.maintenances import MaintenanceStore
 from medevac.storage.records import IncidentStore, RecoveryStore
 
 AnyRole = Annotated[Principal, Depends(require())]
@@ -61,6 +64,7 @@ def create_app(
     cluster: Callable[[], dict[str, Any]] | None = None,
     metrics: ControllerMetrics | None = None,
     changes: ChangeFeed | None = None,
+    maintenance: Maintenance | None = None,
 ) -> FastAPI:
     """Build the API for one controller; the caller owns the blocks passed in.
     ``metrics``: the controller's (else a registry over the blocks passed);
@@ -79,6 +83,7 @@ def create_app(
     app.state.tokens = TokenRegistry(settings.api.tokens, keystone)
     app.state.db = db
     app.state.changes = changes
+    maintenances = MaintenanceStore(db)
     install_error_handlers(app)
     # Innermost first: NUL characters are looked for in a body already bounded in size.
     app.add_middleware(NulRefusal)
@@ -215,9 +220,9 @@ def create_app(
     @app.get("/v1/hosts", tags=["monitor"])
     async def hosts(_: AdminOrReader) -> dict[str, Any]:
         """Every watched host: detector state, its lifecycle (what was decided and done),
-        BMC power as last seen, Nova's view, verdict; with several controllers, its
-        ``owner`` (this one's id when it holds the host, else the member the live
-        members' hash gives it to)."""
+        BMC power as last seen, Nova's view, verdict, its open maintenance (null: none);
+        with several controllers, its ``owner`` (this one's id when it holds the host,
+        else the member the live members' hash gives it to)."""
         if monitor is None:
             return {"hosts": [], "counters": None}
         hosts = monitor.snapshot()
@@ -231,6 +236,9 @@ def create_app(
             for h in hosts:
                 name = h["name"]
                 h["owner"] = view["member_id"] if name in held else owner_of(name, members)
+        maintained = await asyncio.to_thread(maintenances.open_all)
+        for h in hosts:
+            h["maintenance"] = maintained.get(h["name"])
         return {"hosts": hosts, "counters": monitor.counters()}
 
     @app.post("/v1/hosts/{host}/release", tags=["recovery"])
@@ -270,6 +278,9 @@ def create_app(
         app.include_router(stream_router(changes))
     nova_hosts = monitor.nova.compute_services if monitor is not None else None
     app.mount("/instance-ha", masakari_app(db, app.state.tokens, monitor, nova_hosts))
+    app.include_router(
+        maintenance_router(maintenance, maintenances, monitor.hosts if monitor is not None else ())
+    )
     if notifier is not None:
         targets = settings.notifier.action_targets()
         app.include_router(

@@ -260,10 +260,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 DEFAULT_URL = "http://127.0.0.1:8780"
 
 
-def api_call(method: str, url: str, token: str, path: str, timeout: float = 10) -> Any:
-    """Call a controller; with several URLs (``a,b,c``), the next is tried when one
-    does not answer, or answers that another controller owns the host. Returns the
-    response; exits with the API's own message (or why none answered) otherwise."""
+def api_call(
+    method: str,
+    url: str,
+    token: str,
+    path: str,
+    timeout: float = 10,
+    body: dict[str, Any] | None = None,
+) -> Any:
+    """Call a controller (``body``: sent as JSON); with several URLs (``a,b,c``), the
+    next is tried when one does not answer, or answers that another controller owns
+    the host. Returns the response; exits with the API's own message (or why none
+    answered) otherwise."""
     import httpx
 
     from medevac.cluster.ownership import NOT_OWNER
@@ -274,7 +282,11 @@ def api_call(method: str, url: str, token: str, path: str, timeout: float = 10) 
     for base in urls:
         try:
             resp = httpx.request(
-                method, f"{base}{path}", headers={"X-Auth-Token": token}, timeout=timeout
+                method,
+                f"{base}{path}",
+                headers={"X-Auth-Token": token},
+                timeout=timeout,
+                json=body,
             )
         except httpx.HTTPError as exc:
             failures.append(f"{base}: {exc}")
@@ -285,7 +297,7 @@ def api_call(method: str, url: str, token: str, path: str, timeout: float = 10) 
         break
     if resp is None:
         raise fail("cannot reach the controller: " + "; ".join(failures))
-    if resp.status_code != 200:
+    if resp.status_code not in (200, 202):
         raise fail(f"{resp.status_code}: {_message(resp)}")
     return resp.json()
 
@@ -335,6 +347,93 @@ def host_release(
     """Put a host that came back into service (unset force-down, enable, restore ports)."""
     body = api_call("POST", url, token, f"/v1/hosts/{host}/release", timeout=60)
     Console().print(f"{host} released: {body['ports_restored']} ports restored")
+
+
+maintenance_app = typer.Typer(
+    help="Planned maintenance of a host: owners told, HA servers live-migrated away.",
+    no_args_is_help=True,
+)
+host_app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("start")
+def maintenance_start(
+    host: Annotated[str, typer.Argument(help="The host to put under maintenance.")],
+    reason: Annotated[
+        str, typer.Option(help="Why (the compute service's disabled reason, in the events).")
+    ] = "planned maintenance",
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="Until when owners may answer, ISO 8601 (no zone: UTC); default: no wait, "
+            "the migrations start at once."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """Disable the host, tell its servers' owners, then live-migrate its HA servers away."""
+    path = f"/v1/hosts/{host}/maintenance"
+    body = api_call(
+        "POST", url, token, path, timeout=60, body={"reason": reason, "deadline": deadline}
+    )
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    until = body["deadline"] or "none: migrating at once"
+    Console().print(
+        f"{host} under maintenance {body['id']} ({body['state']}): {body['reason']}; "
+        f"answers until {until}"
+    )
+
+
+@maintenance_app.command("end")
+def maintenance_end(
+    host: Annotated[str, typer.Argument(help="The host whose maintenance ends.")],
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """End the host's maintenance: its compute service enabled, maintenance.complete sent."""
+    body = api_call("DELETE", url, token, f"/v1/hosts/{host}/maintenance", timeout=60)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    enabled = "service enabled" if body["service_enabled"] else "service left as it is"
+    Console().print(f"{host}: maintenance {body.get('id', '-')} ended, {enabled}")
+
+
+@maintenance_app.command("show")
+def maintenance_show(
+    host: Annotated[str, typer.Argument(help="The host.")],
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """The host's maintenance (open, else the last): state, answers, each server's move."""
+    m = api_get(url, token, f"/v1/hosts/{host}/maintenance")
+    if as_json:
+        typer.echo(json.dumps(m, indent=2))
+        return
+    Console().print(
+        f"[bold]maintenance {m['id']}[/] on {m['host']}: [bold]{m['state']}[/]  "
+        f"reason {m['reason']!r}, deadline {m['deadline'] or '-'}, started by {m['started_by']}"
+    )
+    table = Table(title_justify="left")
+    for col in ("server", "project", "HA", "answer", "result", "to", "attempts"):
+        table.add_column(col)
+    for s in m["servers"]:
+        table.add_row(
+            s["name"],
+            s["project_id"],
+            "yes" if s["ha"] else "no",
+            s["answer"] or "-",
+            s["result"],
+            s["to_host"] or "-",
+            str(s["attempts"]),
+        )
+    Console().print(table)
 
 
 def _message(resp: Any) -> str:

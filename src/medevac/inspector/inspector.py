@@ -44,7 +44,7 @@ from medevac.inspector.incidents import (
     fails_again,
     released_in_cloud,
 )
-from medevac.inspector.lifecycle import Happening, HostState
+from medevac.inspector.lifecycle import Happening, HostState, loss_is_expected
 from medevac.inspector.pending import PendingCorrections
 from medevac.inspector.topology import ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
@@ -177,6 +177,7 @@ class Inspector:
         release_retry: float = 5.0,
         release_for: float = 600.0,
         clock: Callable[[], float] = time.time,
+        maintenance_left: Callable[[str], int | None] = lambda host: None,
     ) -> None:
         self.recovery = recovery
         self.audit = audit
@@ -205,6 +206,11 @@ class Inspector:
         # Nova's compute service of each host as last seen: incidents follow it.
         self._services: dict[str, ServiceView] = {}
         self._releasing: set[str] = set()  # hosts medevac itself is releasing now
+        self.expected_losses = 0  # loss verdicts about empty hosts under maintenance
+        # How many servers a host's maintenance last found on it once its migrations
+        # ended (a listing of Nova's, newer than notifications still on their way);
+        # None: no such count, the topology says.
+        self.maintenance_left = maintenance_left
 
     def adopt(self, incidents: Iterable[Incident]) -> None:
         """Open incidents from the database after a restart, or of hosts taken over from
@@ -294,6 +300,8 @@ class Inspector:
         if verdict.kind is VerdictKind.OBSERVER_ISOLATED:
             self._isolated(verdict)
             return
+        if verdict.kind.host_lost and self._loss_expected(verdict):
+            return
         inc = self.open.get(verdict.host)
         if inc is not None and fails_again(inc, verdict):
             inc = self._supersede(inc, verdict)
@@ -324,6 +332,31 @@ class Inspector:
         if healed and not self._awaiting_release(inc.host) and inc.is_open:
             self._close_when_idle(inc, "healed")
         self.saver.save(inc)
+
+    def _loss_expected(self, verdict: Verdict) -> bool:
+        """An empty host under maintenance went silent or off: the planned work, not a
+        failure. No incident, no action, no event; the audit log says so."""
+        host = verdict.host
+        left = self.maintenance_left(host)
+        servers = left if left is not None else len(self.topology.servers_on(host))
+        if not loss_is_expected(self.host_states.life(host).state, servers):
+            return False
+        self.expected_losses += 1
+        log.info("%s is under maintenance and empty: %s is no failure", host, verdict.kind)
+        if self.audit is not None:
+            detail = {"verdict": verdict.kind.value, "servers_on_host": servers}
+            trace = verdict.trace_id
+            self.audit.record("maintenance.host.silent", host, "inspector", detail, trace)
+        return True
+
+    def maintenance(
+        self, host: str, *, started: bool, detail: dict[str, Any], trace_id: str | None = None
+    ) -> HostState | None:
+        """A planned maintenance of ``host`` started (or ended): its lifecycle moves to
+        MAINTENANCE (back to UP); None when that does not apply in its state now."""
+        happening = Happening.MAINTENANCE if started else Happening.MAINTENANCE_ENDED
+        zone = self.zones.get(host, "nova")
+        return self.host_states.happen(host, zone, happening, trace_id, detail)
 
     def _open_incident(self, verdict: Verdict) -> Incident:
         received = verdict.evidence.get("raw_received_at") or verdict.at

@@ -15,7 +15,13 @@ detector's, changing every few milliseconds; this one is what was decided and do
      │            └─────────────evacuating (levels 1 and 3)──────────────────────►│
      │                                                        recovery-ended ▼
      ├──healed── LOST, HELD (no recovery ran)                        RECOVERED
-     └──released── AWAITING_RELEASE ◄──back── (a recovery ran, any state after LOST)
+     ├──released── AWAITING_RELEASE ◄──back── (a recovery ran, any state after LOST)
+     └──maintenance──► MAINTENANCE ──maintenance-ended──► UP
+                            └──lost (servers still on it)──► LOST
+
+A host under maintenance that goes silent or powers off once it is empty is doing what
+its maintenance is for: ``loss_is_expected`` says so, and the inspector opens no
+incident. With servers still on it, the loss is a failure like any other.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class HostState(enum.StrEnum):
     RECOVERING = "RECOVERING"  # its servers being evacuated
     RECOVERED = "RECOVERED"  # its recovery ended; the host is still down
     AWAITING_RELEASE = "AWAITING_RELEASE"  # back, kept down until released
+    MAINTENANCE = "MAINTENANCE"  # planned work: disabled, its servers moved away
 
 
 class Happening(enum.StrEnum):
@@ -48,6 +55,8 @@ class Happening(enum.StrEnum):
     HEALED = "healed"  # heard from again, no recovery to release it from
     RELEASED = "released"  # put back in service: by medevac, by policy, or in the cloud
     RETRIED = "retried"  # an operator starts its recovery again after fencing failed
+    MAINTENANCE = "maintenance"  # an operator started a planned maintenance
+    MAINTENANCE_ENDED = "maintenance-ended"  # ... and ended it: back in service
 
 
 _DOWN = frozenset(
@@ -65,7 +74,14 @@ _DOWN = frozenset(
 # happening -> (the states it applies in, the state it leads to)
 TRANSITIONS: dict[Happening, tuple[frozenset[HostState], HostState]] = {
     Happening.LOST: (
-        frozenset({HostState.UP, HostState.RECOVERED, HostState.AWAITING_RELEASE}),
+        frozenset(
+            {
+                HostState.UP,
+                HostState.RECOVERED,
+                HostState.AWAITING_RELEASE,
+                HostState.MAINTENANCE,
+            }
+        ),
         HostState.LOST,
     ),
     Happening.HELD: (frozenset({HostState.LOST}), HostState.HELD),
@@ -84,6 +100,8 @@ TRANSITIONS: dict[Happening, tuple[frozenset[HostState], HostState]] = {
         frozenset({HostState.AWAITING_RELEASE, HostState.RECOVERED, HostState.FENCING_FAILED}),
         HostState.UP,
     ),
+    Happening.MAINTENANCE: (frozenset({HostState.UP}), HostState.MAINTENANCE),
+    Happening.MAINTENANCE_ENDED: (frozenset({HostState.MAINTENANCE}), HostState.UP),
 }
 
 
@@ -92,6 +110,15 @@ def advance(state: HostState, happening: Happening) -> HostState | None:
     (a late or repeated report), and the host stays where it is."""
     applies_in, to = TRANSITIONS[happening]
     return to if state in applies_in else None
+
+
+def loss_is_expected(state: HostState, servers_on_host: int) -> bool:
+    """Whether a loss verdict about a host in ``state`` with ``servers_on_host`` servers
+    is no failure: the host is under maintenance and empty, so its going silent or
+    powering off is the planned work. A host under maintenance that still holds
+    servers (left by their owners' wish or by policy, or not moved yet) has failed:
+    it is recovered as any other, and its owners were told of the maintenance."""
+    return state is HostState.MAINTENANCE and servers_on_host == 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ class HostGroup:
     on_shared_storage: bool = False
     concurrency: int = 4
     auto_release: bool = False
+    # Planned maintenance: also live-migrate servers without HA (default: left).
+    maintenance_migrate_all: bool = False
 
     def contains(self, host: str) -> bool:
         return any(fnmatch.fnmatchcase(host, p) for p in self.hosts)

@@ -175,6 +175,7 @@ def host_group(g: HostGroupConfig) -> HostGroup:
         on_shared_storage=g.on_shared_storage,
         concurrency=g.concurrency,
         auto_release=g.auto_release,
+        maintenance_migrate_all=g.maintenance_migrate_all,
     )
 
 
@@ -188,6 +189,7 @@ def build_inspector(
     recovery: Recovery | None = None,
     on_closed: Callable[[Incident], Any] | None = None,
     ownership: Ownership | None = None,
+    maintenance_left: Callable[[str], int | None] = lambda host: None,
 ) -> Inspector:
     i = settings.inspector
     groups = [host_group(g) for g in settings.recovery.groups]
@@ -214,4 +216,5 @@ def build_inspector(
         host_states=host_states,
         on_closed=on_closed,
         auto_release=lambda host: group_of(host, groups).auto_release,
+        maintenance_left=maintenance_left,
     )

@@ -33,6 +33,7 @@ from medevac.inspector.incidents import Incident, ServiceView
 from medevac.inspector.inspector import Inspector
 from medevac.inspector.journal import IncidentJournal
 from medevac.inspector.sync import TopologySync
+from medevac.inspector.topology import ServerInfo
 from medevac.monitor.hosts import HostMonitor
 from medevac.monitor.udp import DrainingDatagramTransport, open_draining_endpoint
 from medevac.notifier.events import CONTROLLER_ISOLATED, Event
@@ -41,6 +42,13 @@ from medevac.profiler.profile import incident_profile
 from medevac.profiler.tracing import SpanExport
 from medevac.recovery.fence import BmcFencer
 from medevac.recovery.groups import stored_groups
+from medevac.recovery.maintenance import Maintenance
+from medevac.recovery.maintenance_flow import (
+    MaintenanceRuntime,
+    MaintenanceSteps,
+    MaintenanceWorkflows,
+    workflow_id,
+)
 from medevac.recovery.runtime import RecoveryRuntime, RecoverySettings
 from medevac.recovery.starter import Recovery
 from medevac.recovery.steps import RecoverySteps
@@ -60,6 +68,7 @@ from medevac.service.build import (
 from medevac.service.metrics import BlocksCollector, ControllerMetrics, scraper_app
 from medevac.serving import base_url, server_config
 from medevac.storage import Database
+from medevac.storage.maintenances import MaintenanceStore
 from medevac.storage.records import (
     HostStore,
     IncidentStore,
@@ -83,6 +92,7 @@ class AppFactory(Protocol):
         cluster: Callable[[], dict[str, Any]] | None = None,
         metrics: ControllerMetrics | None = None,
         changes: ChangeFeed | None = None,
+        maintenance: Maintenance | None = None,
     ) -> Starlette:
         """The controller's API over its blocks (the surface passes its own)."""
         ...
@@ -138,46 +148,50 @@ class Controller:
         self._build_cluster(settings)
         r = settings.recovery
         self.recovery: Recovery | None = None
+        self.maintenance: Maintenance | None = None
+        self.maintenances = MaintenanceStore(self.db)
+        # Servers each host's maintenance left on it once its migrations ended.
+        self._maintenance_left: dict[str, int] = {}
         if r.enabled:
             # The recovery waits on the inspector, which starts it: the waits are looked
             # up when a step runs, once both exist.
-            steps = RecoverySteps(
-                RecoveryRuntime(
-                    cloud=self.cloud,
-                    fencer=self.metrics.counted(
-                        BmcFencer(
-                            bmcs,
-                            check_interval=r.check_interval,
-                            check_max_count=r.check_max_count,
-                        )
-                    ),
-                    store=RecoveryStore(self.db),
-                    # Masakari segments in the store over the configured groups.
-                    groups=stored_groups([host_group(g) for g in r.groups], self.db),
-                    settings=RecoverySettings(
-                        evacuate_timeout=r.evacuate_timeout,
-                        evacuate_attempts=r.evacuate_attempts,
-                        compute_restart_attempts=r.compute_restart_attempts,
-                        compute_restart_wait=r.compute_restart_wait,
-                    ),
-                    emit=self.notifier.emit,
-                    audit=lambda kind, subject, detail, trace: self.db.record_audit(
-                        kind, subject, "recovery", detail, trace
-                    ),
-                    settled=lambda server_id: self.inspector.settled(server_id),
-                    restore_ports=lambda host, sid: self.inspector.restore_server_ports(host, sid),
-                    task_ends=self.task_ends,
-                    progress=self._recovery_progress,
-                    evacuation_progress=lambda rid, server, result: self.changes.publish(
-                        RECOVERIES, rid, server=server, result=result
-                    ),
-                    restart_compute=self._restart_compute if r.restart_compute else None,
-                    compute_alive=self._compute_alive if r.restart_compute else None,
-                    ownership=self.ownership,
-                )
+            runtime = RecoveryRuntime(
+                cloud=self.cloud,
+                fencer=self.metrics.counted(
+                    BmcFencer(
+                        bmcs,
+                        check_interval=r.check_interval,
+                        check_max_count=r.check_max_count,
+                    )
+                ),
+                store=RecoveryStore(self.db),
+                # Masakari segments in the store over the configured groups.
+                groups=stored_groups([host_group(g) for g in r.groups], self.db),
+                settings=RecoverySettings(
+                    evacuate_timeout=r.evacuate_timeout,
+                    evacuate_attempts=r.evacuate_attempts,
+                    compute_restart_attempts=r.compute_restart_attempts,
+                    compute_restart_wait=r.compute_restart_wait,
+                ),
+                emit=self.notifier.emit,
+                audit=lambda kind, subject, detail, trace: self.db.record_audit(
+                    kind, subject, "recovery", detail, trace
+                ),
+                settled=lambda server_id: self.inspector.settled(server_id),
+                restore_ports=lambda host, sid: self.inspector.restore_server_ports(host, sid),
+                task_ends=self.task_ends,
+                progress=self._recovery_progress,
+                evacuation_progress=lambda rid, server, result: self.changes.publish(
+                    RECOVERIES, rid, server=server, result=result
+                ),
+                restart_compute=self._restart_compute if r.restart_compute else None,
+                compute_alive=self._compute_alive if r.restart_compute else None,
+                ownership=self.ownership,
             )
+            steps = RecoverySteps(runtime)
             member = self.shared.member_id if self.shared is not None else None
             self.recovery = Recovery(RecoveryWorkflows(steps), member, self.journal.durable)
+            self.maintenance = self._build_maintenance(runtime)
             configure_dbos(r.workflows_url(settings.storage.url), member)
         self.host_states = HostStates(HostStore(self.db), changes=self.changes)
         self.inspector = build_inspector(
@@ -190,6 +204,7 @@ class Controller:
             self.recovery,
             on_closed=lambda inc: self.fault_over(inc.id, inc.as_dict()),
             ownership=self.ownership,
+            maintenance_left=self._maintenance_left.get,
         )
         self.sync = TopologySync(
             self.cloud, self.inspector.topology, settings.inspector.resync_interval
@@ -219,6 +234,55 @@ class Controller:
                 cluster=self.shared.status if self.shared is not None else None,
             )
         )
+
+    def _build_maintenance(self, runtime: RecoveryRuntime) -> Maintenance:
+        """Planned maintenance over the recovery's runtime (epochs, events, audit, Nova's
+        task notifications, the groups and their slots). The hosts' lifecycles and the
+        topology are the inspector's, looked up when used (it is built after)."""
+        r = self.settings.recovery
+        steps = MaintenanceSteps(
+            MaintenanceRuntime(
+                rt=runtime,
+                cloud=self.cloud,
+                store=self.maintenances,
+                host_state=self._host_state,
+                seen=lambda server: self.inspector.topology.put_server(ServerInfo.of(server)),
+                migrate_timeout=r.maintenance_migrate_timeout,
+                migrate_attempts=r.maintenance_migrate_attempts,
+                on_state=self._maintenance_state,
+            )
+        )
+        return Maintenance(
+            MaintenanceWorkflows(steps),
+            self.maintenances,
+            self.cloud,
+            self.ownership,
+            emit=self.notifier.emit,
+            audit=self.db.record_audit,
+            host_state=self._host_state,
+            lifecycle=lambda host, started, detail, trace: self.inspector.maintenance(
+                host, started=started, detail=detail, trace_id=trace
+            ),
+            on_state=self._maintenance_state,
+        )
+
+    def _maintenance_state(self, host: str, state: str, left: list[str] | None) -> None:
+        """A maintenance moved: once its migrations ended, how many servers it left on
+        the host is what the inspector's loss gate counts (a Nova listing, newer than
+        the notifications still on their way); at any other state, the topology."""
+        if left is not None and state in ("EMPTY", "READY", "PARTIAL"):
+            self._maintenance_left[host] = len(left)
+        else:
+            self._maintenance_left.pop(host, None)
+
+    async def _load_maintenances(self, hosts: set[str] | None = None) -> None:
+        """The open maintenances' counts of servers left (all, or these hosts')."""
+        for host, m in (await asyncio.to_thread(self.maintenances.open_all)).items():
+            if hosts is None or host in hosts:
+                self._maintenance_state(host, m["state"], m["detail"].get("servers_left"))
+
+    def _host_state(self, host: str) -> str:
+        return self.inspector.host_states.life(host).state.value
 
     # -- several controllers ---------------------------------------------------------
 
@@ -322,6 +386,11 @@ class Controller:
             self.monitor.taken(hosts)
         if self.recovery is not None:
             await self._take_over_recoveries(self.recovery, incidents)
+            # The maintenances of these hosts go on here too (their migrations with them).
+            open_ = await asyncio.to_thread(self.maintenances.open_all)
+            ids = [workflow_id(m["id"]) for h, m in open_.items() if h in hosts]
+            await self.recovery.take_over(ids)
+            await self._load_maintenances(hosts)
 
     async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
         # A recovery its dying owner decided on but never recorded starts here; one
@@ -508,6 +577,7 @@ class Controller:
             await self.recovery.launched()
         await self.host_states.load()
         self.host_states.start()
+        await self._load_maintenances()
         if self.membership is None:
             self.inspector.adopt(await self.journal.load_open())
             await self._follow_cloud_at_start()
@@ -586,6 +656,7 @@ class Controller:
             cluster=self.shared.status if self.shared is not None else None,
             metrics=self.metrics,
             changes=self.changes,
+            maintenance=self.maintenance,
         )
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic collector's full passes, which would otherwise pause the heartbeat loop

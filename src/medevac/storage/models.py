@@ -237,3 +237,53 @@ class NotificationRecord(Base):
     message: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MaintenanceRecord(Base):
+    """One planned maintenance of a host: why, until when owners may answer, its state."""
+
+    __tablename__ = "maintenances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    # The host's name while the maintenance is open, NULL once ended: one open
+    # maintenance per host, whoever writes.
+    open_host: Mapped[str | None] = mapped_column(String(NAME_LENGTH), unique=True, nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(TEXT_LENGTH))
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    trace_id: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class MaintenanceServerRecord(Base):
+    """One server of a host under maintenance: its owner's answer, what was done to it."""
+
+    __tablename__ = "maintenance_servers"
+    __table_args__ = (
+        UniqueConstraint("maintenance_id", "server_id", name="uq_server_per_maintenance"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    maintenance_id: Mapped[str] = mapped_column(String(36), index=True)
+    server_id: Mapped[str] = mapped_column(String(36), index=True)
+    server_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    project_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    ha: Mapped[bool] = mapped_column(Boolean, default=False)
+    answer: Mapped[str | None] = mapped_column(String(16), nullable=True)  # ack | leave
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    answered_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    # pending | queued | left | migrating | migrated | already-moved | failed | interrupted
+    result: Mapped[str] = mapped_column(String(32), default="pending")
+    to_host: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -33,6 +33,7 @@ from nova_notifications import NotificationForwarder
 from nova_patches import (
     patch_fake_rpc,
     patch_lazy_provider_allocations,
+    patch_live_migration,
     patch_notifications,
     patch_service_group,
     patch_target_cell,
@@ -71,6 +72,7 @@ class Lab:
         patch_service_group(self.heartbeat.register)
         patch_notifications(self.forwarder)
         patch_target_cell()
+        patch_live_migration()
 
         class LabCase(integrated_helpers.ProviderUsageBaseTestCase):  # type: ignore[misc]
             compute_driver = "fake.FakeDriver"

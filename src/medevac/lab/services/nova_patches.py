@@ -151,6 +151,29 @@ def patch_notifications(forwarder: NotificationForwarder | None) -> None:
     notif_fixtures.FakeNotifier._notify = lambda notifier, priority, ctxt, event_type, payload: None
 
 
+def patch_live_migration() -> None:
+    """A live-migrated server's domain leaves its source hypervisor.
+
+    ``fake.FakeDriver`` live-migrates (the conductor's checks, the destination's
+    claim and ``post_live_migration_at_destination`` all run), but its
+    ``post_live_migration`` is the base driver's no-op: the domain would stay
+    defined and RUNNING on the source, so the lab would see the server run on two
+    hosts. Nova's own ``FakeLiveMigrateDriver`` destroys it there; so does this.
+    """
+    from nova.virt import fake
+
+    def post_live_migration(
+        self: Any,
+        context: Any,
+        instance: Any,
+        block_device_info: Any,
+        migrate_data: Any = None,
+    ) -> None:
+        self.destroy(context, instance, network_info=None, block_device_info=block_device_info)
+
+    fake.FakeDriver.post_live_migration = post_live_migration
+
+
 def patch_target_cell() -> None:
     """``target_cell`` no longer swaps the process-global cell state."""
     from nova.tests import fixtures as nova_fixtures

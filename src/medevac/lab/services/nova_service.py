@@ -59,6 +59,12 @@ Control API (``control_url``, JSON)
     Errors: 404 {"error": ...} for unknown host/server/path, 400 for a bad body,
     409 when the operation does not fit the current state.
 
+Live migration
+    Nova's own path with ``fake.FakeDriver`` (conductor checks, the destination's
+    claim, ``post_live_migration_at_destination``); the source's fake hypervisor
+    drops the domain afterwards (nova_patches.patch_live_migration), so a migrated
+    server runs on one host only.
+
 Semantics chosen
     * stop/destroy: the host's nova-compute stops (RPC servers down, no more
       heartbeats, so Nova reports it ``down`` / host_status UNKNOWN after

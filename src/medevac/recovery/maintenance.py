@@ -1,0 +1,213 @@
+"""Planned maintenance: what an operator and the owners ask of it (start, answer, end),
+checked and recorded here; the work itself is the durable workflow in
+``maintenance_flow``.
+
+``start`` records the maintenance under this controller's epoch on the host, moves
+the host's lifecycle to MAINTENANCE and starts the workflow; ``answer`` records an
+owner's answer and wakes the workflow; ``end`` (once no migration is under way)
+enables the compute service again, moves the lifecycle back to UP and tells the owners
+``maintenance.complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from dbos import DBOS, SetWorkflowID
+
+from medevac.cluster.ownership import NotOwner, Ownership
+from medevac.notifier.events import Event
+from medevac.recovery.maintenance_flow import (
+    TOPIC,
+    MaintenanceCloud,
+    MaintenanceWorkflows,
+    workflow_id,
+)
+from medevac.recovery.maintenance_plan import COMPLETE_EVENT, Answer
+from medevac.storage.maintenances import MaintenanceExists, MaintenanceStore, WrongState
+from medevac.storage.records import Fence
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """The maintenance cannot do this now (the host's state, the maintenance's)."""
+
+
+class NoMaintenance(LookupError):
+    """The host has no open maintenance (or the server is not one of it, or not the
+    caller's to answer for)."""
+
+
+class Maintenance:
+    def __init__(
+        self,
+        workflows: MaintenanceWorkflows,
+        store: MaintenanceStore,
+        cloud: MaintenanceCloud,
+        ownership: Ownership,
+        *,
+        emit: Callable[[list[Event]], Any],
+        audit: Callable[[str, str, str, dict[str, Any], str | None], Any],
+        host_state: Callable[[str], str],
+        lifecycle: Callable[[str, bool, dict[str, Any], str | None], Any],
+        on_state: Callable[[str, str, list[str] | None], Any] = lambda host, state, left: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.workflows = workflows
+        self.store = store
+        self.cloud = cloud
+        self.ownership = ownership
+        self.emit = emit
+        self.audit = audit  # kind, subject, actor, detail, trace id (blocking: a thread)
+        self.host_state = host_state
+        # Moves a host's lifecycle (host, started, detail, trace id): None if it did not.
+        self.lifecycle = lifecycle
+        self.on_state = on_state  # (host, state, servers left): SCHEDULED and ENDED here
+        self.clock = clock
+
+    async def start(
+        self, host: str, reason: str, deadline: float | None, by: str
+    ) -> dict[str, Any]:
+        """Put ``host`` under maintenance; returns its record (SCHEDULED). Refused when
+        the host is not in service (UP), MaintenanceExists when it has one open,
+        NotOwner when another controller owns it."""
+        state = self.host_state(host)
+        if state != "UP":
+            raise Refused(f"{host} is {state}: a maintenance starts on a host in service")
+        mid, trace_id, at = str(uuid.uuid4()), uuid.uuid4().hex, self.clock()
+        detail = {"maintenance_id": mid, "reason": reason, "by": by}
+
+        refused: list[Exception] = []
+
+        def write(fence: Fence | None) -> None:
+            try:
+                self.store.open(mid, host, reason, deadline, at, by, trace_id, fence)
+            except MaintenanceExists as exc:  # said as such, not as a refused effect
+                refused.append(exc)
+
+        allowed = await self.ownership.authorize(host, "maintenance.start", detail, trace_id, write)
+        if refused:
+            raise refused[0]
+        if not allowed:
+            raise NotOwner(self.ownership.member_id, host)
+        if self.lifecycle(host, True, detail, trace_id) is None:
+            # Lost between the check and now: the maintenance never began.
+            await asyncio.to_thread(self.store.end, mid, "medevac", self.clock())
+            raise Refused(
+                f"{host} is {self.host_state(host)}: a maintenance starts on a host in service"
+            )
+        self.on_state(host, "SCHEDULED", None)
+        with SetWorkflowID(workflow_id(mid)):
+            await DBOS.start_workflow_async(self.workflows.maintain, mid, host, trace_id)
+        await self._audit(
+            "maintenance.started", host, by, {**detail, "deadline": deadline}, trace_id
+        )
+        body = await asyncio.to_thread(self.store.get, mid)
+        assert body is not None
+        return body
+
+    async def answer(
+        self, host: str, server_id: str, answer: Answer, by: str, project_id: str | None
+    ) -> dict[str, Any]:
+        """An owner's answer for one of its servers (``project_id`` None: an admin's, for
+        any server). NoMaintenance when there is nothing of the caller's to answer;
+        WrongState once the migrations started."""
+        body = await asyncio.to_thread(self.store.current, host)
+        if body is None:
+            raise NoMaintenance(f"{host} has no open maintenance")
+        server = next((s for s in body["servers"] if s["server_id"] == server_id), None)
+        if server is None or (project_id is not None and server["project_id"] != project_id):
+            raise NoMaintenance(f"server {server_id} is not in {host}'s maintenance")
+        row = await asyncio.to_thread(
+            self.store.answer, body["id"], server_id, answer.value, by, self.clock()
+        )
+        if row is None:
+            raise NoMaintenance(f"server {server_id} is not in {host}'s maintenance")
+        detail = {"maintenance_id": body["id"], "server_id": server_id, "answer": answer.value}
+        await self._audit("maintenance.answer", host, by, detail, body["trace_id"])
+        await self._wake(body["id"], {"answer": server_id})
+        return row
+
+    async def end(self, host: str, by: str) -> dict[str, Any]:
+        """End the host's maintenance: the service enabled, the lifecycle back to UP,
+        ``maintenance.complete`` sent. A host lost meanwhile keeps its recovery's
+        state (its release puts it back). Also puts back a host whose maintenance
+        ended but whose service could not be enabled then."""
+        body = await asyncio.to_thread(self.store.current, host)
+        state = self.host_state(host)
+        if body is None and state != "MAINTENANCE":
+            raise NoMaintenance(f"{host} has no open maintenance")
+        was: list[str] = []
+        detail = {"maintenance_id": body["id"] if body else None, "by": by}
+        trace_id = body["trace_id"] if body else None
+
+        refused: list[Exception] = []
+
+        def write(fence: Fence | None) -> None:
+            if body is None:
+                return
+            try:
+                was.append(self.store.end(body["id"], by, self.clock(), fence))
+            except WrongState as exc:  # said as such, not as a refused effect
+                refused.append(exc)
+
+        allowed = await self.ownership.authorize(host, "maintenance.end", detail, trace_id, write)
+        if refused:
+            raise Refused(str(refused[0]))
+        if not allowed:
+            raise NotOwner(self.ownership.member_id, host)
+        if was and was[0] == "SCHEDULED":
+            await self._wake(body["id"] if body else "", {"end": True})
+        self.on_state(host, "ENDED", None)
+        back = state == "MAINTENANCE"
+        if back:
+            await self.cloud.set_enabled(host, True)
+            self.lifecycle(host, False, detail, trace_id)
+        if body is not None:
+            self._complete(host, body, back, trace_id)
+        await self._audit(
+            "maintenance.ended", host, by, {**detail, "service_enabled": back}, trace_id
+        )
+        ended = await asyncio.to_thread(self.store.latest, host)
+        return {**(ended or {}), "service_enabled": back}
+
+    def _complete(self, host: str, body: dict[str, Any], back: bool, trace_id: str | None) -> None:
+        now = self.clock()
+        common = {"host": host, "maintenance_id": body["id"]}
+        events = [
+            Event(
+                COMPLETE_EVENT,
+                now,
+                {
+                    **common,
+                    "instance_id": s["server_id"],
+                    "project_id": s["project_id"],
+                    "tenant_id": s["project_id"],
+                    "result": s["result"],
+                },
+                trace_id=trace_id,
+            )
+            for s in body["servers"]
+        ]
+        traits = {**common, "service_enabled": back}
+        events.append(Event(COMPLETE_EVENT, now, traits, trace_id=trace_id))
+        self.emit(events)
+
+    async def _audit(
+        self, kind: str, host: str, by: str, detail: dict[str, Any], trace_id: str | None
+    ) -> None:
+        """Written before the caller is answered: an answer acknowledged is audited."""
+        await asyncio.to_thread(self.audit, kind, host, by, detail, trace_id)
+
+    async def _wake(self, maintenance_id: str, message: dict[str, Any]) -> None:
+        """Tell the workflow waiting for answers that one came (or an end)."""
+        try:
+            await DBOS.send_async(workflow_id(maintenance_id), message, TOPIC)
+        except Exception as exc:  # it wakes by itself at the deadline anyway
+            log.warning("maintenance %s not woken: %s", maintenance_id, exc)
