@@ -75,22 +75,26 @@ ifdef QUICK
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 3
 	$(VENV)/bin/python bench/recovery_kills.py --points 2
 	$(VENV)/bin/python bench/identity.py --requests 50 --unseen 5
+	$(VENV)/bin/python bench/metrics_scrape.py --runs 20 --api-runs 10
+	$(VENV)/bin/python bench/maintenance.py --servers 2 --runs 1
 else
 	$(VENV)/bin/python bench/lab_boot.py --runs 1 --sizes 3x2,10x5 $(DOCS)
 	$(VENV)/bin/python bench/detection.py --runs 20 --controllers 1,3 $(DOCS)
 	$(VENV)/bin/python bench/takeover.py --kills 20 $(DOCS)
 	$(VENV)/bin/python bench/notify_path.py --runs 20 $(DOCS)
 	$(VENV)/bin/python bench/topology.py $(DOCS)
-	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 --bursty-seconds 20 --cluster-seconds 10 $(DOCS) --section heartbeats
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 60 --bursty-seconds 60 --cluster-seconds 10 $(DOCS) --section heartbeats
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 50,10,1,0 $(DOCS)
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 10 $(DOCS)
 	$(VENV)/bin/python bench/recovery_kills.py --points 4 $(DOCS)
 	$(VENV)/bin/python bench/identity.py --requests 300 --unseen 30 $(DOCS)
+	$(VENV)/bin/python bench/metrics_scrape.py --runs 500 --api-runs 300 $(DOCS)
+	$(VENV)/bin/python bench/maintenance.py --servers 10 --runs 3 $(DOCS)
 endif
 
 bench-long: venv lab-venv deps services
 	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 600 --cluster-seconds 30 --cluster-runs 3 $(DOCS) --section heartbeats-long
-	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 0 --ingest-runs 0 --ingest-controllers '' --bursty-seconds 300 --bursty-probe-timeouts 0.04,0.3,1.0 $(DOCS) --section heartbeats-bursty-probes
+	$(VENV)/bin/python bench/heartbeats.py --soak-seconds 0 --ingest-runs 0 --ingest-controllers '' --bursty-seconds 300 --bursty-controllers 1 --bursty-probe-timeouts 0.04,0.3,1.0 $(DOCS) --section heartbeats-bursty-probes
 	$(VENV)/bin/python bench/notification.py --runs 5 --layout 100,50,10,1,0 $(DOCS) --section notification-long
 	$(VENV)/bin/python bench/recovery.py --levels 1,2,3 --sizes 50 $(DOCS) --section recovery-long
 	$(VENV)/bin/python bench/recovery.py --levels 2 --sizes 50 $(DOCS) --section recovery-level2

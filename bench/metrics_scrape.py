@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 from common import tail
+from docs_section import write_section
 
 from medevac.api import create_app
 from medevac.cloud.driver import CloudDriver
@@ -139,7 +140,9 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, nargs="+", default=[30, 3000])
     parser.add_argument("--runs", type=int, default=200, help="renders per size")
     parser.add_argument("--api-runs", type=int, default=100, help="GET /metrics per size")
+    parser.add_argument("--write-docs", type=Path)
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = Settings(
@@ -165,7 +168,24 @@ def main() -> None:
                 f"GET /metrics median {statistics.median(api) * 1000:.2f} ms, "
                 f"{aname} {atail * 1000:.2f} ms ({len(api)} runs)"
             )
+            rows.append(
+                f"| {n} | {len(body):,} bytes, {lines:,} lines | "
+                f"{statistics.median(renders) * 1000:.2f} ms, {rname} "
+                f"{rtail * 1000:.2f} ms ({len(renders)}) | "
+                f"{statistics.median(api) * 1000:.2f} ms, {aname} {atail * 1000:.2f} ms "
+                f"({len(api)}) |"
+            )
         db.dispose()
+    if args.write_docs:
+        body_md = "\n".join(
+            [
+                "| hosts | the scrape | render alone: median, tail (runs) | GET /metrics "
+                "in process: median, tail (runs) |",
+                "|---|---|---|---|",
+                *rows,
+            ]
+        )
+        write_section(args.write_docs, "metrics-scrape", body_md)
 
 
 if __name__ == "__main__":

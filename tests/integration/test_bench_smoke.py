@@ -41,7 +41,15 @@ def test_heartbeat_benchmark_smoke() -> None:
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     soak = ast.literal_eval(lines["soak"])
-    bursty = ast.literal_eval(lines["bursty soak"])
+    bursties = [
+        ast.literal_eval(line.split(": ", 1)[1])
+        for line in result.stdout.splitlines()
+        if line.startswith("bursty soak: ")
+    ]
+    assert [b["controllers"] for b in bursties] == [1, 3]
+    bursty = bursties[0]
+    # Three controllers: every agent sends to each, through a link of its own.
+    assert bursties[1]["datagrams"] > 2.5 * bursty["datagrams"]
     ingest = ast.literal_eval(lines["ingest summary"])
     cluster = ast.literal_eval(lines["cluster ingest summary"])
     assert soak["heartbeats"] > 5 * 3 * 5  # 5 hosts, 10 Hz, 3 s, minus losses
