@@ -18,6 +18,7 @@ from medevac.inspector.executor import ActionExecutor, RetryPolicy
 from medevac.inspector.guard import ZoneGuard
 from medevac.inspector.incidents import Incident, IncidentState, ServiceView
 from medevac.inspector.inspector import Inspector
+from medevac.inspector.lifecycle import Happening, HostState
 from medevac.inspector.topology import PortInfo, ServerInfo, Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
 from medevac.notifier.events import Event
@@ -58,6 +59,19 @@ class RecordingCloud:
 class Starter:
     def __init__(self) -> None:
         self.started: list[tuple[str, str, dict[str, str]]] = []
+        self.retried: list[tuple[str, int]] = []
+
+    def retry(
+        self,
+        incident_id: str,
+        attempt: int,
+        host: str,
+        verdict: str,
+        before: dict[str, str],
+        trace_id: str,
+    ) -> str:
+        self.retried.append((host, attempt))
+        return f"recover-{incident_id}-retry{attempt}"
 
     def start(
         self, incident_id: str, host: str, verdict: str, before: dict[str, str], trace_id: str
@@ -101,6 +115,9 @@ class Saved:
 
     def save(self, incident: Incident) -> None:
         self.saved.append(incident.as_dict())
+
+    async def durable(self, incident_id: str) -> bool:
+        return True
 
 
 def build(
@@ -575,6 +592,78 @@ async def test_an_adopted_lost_host_whose_recovery_never_started_gets_one() -> N
     heir.open["h1"].recovery_ended_at = 5.0
     assert heir.recover_adopted(heir.open["h1"]) is None  # ended: nothing to run
     assert len(starter.started) == 1
+
+
+def fencing_failed(inspector: Inspector) -> Incident:
+    """h1 lost, its recovery ended in FENCING_FAILED (as its workflow reports it)."""
+    inspector.on_verdict(verdict(VerdictKind.HOST_UNREACHABLE))
+    inc = inspector.open["h1"]
+    assert inc.recovery_id is not None
+    for state in ("FENCING", "FENCING_FAILED"):
+        ended = state == "FENCING_FAILED"
+        inspector.recovery_progress(inc.id, inc.recovery_id, state, time.time(), ended)
+    assert inspector.host_states.life("h1").state.value == "FENCING_FAILED"
+    return inc
+
+
+@sync
+async def test_an_adopted_retry_never_recorded_starts_as_that_retry() -> None:
+    """Its owner died after deciding on the retry, before the workflow store recorded
+    it: the heir starts that retry (same id: DBOS finds it if it exists), not the first
+    recovery, which ended in FENCING_FAILED and would run nothing again."""
+    cloud = RecordingCloud()
+    dying, _ = build(cloud)
+    dying.recovery = Starter()
+    inc = fencing_failed(dying)
+    retry = await dying.retry_recovery("h1", "ops")
+    assert retry["recovery_id"] == f"recover-{inc.id}-retry1"
+    stored = Incident.from_dict(dying.open["h1"].as_dict())
+    moves = [Happening.LOST, Happening.FENCING, Happening.FENCING_FAILED, Happening.RETRIED]
+    for stored_moves in (moves, moves[:-1]):  # its host's move back to LOST stored, or not
+        heir, _ = build(cloud)
+        heir.recovery = starter = Starter()
+        for move in stored_moves:  # the host's lifecycle as the store gives it back
+            heir.host_states.happen("h1", "z", move, inc.trace_id)
+        heir.adopt([Incident.from_dict(stored.as_dict())])
+        assert heir.recover_adopted(heir.open["h1"]) == f"recover-{inc.id}-retry1"
+        assert starter.retried == [("h1", 1)] and starter.started == []
+        assert heir.host_states.life("h1").state is HostState.LOST
+        assert heir.open["h1"].recovery_id == f"recover-{inc.id}-retry1"
+    await dying.drain()
+
+
+class StoreWatch(Saved):
+    """Notes, as each incident is stored, its host's state and the retries started."""
+
+    def __init__(self, inspector: Inspector, starter: Starter) -> None:
+        super().__init__()
+        self.inspector = inspector
+        self.starter = starter
+        self.seen: list[tuple[str | None, str, int]] = []
+
+    async def durable(self, incident_id: str) -> bool:
+        inc = next(i for i in self.inspector.open.values() if i.id == incident_id)
+        life = self.inspector.host_states.life(inc.host).state.value
+        self.seen.append((inc.recovery_id, life, len(self.starter.retried)))
+        return True
+
+
+@sync
+async def test_a_retry_is_stored_with_its_incident_before_its_host_moves_or_it_starts() -> None:
+    """A controller dying right after either finds the retry in the incident it reads
+    back: never a host moved back to LOST, or a workflow, with the incident still
+    naming the first recovery (nothing would then start it, and a retry is refused)."""
+    cloud = RecordingCloud()
+    inspector, _ = build(cloud)
+    inspector.recovery = starter = Starter()
+    inc = fencing_failed(inspector)
+    inspector.saver = watch = StoreWatch(inspector, starter)
+    await inspector.retry_recovery("h1", "ops")
+    assert watch.seen == [(f"recover-{inc.id}-retry1", "FENCING_FAILED", 0)]
+    assert watch.saved[-1]["recovery_id"] == f"recover-{inc.id}-retry1"
+    assert inspector.host_states.life("h1").state.value == "LOST"
+    assert starter.retried == [("h1", 1)]
+    await inspector.drain()
 
 
 class Audited:

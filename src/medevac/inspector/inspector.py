@@ -123,6 +123,10 @@ class IncidentSaver(Protocol):
         """Persist an incident's current state (without blocking the caller)."""
         ...
 
+    async def durable(self, incident_id: str) -> bool:
+        """Wait until the incident's latest state is stored; False: the store refused it."""
+        ...
+
 
 class AuditSink(Protocol):
     def record(
@@ -149,11 +153,16 @@ class RetryRefused(Exception):
     """A recovery cannot be retried now (the message says why)."""
 
 
+def retry_number(incident_id: str, recovery_id: str) -> int | None:
+    """N when ``recovery_id`` is the incident's N-th retry; None for its first recovery."""
+    _, found, n = recovery_id.rpartition(f"recover-{incident_id}-retry")
+    return int(n) if found and n.isdigit() else None
+
+
 def retry_attempt(incident_id: str, recovery_id: str) -> int:
     """The number of the retry that follows ``recovery_id`` (the incident's first
     recovery, or its latest retry)."""
-    _, found, n = recovery_id.rpartition(f"recover-{incident_id}-retry")
-    return int(n) + 1 if found and n.isdigit() else 1
+    return (retry_number(incident_id, recovery_id) or 0) + 1
 
 
 class Inspector:
@@ -221,22 +230,33 @@ class Inspector:
                 self._by_trace[inc.trace_id] = inc
 
     def recover_adopted(self, inc: Incident) -> str | None:
-        """An incident taken over from another controller, its host lost: its recovery
-        starts here unless it already exists (the id comes from the incident, so a
-        recovery the previous owner started is found, never started twice). The one a
-        dying owner had not yet recorded in the workflow store starts now. Returns its
-        id, or None when no recovery is to run."""
+        """An incident taken over from another controller (or read back after a
+        restart), its host lost: its recovery starts here unless it already exists
+        (the id comes from the incident, so a recovery the previous owner started is
+        found, never started twice). The one a dying owner had not yet recorded in the
+        workflow store starts now: its first recovery, or the retry it had decided on.
+        Returns its id, or None when no recovery is to run."""
         held = inc.state is IncidentState.HELD
         if self.recovery is None or not self.settings.act or not inc.host_lost or held:
             return None
         if inc.recovery_ended_at is not None:
             return None
         lost = [v["kind"] for v in inc.verdicts if VerdictKind(v["kind"]).host_lost]
+        verdict = lost[0] if lost else "HOST_UNREACHABLE"
         servers = self.recovery.order(inc.host, self.topology.servers_on(inc.host))
         before = {s.id: s.vm_state or "" for s in servers}
-        inc.recovery_id = self.recovery.start(
-            inc.id, inc.host, lost[0] if lost else "HOST_UNREACHABLE", before, inc.trace_id
-        )
+        attempt = retry_number(inc.id, inc.recovery_id) if inc.recovery_id else None
+        if attempt is None:
+            inc.recovery_id = self.recovery.start(inc.id, inc.host, verdict, before, inc.trace_id)
+        else:
+            # The retry itself, under its own id: the first recovery ended in
+            # FENCING_FAILED and would run nothing. A host still FENCING_FAILED (its
+            # move not stored before the controller died) is LOST again, as the retry
+            # had made it.
+            self._happen(inc, Happening.RETRIED, {"recovery_id": inc.recovery_id})
+            inc.recovery_id = self.recovery.retry(
+                inc.id, attempt, inc.host, verdict, before, inc.trace_id
+            )
         self.saver.save(inc)
         return inc.recovery_id
 
@@ -560,19 +580,26 @@ class Inspector:
         ownership = self.executor.ownership
         if not await ownership.authorize(host, "recovery.retry", {"by": actor}, None):
             raise NotOwner(ownership.member_id, host)
-        if self.host_states.life(host).state is not HostState.FENCING_FAILED:
+        state = self.host_states.life(host).state
+        if state is not HostState.FENCING_FAILED or inc.recovery_ended_at is None:
             raise RetryRefused(f"{host} moved on meanwhile")  # another retry won
         previous = inc.recovery_id
         attempt = retry_attempt(inc.id, previous)
         lost = [v["kind"] for v in inc.verdicts if VerdictKind(v["kind"]).host_lost]
         servers = self.recovery.order(host, self.topology.servers_on(host))
         before = {s.id: s.vm_state or "" for s in servers}
-        self._happen(inc, Happening.RETRIED, {"by": actor, "previous": previous})
+        # The retry is stored with its incident before its host leaves FENCING_FAILED
+        # and before it starts: a controller dying in between leaves the retry to the
+        # host's next owner (or to itself restarted), which starts it under this id.
         inc.recovery_ended_at = None
+        inc.recovery_id = f"recover-{inc.id}-retry{attempt}"
+        self.saver.save(inc)
+        if not await self.saver.durable(inc.id) or self.open.get(host) is not inc:
+            raise RetryRefused(f"{host}'s incident moved on meanwhile")
+        self._happen(inc, Happening.RETRIED, {"by": actor, "previous": previous})
         inc.recovery_id = self.recovery.retry(
             inc.id, attempt, host, lost[0] if lost else "HOST_UNREACHABLE", before, inc.trace_id
         )
-        self.saver.save(inc)
         return {
             "host": host,
             "incident_id": inc.id,

@@ -393,8 +393,16 @@ class Controller:
             await self._load_maintenances(hosts)
 
     async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
-        # A recovery its dying owner decided on but never recorded starts here; one
-        # recorded is resumed, never started a second time.
+        # One recorded is resumed, never started a second time.
+        await self._start_unrecorded(recovery, incidents)
+        running = [
+            i.recovery_id for i in incidents if i.recovery_id and i.recovery_ended_at is None
+        ]
+        await recovery.take_over(running)
+
+    async def _start_unrecorded(self, recovery: Recovery, incidents: list[Incident]) -> None:
+        """The recoveries (first ones or retries) a dying controller decided on but never
+        recorded in the workflow store start here, under the ids their incidents hold."""
         unstarted = [
             i
             for i in incidents
@@ -406,10 +414,6 @@ class Controller:
             await self.sync.ready.wait()  # the servers' states before the fault
             for inc in unstarted:
                 self.inspector.recover_adopted(inc)
-        running = [
-            i.recovery_id for i in incidents if i.recovery_id and i.recovery_ended_at is None
-        ]
-        await recovery.take_over(running)
 
     def _incident_conflict(self, body: dict[str, Any]) -> None:
         """The store refused an incident: its host has another open one, another
@@ -578,8 +582,10 @@ class Controller:
         await self.host_states.load()
         self.host_states.start()
         await self._load_maintenances()
+        adopted: list[Incident] = []
         if self.membership is None:
-            self.inspector.adopt(await self.journal.load_open())
+            adopted = await self.journal.load_open()
+            self.inspector.adopt(adopted)
             await self._follow_cloud_at_start()
         else:
             # Incidents and recoveries are adopted host by host, as they are claimed.
@@ -627,6 +633,13 @@ class Controller:
             await self.sync.ready.wait()
             if n := self.inspector.resume():
                 log.info("resumed %d state corrections left unfinished", n)
+            if adopted and self.recovery is not None:
+                # DBOS resumed the recorded recoveries at launch; these it never had.
+                try:
+                    still = [i for i in adopted if self.inspector.open.get(i.host) is i]
+                    await self._start_unrecorded(self.recovery, still)
+                except Exception:  # the workflow store away: they start at the next start
+                    log.exception("recoveries left unrecorded at the last stop not started")
 
         resume_task = asyncio.create_task(resume_corrections())
         log.info(
