@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import IntegrityError
 
 from medevac.api import create_app
 from medevac.config import Settings
@@ -23,6 +24,7 @@ from medevac.recovery.groups import stored_groups
 from medevac.recovery.policy import HostGroup, RecoveryMethod
 from medevac.storage import Database
 from medevac.storage.records import IncidentStore, RecoveryStore
+from medevac.storage.segments import Conflict, SegmentStore
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
 from tests.monitor_fakes import KEY, PowerOn, Sink
 
@@ -211,6 +213,64 @@ def test_segment_names_are_unique(world: World) -> None:
         f"{V1}/segments/{b['uuid']}", json={"segment": {"name": "a"}}, headers=ADMIN
     )
     fault(r, 409, "conflictingRequest")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"name": None}, {"enabled": None}, {"recovery_method": None}, {"service_type": None}],
+)
+def test_a_segment_update_with_a_null_is_400_and_changes_nothing(
+    world: World, change: dict[str, Any]
+) -> None:
+    """Only the description may be null (Masakari's schemas): a null elsewhere is a bad
+    request, never a name clash or a NULL stored."""
+    seg = new_segment(world, description="rack 1")
+    url = f"{V1}/segments/{seg['uuid']}"
+    r = world.client.put(url, json={"segment": change}, headers=ADMIN)
+    assert next(iter(change)) in fault(r, 400, "badRequest")
+    assert world.client.get(url, headers=ADMIN).json()["segment"] == seg
+    r = world.client.put(url, json={"segment": {"description": None}}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["segment"]["description"] is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": None},
+        {"type": None},
+        {"control_attributes": None},
+        {"reserved": None},
+        {"on_maintenance": None},
+    ],
+)
+def test_a_host_update_with_a_null_is_400_and_changes_nothing(
+    world: World, change: dict[str, Any]
+) -> None:
+    seg = new_segment(world)
+    host = new_host(world, seg["uuid"], "h1")
+    url = f"{V1}/segments/{seg['uuid']}/hosts/{host['uuid']}"
+    r = world.client.put(url, json={"host": change}, headers=ADMIN)
+    assert next(iter(change)) in fault(r, 400, "badRequest")
+    assert world.client.get(url, headers=ADMIN).json()["host"] == host
+
+
+def test_only_a_name_taken_is_a_conflict_in_the_store(world: World) -> None:
+    """Another rule broken (a NULL where none may be) is no name clash: it is raised as
+    the database said it."""
+    store = SegmentStore(world.db)
+    at = datetime.now(UTC)
+    a = store.add_segment(
+        name="a", description=None, recovery_method="auto", service_type="C", enabled=True, at=at
+    )
+    store.add_segment(
+        name="b", description=None, recovery_method="auto", service_type="C", enabled=True, at=at
+    )
+    with pytest.raises(Conflict):
+        store.update_segment(a.uuid, {"name": "b"}, at)
+    for broken in ({"name": None}, {"enabled": None}):
+        with pytest.raises(IntegrityError):
+            store.update_segment(a.uuid, broken, at)
+    assert store.segment(a.uuid) == a
 
 
 def test_segment_lists_page_by_integer_marker_sort_and_filter(world: World) -> None:

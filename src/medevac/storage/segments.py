@@ -10,6 +10,7 @@ lifetime after one on another controller.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid as uuidlib
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +49,19 @@ def _bump(db: Database) -> None:
 def utc(value: datetime) -> datetime:
     """``value`` with its zone: SQLite hands datetimes back naive (they are UTC)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def unique_violation(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is a uniqueness rule broken (not a NOT NULL or another one), on
+    PostgreSQL (SQLSTATE 23505) or SQLite (its extended result code)."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None)
+    if state is not None:
+        return bool(state == "23505")
+    return getattr(orig, "sqlite_errorcode", None) in SQLITE_UNIQUE
+
+
+SQLITE_UNIQUE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
 
 
 class Conflict(Exception):
@@ -385,10 +399,14 @@ class SegmentStore:
     # -- helpers --------------------------------------------------------------------
 
     def _write(self, write: Any, conflict: str) -> None:
+        """Run ``write`` in one transaction; a name taken raises Conflict(conflict), any
+        other broken rule its IntegrityError (a bug, never told as a taken name)."""
         try:
             with self.db.session() as s:
                 write(s)
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not unique_violation(exc):
+                raise
             raise Conflict(conflict) from None
         _bump(self.db)
 

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -90,6 +91,14 @@ def _one_at_least(model: BaseModel) -> BaseModel:
     return model
 
 
+def _not_null(value: object) -> object:
+    """An update's field given must have a value: only ``description`` may be null, as
+    in Masakari's schemas (None here means "not given")."""
+    if value is None:
+        raise PydanticCustomError("null", "may not be null")
+    return value
+
+
 class SegmentCreate(_Body):
     name: Name
     recovery_method: RecoveryMethod
@@ -106,6 +115,9 @@ class SegmentUpdate(_Body):
     enabled: Bool | None = None
 
     _one = model_validator(mode="after")(_one_at_least)
+    _given = field_validator("name", "recovery_method", "service_type", "enabled", mode="before")(
+        _not_null
+    )
 
 
 class HostCreate(_Body):
@@ -124,6 +136,9 @@ class HostUpdate(_Body):
     on_maintenance: Bool | None = None
 
     _one = model_validator(mode="after")(_one_at_least)
+    _given = field_validator(
+        "name", "type", "control_attributes", "reserved", "on_maintenance", mode="before"
+    )(_not_null)
 
 
 class HostPayload(_Body):
