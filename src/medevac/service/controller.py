@@ -393,7 +393,7 @@ class Controller:
             await self._load_maintenances(hosts)
 
     async def _take_over_recoveries(self, recovery: Recovery, incidents: list[Incident]) -> None:
-        # One recorded is resumed, never started a second time.
+        # The unrecorded start, the recorded resume here: none starts a second time.
         await self._start_unrecorded(recovery, incidents)
         running = [
             i.recovery_id for i in incidents if i.recovery_id and i.recovery_ended_at is None
