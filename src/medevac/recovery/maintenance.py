@@ -4,9 +4,10 @@ checked and recorded here; the work itself is the durable workflow in
 
 ``start`` records the maintenance under this controller's epoch on the host, moves
 the host's lifecycle to MAINTENANCE and starts the workflow; ``answer`` records an
-owner's answer and wakes the workflow; ``end`` (once no migration is under way)
-enables the compute service again, moves the lifecycle back to UP and tells the owners
-``maintenance.complete``.
+owner's answer and wakes the workflow (only a record: not fenced by the epoch, any
+controller takes it, the store's state check decides); ``end`` (once no migration is
+under way), under the epoch, enables the compute service again, moves the lifecycle
+back to UP and tells the owners ``maintenance.complete``.
 """
 
 from __future__ import annotations
