@@ -87,3 +87,13 @@ def test_a_replaced_owner_records_nothing(fresh_db: Database) -> None:
     with pytest.raises(StaleOwner):
         store.open("m9", "h9", "x", None, 3.0, "admin", "t", fence=stale)
     assert (store.current("h1") or {})["state"] == "SCHEDULED"
+
+
+def test_an_ended_maintenance_is_completed_once_and_only_once_ended(fresh_db: Database) -> None:
+    store = opened(fresh_db)
+    assert store.completed("m1", 2.0) is False  # still open: nothing to complete
+    store.end("m1", "admin", 3.0)
+    assert store.completed("m1", 4.0) is True
+    assert store.completed("m1", 5.0) is False  # said once, to the first caller
+    assert store.completed("nope", 5.0) is False
+    assert (store.latest("h1") or {})["detail"] == {"completed": True}

@@ -18,7 +18,7 @@ from medevac.api.errors import ApiError
 from medevac.cloud.errors import CloudError
 from medevac.cluster.ownership import NotOwner
 from medevac.config import Role
-from medevac.recovery.maintenance import Maintenance, NoMaintenance, Refused
+from medevac.recovery.maintenance import Maintenance, NoMaintenance, NotStarted, Refused
 from medevac.recovery.maintenance_plan import Answer
 from medevac.storage.maintenances import MaintenanceExists, MaintenanceStore, WrongState
 from medevac.storage.models import NAME_LENGTH
@@ -47,9 +47,12 @@ class MaintenanceAnswer(BaseModel):
     answer: Literal["ack", "leave"]
 
 
+MAX_ANSWER_WINDOW = 366 * 86400.0  # s: a deadline further ahead is a mistake
+
+
 def parse_deadline(text: str | None, now: float) -> float | None:
     """An ISO 8601 time as epoch seconds (no zone: UTC); 400 unless it is a time to
-    come."""
+    come within ``MAX_ANSWER_WINDOW``."""
     if text is None:
         return None
     try:
@@ -58,9 +61,16 @@ def parse_deadline(text: str | None, now: float) -> float | None:
         raise ApiError(400, f"deadline {text!r} is not an ISO 8601 time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    at = when.timestamp()
+    try:  # in UTC, a time near year 1 or 9999 falls outside what a date can hold
+        at = when.astimezone(UTC).timestamp()
+    except (OverflowError, ValueError):
+        at = float("inf") if when.year > 1 else float("-inf")
     if at <= now:
         raise ApiError(400, f"deadline {text!r} is past: give a time to come, or null")
+    if at > now + MAX_ANSWER_WINDOW:
+        raise ApiError(
+            400, f"deadline {text!r} is more than a year ahead: give a nearer time, or null"
+        )
     return at
 
 
@@ -81,7 +91,10 @@ def maintenance_router(
     @router.post(
         "/v1/hosts/{host}/maintenance",
         status_code=202,
-        responses={409: {"description": "not in service, under maintenance, or not owned"}},
+        responses={
+            409: {"description": "not in service, under maintenance, or not owned"},
+            503: {"description": "recovery disabled, or the workflow could not start"},
+        },
     )
     async def start(host: str, body: MaintenanceStart, principal: Admin) -> JSONResponse:
         """Put a host under planned maintenance: its compute service disabled with the
@@ -94,6 +107,8 @@ def maintenance_router(
             record = await available().start(host, body.reason, deadline, principal.name)
         except (Refused, MaintenanceExists, NotOwner) as exc:
             raise ApiError(409, str(exc)) from None
+        except NotStarted as exc:
+            raise ApiError(503, str(exc)) from None
         return JSONResponse(record, status_code=202)
 
     @router.get("/v1/hosts/{host}/maintenance")

@@ -4,9 +4,10 @@ checked and recorded here; the work itself is the durable workflow in
 
 ``start`` records the maintenance under this controller's epoch on the host, moves
 the host's lifecycle to MAINTENANCE and starts the workflow; ``answer`` records an
-owner's answer and wakes the workflow; ``end`` (once no migration is under way)
-enables the compute service again, moves the lifecycle back to UP and tells the owners
-``maintenance.complete``.
+owner's answer and wakes the workflow (only a record: not fenced by the epoch, any
+controller takes it, the store's state check decides); ``end`` (once no migration is
+under way), under the epoch, enables the compute service again, moves the lifecycle
+back to UP and tells the owners ``maintenance.complete``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from dbos import DBOS, SetWorkflowID
 
+from medevac.cloud.errors import CloudError
 from medevac.cluster.ownership import NotOwner, Ownership
 from medevac.notifier.events import Event
 from medevac.recovery.maintenance_flow import (
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 
 class Refused(Exception):
     """The maintenance cannot do this now (the host's state, the maintenance's)."""
+
+
+class NotStarted(Exception):
+    """The maintenance's workflow could not be started: the start was undone."""
 
 
 class NoMaintenance(LookupError):
@@ -98,13 +104,26 @@ class Maintenance:
             raise NotOwner(self.ownership.member_id, host)
         if self.lifecycle(host, True, detail, trace_id) is None:
             # Lost between the check and now: the maintenance never began.
-            await asyncio.to_thread(self.store.end, mid, "medevac", self.clock())
+            await asyncio.to_thread(self._undo, mid)
             raise Refused(
                 f"{host} is {self.host_state(host)}: a maintenance starts on a host in service"
             )
         self.on_state(host, "SCHEDULED", None)
-        with SetWorkflowID(workflow_id(mid)):
-            await DBOS.start_workflow_async(self.workflows.maintain, mid, host, trace_id)
+        try:
+            with SetWorkflowID(workflow_id(mid)):
+                await DBOS.start_workflow_async(self.workflows.maintain, mid, host, trace_id)
+        except Exception as exc:  # DBOS's database away: undone, nothing left half begun
+            log.error("maintenance %s of %s: its workflow did not start: %s", mid, host, exc)
+            await asyncio.to_thread(self._undo, mid)
+            self.lifecycle(host, False, detail, trace_id)
+            self.on_state(host, "ENDED", None)
+            why = type(exc).__name__  # the class only: a driver's text may name its URL
+            failed = {**detail, "error": why}
+            await self._audit("maintenance.start_failed", host, by, failed, trace_id)
+            raise NotStarted(
+                f"{host}'s maintenance could not start its workflow ({why}): "
+                "nothing was changed, try again"
+            ) from None
         await self._audit(
             "maintenance.started", host, by, {**detail, "deadline": deadline}, trace_id
         )
@@ -136,46 +155,69 @@ class Maintenance:
 
     async def end(self, host: str, by: str) -> dict[str, Any]:
         """End the host's maintenance: the service enabled, the lifecycle back to UP,
-        ``maintenance.complete`` sent. A host lost meanwhile keeps its recovery's
-        state (its release puts it back). Also puts back a host whose maintenance
-        ended but whose service could not be enabled then."""
+        ``maintenance.complete`` sent and ``maintenance.ended`` audited, once. A host
+        lost meanwhile keeps its recovery's state (its release puts it back). When Nova
+        refuses to enable the service, the maintenance is ENDED but the host stays under
+        MAINTENANCE, nothing is sent, and CloudError is raised: an end asked again enables
+        it and completes that maintenance then."""
         body = await asyncio.to_thread(self.store.current, host)
         state = self.host_state(host)
-        if body is None and state != "MAINTENANCE":
-            raise NoMaintenance(f"{host} has no open maintenance")
+        unfinished = None  # ended, but its service not enabled: completed by this end
+        if body is None:
+            if state != "MAINTENANCE":
+                raise NoMaintenance(f"{host} has no open maintenance")
+            last = await asyncio.to_thread(self.store.latest, host)
+            if last is not None and not last["detail"].get("completed"):
+                unfinished = last
+        ending = body or unfinished
         was: list[str] = []
-        detail = {"maintenance_id": body["id"] if body else None, "by": by}
-        trace_id = body["trace_id"] if body else None
+        detail = {"maintenance_id": ending["id"] if ending else None, "by": by}
+        trace_id = ending["trace_id"] if ending else None
 
         refused: list[Exception] = []
 
         def write(fence: Fence | None) -> None:
-            if body is None:
-                return
+            assert body is not None
             try:
                 was.append(self.store.end(body["id"], by, self.clock(), fence))
             except WrongState as exc:  # said as such, not as a refused effect
                 refused.append(exc)
 
-        allowed = await self.ownership.authorize(host, "maintenance.end", detail, trace_id, write)
+        # Nothing of its own to record (the host's service put back): the effect alone,
+        # checked under the epoch like any other.
+        effect = write if body is not None else None
+        allowed = await self.ownership.authorize(host, "maintenance.end", detail, trace_id, effect)
         if refused:
             raise Refused(str(refused[0]))
         if not allowed:
             raise NotOwner(self.ownership.member_id, host)
-        if was and was[0] == "SCHEDULED":
-            await self._wake(body["id"] if body else "", {"end": True})
+        if body is not None and was and was[0] == "SCHEDULED":
+            await self._wake(body["id"], {"end": True})
         self.on_state(host, "ENDED", None)
         back = state == "MAINTENANCE"
         if back:
-            await self.cloud.set_enabled(host, True)
+            try:
+                await self.cloud.set_enabled(host, True)
+            except CloudError as exc:
+                failed = {**detail, "error": exc.cloud_message}
+                await self._audit("maintenance.enable_failed", host, by, failed, trace_id)
+                raise
             self.lifecycle(host, False, detail, trace_id)
-        if body is not None:
-            self._complete(host, body, back, trace_id)
-        await self._audit(
-            "maintenance.ended", host, by, {**detail, "service_enabled": back}, trace_id
-        )
+        if ending is not None and await asyncio.to_thread(
+            self.store.completed, ending["id"], self.clock()
+        ):
+            self._complete(host, ending, back, trace_id)
+            await self._audit(
+                "maintenance.ended", host, by, {**detail, "service_enabled": back}, trace_id
+            )
         ended = await asyncio.to_thread(self.store.latest, host)
         return {**(ended or {}), "service_enabled": back}
+
+    def _undo(self, maintenance_id: str) -> None:
+        """End a maintenance that never began: nothing to complete, nobody to tell."""
+        now = self.clock()
+        self.store.end(maintenance_id, "medevac", now)
+        self.store.completed(maintenance_id, now)
 
     def _complete(self, host: str, body: dict[str, Any], back: bool, trace_id: str | None) -> None:
         now = self.clock()

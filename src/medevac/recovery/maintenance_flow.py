@@ -100,20 +100,46 @@ class MaintenanceSteps(DBOSConfiguredInstance):
         await self.mrt.rt.acting_on(host, step, lambda fence: out.append(write(fence)))
         return out[0] if out else None
 
+    async def _ended(self, maintenance_id: str) -> bool:
+        body = await asyncio.to_thread(self.mrt.store.get, maintenance_id)
+        assert body is not None, f"maintenance {maintenance_id} not recorded"
+        return bool(body["state"] == "ENDED")
+
     @DBOS.step()
     async def load(self, maintenance_id: str) -> dict[str, Any]:
         body = await asyncio.to_thread(self.mrt.store.get, maintenance_id)
         assert body is not None, f"maintenance {maintenance_id} not recorded"
-        return {"reason": body["reason"], "deadline_at": body["deadline_at"]}
+        return {
+            "reason": body["reason"],
+            "deadline_at": body["deadline_at"],
+            "ended": body["state"] == "ENDED",
+        }
+
+    @DBOS.step()
+    async def ended(self, maintenance_id: str) -> bool:
+        """Whether the maintenance was ended (by an operator) meanwhile."""
+        return await self._ended(maintenance_id)
 
     @DBOS.step()
     async def now(self) -> float:
         return time.time()
 
     @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
-    async def disable(self, host: str, reason: str) -> None:
+    async def disable(self, maintenance_id: str, host: str, reason: str) -> bool:
+        """Disable the host's compute service unless the maintenance ended; False: it
+        ended, the service is left (or put back) enabled. An end recorded while Nova
+        disabled it is seen after: its own enable may have come first, so it is enabled
+        again here (unless the host was lost: then its release decides)."""
+        if await self._ended(maintenance_id):
+            return False
         await self.mrt.rt.acting_on(host, "maintenance.disable")
         await self.mrt.cloud.set_enabled(host, False, reason)
+        if not await self._ended(maintenance_id):
+            return True
+        if self.mrt.host_state(host) in ("MAINTENANCE", "UP"):
+            await self.mrt.rt.acting_on(host, "maintenance.enable")
+            await self.mrt.cloud.set_enabled(host, True)
+        return False
 
     @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5)
     async def snapshot(self, host: str) -> list[dict[str, Any]]:
@@ -274,13 +300,18 @@ class MaintenanceWorkflows(DBOSConfiguredInstance):
         st = self.steps
         wid = str(DBOS.workflow_id)
         st.mrt.rt.pin(wid, host)
-        group = self.groups.group_of(host)
+        group = await self.groups.fresh(host)
         m = await st.load(maintenance_id)
+        if m.get("ended"):  # ended before it began: nothing done, nobody told
+            return {"state": "ENDED"}
         deadline: float | None = m["deadline_at"]
         common = {"host": host, "maintenance_id": maintenance_id}
 
-        # 1. Disabled (owners see host_status MAINTENANCE), the servers found, told.
-        await st.disable(host, f"medevac maintenance: {m['reason']}"[:255])
+        # 1. Disabled (owners see host_status MAINTENANCE), the servers found, told;
+        # each only while it was not ended meanwhile.
+        reason = f"medevac maintenance: {m['reason']}"[:255]
+        if not await st.disable(maintenance_id, host, reason):
+            return {"state": "ENDED"}
         found = [HostServer(**s) for s in await st.snapshot(host)]
         rows = [
             {
@@ -312,6 +343,8 @@ class MaintenanceWorkflows(DBOSConfiguredInstance):
             }
             for s in found
         ]
+        if await st.ended(maintenance_id):  # after its maintenance.complete: no news
+            return {"state": "ENDED"}
         if told:
             await st.emit(told, trace_id)
         await st.audit(
@@ -397,7 +430,7 @@ class MaintenanceWorkflows(DBOSConfiguredInstance):
         st = self.steps
         st.mrt.rt.pin(str(DBOS.workflow_id), host)
         sid = server["server_id"]
-        group = self.groups.group_of(host)
+        group = await self.groups.fresh(host)
         slots = st.mrt.rt.slots(dataclasses.replace(group, name=f"maintenance/{group.name}"))
         async with slots:
             moved = await self._move(maintenance_id, host, sid)

@@ -278,6 +278,23 @@ class MaintenanceStore:
             raise WrongState(was[0], what or "nothing to end")
         return was[0]
 
+    def completed(self, maintenance_id: str, at: float) -> bool:
+        """Note that the ended maintenance's ``maintenance.complete`` is sent (its
+        ``detail.completed``); True only to the first caller, so it is sent once. False
+        also when the maintenance is not ENDED."""
+        done: list[bool] = []
+
+        def write(s: Session) -> None:
+            m = s.get(MaintenanceRecord, maintenance_id, with_for_update=True)
+            if m is None or m.state != "ENDED" or (m.detail or {}).get("completed"):
+                return
+            m.detail = {**(m.detail or {}), "completed": True}
+            m.updated_at = dt(at)
+            done.append(True)
+
+        fenced_write(self.db, None, write)
+        return bool(done)
+
     def set_server(
         self,
         maintenance_id: str,
