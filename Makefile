@@ -53,12 +53,14 @@ types: venv
 	$(VENV)/bin/mypy
 	MYPYPATH=bench $(VENV)/bin/mypy --strict --explicit-package-bases bench/*.py
 
-## Benchmarks: figures printed and written to docs/benchmarks.md with a chart each.
+## Benchmarks: figures printed and written to docs/benchmarks.md, most with a chart.
 ## `make bench` (the parts' times below), `make bench QUICK=1` (a smoke run, writes
 ## nothing), `make bench-long` (the 10-minute soaks, the bursty soak at three probe
 ## timeouts, the 100- and 50-server labs, 100 takeovers, the owner killed at every point
 ## of a recovery). Detection on one controller and on three takes about 4 min (2 each),
-## heartbeats about 5 min, takeover with 20 kills and 20 pauses about 4 min; QUICK:
+## heartbeats about 6 min (the bursty soak 1 min with one controller, 1 with three),
+## takeover with 20 kills and 20 pauses about 4 min, planned maintenance about 1.5 min,
+## the scrape's cost 20 s; QUICK:
 ## about 45 s each. The owner killed mid-recovery: about 25 s a point and 45 s for its
 ## lab; 4 points in `make bench` (about 2.5 min), all 23 in bench-long (about 12 min),
 ## 2 with QUICK.
