@@ -159,7 +159,8 @@ def start_lab(
         *(["--redfish", redfish] if redfish else []),
         *(["--keep-store"] if keep_store else []),
         *(["--controllers", str(controllers)] if controllers > 1 else []),
-        *(["--identity", identity] if identity != "static" else []),
+        "--identity",
+        identity,
     )
     paths = LabPaths(state_dir)
     info = json.loads(paths.info.read_text())

@@ -144,7 +144,8 @@ def a_new_lab_in_the_same_place_recovers_host1_again(state_dir: Path, demo_incid
         next(lab_gen, None)
 
 
-def test_a_new_lab_starts_its_controller_on_an_empty_store(tmp_path: Path) -> None:
+def test_a_new_lab_starts_its_controller_on_an_empty_store_and_a_keystone(tmp_path: Path) -> None:
+    """`lab up` with no --identity: Keystone is the lab's identity by default."""
     (tmp_path / "medevac.db").write_text("a previous lab's store")
     (tmp_path / "medevac-workflows.db").write_text("its workflows")
     out = medevac(
@@ -152,6 +153,9 @@ def test_a_new_lab_starts_its_controller_on_an_empty_store(tmp_path: Path) -> No
     )
     try:
         assert "empty store" in out.stdout
+        info = json.loads((tmp_path / "lab.json").read_text())
+        assert info["keystone"]["auth_url"].startswith("http://127.0.0.1:")
+        assert "[keystone]" in Path(info["controller_config"]).read_text()
         assert not (tmp_path / "medevac.db").exists()
         assert not (tmp_path / "medevac-workflows.db").exists()
     finally:

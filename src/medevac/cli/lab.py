@@ -77,11 +77,11 @@ def up(
     identity: Annotated[
         str,
         typer.Option(
-            help="static: no Keystone, a token's form says who it is; keystone: a real "
-            "Keystone with an admin, a reader, a member of each tenant and medevac's "
-            "service user, whose tokens the controller accepts."
+            help="keystone: a real Keystone with an admin, a reader, a member of each "
+            "tenant and medevac's service user, whose tokens the controller, Nova and "
+            "Neutron accept; static: no Keystone, a token's form says who it is."
         ),
-    ] = "static",
+    ] = "keystone",
     state_dir: StateDir = None,
 ) -> None:
     """Start a lab in the background; returns when it is ready."""
