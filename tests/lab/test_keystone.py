@@ -1,7 +1,8 @@
 """Keystone tokens in medevac's API, on a lab with a real Keystone
 (`lab up --identity keystone`): each lab user signs in with its password through
-keystoneauth and calls a real `medevac serve`; the lab's Nova and Neutron, and the
-real `openstack` CLI, take the same tokens."""
+keystoneauth and calls a real `medevac serve`, and signs in to its dashboard in
+Debian's Chromium; the lab's Nova and Neutron, and the real `openstack` CLI, take the
+same tokens."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import httpx
 import pytest
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+from playwright.sync_api import expect
 
 from medevac.api.auth import KeystoneValidator
 from medevac.api.errors import ApiError
 from medevac.config import KeystoneConfig
 from medevac.lab.consumer import doctor_alarm
 from medevac.lab.layout import find_lab_python
+from tests.browser import SEEN_WITHIN_MS, Tab, chromium, open_tab, shot
+from tests.browser import sign_in as sign_in_to_dashboard
 from tests.conftest import free_port, wait_for
 from tests.lab.conftest import Controller, RunningLab, as_json, openstack, start_lab
 
@@ -195,6 +199,80 @@ def test_no_token_or_password_in_the_controllers_log(
         *(u["password"] for u in ks_lab.info["keystone"]["users"]),
     ):
         assert secret not in log
+
+
+def test_the_dashboard_takes_keystone_tokens_and_shows_each_role_what_it_may(
+    ks_lab: RunningLab, controller: Controller, tmp_path: Path
+) -> None:
+    sink = "http://127.0.0.1:9/failure"
+    members = {t: token(ks_lab, f"member-{t}") for t in ("tenant-a", "tenant-b")}
+    admin = token(ks_lab, "admin")
+    made: dict[str, str] = {}
+
+    def new_alarm(tenant: str, name: str) -> str:
+        alarm = doctor_alarm(server_of(ks_lab, tenant)["id"], name, sink)
+        r = call(controller, "POST", "/v2/alarms", members[tenant], alarm)
+        assert r.status_code == 201, r.text
+        assert r.json()["project_id"] == project_id(ks_lab, tenant)
+        made[name] = r.json()["alarm_id"]
+        return made[name]
+
+    hosts = sorted(ks_lab.info["hosts"])
+    try:
+        alarm_a, alarm_b = new_alarm("tenant-a", "ui-a"), new_alarm("tenant-b", "ui-b")
+        with chromium(tmp_path / "profile") as browser:
+            # The reader: every host, and no button to act on any.
+            tab = Tab(browser)
+            page = tab.page
+            sign_in_to_dashboard(page, controller.url, token(ks_lab, "reader"))
+            expect(page.locator("#who")).to_have_text("keystone:reader (reader)")
+            expect(page.locator("#page")).to_have_attribute("data-page", "hosts")
+            rows = page.locator("#hosts-table tbody tr")
+            expect(rows).to_have_count(len(hosts), timeout=SEEN_WITHIN_MS)
+            assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.host)")) == hosts
+            expect(page.locator("#hosts-table th")).not_to_contain_text(["Actions"])
+            expect(page.locator("button.act")).to_have_count(0)
+            shot(page, tmp_path, "reader-hosts")
+            tab.no_script_errors()
+
+            # The admin: the same hosts, each with its actions (none is clicked here).
+            tab = Tab(browser)
+            page = tab.page
+            sign_in_to_dashboard(page, controller.url, admin)
+            expect(page.locator("#who")).to_have_text("keystone:admin (admin)")
+            expect(page.locator("#hosts-table th").last).to_have_text("Actions")
+            for host in hosts:
+                row = page.locator(f"#hosts-table tr[data-host={host}]")
+                expect(row.locator("button.act")).not_to_have_count(0, timeout=SEEN_WITHIN_MS)
+            shot(page, tmp_path, "admin-hosts")
+            tab.no_script_errors()
+
+            # A tenant's member: its project's alarms only, on the page and its stream.
+            tab = Tab(browser)
+            page = tab.page
+            sign_in_to_dashboard(page, controller.url, members["tenant-a"])
+            own = project_id(ks_lab, "tenant-a")
+            expect(page.locator("#who")).to_have_text(
+                f"keystone:member-tenant-a (member, project {own})"
+            )
+            expect(page.locator("#tabs a")).to_have_count(1)
+            open_tab(page, "alarms")
+            alarms = page.locator("#alarms-table tbody tr")
+            expect(page.locator(f"#alarms-table tr[data-alarm='{alarm_a}']")).to_have_count(1)
+            assert set(alarms.evaluate_all("rs => rs.map(r => r.dataset.project)")) == {own}
+            expect(page.locator(f"#page [data-alarm='{alarm_b}']")).to_have_count(0)
+            expect(page.locator("#page")).not_to_contain_text("ui-b-failure")
+            new_alarm("tenant-b", "ui-b-late")
+            new_alarm("tenant-a", "ui-a-late")
+            expect(page.locator("#alarms-table")).to_contain_text(
+                "ui-a-late-failure", timeout=SEEN_WITHIN_MS
+            )
+            expect(page.locator("#page")).not_to_contain_text("ui-b-late-failure")
+            shot(page, tmp_path, "member-alarms")
+            tab.no_script_errors()
+    finally:
+        for alarm_id in made.values():  # the module's other tests count each tenant's
+            call(controller, "DELETE", f"/v2/alarms/{alarm_id}", admin)
 
 
 # The lab's Nova and Neutron validate Keystone's tokens too (`lab up --identity
