@@ -134,6 +134,11 @@ def test_document_is_behind_a_token_and_says_bodies_answers_and_faults(
     assert {"201", "401", "403", "409", "413"} <= set(create["responses"])
     answer = create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
     assert answer.endswith("/SegmentAnswer")
+    # An id holding a "/" makes the path another route's, which may lack the method.
+    assert "405" in doc["paths"]["/v1/segments/{segment_id}"]["put"]["responses"]
+    admin = {"X-Auth-Token": ADMIN_TOKEN}
+    r = client.put("/instance-ha/v1/segments/x%2Fhosts", json={"segment": {}}, headers=admin)
+    assert (r.status_code, list(r.json())) == (405, ["badMethod"])
     hosts = doc["paths"]["/v1/segments/{segment_id}/hosts"]
     assert "503" in hosts["post"]["responses"]
     assert {"name", "reserved", "limit", "marker", "sort_key", "sort_dir"} <= {

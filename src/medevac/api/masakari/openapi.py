@@ -176,6 +176,7 @@ ERRORS = {
     "401": "no token, or an unknown one",
     "403": "the token's role may not do this (admin changes; admin or reader reads)",
     "404": "no such resource",
+    "405": "an id holding a '/' that makes the path another route's, which has no such method",
     "406": "a microversion this API does not serve",
     "409": "a name taken, a segment in use by a recovery, a host on maintenance, or a "
     "duplicate notification",
@@ -311,7 +312,7 @@ def refine(doc: dict[str, Any]) -> dict[str, Any]:
                 op["security"] = [{"AuthToken": []}, {"Bearer": []}]
                 codes += ["401", "403"]
             if "{" in path:
-                codes.append("404")
+                codes += ["404", "405"]
             if key in CONFLICT:
                 codes.append("409")
             if key in BODIES:
