@@ -1,7 +1,8 @@
 """Masakari's own client code against medevac's Masakari API, unchanged: the real
 `openstack` CLI with python-masakariclient 8.9.0 (segments, their hosts, notifications),
 and masakari-monitors 22.0.0's host, process and instance monitors sending their
-reports through their own SendNotification; medevac served by uvicorn on loopback, its
+reports through their own SendNotification, and its `masakari-processmonitor` service
+run as a process of its own; medevac served by uvicorn on loopback, its
 store on SQLite and on PostgreSQL. The clients run in the lab's venv, where they are
 installed."""
 
