@@ -382,6 +382,10 @@ def test_notifications_refused_before_anything_is_stored(world: World) -> None:
     fault(notify(world, "COMPUTE_HOST", "h1", {**STOPPED, "extra": "x"}), 400, "badRequest")
     fault(notify(world, "VM", "h1", {"event": "LIFECYCLE"}), 400, "badRequest")
     fault(notify(world, "COMPUTE_HOST", "h1", STOPPED, at="soon"), 400, "badRequest")
+    # Times at the calendar's ends: the duplicate check and the answer would overflow.
+    for edge in ("0001-01-01T00:01:00", "9999-12-31T23:00:00", "0001-01-01T00:00:00+05:00"):
+        problem = fault(notify(world, "COMPUTE_HOST", "h1", STOPPED, at=edge), 400, "badRequest")
+        assert "generated_time" in problem
     assert world.client.get(f"{V1}/notifications", headers=ADMIN).json()["notifications"] == []
     assert world.monitor.hosts["h1"].state is HostState.UNKNOWN
 
@@ -518,9 +522,18 @@ def test_notification_lists_filter_and_page(world: World) -> None:
     assert listed(f"source_host_uuid={h2['uuid']}&limit=1&marker={all_ids[0]}") == [all_ids[1]]
     assert listed("type=VM") == []
     assert listed("status=finished") == all_ids
-    fault(
-        world.client.get(f"{V1}/notifications?generated-since=x", headers=ADMIN), 400, "badRequest"
-    )
+    for since in ("x", "0001-01-01T00:00:00%2B05:00"):
+        r = world.client.get(f"{V1}/notifications?generated-since={since}", headers=ADMIN)
+        fault(r, 400, "badRequest")
+
+
+def test_the_controllers_own_limits_answer_with_masakaris_faults(world: World) -> None:
+    r = world.client.get(f"{V1}/segments?name=a%00", headers=ADMIN)
+    assert "NUL" in fault(r, 400, "badRequest")
+    big = {"segment": {"name": "x" * 1_100_000, "recovery_method": "auto"}}
+    r = world.client.post(f"{V1}/segments", json=big, headers=ADMIN)
+    assert "larger than" in fault(r, 413, "overLimit")
+    assert world.client.get(f"{V1}/segments", headers=ADMIN).json()["segments"] == []
 
 
 # -- who may do what ------------------------------------------------------------------

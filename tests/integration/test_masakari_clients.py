@@ -1,7 +1,8 @@
 """Masakari's own client code against medevac's Masakari API, unchanged: the real
 `openstack` CLI with python-masakariclient 8.9.0 (segments, their hosts, notifications),
 and masakari-monitors 22.0.0's host, process and instance monitors sending their
-reports through their own SendNotification; medevac served by uvicorn on loopback, its
+reports through their own SendNotification, and its `masakari-processmonitor` service
+run as a process of its own; medevac served by uvicorn on loopback, its
 store on SQLite and on PostgreSQL. The clients run in the lab's venv, where they are
 installed."""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,13 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from medevac.api import create_app
 from medevac.config import Settings
 from medevac.lab.layout import LabError, find_lab_python
 from medevac.monitor.hosts import HostMonitor, HostState
 from medevac.storage import Database
-from tests.conftest import ADMIN_TOKEN, READER_TOKEN
+from tests.conftest import ADMIN_TOKEN, READER_TOKEN, wait_for
 from tests.monitor_fakes import KEY, PowerOn, Sink
 from tests.serving import served
 
@@ -207,3 +210,82 @@ def test_masakari_monitors_report_to_medevac_unchanged(medevac: Served, tmp_path
     assert vm["payload"]["instance_uuid"] == SERVER
     assert vm["payload"]["vir_domain_event"] == "STOPPED_FAILED"
     assert vm["status"] == "ignored" and "agent" in vm["message"]
+
+
+def test_masakari_processmonitor_running_reports_a_process_it_cannot_restart(
+    medevac: Served, tmp_path: Path
+) -> None:
+    """The `masakari-processmonitor` service itself, unchanged and not root: it finds a
+    listed process missing from `ps -ef`, fails to restart it, and reports it."""
+    assert LAB_BIN is not None
+    seg = as_json(medevac, "segment", "create", "seg1", "auto", "COMPUTE")
+    as_json(medevac, "segment", "host", "create", ME, "COMPUTE", "SSH", seg["uuid"])
+    # A name no process's command line holds (this test's own paths included).
+    absent = f"medevac-absent-{uuid.uuid4().hex[:12]}"
+    processes = tmp_path / "process_list.yaml"
+    processes.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "process_name": f"/usr/local/bin/{absent}",
+                    "start_command": "/bin/false",
+                    "pre_start_command": None,
+                    "post_start_command": None,
+                    "restart_command": "/bin/false",
+                    "pre_restart_command": None,
+                    "post_restart_command": None,
+                    "run_as_root": False,
+                }
+            ]
+        )
+    )
+    config = tmp_path / "processmonitor.conf"
+    log = tmp_path / "processmonitor.log"
+    config.write_text(
+        f"[DEFAULT]\nlog_file = {log}\ndebug = True\n"
+        "[api]\nauth_type = admin_token\n"
+        f"endpoint = {medevac.endpoint}\ntoken = {ADMIN_TOKEN}\n"
+        "region = RegionOne\napi_interface = public\n"
+        f"[process]\nprocess_list_path = {processes}\ncheck_interval = 1\n"
+        "restart_retries = 1\nrestart_interval = 0\napi_retry_max = 0\napi_retry_interval = 0\n"
+    )
+    env = {"PATH": f"{LAB_BIN}:/usr/bin:/bin", "HOME": str(Path.home())}
+    monitor = subprocess.Popen(
+        [str(LAB_BIN / "masakari-processmonitor"), "--config-file", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def reported() -> dict[str, Any] | None:
+        assert monitor.poll() is None, _tail(log)
+        found = [
+            n
+            for n in medevac.api("notifications?type=PROCESS")["notifications"]
+            if n["payload"].get("process_name") == absent
+        ]
+        return found[0] if found else None
+
+    try:
+        notice = wait_for("the process monitor's report", reported, timeout=60, interval=0.2)
+    finally:
+        monitor.terminate()
+        try:
+            monitor.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            monitor.kill()
+            monitor.wait(timeout=15)
+    assert notice["payload"] == {"event": "STOPPED", "process_name": absent}
+    host = medevac.api(f"segments/{seg['uuid']}/hosts")["hosts"][0]
+    assert (notice["source_host_uuid"], host["name"]) == (host["uuid"], ME)
+    # Not nova-compute: medevac recovers nothing for it, and says so.
+    assert notice["status"] == "ignored" and notice["message"], notice
+    # One report: a process that failed to restart is not restarted nor reported again.
+    again = medevac.api("notifications?type=PROCESS")["notifications"]
+    assert [n["notification_uuid"] for n in again] == [notice["notification_uuid"]]
+    text = log.read_text()
+    assert f"Process '/usr/local/bin/{absent}' is not found." in text, text[-2000:]
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-3000:] if path.exists() else "(no log)"

@@ -1,6 +1,8 @@
 """One JSON error envelope for every failure: ``{"error": {"code", "title", "message"}}``,
 except on Aodh's routes (``/v2/...``), which answer as Aodh does:
-``{"error_message": {"faultcode", "faultstring", "debuginfo"}}``, what Aodh's clients read.
+``{"error_message": {"faultcode", "faultstring", "debuginfo"}}``, what Aodh's clients read,
+and on Masakari's (``/instance-ha/...``), which answer with Masakari's fault body
+``{"badRequest": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,40 @@ def aodh_error_body(status: int, message: str) -> dict[str, Any]:
 
 def is_aodh_path(path: str) -> bool:
     return path.startswith(AODH_PREFIX)
+
+
+MASAKARI_PREFIX = "/instance-ha"
+# The fault's name by status, as Masakari's wsgi Fault names them (others: masakariFault).
+MASAKARI_FAULTS = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    429: "overLimit",
+    501: "notImplemented",
+    503: "serviceUnavailable",
+}
+
+
+def masakari_error_body(status: int, message: str) -> dict[str, Any]:
+    """Masakari's fault body: one member named for the status."""
+    return {MASAKARI_FAULTS.get(status, "masakariFault"): {"code": status, "message": message}}
+
+
+def is_masakari_path(path: str) -> bool:
+    return path == MASAKARI_PREFIX or path.startswith(MASAKARI_PREFIX + "/")
+
+
+def error_body_for(path: str, status: int, message: str) -> dict[str, Any]:
+    """The error body the API under ``path`` answers with (for middleware, which
+    answers before any application's own handlers)."""
+    if is_masakari_path(path):
+        return masakari_error_body(status, message)
+    return error_body(status, message, aodh=is_aodh_path(path))
 
 
 def error_body(status: int, message: str, *, aodh: bool = False, **detail: Any) -> dict[str, Any]:
@@ -123,7 +159,10 @@ def internal_error_body(scope: Scope) -> dict[str, Any]:
     """What a 500 answers: no exception text, the request id to find the log line."""
     rid = request_id(scope)
     message = f"internal error; see the controller log for request {rid}"
-    return error_body(500, message, aodh=is_aodh_path(scope.get("path", "")), request_id=rid)
+    path = scope.get("path", "")
+    if is_masakari_path(path):
+        return masakari_error_body(500, message)
+    return error_body(500, message, aodh=is_aodh_path(path), request_id=rid)
 
 
 def _respond(request: Request, status: int, message: str, **detail: Any) -> JSONResponse:

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medevac.api.auth import presented_token
-from medevac.api.errors import error_body, is_aodh_path, send_json
+from medevac.api.errors import error_body_for, send_json
 
 
 class BodySizeLimit:
@@ -28,7 +28,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.limit} bytes"
-        await send_json(send, 413, error_body(413, message, aodh=is_aodh_path(scope["path"])))
+        await send_json(send, 413, error_body_for(scope["path"], 413, message))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,8 +146,8 @@ class NulRefusal:
         where = nul_in_request(scope, body)
         if where is not None:
             message_text = f"{where}: {NUL_PROBLEM}"
-            aodh = is_aodh_path(scope["path"].replace(NUL, ""))
-            await send_json(send, 400, error_body(400, message_text, aodh=aodh))
+            path = scope["path"].replace(NUL, "")
+            await send_json(send, 400, error_body_for(path, 400, message_text))
             return
         replayed = False
 
@@ -224,5 +224,5 @@ class TokenRateLimit:
             return
         retry_after = max(1, math.ceil(wait))
         message = f"too many requests: retry after {retry_after} s"
-        body = error_body(429, message, aodh=is_aodh_path(scope["path"]))
+        body = error_body_for(scope["path"], 429, message)
         await send_json(send, 429, body, {"retry-after": str(retry_after)})

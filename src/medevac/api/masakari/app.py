@@ -14,20 +14,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medevac.api.auth import TokenRegistry
+from medevac.api.auth import Principal, TokenRegistry, require
 from medevac.api.errors import ApiError, log_unhandled, request_id
 from medevac.api.masakari import versions
 from medevac.api.masakari.common import ComputeHosts, Context, Fault, fault_response
 from medevac.api.masakari.notifications import notifications_router
+from medevac.api.masakari.openapi import install_openapi
 from medevac.api.masakari.segments import segments_router
 from medevac.monitor.raw import FaultSink
 from medevac.storage.db import Database
 
 VERSION_UPDATED = "2016-07-01T11:33:21Z"
+AnyRole = Depends(require())
 
 
 def masakari_app(
@@ -39,7 +42,16 @@ def masakari_app(
 ) -> FastAPI:
     """Masakari's API v1 over ``db``: notifications go to ``sink`` (the monitor) as raw
     faults; a segment host must be one of ``compute_hosts`` (Nova's), when given."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="medevac: Masakari API v1",
+        version=versions.text(versions.MAX_VERSION),
+        description="Masakari's instance-ha API v1 over medevac's segments and monitor.",
+        # Served below behind a token, as the main API's document is.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_openapi(app)
     app.state.tokens = tokens
     ctx = Context(db, sink, compute_hosts, clock)
 
@@ -129,10 +141,18 @@ def masakari_app(
             }
         }
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_: Principal = AnyRole) -> JSONResponse:
+        """This API's OpenAPI document (any token)."""
+        return JSONResponse(app.openapi())
+
     app.add_api_route("/v1", version_v1, methods=["GET"])
     app.add_api_route("/v1/", version_v1, methods=["GET"])
 
     for router in (segments_router(ctx), notifications_router(ctx)):
         app.include_router(router, prefix="/v1")
-        app.include_router(router, prefix="/v1/{project_id:masakari_project}")
+        # The same routes under a project id: documented once, without it.
+        app.include_router(
+            router, prefix="/v1/{project_id:masakari_project}", include_in_schema=False
+        )
     return app

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from medevac.api.auth import Principal, require
+from medevac.api.errors import masakari_error_body
 from medevac.api.masakari import schemas, versions, views
 from medevac.config import Role
 from medevac.monitor.raw import FaultSink
@@ -23,19 +24,6 @@ from medevac.storage.db import Database
 from medevac.storage.segments import SegmentRow, SegmentStore
 
 MAX_LIMIT = 1000  # Masakari's osapi_max_limit
-FAULT_NAMES = {
-    400: "badRequest",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "itemNotFound",
-    405: "badMethod",
-    409: "conflictingRequest",
-    413: "overLimit",
-    415: "badMediaType",
-    429: "overLimit",
-    501: "notImplemented",
-    503: "serviceUnavailable",
-}
 
 ComputeHosts = Callable[[], Awaitable[Collection[str]]]
 
@@ -50,9 +38,7 @@ class Fault(Exception):
 
 
 def fault_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    name = FAULT_NAMES.get(status, "masakariFault")
-    body = {name: {"code": status, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(masakari_error_body(status, message), status_code=status, headers=headers)
 
 
 class ProjectConvertor(Convertor[str]):

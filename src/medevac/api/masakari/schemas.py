@@ -8,7 +8,7 @@ Pure validation with pydantic: unknown fields are refused, as Masakari's
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +27,7 @@ from medevac.storage.models import TEXT_LENGTH
 
 TRUE = frozenset({"true", "1", "on", "yes", "y", "t"})
 FALSE = frozenset({"false", "0", "off", "no", "n", "f"})
+MARGIN = timedelta(days=1)  # kept from the ends of datetime's range
 
 
 def masakari_bool(value: object) -> object:
@@ -166,9 +167,18 @@ PAYLOADS: dict[str, type[_Body]] = {
 
 
 def parse_time(value: str) -> datetime:
-    """An ISO 8601 time as oslo's parse_isotime takes it (no zone: UTC)."""
+    """An ISO 8601 time as oslo's parse_isotime takes it (no zone: UTC); ValueError if
+    it is not one, or is within a day of the first or last time Python can hold."""
     parsed = datetime.fromisoformat(value.strip())
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    try:
+        # The duplicate check looks back from it, and answers show it in UTC: a time at
+        # the calendar's edge would overflow there.
+        (parsed - MARGIN).astimezone(UTC)
+        (parsed + MARGIN).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value[:64]} is out of range") from None
+    return parsed
 
 
 def _time(value: str) -> str:
