@@ -21,6 +21,7 @@ from medevac.inspector.host_states import HostStates
 from medevac.inspector.incidents import IncidentState
 from medevac.inspector.inspector import Inspector
 from medevac.inspector.journal import IncidentJournal
+from medevac.inspector.lifecycle import Happening, HostState
 from medevac.inspector.topology import Topology
 from medevac.monitor.verdicts import Verdict, VerdictKind
 from medevac.notifier.notifier import Notifier
@@ -188,3 +189,36 @@ def test_recoveries_and_evacuations_are_upserted_and_served_from_the_store(
         assert [(e["server_id"], e["result"]) for e in history["evacuations"]] == [
             ("s1", "recovered")
         ]
+
+
+def test_a_host_gained_is_taken_with_the_lifecycle_its_previous_owner_left(
+    db: Database,
+) -> None:
+    """Two controllers on one store, both started while h1 was UP: the first puts h1
+    under maintenance; the second, once it gains h1, reloads its lifecycle from the
+    store and goes on from there (its next move written, not refused as stale)."""
+
+    async def run() -> tuple[str, str, int, int]:
+        first, second = HostStates(HostStore(db)), HostStates(HostStore(db))
+        await first.load()
+        await second.load()
+        first.start()
+        second.start()
+        try:
+            assert first.happen("h1", "z", Happening.MAINTENANCE, "t1") is HostState.MAINTENANCE
+            await first.flush()
+            stale = second.life("h1").state.value
+            await second.reload({"h1", "h2"})  # h2: never moved, stays as it was
+            taken = second.life("h1")
+            second.happen("h1", "z", Happening.MAINTENANCE_ENDED, "t2")
+            await second.flush()
+            return stale, taken.state.value, taken.generation, second.conflicts
+        finally:
+            await first.close()
+            await second.close()
+
+    stale, taken, generation, conflicts = asyncio.run(run())
+    assert (stale, taken, generation, conflicts) == ("UP", "MAINTENANCE", 1, 0)
+    row = HostStore(db).get("h1")
+    assert row is not None and (row.state, row.generation) == ("UP", 2)
+    assert HostStore(db).get("h2") is None

@@ -254,3 +254,25 @@ def test_a_replaced_owner_cannot_put_a_host_back_from_maintenance(
     assert nova.enabled == [] and lifecycles.states["h1"] == "MAINTENANCE"
     assert emitted == [] and audited == []
     assert db.audit_events(subject="h1")[0].kind == "host.stale_owner"
+
+
+def test_a_controller_that_does_not_own_a_host_says_so_whatever_it_remembers_of_it(
+    settings: Settings, db: Database
+) -> None:
+    """A controller that held h1 once still remembers it under MAINTENANCE: neither a
+    start nor an end is decided on that memory; both say who should be asked."""
+    hosts = HostStore(db)
+    hosts.claim("h1", "z", "ctl-2", 1.0)
+    ownership = SharedOwnership("ctl-1", {"h1": "z"}, hosts, lambda: True)  # holds nothing
+    lifecycles, nova = Lifecycles(h1="MAINTENANCE"), Nova()
+    audited: list[tuple[Any, ...]] = []
+    emitted: list[Any] = []
+    maintenance = maintenance_on(db, lifecycles, nova, audited, emitted, ownership)
+    url = "/v1/hosts/h1/maintenance"
+    with TestClient(build_world(settings, db, maintenance).app) as client:
+        for r in (client.post(url, json={"reason": "disks"}, headers=ADMIN),
+                  client.delete(url, headers=ADMIN)):  # fmt: skip
+            assert r.status_code == 409, r.text
+            assert "ctl-1 does not own h1" in r.text, r.text
+    assert nova.enabled == [] and lifecycles.states["h1"] == "MAINTENANCE"
+    assert emitted == [] and audited == [] and MaintenanceStore(db).latest("h1") is None

@@ -13,17 +13,18 @@ import socket
 import time
 import tomllib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from medevac.cluster.ownership import NOT_OWNER
 from medevac.lab import partition
 from medevac.lab.client import TwoHostWatch
 from tests.conftest import ConsumerProcess, wait_for
-from tests.lab.conftest import Controller, RunningLab, shared_out, start_lab
+from tests.lab.conftest import Controller, RunningLab, as_json, shared_out, start_lab
 
 ENDED = {"COMPLETED", "PARTIAL", "FAILED", "FENCING_FAILED", "NOVA_NEVER_SAW_DOWN"}
 BEFORE_FENCED = {"STARTED", "FENCING"}
@@ -306,6 +307,137 @@ def put_back(clab: RunningLab, ctls: list[Controller], host: str) -> None:
         return r.status_code == 200
 
     wait_for(f"{host} released", released, 120, 1.0)
+
+
+def maintenance_of(ctl: Controller, host: str) -> dict[str, Any]:
+    return dict(ctl.get(f"/v1/hosts/{host}/maintenance"))
+
+
+def refused_by(ctl: Controller, method: str, host: str, body: Any = None) -> str:
+    """What ``ctl`` answered a maintenance start (POST) or end (DELETE) it refused with
+    409: its reason."""
+    r = httpx.request(
+        method,
+        f"{ctl.url}/v1/hosts/{host}/maintenance",
+        json=body,
+        headers={"X-Auth-Token": ctl.token},
+        timeout=30,
+    )
+    assert r.status_code == 409, (ctl.member_id, method, r.status_code, r.text)
+    return r.text
+
+
+def test_a_maintenance_whose_owner_is_killed_at_the_deadline_is_finished_by_another(
+    clab: RunningLab, ctls: list[Controller]
+) -> None:
+    """A maintenance started through the owner of a host, the owner SIGKILLed while it
+    waits for the deadline: another controller takes the host over and finishes it,
+    every HA server live-migrated once, never a server on two hosts; a controller that
+    does not own the host refuses to start or end its maintenance (409, and why)."""
+    host = "host2"  # up since the pause test, every other host up too
+    ha = {s["id"] for s in ha_on(clab, host)}
+    plain = {s["id"] for s in clab.servers_on(host)} - ha
+    first = owner(ctls, host)
+    assert first is not None and ha, (first, ha)
+    victim, epoch = first
+    others = [c for c in ctls if c is not victim]
+    body = {
+        "reason": "new fans",
+        "deadline": (datetime.now(UTC) + timedelta(seconds=8)).isoformat(),
+    }
+    assert NOT_OWNER in refused_by(others[0], "POST", host, body)  # nothing opened there
+
+    t0 = time.time()
+    with TwoHostWatch(clab.client) as watch:
+        r = httpx.post(
+            f"{victim.url}/v1/hosts/{host}/maintenance",
+            json=body,
+            headers={"X-Auth-Token": victim.token},
+            timeout=30,
+        )
+        assert r.status_code == 202, r.text
+        started = r.json()
+        assert started["state"] == "SCHEDULED", started
+
+        def waiting() -> bool:
+            """The owner's workflow told the owners and waits for the deadline."""
+            audit = victim.get(f"/v1/audit?subject={host}&limit=100")["events"]
+            return any(
+                e["kind"] == "maintenance.scheduled"
+                and e["detail"].get("maintenance_id") == started["id"]
+                for e in audit
+            )
+
+        wait_for(f"{victim.member_id} waiting for the deadline", waiting, 15, 0.05)
+        struck = clab.client.inject("controller-kill", host)
+        assert struck["member_id"] == victim.member_id, struck
+        killed_at = float(struck["time"])
+        victim.proc.wait(timeout=10)
+        assert killed_at < started["deadline_at"], "killed after the deadline: nothing waited"
+
+        def reowned() -> tuple[Controller, int] | None:
+            found = owner(others, host)
+            return found if found is not None and found[1] > epoch else None
+
+        heir, new_epoch = wait_for(f"{host} re-owned", reowned, MEMBERSHIP_TIMEOUT + 10, 0.02)
+        reowned_after = time.time() - killed_at
+        bystander = next(c for c in others if c is not heir)
+
+        def over() -> dict[str, Any] | None:
+            m = maintenance_of(heir, host)
+            return m if m["state"] not in ("SCHEDULED", "MIGRATING") else None
+
+        done = wait_for(f"{host}'s maintenance to end its migrations", over, 120, 0.2)
+        over_after = time.time() - killed_at
+        clab.no_server_runs_twice()
+    assert done["state"] == "READY", json.dumps(done, indent=1)
+    by_id = {s["server_id"]: s for s in done["servers"]}
+    assert {sid for sid, s in by_id.items() if s["result"] == "migrated"} == ha, by_id
+    assert {sid for sid, s in by_id.items() if s["result"] == "left"} == plain, by_id
+    # Once each: one request, after the deadline (no owner answered), and each runs
+    # on another host now.
+    assert all(by_id[sid]["attempts"] == 1 for sid in ha), by_id
+    assert all(by_id[sid]["started_at"] >= started["deadline_at"] for sid in ha), by_id
+    now = {s["id"]: s for s in clab.status()["servers"]}
+    for sid in ha:
+        assert now[sid]["host"] not in (host, None) and now[sid]["status"] == "ACTIVE", now[sid]
+        assert by_id[sid]["to_host"] == now[sid]["host"]
+    assert all(now[sid]["host"] == host for sid in plain)
+    assert watch.samples > 5 and watch.twice == [], f"servers on two hosts: {watch.twice[:3]}"
+    lives = as_json(clab, "--os-compute-api-version", "2.23", "server", "migration", "list",
+                    "--host", host, "--type", "live-migration")  # fmt: skip
+    after = [m for m in lives if epoch_seconds(m["Created At"] + "+00:00") >= t0]
+    assert sorted(m["Server UUID"] for m in after) == sorted(ha), after
+    # The heir took its workflow over (the bystander did not) and finished it, once.
+    took = f"took over 1 recovery workflows: maintenance-{started['id']}"
+    assert took in heir.log.read_text() and took not in bystander.log.read_text()
+    audit = heir.get(f"/v1/audit?subject={host}&limit=500")["events"]
+    ready = [e for e in audit if e["kind"] == "maintenance.ready"]
+    assert len(ready) == 1 and ready[0]["detail"]["maintenance_id"] == started["id"], ready
+
+    # Neither start nor end through a controller that does not own the host.
+    for method, payload in (("POST", {"reason": "again"}), ("DELETE", None)):
+        why = refused_by(bystander, method, host, payload)
+        assert NOT_OWNER in why and host in why, why
+    assert maintenance_of(heir, host)["state"] == "READY"
+    # Ended through its owner: the host back in service for the next tests.
+    r = httpx.delete(
+        f"{heir.url}/v1/hosts/{host}/maintenance", headers={"X-Auth-Token": heir.token}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    ended = r.json()
+    assert ended["state"] == "ENDED" and ended["service_enabled"], ended
+    assert clab.host(host)["nova"]["status"] == "enabled"
+    assert heir.host(host)["lifecycle"]["state"] == "UP"
+    victim.restart()
+    wait_for("every controller back with its share", lambda: shared_out(ctls), 60)
+    print(
+        f"\n{host}: maintenance started through {victim.member_id} (epoch {epoch}), killed "
+        f"{started['deadline_at'] - killed_at:.1f} s before its deadline; {heir.member_id} "
+        f"owned it (epoch {new_epoch}) {reowned_after * 1000:.0f} ms after the kill and "
+        f"ended its migrations {over_after:.1f} s after it: {len(ha)} HA servers migrated, "
+        f"{len(plain)} left"
+    )
 
 
 def test_a_killed_owner_s_recovery_is_finished_by_another_controller(

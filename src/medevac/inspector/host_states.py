@@ -42,6 +42,22 @@ class HostStates:
         for row in await asyncio.to_thread(self.store.all):
             self._lives[row.name] = HostLife(HostState(row.state), row.since, row.generation)
 
+    async def reload(self, hosts: set[str]) -> None:
+        """These hosts' states as the store holds them now: a host this controller just
+        gained was moved by its previous owner meanwhile (under maintenance, lost), so
+        what memory kept of it from this controller's start is stale."""
+        if self.store is None or not hosts:
+            return
+        store = self.store
+        rows = await asyncio.to_thread(lambda: [store.get(h) for h in sorted(hosts)])
+        for row in rows:
+            if row is None:
+                continue
+            was = self.life(row.name)
+            self._lives[row.name] = HostLife(HostState(row.state), row.since, row.generation)
+            if self.changes is not None and was.state.value != row.state:
+                self.changes.publish(HOSTS, row.name, lifecycle=row.state)
+
     def life(self, host: str) -> HostLife:
         return self._lives.get(host, HostLife())
 

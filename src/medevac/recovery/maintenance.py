@@ -83,6 +83,8 @@ class Maintenance:
         """Put ``host`` under maintenance; returns its record (SCHEDULED). Refused when
         the host is not in service (UP), MaintenanceExists when it has one open,
         NotOwner when another controller owns it."""
+        if not self.ownership.holds(host):  # its lifecycle here may be stale: not ours
+            raise NotOwner(self.ownership.member_id, host)
         state = self.host_state(host)
         if state != "UP":
             raise Refused(f"{host} is {state}: a maintenance starts on a host in service")
@@ -159,7 +161,10 @@ class Maintenance:
         lost meanwhile keeps its recovery's state (its release puts it back). When Nova
         refuses to enable the service, the maintenance is ENDED but the host stays under
         MAINTENANCE, nothing is sent, and CloudError is raised: an end asked again enables
-        it and completes that maintenance then."""
+        it and completes that maintenance then. NotOwner when another controller owns
+        the host."""
+        if not self.ownership.holds(host):  # its lifecycle here may be stale: not ours
+            raise NotOwner(self.ownership.member_id, host)
         body = await asyncio.to_thread(self.store.current, host)
         state = self.host_state(host)
         unfinished = None  # ended, but its service not enabled: completed by this end

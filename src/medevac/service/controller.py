@@ -372,7 +372,9 @@ class Controller:
     async def _take_over_once(self, hosts: set[str]) -> None:
         """Their open incidents are adopted, the ones lost stay lost (no second
         verdict), the ones silent already are suspected, and their recoveries left
-        pending by another executor resume here."""
+        pending by another executor resume here, on the hosts' lifecycle as their
+        previous owner left it."""
+        await self.inspector.host_states.reload(hosts)
         incidents = [i for i in await self.journal.load_open() if i.host in hosts]
         # A host lost again while the journal was read (two views applied back to back)
         # is its new owner's: a copy of its incident kept here would never be forgotten.
