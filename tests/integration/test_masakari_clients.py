@@ -406,6 +406,8 @@ def test_masakari_hostmonitor_running_reports_a_remote_node_gone_offline(
         fresh.write_text(_crm_mon(node, online=False))
         fresh.replace(state)  # at once: crm_mon never prints half a file
         notice = wait_for("the host monitor's report", reported, timeout=60, interval=0.2)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{_tail(log)}") from None
     finally:
         _stop_session(monitor)
     assert notice["payload"] == {
