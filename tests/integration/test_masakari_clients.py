@@ -1,18 +1,21 @@
 """Masakari's own client code against medevac's Masakari API, unchanged: the real
 `openstack` CLI with python-masakariclient 8.9.0 (segments, their hosts, notifications),
 and masakari-monitors 22.0.0's host, process and instance monitors sending their
-reports through their own SendNotification, and its `masakari-processmonitor` service
-run as a process of its own; medevac served by uvicorn on loopback, its
-store on SQLite and on PostgreSQL. The clients run in the lab's venv, where they are
-installed."""
+reports through their own SendNotification, and its `masakari-processmonitor` and
+`masakari-hostmonitor` services run as processes of their own; medevac served by
+uvicorn on loopback, its store on SQLite and on PostgreSQL. The clients run in the
+lab's venv, where they are installed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,3 +292,168 @@ def test_masakari_processmonitor_running_reports_a_process_it_cannot_restart(
 
 def _tail(path: Path) -> str:
     return path.read_text()[-3000:] if path.exists() else "(no log)"
+
+
+def _crm_mon(node: str, online: bool) -> str:
+    """What `crm_mon -X` prints for a quorate cluster with one Pacemaker Remote node."""
+    state = "true" if online else "false"
+    return (
+        '<crm_mon><summary><current_dc with_quorum="true"/></summary>'
+        f'<nodes><node name="{node}" online="{state}" type="remote"/></nodes></crm_mon>\n'
+    )
+
+
+def _session_members(leader: int) -> list[int]:
+    """The live processes of the session ``leader`` heads: it and what it started,
+    however reparented (the privsep helper forks its daemon off and exits); zombies,
+    dead already, are left out."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        # state, ppid, pgrp, then the session id
+        if fields[0] != "Z" and int(fields[3]) == leader:
+            members.append(int(entry.name))
+    return members
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_masakari_hostmonitor_running_reports_a_remote_node_gone_offline(
+    medevac: Served, tmp_path: Path
+) -> None:
+    """The `masakari-hostmonitor` service itself, unchanged, with its Pacemaker driver
+    on a Pacemaker Remote node: it runs `crm_mon -X` as root through its privsep daemon
+    (a stand-in `crm_mon` printing what the test writes), sees a node go from online to
+    offline and reports it as Masakari expects."""
+    assert LAB_BIN is not None
+    # Without sudo the monitor's privsep daemon is root only if the monitor is (as here
+    # and in CI); else its `crm_mon` would fail and nothing be reported.
+    assert os.geteuid() == 0, "the host monitor runs its commands as root"
+    node = "h2"  # a segment host other than this machine, which the monitor never reports
+    seg = as_json(medevac, "segment", "create", "seg1", "auto", "COMPUTE")
+    as_json(medevac, "segment", "host", "create", node, "COMPUTE", "SSH", seg["uuid"])
+    state = tmp_path / "crm_mon.xml"
+    state.write_text(_crm_mon(node, online=True))
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    crm_mon = fake_bin / "crm_mon"
+    crm_mon.write_text(f"#!/bin/sh\nexec cat {state}\n")
+    crm_mon.chmod(0o755)
+    config = tmp_path / "hostmonitor.conf"
+    log = tmp_path / "hostmonitor.log"
+    config.write_text(
+        f"[DEFAULT]\nlog_file = {log}\ndebug = True\n"
+        "[api]\nauth_type = admin_token\n"
+        f"endpoint = {medevac.endpoint}\ntoken = {ADMIN_TOKEN}\n"
+        "region = RegionOne\napi_interface = public\n"
+        "[host]\nmonitoring_driver = default\nmonitoring_interval = 1\n"
+        "pacemaker_node_type = remote\nrestrict_to_remotes = True\n"
+        "disable_ipmi_check = True\napi_retry_max = 0\napi_retry_interval = 0\n"
+        # Root already: the privsep daemon is started without sudo.
+        f"[masakarimonitors_privileged]\nhelper_command = {LAB_BIN / 'privsep-helper'}\n"
+    )
+    # The privsep daemon inherits this environment, so it finds the stand-in first too.
+    env = {"PATH": f"{fake_bin}:{LAB_BIN}:/usr/bin:/bin", "HOME": str(Path.home())}
+    monitor = subprocess.Popen(
+        [str(LAB_BIN / "masakari-hostmonitor"), "--config-file", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own session, to find the daemon it spawns
+    )
+
+    def logged(line: str) -> Callable[[], bool]:
+        def check() -> bool:
+            assert monitor.poll() is None, _tail(log)
+            return log.exists() and line in log.read_text()
+
+        return check
+
+    def reported() -> dict[str, Any] | None:
+        assert monitor.poll() is None, _tail(log)
+        found = medevac.api("notifications?type=COMPUTE_HOST")["notifications"]
+        return found[0] if found else None
+
+    daemons: list[int] = []
+    try:
+        seen = f"Recognized '{node}' as a new member of cluster. Host status is 'online'."
+        wait_for("the host monitor to see the node online", logged(seen), timeout=60)
+        daemons = [
+            pid
+            for pid in _session_members(monitor.pid)
+            if pid != monitor.pid and "privsep-helper" in _cmdline(pid)
+        ]
+        assert daemons, "no privsep daemon in the host monitor's session"
+        # Nothing is reported for a node first seen, nor while it stays as it was.
+        wait_for(
+            "a second look at the node",
+            logged(f"'{node}' is 'online' (current: 'online')."),
+            timeout=30,
+        )
+        assert medevac.api("notifications")["notifications"] == []
+        fresh = state.with_suffix(".new")
+        fresh.write_text(_crm_mon(node, online=False))
+        fresh.replace(state)  # at once: crm_mon never prints half a file
+        notice = wait_for("the host monitor's report", reported, timeout=60, interval=0.2)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{_tail(log)}") from None
+    finally:
+        _stop_session(monitor)
+    assert notice["payload"] == {
+        "event": "STOPPED",
+        "cluster_status": "OFFLINE",
+        "host_status": "NORMAL",
+    }
+    host = medevac.api(f"segments/{seg['uuid']}/hosts")["hosts"][0]
+    assert (notice["source_host_uuid"], host["name"]) == (host["uuid"], node)
+    assert notice["status"] == "new"  # a suspicion, confirmed by medevac's own checks
+    assert medevac.monitor.hosts[node].state in (HostState.SUSPECT, HostState.LOST)
+    assert host["on_maintenance"] is True
+    reports = medevac.api("notifications")["notifications"]
+    assert [n["notification_uuid"] for n in reports] == [notice["notification_uuid"]]
+    assert not set(daemons) & set(_session_members(monitor.pid))
+
+
+def _stop_session(leader: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in a session of its own, and whatever it left in that
+    session (a privsep daemon is no longer its child, but stays in its session)."""
+
+    def exited() -> bool:  # not reaped yet: its id, the session's, cannot be reused
+        if leader.returncode is not None:  # reaped already, having died on its own
+            return True
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        return os.waitid(os.P_PID, leader.pid, flags) is not None
+
+    leader.terminate()
+    try:
+        wait_for("the monitor to exit", exited, timeout=15, interval=0.1)
+    except AssertionError:
+        leader.kill()
+        wait_for("the monitor to be killed", exited, timeout=15, interval=0.1)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _session_members(leader.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        try:
+            wait_for(
+                "the monitor's session to end",
+                lambda: not _session_members(leader.pid),
+                timeout=10,
+                interval=0.1,
+            )
+            break
+        except AssertionError:
+            if sig == signal.SIGKILL:
+                raise
+    leader.wait(timeout=15)
