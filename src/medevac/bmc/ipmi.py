@@ -189,9 +189,9 @@ class IpmiClient:
 
     Calls on one client are serialised; each has its own deadline (``timeout``
     seconds, login included).  A call abandoned at its deadline may still be in
-    pyghmi: a later power change waits for it, a power read does not (see the
-    module docstring).  ``executor`` runs the blocking pyghmi calls; by default
-    asyncio's default executor.
+    pyghmi: a later power change waits for an abandoned power change, a power
+    read waits for neither (see the module docstring).  ``executor`` runs the
+    blocking pyghmi calls; by default asyncio's default executor.
     """
 
     def __init__(
