@@ -203,57 +203,6 @@ def test_unreachable_bmc_fails_within_the_client_deadline(farm: BmcFarm, spec: B
     asyncio.run(scenario())
 
 
-def test_a_read_after_the_bmc_is_healed_does_not_wait_for_a_call_still_stuck_in_pyghmi(
-    farm: BmcFarm, spec: BmcSpec
-) -> None:
-    """A read given up on while the BMC was cut off leaves its thread in pyghmi,
-    waiting to send its request again; the first read once the BMC is back answers
-    within its own deadline instead of queueing behind that thread."""
-
-    async def scenario() -> None:
-        client = IpmiClient(target(spec), timeout=1.0)
-        assert await client.power_state() is PowerState.ON  # a logged-in session
-        farm.set_reachable("compute-1", False)
-        with pytest.raises(BmcUnreachable, match=r"no answer within 1 s$"):
-            await client.power_state()
-        farm.set_reachable("compute-1", True)
-        assert await client.power_state() is PowerState.ON
-
-    asyncio.run(scenario())
-
-
-def test_a_power_change_never_overtakes_one_still_stuck_in_pyghmi(
-    farm: BmcFarm, spec: BmcSpec, hooks: MemoryHooks
-) -> None:
-    """Power on after a power off given up on: the on waits for the off's thread,
-    so whatever of the off reaches the BMC reaches it first; a read meanwhile does
-    not wait."""
-
-    async def scenario() -> None:
-        client = IpmiClient(target(spec), timeout=1.0)
-        assert await client.power_state() is PowerState.ON
-        farm.set_reachable("compute-1", False)
-        with pytest.raises(BmcUnreachable, match=r"no answer within 1 s$"):
-            await client.power_off()
-        with pytest.raises(BmcUnreachable, match="an earlier request is still pending"):
-            await client.power_on()  # never sent: the off may still be retransmitted
-        farm.set_reachable("compute-1", True)
-        assert await client.power_state() in (PowerState.ON, PowerState.OFF)
-
-        async def powered_on() -> bool:
-            try:
-                await client.power_on()
-            except BmcUnreachable:
-                return False
-            return True
-
-        await wait_until(powered_on, deadline=15.0)
-
-    asyncio.run(scenario())
-    # the off may have landed (late) or not at all, but never after the on
-    assert hooks.calls in ([("on", "compute-1")], [("off", "compute-1"), ("on", "compute-1")])
-
-
 def test_handler_errors_are_answered_and_do_not_stop_the_farm(
     farm: BmcFarm, spec: BmcSpec, hooks: MemoryHooks
 ) -> None:

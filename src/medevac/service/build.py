@@ -91,8 +91,8 @@ def build_bmc_clients(
     settings: Settings, executor: Executor | None = None
 ) -> dict[str, PowerControl]:
     """One BMC client per host (IPMI or Redfish), shared by the monitor (reads) and
-    recovery (fencing): a client keeps a host's power changes in order and bounds
-    the threads its calls hold, which two clients to one BMC could not."""
+    recovery (fencing): pyghmi shares a session per BMC and user, so two clients
+    would collide on it."""
     creds = settings.bmc_credentials()
     clients: dict[str, PowerControl] = {}
     timeout = settings.monitor.bmc_timeout
