@@ -8,27 +8,13 @@ import logging
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from medevac.config import Settings
 from medevac.storage import Database
 from tests.api_world import build_world
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN
+from tests.schema_runs import CHECKS, every_operation
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
 EXAMPLES = 30  # per operation and token: about 1,200 requests over the 20 operations
 # The probes answer 503 by design when the controller is unhealthy or not ready (this
 # world's notifier is never started): documented, so only that check is left out.
@@ -44,31 +30,12 @@ def test_generated_requests_get_no_5xx_and_answers_match_the_document(
     world = build_world(settings.model_copy(update={"api": api, "notifier": notifier}), db)
     admin = {"X-Auth-Token": ADMIN_TOKEN}
     schema = schemathesis.openapi.from_asgi("/openapi.json", world.app, headers=admin)
-    made = 0
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        operations += 1
-
-        cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(
-            GenerationMode.NEGATIVE
-        )
-
-        @given(case=cases)
-        @hypothesis_settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def run(case: schemathesis.Case) -> None:
-            nonlocal made
-            checks = CHECKS[1:] if case.operation.path in PROBES else CHECKS
-            for token in (ADMIN_TOKEN, MEMBER_TOKEN):
-                case.call_and_validate(headers={"X-Auth-Token": token}, checks=checks)
-                made += 1
-
-        run()
+    operations, made = every_operation(
+        schema,
+        (ADMIN_TOKEN, MEMBER_TOKEN),
+        EXAMPLES,
+        lambda case: CHECKS[1:] if case.operation.path in PROBES else CHECKS,
+    )
     print(f"schemathesis: {made} requests over {operations} operations, no failure")
     assert operations >= 19 and made >= 1000
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

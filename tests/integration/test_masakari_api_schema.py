@@ -13,15 +13,6 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from medevac.api import create_app
 from medevac.config import Settings
@@ -29,15 +20,10 @@ from medevac.monitor.hosts import HostMonitor
 from medevac.storage import Database
 from tests.conftest import ADMIN_TOKEN, MEMBER_TOKEN, READER_TOKEN
 from tests.monitor_fakes import KEY, PowerOn, Sink
+from tests.schema_runs import every_operation
 
 pytestmark = pytest.mark.databases  # bad input must never reach either database as a 500
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
 EXAMPLES = 25  # per operation and token: about 1,300 requests over the 18 operations
 HOSTS = ("h1", "h2", "h3")
 DOCUMENT = "/instance-ha/openapi.json"
@@ -81,29 +67,7 @@ def test_generated_requests_get_no_5xx_and_answers_match_the_document(
     app = _app(settings, db)
     _seed(app)
     schema = schemathesis.openapi.from_asgi(DOCUMENT, app, headers={"X-Auth-Token": ADMIN_TOKEN})
-    made = 0
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        operations += 1
-        cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(
-            GenerationMode.NEGATIVE
-        )
-
-        @given(case=cases)
-        @hypothesis_settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def run(case: schemathesis.Case) -> None:
-            nonlocal made
-            for token in (ADMIN_TOKEN, READER_TOKEN, MEMBER_TOKEN):
-                case.call_and_validate(headers={"X-Auth-Token": token}, checks=CHECKS)
-                made += 1
-
-        run()
+    operations, made = every_operation(schema, (ADMIN_TOKEN, READER_TOKEN, MEMBER_TOKEN), EXAMPLES)
     print(f"schemathesis: {made} requests over {operations} operations, no failure")
     assert operations >= 18 and made >= 1000
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

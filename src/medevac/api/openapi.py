@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -158,12 +159,14 @@ def refine(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Make ``app.openapi()`` build (once) the refined document."""
+def install_openapi(
+    app: FastAPI, complete: Callable[[dict[str, Any]], dict[str, Any]] = refine
+) -> None:
+    """Make ``app.openapi()`` build (once) FastAPI's document as ``complete`` finishes it."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = refine(
+            app.openapi_schema = complete(
                 get_openapi(
                     title=app.title,
                     version=app.version,

@@ -24,8 +24,9 @@ from medevac.api.errors import ApiError, log_unhandled, request_id
 from medevac.api.masakari import versions
 from medevac.api.masakari.common import ComputeHosts, Context, Fault, fault_response
 from medevac.api.masakari.notifications import notifications_router
-from medevac.api.masakari.openapi import install_openapi
+from medevac.api.masakari.openapi import refine
 from medevac.api.masakari.segments import segments_router
+from medevac.api.openapi import install_openapi
 from medevac.monitor.raw import FaultSink
 from medevac.storage.db import Database
 
@@ -51,7 +52,7 @@ def masakari_app(
         docs_url=None,
         redoc_url=None,
     )
-    install_openapi(app)
+    install_openapi(app, refine)
     app.state.tokens = tokens
     ctx = Context(db, sink, compute_hosts, clock)
 

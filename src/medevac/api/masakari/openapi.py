@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 
 from medevac.api.errors import MASAKARI_PREFIX
@@ -334,21 +332,3 @@ def refine(doc: dict[str, Any]) -> dict[str, Any]:
                 responses[ok]["content"] = _json(_ref(ANSWERS[key].__name__))
     doc.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
     return doc
-
-
-def install_openapi(app: FastAPI) -> None:
-    """Make ``app.openapi()`` build (once) the completed document."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = refine(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    description=app.description,
-                    routes=app.routes,
-                )
-            )
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
