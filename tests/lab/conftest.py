@@ -24,7 +24,7 @@ from medevac.cloud import CloudDriver
 from medevac.lab import partition
 from medevac.lab.client import LabClient
 from medevac.lab.layout import LabError, LabPaths, find_lab_python
-from tests.conftest import wait_for
+from tests.conftest import ConsumerProcess, wait_for
 
 T = TypeVar("T")
 
@@ -204,6 +204,14 @@ def port_free(kind: int, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+@pytest.fixture(scope="module")
+def hooks() -> Iterator[ConsumerProcess]:
+    """A consumer for the module's alarms (the lab's webhook receiver, in a process)."""
+    c = ConsumerProcess()
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="session")

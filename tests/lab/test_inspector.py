@@ -39,13 +39,6 @@ def ilab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 
 @pytest.fixture(scope="module")
-def hooks() -> Iterator[ConsumerProcess]:
-    c = ConsumerProcess()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
 def ctl(ilab: RunningLab, hooks: ConsumerProcess) -> Iterator[Controller]:
     controller = Controller.start(
         ilab,

@@ -37,13 +37,6 @@ def mlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 
 @pytest.fixture(scope="module")
-def hooks() -> Iterator[ConsumerProcess]:
-    c = ConsumerProcess()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
 def ctl(mlab: RunningLab, hooks: ConsumerProcess) -> Iterator[Controller]:
     controller = Controller.start(
         mlab,
